@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Writes the MSK event fixtures under events/ (run from the repository root).
+
+Each fixture is an event exactly as an MSK event source mapping delivers it: records
+grouped by "<topic>-<partition>", key/value base64, headers as signed byte arrays.
+Values are DMS records in the shapes DMS writes (json-unformatted unless noted).
+"""
+import base64
+import json
+
+ARN = "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5"
+BOOTSTRAP = "b-1.cdc.kafka.eu-west-1.amazonaws.com:9098,b-2.cdc.kafka.eu-west-1.amazonaws.com:9098"
+TS = 1732200000000
+
+
+def b64(data):
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def signed(text):
+    return [b - 256 if b > 127 else b for b in text.encode()]
+
+
+def meta(op, table, schema="public", txid=1141, record_type="data", extra=None):
+    m = {
+        "timestamp": "2024-11-21T14:40:00.123456Z",
+        "record-type": record_type,
+        "operation": op,
+        "partition-key-type": "schema-table",
+        "schema-name": schema,
+        "table-name": table,
+        "transaction-id": txid,
+    }
+    if extra:
+        m.update(extra)
+    return m
+
+
+def record(topic, partition, offset, value, key, headers=(), pretty=False, ts_offset=0):
+    text = json.dumps(value, indent=2) if pretty else json.dumps(value, separators=(",", ":"))
+    return {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "timestamp": TS + ts_offset,
+        "timestampType": "CREATE_TIME",
+        "key": None if key is None else b64(key),
+        "value": b64(text),
+        "headers": [{k: signed(v)} for k, v in headers],
+    }
+
+
+def event(records, source="aws:kafka", arn=ARN):
+    grouped = {}
+    for r in records:
+        grouped.setdefault(f"{r['topic']}-{r['partition']}", []).append(r)
+    ev = {"eventSource": source}
+    if arn:
+        ev["eventSourceArn"] = arn
+    ev["bootstrapServers"] = BOOTSTRAP
+    ev["records"] = grouped
+    return ev
+
+
+TX = {"commit-timestamp": "2024-11-21T14:39:59.987654Z", "stream-position": "00000002/7C007178.3.00000002/7C007178",
+      "transaction-record-id": 1, "prev-transaction-id": 1140, "prev-transaction-record-id": 1}
+
+order = {"id": 46, "user_id": 7, "status": "PENDING", "amount": "19.90", "email": "kim@example.com", "note": "gift"}
+paid = dict(order, status="PAID")
+T = "dms.public.orders"
+
+fixtures = {
+    "insert.json": event([
+        record(T, 0, 100, {"data": order, "metadata": meta("insert", "orders", extra=TX)}, "public.orders",
+               headers=[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]),
+        record(T, 0, 101, {"data": dict(order, id=47, user_id=8), "metadata": meta("insert", "orders", txid=1142)}, "public.orders"),
+    ]),
+    "update-before-image.json": event([
+        record(T, 0, 200, {"data": paid, "before-image": order, "metadata": meta("update", "orders", txid=1150, extra=TX)}, "public.orders"),
+        record(T, 0, 201, {"data": dict(paid, status="SHIPPED"), "before-image": paid, "metadata": meta("update", "orders", txid="0A.1F.2B")}, "public.orders"),
+    ]),
+    "delete.json": event([
+        record(T, 0, 300, {"data": {"id": 46, "user_id": 7}, "metadata": meta("delete", "orders", txid=1160)}, "public.orders"),
+    ]),
+    # Full load: DMS keys by primary key and writes pretty-printed JSON with MessageFormat=json.
+    "full-load.json": event([
+        record(T, p, 10 + i, {"data": dict(order, id=i, user_id=100 + i), "metadata": meta("load", "orders", txid=None, extra={"partition-key-type": "primary-key"})},
+               str(i), pretty=True)
+        for i, p in [(1, 0), (2, 1), (3, 0), (4, 1)]
+    ]),
+    "ddl-control.json": event([
+        record(T, 0, 400, {"control": {"table-def": {"columns": {"id": {"type": "INT32", "nullable": False},
+                                                                 "user_id": {"type": "INT32", "nullable": False},
+                                                                 "coupon": {"type": "STRING", "length": 20, "nullable": True}},
+                                                     "primary-key": ["id"]}},
+                          "metadata": meta("add-column", "orders", record_type="control", extra={"partition-key-type": "task-id"})},
+               "public.orders"),
+        record(T, 0, 401, {"data": dict(order, coupon="WELCOME"), "metadata": meta("insert", "orders", txid=1170)}, "public.orders"),
+    ]),
+    "multi-topic.json": event([
+        record(T, 0, 500, {"data": order, "metadata": meta("insert", "orders")}, "public.orders",
+               headers=[("origin", "seoul-ë"), ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]),
+        record(T, 1, 70, {"data": dict(order, id=48, user_id=9), "metadata": meta("insert", "orders")}, "public.orders"),
+        record("dms.public.users", 0, 30, {"data": {"id": 7, "name": "Kim", "email": "kim@example.com", "password_hash": "x1"}, "metadata": meta("update", "users")}, "public.users"),
+        record("dms.public.users", 0, 31, {"data": {"id": 9, "name": "Lee", "email": "lee@example.com", "password_hash": "x2"}, "metadata": meta("insert", "users")}, "public.users"),
+        record("dms.sales.invoices", 2, 9, {"data": {"invoice_no": "INV-9", "total": 120}, "metadata": meta("insert", "invoices", schema="sales")}, "sales.invoices"),
+    ]),
+    "self-managed.json": event([
+        record("dms.public.users", 0, 40, {"data": {"id": 10, "name": "Park", "email": "park@example.com"}, "metadata": meta("insert", "users")}, "public.users"),
+    ], source="SelfManagedKafka", arn=None),
+}
+
+# The sample event `cdc-relay invoke` runs by default: a little of everything.
+fixtures["sample.json"] = event([
+    record(T, 0, 100, {"data": order, "metadata": meta("insert", "orders", extra=TX)}, "public.orders",
+           headers=[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]),
+    record(T, 0, 101, {"data": paid, "before-image": order, "metadata": meta("update", "orders", txid=1142)}, "public.orders"),
+    record(T, 0, 102, {"data": {"id": 46, "user_id": 7}, "metadata": meta("delete", "orders", txid=1143)}, "public.orders"),
+    record(T, 0, 103, {"control": {}, "metadata": meta("add-column", "orders", record_type="control")}, "public.orders"),
+    record("dms.public.users", 0, 30, {"data": {"id": 7, "name": "Kim", "email": "kim@example.com", "password_hash": "x1"}, "metadata": meta("insert", "users")}, "public.users"),
+])
+
+for name, ev in fixtures.items():
+    with open(f"events/{name}", "w") as f:
+        json.dump(ev, f, indent=2)
+        f.write("\n")
+print(f"wrote {len(fixtures)} events")

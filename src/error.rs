@@ -1,0 +1,155 @@
+//! Typed errors with a retryable/permanent distinction.
+//!
+//! Three families, by when they happen:
+//! - [`ConfigError`]: at init, from the environment or the routes file. The function
+//!   refuses to start rather than mis-route a single record.
+//! - [`RecordError`]: one input record could not be handled. It carries the pipeline
+//!   [`Stage`] that failed and whether a retry could help, so the pipeline can decide
+//!   between reporting the record to Lambda and treating it as poison.
+//! - [`Error`]: a whole invocation failed (bad event, no producer, failed batch).
+//!
+//! Callers ask [`Error::is_retryable`] / [`RecordError::is_retryable`]; nothing matches
+//! on message strings.
+
+use std::fmt;
+
+/// The pipeline stage a record failed in; also the value of the `relay-error-stage` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Base64 decoding of key, value or headers of the MSK record.
+    Source,
+    /// Parsing the value as a DMS record.
+    Dms,
+    /// Applying the routes file.
+    Transform,
+    /// Producing to Kafka and awaiting the acknowledgement.
+    Sink,
+}
+
+impl Stage {
+    /// Stable lower-case name, used in logs and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Source => "source",
+            Stage::Dms => "dms",
+            Stage::Transform => "transform",
+            Stage::Sink => "sink",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one input record was not handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage}: {message}")]
+pub struct RecordError {
+    /// The stage that failed.
+    pub stage: Stage,
+    /// Whether the same record could succeed on a later attempt (broker faults do,
+    /// malformed input does not).
+    pub retryable: bool,
+    /// What went wrong, for people. Never contains row values.
+    pub message: String,
+}
+
+impl RecordError {
+    /// A failure that will repeat on every retry of the same record.
+    pub fn permanent(stage: Stage, message: impl Into<String>) -> Self {
+        RecordError {
+            stage,
+            retryable: false,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that a later attempt may not see (broker down, timeout, deadline).
+    pub fn retryable(stage: Stage, message: impl Into<String>) -> Self {
+        RecordError {
+            stage,
+            retryable: true,
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying the record could help.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// A configuration problem found at init.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable holds a value the relay cannot use.
+    #[error("environment variable {name}={value:?}: {problem}")]
+    Env {
+        /// Variable name.
+        name: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The routes file could not be read.
+    #[error("routes file {path}: {source}")]
+    RoutesIo {
+        /// Path that was tried.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The routes file is not valid. `problem` names the line and, for a route, its table.
+    #[error("routes file {path}: {problem}")]
+    Routes {
+        /// Path of the file (or `<embedded>`).
+        path: String,
+        /// Line and problem.
+        problem: String,
+    },
+}
+
+/// An invocation-level failure: the handler answers it with an error, so Lambda
+/// retries the whole batch.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The event could not be understood at all (not an MSK event).
+    #[error("invalid MSK event: {0}")]
+    Event(String),
+    /// No downstream brokers are known: neither `RELAY_BROKERS` nor the event's
+    /// `bootstrapServers`.
+    #[error("no downstream brokers: set RELAY_BROKERS or send an event with bootstrapServers")]
+    NoBrokers,
+    /// The Kafka client could not be created or configured.
+    #[error("kafka producer: {0}")]
+    Producer(String),
+    /// Some records were not done and partial batch responses are off.
+    #[error(
+        "{failed} of {total} records not done (first: {first}); the whole batch will be retried"
+    )]
+    BatchFailed {
+        /// Records that were not done.
+        failed: usize,
+        /// Records in the batch.
+        total: usize,
+        /// The first failure, for the log.
+        first: String,
+    },
+}
+
+impl Error {
+    /// Whether invoking again with the same input could succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Config(_) | Error::Event(_) | Error::NoBrokers => false,
+            Error::Producer(_) | Error::BatchFailed { .. } => true,
+        }
+    }
+}

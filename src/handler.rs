@@ -1,0 +1,235 @@
+//! Lambda glue: `LambdaEvent<KafkaEvent>` -> [`Pipeline`] -> [`BatchResponse`].
+//!
+//! [`Relay`] is built once per execution environment (Lambda's init phase) and shared
+//! by every invocation. It owns the one producer: created at init when `RELAY_BROKERS`
+//! is set (and connected there, so the first batch does not pay for it), else on the
+//! first invocation from the event's `bootstrapServers`; never per invocation.
+//!
+//! The answer: all records done -> an empty `batchItemFailures`. Otherwise, with
+//! `RELAY_PARTIAL_BATCH=true`, one item per source partition naming its lowest offset not
+//! done; without it, an error, so Lambda retries the whole batch (a partial response is
+//! ignored by a mapping without `ReportBatchItemFailures`, which would drop records).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::config::Settings;
+use crate::dms::Decoder;
+use crate::error::Error;
+use crate::pipeline::{BatchOutcome, Pipeline, PipelineOptions};
+use crate::sink::Sink;
+use crate::source;
+use crate::transform::{Routes, Transformer, DEFAULT_ROUTES};
+
+/// How long init waits for the brokers when warming the producer up.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The partial batch response for Kafka event sources.
+///
+/// The shape Powertools and the upstream Lambda runtime use: `partition` is the
+/// `"<topic>-<partition>"` key of the event, `offset` a number. Kept in this one type so
+/// it can follow AWS if the spelling ever changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResponse {
+    /// Per partition with a failure, the first offset Lambda must deliver again.
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// One entry of [`BatchResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemFailure {
+    /// The record to resume from.
+    pub item_identifier: ItemIdentifier,
+}
+
+/// A record of a Kafka batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemIdentifier {
+    /// `"<topic>-<partition>"`, as the event's `records` map names it.
+    pub partition: String,
+    /// The record's offset.
+    pub offset: i64,
+}
+
+/// The function: configuration, pipeline and producer, shared by all invocations.
+#[derive(Debug)]
+pub struct Relay {
+    settings: Settings,
+    pipeline: Pipeline,
+    sink: OnceCell<Sink>,
+}
+
+impl Relay {
+    /// Builds the relay from settings: loads and validates the routes file.
+    pub fn new(settings: Settings) -> Result<Relay, Error> {
+        let routes = match settings.locate_routes() {
+            Some(path) => {
+                let routes = Routes::load(&path)?;
+                tracing::info!(routes = %path.display(), count = routes.routes.len(), "routes loaded");
+                routes
+            }
+            None => {
+                tracing::warn!(
+                    "no routes file found: every table goes to cdc.{{schema}}.{{table}}"
+                );
+                Routes::parse(DEFAULT_ROUTES, "<default routes>")?
+            }
+        };
+        Ok(Relay::with_routes(settings, routes))
+    }
+
+    /// Builds the relay over already validated routes.
+    pub fn with_routes(settings: Settings, routes: Routes) -> Relay {
+        let pipeline = Pipeline::new(
+            Decoder::new(settings.before_image_field.clone()),
+            Transformer::new(routes),
+            PipelineOptions {
+                concurrency: settings.concurrency,
+                chunk_size: settings.chunk_size,
+            },
+        );
+        Relay {
+            settings,
+            pipeline,
+            sink: OnceCell::new(),
+        }
+    }
+
+    /// Init-phase work: when `RELAY_BROKERS` is set, create the producer and connect it.
+    /// A broker that is not reachable yet is logged, not fatal: librdkafka keeps trying.
+    pub async fn init(settings: Settings) -> Result<Relay, Error> {
+        let relay = Relay::new(settings)?;
+        if let Some(brokers) = relay.settings.brokers.clone() {
+            let sink = relay.sink_for(&brokers).await?;
+            if let Err(e) = sink.warm_up(WARM_UP_TIMEOUT).await {
+                tracing::warn!(error = %e, "producer warm-up failed; will retry on first batch");
+            }
+        }
+        Ok(relay)
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The pipeline in use.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The producer, created on first use.
+    async fn sink_for(&self, brokers: &str) -> Result<&Sink, Error> {
+        let overrides = &self.settings.producer_overrides;
+        self.sink
+            .get_or_try_init(|| async { Sink::connect(brokers, overrides) })
+            .await
+    }
+
+    /// The producer if it exists (for flushing at shutdown).
+    pub fn sink(&self) -> Option<&Sink> {
+        self.sink.get()
+    }
+
+    /// Lambda entry point.
+    pub async fn handle(&self, event: LambdaEvent<KafkaEvent>) -> Result<BatchResponse, Error> {
+        let deadline = (event.context.deadline > 0).then(|| event.context.deadline());
+        let outcome = self.process(event.payload, deadline).await?;
+        self.respond(&outcome)
+    }
+
+    /// Runs one event through the pipeline. `deadline` is the invocation deadline; the
+    /// relay stops waiting `RELAY_DEADLINE_MARGIN_MS` before it.
+    pub async fn process(
+        &self,
+        event: KafkaEvent,
+        deadline: Option<SystemTime>,
+    ) -> Result<BatchOutcome, Error> {
+        let started = Instant::now();
+        let (origin, records) = source::records(event);
+        let brokers = match (&self.settings.brokers, &origin.bootstrap_servers) {
+            (Some(b), _) => b.clone(),
+            (None, Some(b)) if !b.trim().is_empty() => b.clone(),
+            _ => {
+                if records.is_empty() {
+                    return Ok(BatchOutcome::default());
+                }
+                return Err(Error::NoBrokers);
+            }
+        };
+        let sink = self.sink_for(&brokers).await?;
+        let budget = deadline.map(|d| budget_instant(d, self.settings.deadline_margin));
+        let outcome = self.pipeline.run(sink, records, budget).await;
+        tracing::info!(
+            records = outcome.records,
+            produced = outcome.produced,
+            messages = outcome.messages,
+            skipped = outcome.skipped.iter().map(|(_, n)| n).sum::<usize>(),
+            not_done = outcome.not_done,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch finished"
+        );
+        Ok(outcome)
+    }
+
+    /// The answer to Lambda for an outcome.
+    pub fn respond(&self, outcome: &BatchOutcome) -> Result<BatchResponse, Error> {
+        if outcome.failures.is_empty() {
+            return Ok(BatchResponse::default());
+        }
+        if !self.settings.partial_batch {
+            let first = &outcome.failures[0];
+            return Err(Error::BatchFailed {
+                failed: outcome.not_done,
+                total: outcome.records,
+                first: format!(
+                    "{} offset {}: {}",
+                    first.batch_partition, first.offset, first.error
+                ),
+            });
+        }
+        Ok(BatchResponse {
+            batch_item_failures: outcome
+                .failures
+                .iter()
+                .map(|f| BatchItemFailure {
+                    item_identifier: ItemIdentifier {
+                        partition: f.batch_partition.to_string(),
+                        offset: f.offset,
+                    },
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The instant `margin` before a wall-clock deadline (now, if that has passed).
+fn budget_instant(deadline: SystemTime, margin: Duration) -> Instant {
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(margin);
+    Instant::now() + remaining
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        let kind = match &error {
+            Error::Config(_) => "ConfigError",
+            Error::Event(_) => "InvalidEvent",
+            Error::NoBrokers => "NoBrokers",
+            Error::Producer(_) => "ProducerError",
+            Error::BatchFailed { .. } => "BatchFailed",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: format!("cdc-relay.{kind}"),
+            error_message: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Running the relay outside Lambda: an embedded Kafka and reading messages back.
+//!
+//! [`EmbeddedKafka`] is librdkafka's in-process mock cluster (real Kafka protocol on
+//! loopback, no process to install); it is `!Send` and must outlive every client that
+//! uses it. [`read_ranges`] consumes exactly the given offsets with a plain rdkafka
+//! consumer, so what the local `invoke` command prints, and what the tests assert, is
+//! what the broker stored, not what the relay meant to send.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::pipeline::DeliveryRecord;
+
+/// The event `invoke` runs when given no file: inserts, an update with before-image, a
+/// delete and a DDL record over two tables and partitions.
+pub const SAMPLE_EVENT: &str = include_str!("../events/sample.json");
+
+/// librdkafka's in-process mock cluster.
+pub struct EmbeddedKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a cluster of `brokers` brokers; topics are created on first use.
+    pub fn start(brokers: i32) -> Result<EmbeddedKafka, Error> {
+        let cluster = MockCluster::new(brokers)
+            .map_err(|e| Error::Producer(format!("cannot start embedded Kafka: {e}")))?;
+        Ok(EmbeddedKafka { cluster })
+    }
+
+    /// `host:port,...` of the cluster.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// The mock cluster, for fault injection (`broker_down`, `request_errors`, ...).
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+}
+
+/// A message as a consumer read it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedMessage {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Headers in stored order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Value bytes; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl ConsumedMessage {
+    /// The value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// One JSON line: `topic, partition, offset, key, headers, value` (value parsed as
+    /// JSON when it is JSON).
+    pub fn to_json(&self) -> Value {
+        let text = |bytes: &Option<Vec<u8>>| {
+            bytes
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .collect();
+        let value = match &self.value {
+            None => Value::Null,
+            Some(bytes) => serde_json::from_slice(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+        };
+        json!({
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": text(&self.key),
+            "headers": headers,
+            "value": value,
+        })
+    }
+}
+
+/// Reads back exactly the acknowledged messages, in the order they were delivered.
+pub fn read_back(
+    brokers: &str,
+    deliveries: &[DeliveryRecord],
+    timeout: Duration,
+) -> Result<Vec<ConsumedMessage>, Error> {
+    let mut ranges: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+    for d in deliveries {
+        let range = ranges
+            .entry((d.topic.to_string(), d.partition))
+            .or_insert((d.offset, d.offset));
+        range.0 = range.0.min(d.offset);
+        range.1 = range.1.max(d.offset);
+    }
+    let ranges: Vec<_> = ranges
+        .into_iter()
+        .map(|((t, p), (lo, hi))| (t, p, lo, hi + 1))
+        .collect();
+    let mut by_position: HashMap<(String, i32, i64), ConsumedMessage> =
+        read_ranges(brokers, &ranges, timeout)?
+            .into_iter()
+            .map(|m| ((m.topic.clone(), m.partition, m.offset), m))
+            .collect();
+    deliveries
+        .iter()
+        .map(|d| {
+            by_position
+                .remove(&(d.topic.to_string(), d.partition, d.offset))
+                .ok_or_else(|| {
+                    Error::Producer(format!(
+                        "message {}/{}@{} not found on read-back",
+                        d.topic, d.partition, d.offset
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Reads every message of `topics`, all partitions, from the beginning to the high
+/// watermark, ordered by topic, partition and offset.
+pub fn read_topics(
+    brokers: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<ConsumedMessage>, Error> {
+    let consumer = consumer(brokers)?;
+    let mut ranges = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| Error::Producer(format!("metadata for {topic}: {e}")))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) =
+                    consumer
+                        .fetch_watermarks(topic, p.id(), timeout)
+                        .map_err(|e| {
+                            Error::Producer(format!("watermarks of {topic}/{}: {e}", p.id()))
+                        })?;
+                if high > low {
+                    ranges.push((topic.to_string(), p.id(), low, high));
+                }
+            }
+        }
+    }
+    let mut messages = read_ranges(brokers, &ranges, timeout)?;
+    messages
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    Ok(messages)
+}
+
+fn consumer(brokers: &str) -> Result<BaseConsumer, Error> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "cdc-relay-read-back")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| Error::Producer(format!("cannot create consumer: {e}")))
+}
+
+/// Reads `[start, end)` of each `(topic, partition, start, end)`.
+pub fn read_ranges(
+    brokers: &str,
+    ranges: &[(String, i32, i64, i64)],
+    timeout: Duration,
+) -> Result<Vec<ConsumedMessage>, Error> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let consumer = consumer(brokers)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
+    for (topic, partition, start, end) in ranges {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Offset(*start))
+            .map_err(|e| Error::Producer(format!("assign {topic}/{partition}: {e}")))?;
+        remaining.insert((topic.clone(), *partition), *end);
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::Producer(format!("assign: {e}")))?;
+    let give_up = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        if Instant::now() >= give_up {
+            return Err(Error::Producer(format!(
+                "read-back timed out; still waiting for {remaining:?}"
+            )));
+        }
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = polled.map_err(|e| Error::Producer(format!("read-back: {e}")))?;
+        let position = (message.topic().to_owned(), message.partition());
+        let Some(end) = remaining.get(&position).copied() else {
+            continue;
+        };
+        if message.offset() >= end {
+            continue;
+        }
+        out.push(ConsumedMessage {
+            topic: position.0.clone(),
+            partition: position.1,
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: message.payload().map(<[u8]>::to_vec),
+        });
+        if message.offset() + 1 >= end {
+            remaining.remove(&position);
+        }
+    }
+    Ok(out)
+}

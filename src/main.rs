@@ -1,0 +1,163 @@
+//! The `cdc-relay` binary: the Lambda bootstrap and the local tools.
+//!
+//! In Lambda (`AWS_LAMBDA_RUNTIME_API` set) it runs the runtime loop. Locally,
+//! `cdc-relay invoke [EVENT]` runs one invocation through the same handler, against
+//! `--brokers` or an embedded in-process Kafka.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use cdc_relay::config::Settings;
+use cdc_relay::handler::Relay;
+use cdc_relay::local::{self, EmbeddedKafka};
+
+#[derive(Parser)]
+#[command(
+    name = "cdc-relay",
+    version,
+    about = "AWS DMS change records on MSK -> routed domain events"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one invocation over an MSK event file and print the function's response.
+    Invoke {
+        /// MSK event JSON; default: the embedded sample event.
+        event: Option<PathBuf>,
+        /// Downstream brokers (`host:port,...`); default: RELAY_BROKERS, else an embedded Kafka.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Print every produced message, as read back from the broker, one JSON line each.
+        #[arg(long)]
+        print_messages: bool,
+        /// Invocation deadline the handler sees, in milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match cli.command {
+        Some(Command::Invoke {
+            event,
+            brokers,
+            print_messages,
+            timeout_ms,
+        }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
+        None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
+            runtime.block_on(run_lambda())
+        }
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the response); JSON when Lambda asks for it.
+fn init_logging() {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .map(|l| l.to_ascii_lowercase())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run_lambda() -> anyhow::Result<()> {
+    let relay = Arc::new(Relay::init(Settings::from_env()?).await?);
+    let shutdown_relay = relay.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        if let Some(sink) = shutdown_relay.sink() {
+            let _ = sink.flush(Duration::from_millis(500));
+        }
+    })
+    .await;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let relay = relay.clone();
+        async move { relay.handle(event).await }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+async fn invoke(
+    event: Option<PathBuf>,
+    brokers: Option<String>,
+    print_messages: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let text = match &event {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read event file {}", path.display()))?,
+        None => local::SAMPLE_EVENT.to_owned(),
+    };
+    let name = event
+        .as_ref()
+        .map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
+    let payload: KafkaEvent =
+        serde_json::from_str(&text).with_context(|| format!("{name} is not an MSK event"))?;
+
+    let mut settings = Settings::from_env()?;
+    // The embedded cluster must outlive the producer: it lives until this function returns.
+    let mut embedded = None;
+    if let Some(brokers) = brokers {
+        settings.brokers = Some(brokers);
+    } else if settings.brokers.is_none() {
+        let kafka = EmbeddedKafka::start(1)?;
+        settings.brokers = Some(kafka.bootstrap_servers());
+        embedded = Some(kafka);
+    }
+    let brokers = settings.brokers.clone().unwrap_or_default();
+    let relay = Relay::init(settings).await?;
+    let deadline = SystemTime::now() + Duration::from_millis(timeout_ms);
+    let outcome = relay.process(payload, Some(deadline)).await?;
+    if print_messages {
+        for message in local::read_back(&brokers, &outcome.deliveries, Duration::from_secs(30))? {
+            println!("{}", message.to_json());
+        }
+    }
+    let result = relay.respond(&outcome);
+    drop(relay);
+    drop(embedded);
+    match result {
+        Ok(response) => {
+            println!("{}", serde_json::to_string(&response)?);
+            Ok(())
+        }
+        Err(error) => {
+            let diagnostic = lambda_runtime::Diagnostic::from(error);
+            println!(
+                "{}",
+                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message})
+            );
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! MSK event -> ordered [`SourceRecord`]s, and their base64 decoding.
+//!
+//! Lambda sends `records` as a map keyed `"<topic>-<partition>"` (a `HashMap`, so in no
+//! particular order). [`records`] flattens it into one list sorted by that key and, within
+//! a key, by offset, so that everything downstream can rely on source order. Decoding
+//! (base64 of key and value, Java's signed header bytes) happens per record in
+//! [`SourceRecord::decode`], inside the concurrent transform tasks, so a record that does
+//! not decode fails alone.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
+
+use crate::error::{RecordError, Stage};
+
+/// Where a batch came from: the parts of the MSK event that are not records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventOrigin {
+    /// `aws:kafka`, `SelfManagedKafka`, ... treated as an opaque string.
+    pub event_source: Option<String>,
+    /// The MSK cluster ARN (absent for self-managed Kafka).
+    pub event_source_arn: Option<String>,
+    /// The source cluster's bootstrap servers, used downstream when `RELAY_BROKERS` is unset.
+    pub bootstrap_servers: Option<String>,
+}
+
+/// One Kafka record as Lambda delivered it, still base64-encoded.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// The `"<topic>-<partition>"` key of the event's `records` map: the identifier Lambda
+    /// expects back in `batchItemFailures`. Shared by all records of the partition.
+    pub batch_partition: Arc<str>,
+    /// Source topic, from the record itself (topic names may contain `-`).
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i64,
+    /// Source offset.
+    pub offset: i64,
+    /// Record timestamp, epoch milliseconds.
+    pub timestamp_ms: i64,
+    /// Base64 key; `None` when the record has none.
+    pub key_b64: Option<String>,
+    /// Base64 value; `None` for a Kafka tombstone.
+    pub value_b64: Option<String>,
+    /// Headers as Lambda sends them: name -> signed bytes (Java `byte`).
+    pub headers_raw: Vec<(String, Vec<i8>)>,
+}
+
+/// A record's key, value and headers as bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodedRecord {
+    /// The Kafka key DMS set (its partition key), if any.
+    pub key: Option<Vec<u8>>,
+    /// The DMS JSON document; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers in the order they were sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Splits an MSK event into its origin and its records in source order.
+///
+/// Records are ordered by `batch_partition`, then offset (Lambda already sends each
+/// partition in offset order; sorting makes the order independent of map iteration).
+pub fn records(event: KafkaEvent) -> (EventOrigin, Vec<SourceRecord>) {
+    let origin = EventOrigin {
+        event_source: event.event_source,
+        event_source_arn: event.event_source_arn,
+        bootstrap_servers: event.bootstrap_servers,
+    };
+    let mut groups: Vec<(String, Vec<_>)> = event.records.into_iter().collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = groups.iter().map(|(_, list)| list.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for (batch_partition, list) in groups {
+        let batch_partition: Arc<str> = Arc::from(batch_partition);
+        // Records of one partition share the topic string; fall back to the map key
+        // minus its `-<partition>` suffix when a record omits `topic`.
+        let mut topic: Option<Arc<str>> = None;
+        let start = out.len();
+        for record in list {
+            let record_topic = match (&record.topic, &topic) {
+                (Some(t), Some(shared)) if **shared == *t => shared.clone(),
+                (Some(t), _) => Arc::from(t.as_str()),
+                (None, _) => Arc::from(topic_from_key(&batch_partition)),
+            };
+            topic = Some(record_topic.clone());
+            out.push(SourceRecord {
+                batch_partition: batch_partition.clone(),
+                topic: record_topic,
+                partition: record.partition,
+                offset: record.offset,
+                timestamp_ms: record.timestamp.timestamp_millis(),
+                key_b64: record.key,
+                value_b64: record.value,
+                headers_raw: record
+                    .headers
+                    .into_iter()
+                    .flat_map(|h| h.into_iter())
+                    .collect(),
+            });
+        }
+        out[start..].sort_by_key(|r| r.offset);
+    }
+    (origin, out)
+}
+
+/// `"dms.public.orders-3"` -> `"dms.public.orders"`.
+fn topic_from_key(batch_partition: &str) -> &str {
+    batch_partition
+        .rsplit_once('-')
+        .map_or(batch_partition, |(topic, _)| topic)
+}
+
+impl SourceRecord {
+    /// Decodes key, value and headers. Invalid base64 is a permanent error of the
+    /// source stage.
+    pub fn decode(&self) -> Result<DecodedRecord, RecordError> {
+        Ok(DecodedRecord {
+            key: decode_b64(self.key_b64.as_deref(), "key")?,
+            value: decode_b64(self.value_b64.as_deref(), "value")?,
+            headers: self
+                .headers_raw
+                .iter()
+                // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
+                .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
+                .collect(),
+        })
+    }
+}
+
+fn decode_b64(text: Option<&str>, what: &str) -> Result<Option<Vec<u8>>, RecordError> {
+    match text {
+        None => Ok(None),
+        Some(text) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Some)
+            .map_err(|e| {
+                RecordError::permanent(Stage::Source, format!("{what} is not valid base64: {e}"))
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> KafkaEvent {
+        serde_json::from_str(json).expect("test event is valid")
+    }
+
+    /// Records come out sorted by partition key and offset, with topics taken from the
+    /// record even when the topic contains `-`.
+    #[test]
+    fn orders_records_and_keeps_topic_names() {
+        let (origin, recs) = records(event(
+            r#"{"eventSource":"aws:kafka","records":{
+              "my-topic-1":[{"topic":"my-topic","partition":1,"offset":9,"timestamp":1,"headers":[]},
+                            {"topic":"my-topic","partition":1,"offset":8,"timestamp":1,"headers":[]}],
+              "my-topic-0":[{"topic":"my-topic","partition":0,"offset":5,"timestamp":1,"headers":[]}]}}"#,
+        ));
+        assert_eq!(origin.event_source.as_deref(), Some("aws:kafka"));
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| (&*r.batch_partition, &*r.topic, r.offset))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("my-topic-0", "my-topic", 5),
+                ("my-topic-1", "my-topic", 8),
+                ("my-topic-1", "my-topic", 9)
+            ]
+        );
+    }
+
+    /// Signed header bytes become the UTF-8 bytes they stand for.
+    #[test]
+    fn decodes_signed_header_bytes() {
+        let (_, recs) = records(event(
+            r#"{"records":{"t-0":[{"topic":"t","partition":0,"offset":0,"timestamp":1,
+               "key":"aw==","value":"e30=","headers":[{"name":[-61,-85]}]}]}}"#,
+        ));
+        let decoded = recs[0].decode().expect("valid record");
+        assert_eq!(decoded.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(decoded.value.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            decoded.headers,
+            vec![("name".to_owned(), "ë".as_bytes().to_vec())]
+        );
+    }
+
+    /// Invalid base64 fails the record in the source stage, permanently.
+    #[test]
+    fn invalid_base64_is_a_permanent_source_error() {
+        let (_, recs) = records(event(
+            r#"{"records":{"t-0":[{"topic":"t","partition":0,"offset":0,"timestamp":1,
+               "value":"not base64!","headers":[]}]}}"#,
+        ));
+        let err = recs[0].decode().expect_err("must fail");
+        assert_eq!(err.stage, Stage::Source);
+        assert!(!err.is_retryable());
+    }
+}

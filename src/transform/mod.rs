@@ -1,0 +1,496 @@
+//! Routes: [`ChangeEvent`] -> downstream [`OutMessage`]s.
+//!
+//! A pure function of its inputs ([`Transformer::transform`]): no I/O, no clock, no
+//! randomness, so the same source record always yields byte-identical messages, with
+//! the same event ids, on every retry. The routes file format lives in [`routes`].
+//!
+//! What a data change becomes, in order: find the route (first match on
+//! `schema.table`), drop operations the route does not emit, compute the key from the
+//! source row, map the columns (include/exclude, mask, rename, all on source names),
+//! wrap them in the envelope, and emit one message per topic (plus a tombstone when the
+//! delete policy asks for one).
+
+pub mod routes;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::dms::{Change, ChangeEvent, NumberOrString, Operation, Row};
+use crate::error::{RecordError, Stage};
+pub use routes::{DeletePolicy, Route, Routes, TopicTemplate, Unrouted, DEFAULT_ROUTES};
+
+/// The value masked columns carry downstream.
+pub const MASK: &str = "***";
+
+/// Separator between the values of a multi-column key.
+pub const KEY_SEPARATOR: &str = "|";
+
+/// Header names every downstream message carries.
+pub mod header {
+    /// Deterministic event id (UUID v5 of source topic, partition, offset, message index).
+    pub const EVENT_ID: &str = "relay-event-id";
+    /// Source topic.
+    pub const SOURCE_TOPIC: &str = "relay-source-topic";
+    /// Source partition (decimal).
+    pub const SOURCE_PARTITION: &str = "relay-source-partition";
+    /// Source offset (decimal).
+    pub const SOURCE_OFFSET: &str = "relay-source-offset";
+    /// `load|insert|update|delete`.
+    pub const OPERATION: &str = "relay-op";
+    /// `schema.table`.
+    pub const TABLE: &str = "relay-table";
+}
+
+/// Namespace of event ids, so they never collide with other UUID v5 users.
+const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6364_632d_7265_6c61_7900_0000_0000_0001);
+
+/// The source coordinates of the record being transformed.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcePosition<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i64,
+    /// Source offset.
+    pub offset: i64,
+    /// The Kafka key DMS set (its partition key), used when a route names no key columns.
+    pub kafka_key: Option<&'a [u8]>,
+}
+
+/// One message to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutMessage {
+    /// Destination topic.
+    pub topic: Arc<str>,
+    /// Message key; equal keys go to the same partition, in order.
+    pub key: Vec<u8>,
+    /// JSON value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers, in a fixed order.
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl OutMessage {
+    /// The value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Why a record produced nothing by configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// No route matched and `unrouted = "skip"`.
+    Unrouted,
+    /// The route does not emit this operation.
+    Operation,
+    /// A delete on a route with `delete = "drop"`.
+    DeleteDropped,
+    /// A DDL/control record (counted, not produced).
+    Control,
+    /// A Kafka tombstone on the source topic (DMS never writes one).
+    SourceTombstone,
+}
+
+impl SkipReason {
+    /// Stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Unrouted => "unrouted",
+            SkipReason::Operation => "operation-filtered",
+            SkipReason::DeleteDropped => "delete-dropped",
+            SkipReason::Control => "control",
+            SkipReason::SourceTombstone => "source-tombstone",
+        }
+    }
+}
+
+/// What a record becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transformed {
+    /// Messages to produce (at least one).
+    Messages(Vec<OutMessage>),
+    /// Nothing, by configuration; counted.
+    Skipped(SkipReason),
+}
+
+/// Applies the routes file.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    routes: Routes,
+}
+
+impl Transformer {
+    /// A transformer over validated routes.
+    pub fn new(routes: Routes) -> Transformer {
+        Transformer { routes }
+    }
+
+    /// The routes in use.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Transforms one decoded DMS record.
+    pub fn transform(
+        &self,
+        pos: SourcePosition<'_>,
+        event: &ChangeEvent,
+    ) -> Result<Transformed, RecordError> {
+        let (op, data, before) = match &event.change {
+            Change::Data { op, data, before } => (*op, data, before.as_ref()),
+            Change::Control { .. } => return Ok(Transformed::Skipped(SkipReason::Control)),
+        };
+        let qualified = format!("{}.{}", event.schema, event.table);
+        let Some(route) = self.routes.route_for(&qualified) else {
+            return Ok(Transformed::Skipped(SkipReason::Unrouted));
+        };
+        if !route.operations.contains(&op) {
+            return Ok(Transformed::Skipped(SkipReason::Operation));
+        }
+        let (emit_event, emit_tombstone) = match (op, route.delete) {
+            (Operation::Delete, DeletePolicy::Drop) => {
+                return Ok(Transformed::Skipped(SkipReason::DeleteDropped))
+            }
+            (Operation::Delete, DeletePolicy::Tombstone) => (false, true),
+            (Operation::Delete, DeletePolicy::EventAndTombstone) => (true, true),
+            _ => (true, false),
+        };
+        let EntityKey {
+            bytes: key_bytes,
+            object: key_object,
+        } = entity_key(route, pos, &qualified, data, before)?;
+        let mapped_data = map_row(route, data);
+        let mapped_before = before.map(|b| map_row(route, b));
+
+        let mut messages = Vec::with_capacity(
+            route.topics.len() * (emit_event as usize + emit_tombstone as usize),
+        );
+        for template in &route.topics {
+            let topic = template.render(&event.schema, &event.table);
+            if emit_event {
+                let id = event_id(pos, messages.len());
+                let envelope = Envelope {
+                    id: &id,
+                    op: op.as_str(),
+                    source: SourceInfo {
+                        schema: &event.schema,
+                        table: &event.table,
+                        topic: pos.topic,
+                        partition: pos.partition,
+                        offset: pos.offset,
+                        transaction_id: event.metadata.transaction_id.as_ref(),
+                        commit_timestamp: event.metadata.commit_timestamp.as_deref(),
+                        timestamp: event.metadata.timestamp.as_deref(),
+                    },
+                    key: key_object.as_ref(),
+                    data: &mapped_data,
+                    before: mapped_before.as_ref(),
+                };
+                let value = serde_json::to_vec(&envelope).map_err(|e| {
+                    RecordError::permanent(Stage::Transform, format!("cannot serialise event: {e}"))
+                })?;
+                messages.push(message(
+                    topic.clone(),
+                    &key_bytes,
+                    Some(value),
+                    &id,
+                    pos,
+                    op,
+                    &qualified,
+                ));
+            }
+            if emit_tombstone {
+                let id = event_id(pos, messages.len());
+                messages.push(message(topic, &key_bytes, None, &id, pos, op, &qualified));
+            }
+        }
+        Ok(Transformed::Messages(messages))
+    }
+}
+
+/// Deterministic id of the `index`-th message made from a source record.
+fn event_id(pos: SourcePosition<'_>, index: usize) -> String {
+    let name = format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        pos.topic, pos.partition, pos.offset, index
+    );
+    uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+fn message(
+    topic: Arc<str>,
+    key: &[u8],
+    value: Option<Vec<u8>>,
+    id: &str,
+    pos: SourcePosition<'_>,
+    op: Operation,
+    qualified: &str,
+) -> OutMessage {
+    OutMessage {
+        topic,
+        key: key.to_vec(),
+        value,
+        headers: vec![
+            (header::EVENT_ID, id.as_bytes().to_vec()),
+            (header::SOURCE_TOPIC, pos.topic.as_bytes().to_vec()),
+            (
+                header::SOURCE_PARTITION,
+                pos.partition.to_string().into_bytes(),
+            ),
+            (header::SOURCE_OFFSET, pos.offset.to_string().into_bytes()),
+            (header::OPERATION, op.as_str().as_bytes().to_vec()),
+            (header::TABLE, qualified.as_bytes().to_vec()),
+        ],
+    }
+}
+
+/// The downstream key: the route's key columns (looked up in the row, then in the
+/// before-image), joined by [`KEY_SEPARATOR`]; else DMS's Kafka key; else `schema.table`.
+/// Returns the key bytes and, for column keys, the `key` object of the envelope.
+fn entity_key(
+    route: &Route,
+    pos: SourcePosition<'_>,
+    qualified: &str,
+    data: &Row,
+    before: Option<&Row>,
+) -> Result<EntityKey, RecordError> {
+    let Some(columns) = &route.key else {
+        let bytes = pos
+            .kafka_key
+            .map_or_else(|| qualified.as_bytes().to_vec(), <[u8]>::to_vec);
+        return Ok(EntityKey {
+            bytes,
+            object: None,
+        });
+    };
+    let mut bytes = Vec::new();
+    let mut object = Map::new();
+    for (i, column) in columns.iter().enumerate() {
+        let value = data
+            .get(column)
+            .filter(|v| !v.is_null())
+            .or_else(|| before.and_then(|b| b.get(column)).filter(|v| !v.is_null()))
+            .ok_or_else(|| {
+                RecordError::permanent(
+                    Stage::Transform,
+                    format!(
+                        "key column {column:?} is missing or null in {qualified} (route {:?})",
+                        route.table
+                    ),
+                )
+            })?;
+        if i > 0 {
+            bytes.extend_from_slice(KEY_SEPARATOR.as_bytes());
+        }
+        match value {
+            Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+            other => bytes.extend_from_slice(other.to_string().as_bytes()),
+        }
+        let name = route.rename.get(column).unwrap_or(column);
+        object.insert(name.clone(), value.clone());
+    }
+    Ok(EntityKey {
+        bytes,
+        object: Some(object),
+    })
+}
+
+/// The downstream key of a change.
+struct EntityKey {
+    /// The Kafka message key.
+    bytes: Vec<u8>,
+    /// The envelope's `key` object, for column keys.
+    object: Option<Map<String, Value>>,
+}
+
+/// Applies include/exclude, mask and rename to a row. Names in the route are source
+/// column names.
+fn map_row(route: &Route, row: &Row) -> Row {
+    let mut out = Map::new();
+    for (column, value) in row {
+        if route
+            .include
+            .as_ref()
+            .is_some_and(|inc| !inc.contains(column))
+            || route.exclude.contains(column)
+        {
+            continue;
+        }
+        let value = if route.mask.contains(column) && !value.is_null() {
+            Value::String(MASK.to_owned())
+        } else {
+            value.clone()
+        };
+        let name = route.rename.get(column).unwrap_or(column);
+        out.insert(name.clone(), value);
+    }
+    out
+}
+
+/// The downstream event (`envelope = "relay"`).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    op: &'a str,
+    source: SourceInfo<'a>,
+    key: Option<&'a Map<String, Value>>,
+    data: &'a Row,
+    before: Option<&'a Row>,
+}
+
+#[derive(Serialize)]
+struct SourceInfo<'a> {
+    schema: &'a str,
+    table: &'a str,
+    topic: &'a str,
+    partition: i64,
+    offset: i64,
+    transaction_id: Option<&'a NumberOrString>,
+    commit_timestamp: Option<&'a str>,
+    timestamp: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dms::Decoder;
+
+    const ROUTES: &str = r#"
+[defaults]
+topic = "cdc.{schema}.{table}"
+[[route]]
+table = "public.orders"
+topics = ["orders.changes", "orders.cache"]
+key = ["user_id"]
+exclude = ["note"]
+mask = ["email"]
+rename = { amount = "total" }
+delete = "event+tombstone"
+[[route]]
+table = "public.audit"
+topic = "audit"
+operations = ["insert"]
+"#;
+
+    fn transformer() -> Transformer {
+        Transformer::new(Routes::parse(ROUTES, "test").expect("valid routes"))
+    }
+
+    fn pos(offset: i64) -> SourcePosition<'static> {
+        SourcePosition {
+            topic: "dms",
+            partition: 0,
+            offset,
+            kafka_key: Some(b"public.orders"),
+        }
+    }
+
+    fn change(table: &str, op: &str, data: &str) -> ChangeEvent {
+        let doc = format!(
+            r#"{{"data":{data},"metadata":{{"timestamp":"2024-01-01T00:00:00Z","record-type":"data","operation":"{op}","schema-name":"public","table-name":"{table}","transaction-id":9}}}}"#
+        );
+        Decoder::default()
+            .decode(doc.as_bytes())
+            .expect("valid DMS record")
+    }
+
+    fn messages(t: Transformed) -> Vec<OutMessage> {
+        match t {
+            Transformed::Messages(m) => m,
+            other => panic!("expected messages, got {other:?}"),
+        }
+    }
+
+    /// A routed insert fans out, keyed by the key column, mapped, with headers.
+    #[test]
+    fn routed_insert_is_mapped_and_fanned_out() {
+        let ev = change(
+            "orders",
+            "insert",
+            r#"{"id":1,"user_id":7,"email":"a@b","note":"x","amount":"9.50"}"#,
+        );
+        let out = messages(transformer().transform(pos(5), &ev).expect("ok"));
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (&*out[0].topic, &*out[1].topic),
+            ("orders.changes", "orders.cache")
+        );
+        assert_eq!(out[0].key, b"7");
+        let value: Value =
+            serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("json");
+        assert_eq!(
+            value["data"],
+            serde_json::json!({"id":1,"user_id":7,"email":"***","total":"9.50"})
+        );
+        assert_eq!(value["key"], serde_json::json!({"user_id":7}));
+        assert_eq!(value["op"], "insert");
+        assert_eq!(value["source"]["offset"], 5);
+        assert_eq!(value["source"]["transaction_id"], 9);
+        assert_eq!(value["before"], Value::Null);
+        assert_eq!(out[0].header(header::TABLE), Some(&b"public.orders"[..]));
+        assert_eq!(out[0].header(header::SOURCE_OFFSET), Some(&b"5"[..]));
+        assert_ne!(
+            out[0].header(header::EVENT_ID),
+            out[1].header(header::EVENT_ID)
+        );
+        assert_eq!(
+            value["id"].as_str().map(str::as_bytes),
+            out[0].header(header::EVENT_ID)
+        );
+    }
+
+    /// The same input always yields the same messages and ids.
+    #[test]
+    fn deterministic() {
+        let ev = change("orders", "update", r#"{"id":1,"user_id":7}"#);
+        let t = transformer();
+        assert_eq!(
+            t.transform(pos(3), &ev).expect("ok"),
+            t.transform(pos(3), &ev).expect("ok")
+        );
+        assert_ne!(
+            t.transform(pos(3), &ev).expect("ok"),
+            t.transform(pos(4), &ev).expect("ok")
+        );
+    }
+
+    /// Delete policy `event+tombstone` emits the event, then a null-valued tombstone.
+    #[test]
+    fn delete_event_and_tombstone() {
+        let ev = change("orders", "delete", r#"{"id":1,"user_id":7}"#);
+        let out = messages(transformer().transform(pos(1), &ev).expect("ok"));
+        assert_eq!(out.len(), 4);
+        assert!(out[0].value.is_some() && out[1].value.is_none());
+        assert_eq!(out[1].key, b"7");
+    }
+
+    /// A missing key column is a permanent transform error naming the column.
+    #[test]
+    fn missing_key_column_is_an_error() {
+        let ev = change("orders", "insert", r#"{"id":1}"#);
+        let err = transformer().transform(pos(1), &ev).expect_err("must fail");
+        assert_eq!(err.stage, Stage::Transform);
+        assert!(err.message.contains("user_id"));
+    }
+
+    /// Unmatched tables use the default topic and DMS's key; filtered operations skip.
+    #[test]
+    fn default_route_and_operation_filter() {
+        let ev = change("users", "insert", r#"{"id":1}"#);
+        let out = messages(transformer().transform(pos(1), &ev).expect("ok"));
+        assert_eq!(&*out[0].topic, "cdc.public.users");
+        assert_eq!(out[0].key, b"public.orders");
+        let ev = change("audit", "update", r#"{"id":1}"#);
+        assert_eq!(
+            transformer().transform(pos(1), &ev).expect("ok"),
+            Transformed::Skipped(SkipReason::Operation)
+        );
+    }
+}

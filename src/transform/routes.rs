@@ -1,0 +1,456 @@
+//! The routes file: TOML -> validated [`Routes`].
+//!
+//! Two stages, like all configuration here: serde reads the file into `Raw*` structs
+//! (unknown keys rejected, with the line), then [`Routes::parse`] checks what serde
+//! cannot (include and exclude together, bad globs, unknown topic placeholders,
+//! colliding renames, routes that can never emit) and builds the compiled [`Route`]s
+//! the transform uses. Every error names the file, the line and, for a route, its table.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::dms::Operation;
+use crate::error::ConfigError;
+
+/// The routes used when no file is found: every table to `cdc.{schema}.{table}`.
+pub const DEFAULT_ROUTES: &str = "[defaults]\ntopic = \"cdc.{schema}.{table}\"\n";
+
+/// What to do with a table no route matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unrouted {
+    /// Produce it to `defaults.topic`, unmapped.
+    Default,
+    /// Count it and produce nothing.
+    Skip,
+}
+
+/// What a delete becomes downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DeletePolicy {
+    /// A delete event (the envelope with `op = "delete"`).
+    #[serde(rename = "event")]
+    Event,
+    /// Only a tombstone: the key with a null value, for compacted topics.
+    #[serde(rename = "tombstone")]
+    Tombstone,
+    /// The delete event, then a tombstone.
+    #[serde(rename = "event+tombstone")]
+    EventAndTombstone,
+    /// Nothing: deletes are counted as skipped.
+    #[serde(rename = "drop")]
+    Drop,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    topic: Option<Spanned<String>>,
+    unrouted: Option<Unrouted>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    table: String,
+    topic: Option<String>,
+    topics: Option<Vec<String>>,
+    key: Option<Vec<String>>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    mask: Vec<String>,
+    operations: Option<Vec<Operation>>,
+    delete: Option<DeletePolicy>,
+}
+
+/// A topic name with `{schema}` / `{table}` placeholders, split once at init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    parts: Vec<TopicPart>,
+    /// The rendered name when the template has no placeholders (the common case):
+    /// shared by every message instead of formatted per record.
+    fixed: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TopicPart {
+    Literal(String),
+    Schema,
+    Table,
+}
+
+impl TopicTemplate {
+    /// Parses `"cdc.{schema}.{table}"`. Unknown placeholders and unbalanced braces are errors.
+    pub fn parse(text: &str) -> Result<TopicTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if rest[..open].contains('}') {
+                return Err(format!("topic {text:?} has an unmatched `}}`"));
+            }
+            if open > 0 {
+                parts.push(TopicPart::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("topic {text:?} has an unclosed `{{`"))?;
+            parts.push(match &rest[open + 1..open + close] {
+                "schema" => TopicPart::Schema,
+                "table" => TopicPart::Table,
+                other => {
+                    return Err(format!(
+                        "topic {text:?} has unknown placeholder {{{other}}} (use {{schema}} or {{table}})"
+                    ))
+                }
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("topic {text:?} has an unmatched `}}`"));
+        }
+        if !rest.is_empty() {
+            parts.push(TopicPart::Literal(rest.to_owned()));
+        }
+        if parts.is_empty() {
+            return Err("topic must not be empty".to_owned());
+        }
+        let fixed = match parts.as_slice() {
+            [TopicPart::Literal(only)] => Some(Arc::from(only.as_str())),
+            _ => None,
+        };
+        Ok(TopicTemplate { parts, fixed })
+    }
+
+    /// The topic for a change of `schema.table`.
+    pub fn render(&self, schema: &str, table: &str) -> Arc<str> {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TopicPart::Literal(s) => out.push_str(s),
+                TopicPart::Schema => out.push_str(schema),
+                TopicPart::Table => out.push_str(table),
+            }
+        }
+        Arc::from(out)
+    }
+}
+
+/// How a route's table pattern matches `schema.table`.
+#[derive(Debug, Clone)]
+enum TableMatcher {
+    Exact(String),
+    Glob(GlobMatcher),
+}
+
+/// One compiled `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The `table` pattern as written: how errors and logs name the route.
+    pub table: String,
+    matcher: TableMatcher,
+    /// Downstream topics; more than one fans a change out.
+    pub topics: Vec<TopicTemplate>,
+    /// Source columns whose values form the downstream key; `None`: DMS's Kafka key,
+    /// else `schema.table`.
+    pub key: Option<Vec<String>>,
+    /// Only these source columns, when set.
+    pub include: Option<HashSet<String>>,
+    /// Never these source columns.
+    pub exclude: HashSet<String>,
+    /// Source column -> downstream name.
+    pub rename: BTreeMap<String, String>,
+    /// Source columns whose values are replaced by [`MASK`](super::MASK).
+    pub mask: HashSet<String>,
+    /// Operations this route emits.
+    pub operations: Vec<Operation>,
+    /// What deletes become.
+    pub delete: DeletePolicy,
+}
+
+impl Route {
+    fn matches(&self, qualified: &str) -> bool {
+        match &self.matcher {
+            TableMatcher::Exact(name) => name == qualified,
+            TableMatcher::Glob(glob) => glob.is_match(qualified),
+        }
+    }
+
+    /// A route sending everything to `topic`, unmapped.
+    pub fn passthrough(topic: TopicTemplate) -> Route {
+        Route {
+            table: "*".to_owned(),
+            matcher: TableMatcher::Exact(String::new()),
+            topics: vec![topic],
+            key: None,
+            include: None,
+            exclude: HashSet::new(),
+            rename: BTreeMap::new(),
+            mask: HashSet::new(),
+            operations: Operation::ALL.to_vec(),
+            delete: DeletePolicy::Event,
+        }
+    }
+}
+
+/// The validated routes file.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Where the routes came from, for messages.
+    pub source: String,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<Route>,
+    /// What unrouted tables get: `Some(route)` for `unrouted = "default"`, `None` to skip.
+    pub unrouted: Option<Route>,
+}
+
+impl Routes {
+    /// Reads and validates a routes file.
+    pub fn load(path: &std::path::Path) -> Result<Routes, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::RoutesIo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Routes::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates routes text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Routes, ConfigError> {
+        let fail = |problem: String| ConfigError::Routes {
+            path: source.to_owned(),
+            problem,
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .unwrap_or_default();
+            fail(format!("{line}{}", e.message()))
+        })?;
+        let default_topic = match &raw.defaults.topic {
+            Some(t) => TopicTemplate::parse(t.get_ref()).map_err(|p| {
+                fail(format!(
+                    "line {}: [defaults] {p}",
+                    line_of(text, t.span().start)
+                ))
+            })?,
+            None => TopicTemplate::parse("cdc.{schema}.{table}").map_err(fail)?,
+        };
+        let unrouted = match raw.defaults.unrouted.unwrap_or(Unrouted::Default) {
+            Unrouted::Default => Some(Route::passthrough(default_topic)),
+            Unrouted::Skip => None,
+        };
+        let routes = raw
+            .route
+            .into_iter()
+            .map(|spanned| {
+                let line = line_of(text, spanned.span().start);
+                let raw = spanned.into_inner();
+                let table = raw.table.clone();
+                compile_route(raw).map_err(|p| fail(format!("line {line}: route {table:?}: {p}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Routes {
+            source: source.to_owned(),
+            routes,
+            unrouted,
+        })
+    }
+
+    /// The route for `schema.table`: the first route that matches, else the unrouted
+    /// policy. `None` means skip.
+    pub fn route_for(&self, qualified: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matches(qualified))
+            .or(self.unrouted.as_ref())
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |head| head.matches('\n').count())
+        + 1
+}
+
+fn compile_route(raw: RawRoute) -> Result<Route, String> {
+    if raw.table.trim().is_empty() {
+        return Err("`table` must not be empty".to_owned());
+    }
+    let matcher = if raw.table.contains(['*', '?', '[', ']', '{', '}']) {
+        let glob = Glob::new(&raw.table).map_err(|e| format!("bad table pattern: {e}"))?;
+        TableMatcher::Glob(glob.compile_matcher())
+    } else {
+        TableMatcher::Exact(raw.table.clone())
+    };
+    let topic_texts = match (raw.topic, raw.topics) {
+        (Some(_), Some(_)) => return Err("set `topic` or `topics`, not both".to_owned()),
+        (Some(t), None) => vec![t],
+        (None, Some(ts)) if ts.is_empty() => return Err("`topics` must not be empty".to_owned()),
+        (None, Some(ts)) => ts,
+        (None, None) => return Err("needs `topic` or `topics`".to_owned()),
+    };
+    let topics = topic_texts
+        .iter()
+        .map(|t| TopicTemplate::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(key) = &raw.key {
+        if key.is_empty() {
+            return Err(
+                "`key` must name at least one column (omit it to keep DMS's key)".to_owned(),
+            );
+        }
+    }
+    if raw.include.is_some() && raw.exclude.is_some() {
+        return Err("`include` and `exclude` cannot be used together".to_owned());
+    }
+    let mut targets = HashSet::new();
+    for (from, to) in &raw.rename {
+        if to.is_empty() {
+            return Err(format!("rename of {from:?} to an empty name"));
+        }
+        if !targets.insert(to.as_str()) {
+            return Err(format!("rename target {to:?} is used twice"));
+        }
+    }
+    // A renamed column must not land on a column that keeps its own name.
+    let kept_names: Vec<&String> = match &raw.include {
+        Some(include) => include.iter().collect(),
+        None => Vec::new(),
+    };
+    for name in kept_names {
+        if targets.contains(name.as_str()) && !raw.rename.contains_key(name) {
+            return Err(format!(
+                "rename target {name:?} collides with the included column {name:?}"
+            ));
+        }
+    }
+    let operations = raw.operations.unwrap_or_else(|| Operation::ALL.to_vec());
+    if operations.is_empty() {
+        return Err("`operations` is empty: the route can never emit".to_owned());
+    }
+    let delete = raw.delete.unwrap_or(DeletePolicy::Event);
+    if delete == DeletePolicy::Drop && operations.iter().all(|op| *op == Operation::Delete) {
+        return Err(
+            "only deletes are selected but `delete = \"drop\"`: the route can never emit"
+                .to_owned(),
+        );
+    }
+    Ok(Route {
+        table: raw.table,
+        matcher,
+        topics,
+        key: raw.key,
+        include: raw.include.map(|cols| cols.into_iter().collect()),
+        exclude: raw.exclude.unwrap_or_default().into_iter().collect(),
+        rename: raw.rename,
+        mask: raw.mask.into_iter().collect(),
+        operations,
+        delete,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(text: &str) -> String {
+        Routes::parse(text, "routes.toml")
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    /// First match wins, wildcards match across the dot, unrouted falls back.
+    #[test]
+    fn first_match_wins() {
+        let routes = Routes::parse(
+            r#"
+[defaults]
+topic = "raw.{schema}.{table}"
+[[route]]
+table = "public.orders"
+topic = "orders"
+[[route]]
+table = "public.*"
+topic = "public.{table}"
+"#,
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(
+            routes.route_for("public.orders").map(|r| r.table.as_str()),
+            Some("public.orders")
+        );
+        assert_eq!(
+            routes.route_for("public.users").map(|r| r.table.as_str()),
+            Some("public.*")
+        );
+        let fallback = routes.route_for("sales.x").expect("default route");
+        assert_eq!(&*fallback.topics[0].render("sales", "x"), "raw.sales.x");
+    }
+
+    /// `unrouted = "skip"` routes nothing for unmatched tables.
+    #[test]
+    fn unrouted_skip() {
+        let routes = Routes::parse("[defaults]\nunrouted = \"skip\"\n", "t").expect("valid");
+        assert!(routes.route_for("a.b").is_none());
+    }
+
+    /// Errors name the file, the line and the route.
+    #[test]
+    fn errors_name_file_line_and_route() {
+        let text = "[defaults]\ntopic = \"x\"\n\n[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\ninclude = [\"a\"]\nexclude = [\"b\"]\n";
+        let p = problem(text);
+        assert!(
+            p.contains("routes.toml") && p.contains("line 4") && p.contains("public.orders"),
+            "{p}"
+        );
+        assert!(p.contains("`include` and `exclude`"), "{p}");
+
+        let p = problem("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ncolour = \"red\"\n");
+        assert!(p.contains("line 4") && p.contains("colour"), "{p}");
+    }
+
+    /// Each validation rule rejects what it names.
+    #[test]
+    fn validation_rules() {
+        let cases = [
+            ("[[route]]\ntable = \"a.b\"\n", "needs `topic`"),
+            ("[[route]]\ntable = \"a.[b\"\ntopic = \"t\"\n", "bad table pattern"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t.{tbl}\"\n", "unknown placeholder"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t.{table\"\n", "unclosed"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntopics = [\"u\"]\n", "not both"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = []\n", "`key` must name"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nrename = { a = \"x\", b = \"x\" }\n", "used twice"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ninclude = [\"a\", \"x\"]\nrename = { a = \"x\" }\n", "collides"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\noperations = []\n", "never emit"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\noperations = [\"delete\"]\ndelete = \"drop\"\n", "never emit"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\noperations = [\"upsert\"]\n", "upsert"),
+            ("[defaults]\nunrouted = \"maybe\"\n", "maybe"),
+            ("[defaults]\ntopic = \"\"\n", "empty"),
+            ("not toml at all", "line 1"),
+        ];
+        for (text, expected) in cases {
+            let p = problem(text);
+            assert!(p.contains(expected), "{text:?} -> {p}");
+        }
+    }
+}

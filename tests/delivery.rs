@@ -1,0 +1,198 @@
+//! Delivery failures injected into the mock cluster: a record is reported done only
+//! after the broker acknowledged it; everything else is reported to Lambda.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use cdc_relay::handler::BatchResponse;
+use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::transform::{header, Routes};
+use lambda_runtime::LambdaEvent;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::json;
+
+use crate::util;
+
+fn routes() -> Routes {
+    Routes::parse(
+        "[[route]]\ntable = \"public.*\"\ntopic = \"out\"\nkey = [\"id\"]\n",
+        "test",
+    )
+    .expect("routes")
+}
+
+/// Two partitions of `n` inserts each on table `t`.
+fn two_partitions(n: i64) -> aws_lambda_events::event::kafka::KafkaEvent {
+    let mut b = util::EventBuilder::new();
+    for p in 0..2 {
+        for i in 0..n {
+            b = b.data(
+                "src",
+                p,
+                10 + i,
+                "insert",
+                "t",
+                json!({"id": format!("{p}-{i}")}),
+            );
+        }
+    }
+    b.build()
+}
+
+/// The invariant: per partition, every record below the reported offset (all records
+/// when none is reported) has its message on the broker.
+fn assert_reported_done_were_acknowledged(
+    response: &BatchResponse,
+    n: i64,
+    consumed: &[ConsumedMessage],
+) {
+    let reported: HashMap<String, i64> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| {
+            (
+                f.item_identifier.partition.clone(),
+                f.item_identifier.offset,
+            )
+        })
+        .collect();
+    let on_broker: HashSet<(String, String)> = consumed
+        .iter()
+        .map(|m| {
+            (
+                m.header(header::SOURCE_PARTITION)
+                    .unwrap_or_default()
+                    .to_owned(),
+                m.header(header::SOURCE_OFFSET)
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    for p in 0..2 {
+        let first_not_done = reported.get(&format!("src-{p}")).copied().unwrap_or(10 + n);
+        assert!(
+            (10..=10 + n).contains(&first_not_done),
+            "reported offset {first_not_done} was not in the batch"
+        );
+        for offset in 10..first_not_done {
+            assert!(
+                on_broker.contains(&(p.to_string(), offset.to_string())),
+                "src-{p}@{offset} reported done but not on the broker"
+            );
+        }
+    }
+}
+
+/// Broker down for the whole invocation: the handler answers before the deadline, with
+/// the first offset of each partition, and nothing is reported done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_reports_every_partition_before_the_deadline() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 2, 1).expect("topic");
+    let relay = util::relay(
+        &kafka,
+        routes(),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "500"),
+        ],
+    );
+    kafka.cluster().broker_down(1).expect("broker down");
+    let started = Instant::now();
+    let response = relay
+        .handle(LambdaEvent::new(two_partitions(5), util::context(2_500)))
+        .await
+        .expect("partial response");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(2_500),
+        "answered after the deadline: {elapsed:?}"
+    );
+    let mut failures: Vec<(String, i64)> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| {
+            (
+                f.item_identifier.partition.clone(),
+                f.item_identifier.offset,
+            )
+        })
+        .collect();
+    failures.sort();
+    assert_eq!(
+        failures,
+        vec![("src-0".to_owned(), 10), ("src-1".to_owned(), 10)]
+    );
+}
+
+/// Without partial batch responses the same failure is an error (whole batch retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_without_partial_batch_is_an_error() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(&kafka, routes(), &[("RELAY_DEADLINE_MARGIN_MS", "500")]);
+    kafka.cluster().broker_down(1).expect("broker down");
+    let error = relay
+        .handle(LambdaEvent::new(two_partitions(3), util::context(2_000)))
+        .await
+        .expect_err("must fail the batch");
+    assert!(error.is_retryable());
+    assert!(
+        matches!(
+            error,
+            cdc_relay::Error::BatchFailed {
+                failed: 6,
+                total: 6,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+/// Transient produce errors (leader change, timeout) are retried by the idempotent
+/// producer: every record is done and on the broker exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_produce_errors_are_retried_without_duplicates() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 2, 1).expect("topic");
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    let relay = util::relay(&kafka, routes(), &[("RELAY_PARTIAL_BATCH", "true")]);
+    let response = util::invoke(&relay, two_partitions(20))
+        .await
+        .expect("answer");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let consumed = util::consume(&kafka, &["out"]);
+    assert_eq!(consumed.len(), 40, "each record exactly once");
+    assert_reported_done_were_acknowledged(&response, 20, &consumed);
+}
+
+/// A permanent produce error (message too large) fails the records it hit; those are
+/// reported, and every record reported done is on the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_produce_error_is_reported_never_done() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 2, 1).expect("topic");
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let relay = util::relay(&kafka, routes(), &[("RELAY_PARTIAL_BATCH", "true")]);
+    let response = util::invoke(&relay, two_partitions(5))
+        .await
+        .expect("partial response");
+    assert!(
+        !response.batch_item_failures.is_empty(),
+        "the injected error must surface"
+    );
+    let consumed = util::consume(&kafka, &["out"]);
+    assert!(consumed.len() < 10, "some messages were rejected");
+    assert_reported_done_were_acknowledged(&response, 5, &consumed);
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the handler against librdkafka's mock cluster (a real Kafka
+//! protocol peer in-process). One test binary keeps link time down.
+
+mod util;
+
+mod delivery;
+mod events;
+mod ordering;

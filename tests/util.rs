@@ -1,0 +1,170 @@
+//! Helpers shared by the integration tests: fixtures, a relay over the mock cluster,
+//! a Lambda context, and a builder for synthetic MSK events of DMS records.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
+use cdc_relay::config::Settings;
+use cdc_relay::handler::{BatchResponse, Relay};
+use cdc_relay::local::{read_topics, ConsumedMessage, EmbeddedKafka};
+use cdc_relay::transform::Routes;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Parses an MSK event from text.
+pub fn parse_event(text: &str) -> KafkaEvent {
+    serde_json::from_str(text).expect("fixture is an MSK event")
+}
+
+/// Loads `events/<name>`.
+pub fn load_event(name: &str) -> KafkaEvent {
+    let path = root().join("events").join(name);
+    parse_event(&std::fs::read_to_string(&path).expect("fixture readable"))
+}
+
+/// The example routes file at the repository root.
+pub fn example_routes() -> Routes {
+    Routes::load(&root().join("routes.toml")).expect("example routes are valid")
+}
+
+/// Settings pointing at `brokers`, with extra `RELAY_*` variables.
+pub fn settings(brokers: &str, vars: &[(&str, &str)]) -> Settings {
+    let mut all = vec![("RELAY_BROKERS", brokers)];
+    all.extend_from_slice(vars);
+    Settings::from_vars(all.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .expect("valid test settings")
+}
+
+/// A relay over the mock cluster, with the given routes and variables.
+pub fn relay(kafka: &EmbeddedKafka, routes: Routes, vars: &[(&str, &str)]) -> Relay {
+    Relay::with_routes(settings(&kafka.bootstrap_servers(), vars), routes)
+}
+
+/// A Lambda context whose deadline is `ms` from now.
+pub fn context(ms: u64) -> Context {
+    let deadline = SystemTime::now() + Duration::from_millis(ms);
+    let mut ctx = Context::default();
+    ctx.request_id = "test-request".to_owned();
+    ctx.deadline = deadline
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    ctx
+}
+
+/// Invokes the Lambda handler with a 60 s deadline.
+pub async fn invoke(relay: &Relay, event: KafkaEvent) -> Result<BatchResponse, cdc_relay::Error> {
+    relay.handle(LambdaEvent::new(event, context(60_000))).await
+}
+
+/// Every message of `topics` on the cluster.
+pub fn consume(kafka: &EmbeddedKafka, topics: &[&str]) -> Vec<ConsumedMessage> {
+    read_topics(&kafka.bootstrap_servers(), topics, Duration::from_secs(20)).expect("read back")
+}
+
+/// Path of a golden file.
+pub fn golden_path(name: &str) -> PathBuf {
+    root().join("tests").join("golden").join(name)
+}
+
+/// Compares `actual` with the checked-in golden file; `UPDATE_GOLDEN=1` rewrites it.
+pub fn assert_golden(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+}
+
+/// Builds MSK events of DMS records.
+#[derive(Default)]
+pub struct EventBuilder {
+    records: serde_json::Map<String, Value>,
+}
+
+impl EventBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a record with an arbitrary (possibly malformed) base64 value.
+    pub fn raw(
+        mut self,
+        topic: &str,
+        partition: i64,
+        offset: i64,
+        key: Option<&str>,
+        value_b64: Option<&str>,
+    ) -> Self {
+        let list = self
+            .records
+            .entry(format!("{topic}-{partition}"))
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = list {
+            list.push(json!({
+                "topic": topic, "partition": partition, "offset": offset,
+                "timestamp": 1_732_200_000_000_i64, "timestampType": "CREATE_TIME",
+                "key": key.map(b64), "value": value_b64, "headers": [],
+            }));
+        }
+        self
+    }
+
+    /// Appends a DMS data record.
+    pub fn data(
+        self,
+        topic: &str,
+        partition: i64,
+        offset: i64,
+        op: &str,
+        table: &str,
+        data: Value,
+    ) -> Self {
+        let doc = json!({
+            "data": data,
+            "metadata": {
+                "timestamp": "2024-11-21T14:40:00Z", "record-type": "data", "operation": op,
+                "partition-key-type": "schema-table", "schema-name": "public", "table-name": table,
+                "transaction-id": offset,
+            }
+        });
+        let value = b64(&doc.to_string());
+        self.raw(
+            topic,
+            partition,
+            offset,
+            Some(&format!("public.{table}")),
+            Some(&value),
+        )
+    }
+
+    pub fn build(self) -> KafkaEvent {
+        serde_json::from_value(json!({
+            "eventSource": "aws:kafka",
+            "eventSourceArn": "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5",
+            "records": self.records,
+        }))
+        .expect("builder makes valid events")
+    }
+}
+
+/// Base64 of a string.
+pub fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
