@@ -23,7 +23,11 @@ use crate::error::Error;
 use crate::pipeline::{BatchOutcome, Pipeline, PipelineOptions};
 use crate::sink::Sink;
 use crate::source;
-use crate::transform::{Routes, Transformer, DEFAULT_ROUTES};
+use crate::transform::{Routes, Transformer};
+
+/// The repository's `routes.toml`, compiled in: what a deployed function uses when no
+/// file is shipped beside it and `RELAY_ROUTES` is unset (`sam build` ships only the binary).
+pub const BUILT_IN_ROUTES: &str = include_str!("../routes.toml");
 
 /// How long init waits for the brokers when warming the producer up.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,10 +79,10 @@ impl Relay {
                 routes
             }
             None => {
-                tracing::warn!(
-                    "no routes file found: every table goes to cdc.{{schema}}.{{table}}"
+                tracing::info!(
+                    "no routes file found: using the routes.toml compiled into the binary"
                 );
-                Routes::parse(DEFAULT_ROUTES, "<default routes>")?
+                Routes::parse(BUILT_IN_ROUTES, "<built-in routes.toml>")?
             }
         };
         Ok(Relay::with_routes(settings, routes))

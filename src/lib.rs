@@ -13,12 +13,14 @@
 //! - [`sink`]: the rdkafka producer; enqueue, await acknowledgements, classify errors.
 //! - [`pipeline`]: one batch end to end, concurrent and order-preserving; no Lambda types.
 //! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
+//! - [`generate`]: synthetic MSK events of DMS records (benchmarks, load tests).
 //! - [`local`]: running the handler outside Lambda (embedded mock cluster, read-back).
 //! - [`error`]: typed errors with a retryable/permanent distinction.
 
 pub mod config;
 pub mod dms;
 pub mod error;
+pub mod generate;
 pub mod handler;
 pub mod local;
 pub mod pipeline;

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cdc_relay::config::Settings;
+use cdc_relay::generate::{generate, GenOptions, PartitionBy, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
 
@@ -44,6 +45,30 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+    /// Write a synthetic MSK event of DMS records (deterministic per seed).
+    GenEvent {
+        /// Records in the event.
+        #[arg(long, default_value_t = 1000)]
+        records: usize,
+        /// Distinct tables.
+        #[arg(long, default_value_t = 4)]
+        tables: usize,
+        /// Source partitions.
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        /// PRNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Approximate size of each DMS value in bytes.
+        #[arg(long, default_value_t = 400)]
+        value_bytes: usize,
+        /// How DMS keys (and so partitions) the records.
+        #[arg(long, value_enum, default_value_t = PartitionBy::SchemaTable)]
+        partition_by: PartitionBy,
+        /// Output file; default stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +85,26 @@ fn main() -> anyhow::Result<()> {
             print_messages,
             timeout_ms,
         }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
+        Some(Command::GenEvent {
+            records,
+            tables,
+            partitions,
+            seed,
+            value_bytes,
+            partition_by,
+            out,
+        }) => gen_event(
+            GenOptions {
+                records,
+                tables,
+                partitions,
+                seed,
+                value_bytes,
+                partition_by,
+                ..GenOptions::default()
+            },
+            out,
+        ),
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
             runtime.block_on(run_lambda())
         }
@@ -160,4 +205,22 @@ async fn invoke(
             std::process::exit(1);
         }
     }
+}
+
+fn gen_event(options: GenOptions, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let text = serde_json::to_string(&generate(&options))?;
+    if text.len() > LAMBDA_PAYLOAD_LIMIT {
+        eprintln!(
+            "note: the event is {} bytes, over Lambda's {} byte invocation payload limit; \
+             Lambda would never deliver a batch this large",
+            text.len(),
+            LAMBDA_PAYLOAD_LIMIT
+        );
+    }
+    match out {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::dms::{Change, ChangeEvent, NumberOrString, Operation, Row};
 use crate::error::{RecordError, Stage};
-pub use routes::{DeletePolicy, Route, Routes, TopicTemplate, Unrouted, DEFAULT_ROUTES};
+pub use routes::{DeletePolicy, Route, Routes, TopicTemplate, Unrouted};
 
 /// The value masked columns carry downstream.
 pub const MASK: &str = "***";

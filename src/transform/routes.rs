@@ -16,9 +16,6 @@ use toml::Spanned;
 use crate::dms::Operation;
 use crate::error::ConfigError;
 
-/// The routes used when no file is found: every table to `cdc.{schema}.{table}`.
-pub const DEFAULT_ROUTES: &str = "[defaults]\ntopic = \"cdc.{schema}.{table}\"\n";
-
 /// What to do with a table no route matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
