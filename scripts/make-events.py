@@ -110,6 +110,24 @@ fixtures = {
     ], source="SelfManagedKafka", arn=None),
 }
 
+# Values as DMS renders them: numbers as strings, timestamps without zone, LOBs as hex;
+# an update whose mapped columns did not change; a dropped column.
+fixtures["types-and-drift.json"] = event([
+    record(T, 0, 600, {"data": {"id": 50, "user_id": "12", "status": "PAID", "amount": "1234.50", "paid_at": "2024-11-21 14:39:59.5",
+                               "payload": "0x48656C6C6F", "internal": "x"},
+                      "before-image": {"id": 50, "user_id": "12", "status": "PENDING", "amount": "1234.50", "paid_at": None, "payload": "0x48656C6C6F", "internal": "x"},
+                      "metadata": meta("update", "orders", txid=1180)}, "public.orders"),
+    record(T, 0, 601, {"data": {"id": 50, "user_id": "12", "status": "PAID", "amount": "1234.50", "paid_at": "2024-11-21 14:39:59.5",
+                               "payload": "0x48656C6C6F", "internal": "y"},
+                      "before-image": {"id": 50, "user_id": "12", "status": "PAID", "amount": "1234.50", "paid_at": "2024-11-21 14:39:59.5", "payload": "0x48656C6C6F", "internal": "x"},
+                      "metadata": meta("update", "orders", txid=1181)}, "public.orders"),
+    record(T, 0, 602, {"control": {"table-def": {"columns": {"id": {"type": "INT32", "nullable": False}, "status": {"type": "STRING", "length": 16, "nullable": True}},
+                                                 "primary-key": ["id"]}},
+                      "metadata": meta("drop-column", "orders", record_type="control", extra={"partition-key-type": "task-id"})}, "public.orders"),
+    record(T, 0, 603, {"data": {"id": 51, "user_id": 13, "status": "NEW"}, "metadata": meta("insert", "orders", txid=1182)}, "public.orders"),
+    record(T, 0, 604, {"data": {"id": 51, "user_id": 13}, "metadata": meta("delete", "orders", txid=1183)}, "public.orders"),
+])
+
 # The sample event `cdc-relay invoke` runs by default: a little of everything.
 fixtures["sample.json"] = event([
     record(T, 0, 100, {"data": order, "metadata": meta("insert", "orders", extra=TX)}, "public.orders",

@@ -36,6 +36,8 @@ pub struct Settings {
     pub deadline_margin: Duration,
     /// librdkafka properties from `RELAY_PRODUCER_*`, applied last (they win).
     pub producer_overrides: Vec<(String, String)>,
+    /// Dead-letter topic (`RELAY_DLQ_TOPIC`), overriding the routes file's `dlq_topic`.
+    pub dlq_topic: Option<String>,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
             before_image_field: "before-image".to_owned(),
             deadline_margin: Duration::from_millis(1000),
             producer_overrides: Vec::new(),
+            dlq_topic: None,
         };
         for (name, value) in vars {
             let (name, value): (String, String) = (name.into(), value.into());
@@ -74,6 +77,7 @@ impl Settings {
                 "RELAY_CONCURRENCY" => settings.concurrency = positive(&name, &value)?,
                 "RELAY_CHUNK_SIZE" => settings.chunk_size = positive(&name, &value)?,
                 "RELAY_PARTIAL_BATCH" => settings.partial_batch = boolean(&name, &value)?,
+                "RELAY_DLQ_TOPIC" => settings.dlq_topic = non_empty(&name, &value)?,
                 "RELAY_BEFORE_IMAGE_FIELD" => {
                     settings.before_image_field = non_empty(&name, &value)?
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?

@@ -74,7 +74,7 @@ impl Relay {
     pub fn new(settings: Settings) -> Result<Relay, Error> {
         let routes = match settings.locate_routes() {
             Some(path) => {
-                let routes = Routes::load(&path)?;
+                let routes = Routes::load_with_dlq(&path, settings.dlq_topic.clone())?;
                 tracing::info!(routes = %path.display(), count = routes.routes.len(), "routes loaded");
                 routes
             }
@@ -82,7 +82,11 @@ impl Relay {
                 tracing::info!(
                     "no routes file found: using the routes.toml compiled into the binary"
                 );
-                Routes::parse(BUILT_IN_ROUTES, "<built-in routes.toml>")?
+                Routes::parse_with_dlq(
+                    BUILT_IN_ROUTES,
+                    "<built-in routes.toml>",
+                    settings.dlq_topic.clone(),
+                )?
             }
         };
         Ok(Relay::with_routes(settings, routes))

@@ -18,7 +18,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 use crate::error::Error;
-use crate::pipeline::DeliveryRecord;
+use crate::pipeline::{DeliveryRecord, Pipeline};
+use crate::source::SourceRecord;
+use crate::transform::{OutMessage, Transformed};
 
 /// The event `invoke` runs when given no file: inserts, an update with before-image, a
 /// delete and a DDL record over two tables and partitions.
@@ -254,4 +256,46 @@ pub fn read_ranges(
         }
     }
     Ok(out)
+}
+
+/// What each record of a batch would become, without producing: one JSON object per
+/// record, in source order (`cdc-relay check-routes FILE EVENT`).
+pub fn dry_run(pipeline: &Pipeline, records: &[SourceRecord]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|record| {
+            let at = json!({"partition": &*record.batch_partition, "offset": record.offset});
+            let outcome = match pipeline.process(record) {
+                Ok(Transformed::Messages(messages)) => {
+                    json!({"produces": messages.iter().map(message_json).collect::<Vec<_>>()})
+                }
+                Ok(Transformed::Skipped(reason)) => json!({"skipped": reason.as_str()}),
+                Err(error) => json!({"error": error.to_string(), "stage": error.stage.as_str(), "retryable": error.retryable}),
+            };
+            json!({"record": at, "outcome": outcome})
+        })
+        .collect()
+}
+
+fn message_json(message: &OutMessage) -> Value {
+    let headers: serde_json::Map<String, Value> = message
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                Value::String(String::from_utf8_lossy(v).into_owned()),
+            )
+        })
+        .collect();
+    let value = match &message.value {
+        None => Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
+    };
+    json!({
+        "topic": &*message.topic,
+        "key": String::from_utf8_lossy(&message.key),
+        "headers": headers,
+        "value": value,
+    })
 }

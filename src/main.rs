@@ -14,9 +14,13 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cdc_relay::config::Settings;
+use cdc_relay::dms::Decoder;
 use cdc_relay::generate::{generate, GenOptions, PartitionBy, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
+use cdc_relay::pipeline::{Pipeline, PipelineOptions};
+use cdc_relay::source;
+use cdc_relay::transform::{Routes, Transformer};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +49,13 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+    /// Validate a routes file and, given an MSK event, print what each record becomes.
+    CheckRoutes {
+        /// The routes file.
+        routes: PathBuf,
+        /// An MSK event to run through the routes (nothing is produced).
+        event: Option<PathBuf>,
+    },
     /// Write a synthetic MSK event of DMS records (deterministic per seed).
     GenEvent {
         /// Records in the event.
@@ -71,7 +82,17 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             print_messages,
             timeout_ms,
         }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
+        Some(Command::CheckRoutes { routes, event }) => check_routes(routes, event),
         Some(Command::GenEvent {
             records,
             tables,
@@ -150,6 +172,42 @@ async fn run_lambda() -> anyhow::Result<()> {
     }))
     .await
     .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read event file {}", path.display()))?,
+        None => local::SAMPLE_EVENT.to_owned(),
+    };
+    let name = path.map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
+    serde_json::from_str(&text).with_context(|| format!("{name} is not an MSK event"))
+}
+
+fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let routes = Routes::load_with_dlq(&routes_path, settings.dlq_topic.clone())?;
+    eprintln!(
+        "{}: valid, {} route(s)",
+        routes_path.display(),
+        routes.routes.len()
+    );
+    let Some(event) = event else {
+        return Ok(());
+    };
+    let (_, records) = source::records(read_event(Some(&event))?);
+    let pipeline = Pipeline::new(
+        Decoder::new(settings.before_image_field.clone()),
+        Transformer::new(routes),
+        PipelineOptions {
+            concurrency: 1,
+            chunk_size: settings.chunk_size,
+        },
+    );
+    for line in local::dry_run(&pipeline, &records) {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 async fn invoke(

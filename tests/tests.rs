@@ -6,3 +6,4 @@ mod util;
 mod delivery;
 mod events;
 mod ordering;
+mod transform;

@@ -6,10 +6,13 @@
 //!
 //! What a data change becomes, in order: find the route (first match on
 //! `schema.table`), drop operations the route does not emit, compute the key from the
-//! source row, map the columns (include/exclude, mask, rename, all on source names),
-//! wrap them in the envelope, and emit one message per topic (plus a tombstone when the
-//! delete policy asks for one).
+//! source row, select the columns (include/exclude) and coerce them (`types`), work out
+//! which changed (`changed`, `changed_only`), mask and rename them, wrap them in the
+//! envelope, and emit one message per topic (plus a tombstone when the delete policy asks
+//! for one). All names in a route are source column names. A control (DDL) record becomes
+//! a schema-change event when `schema_changes_topic` is set.
 
+pub mod coerce;
 pub mod routes;
 
 use std::sync::Arc;
@@ -19,7 +22,10 @@ use serde_json::{Map, Value};
 
 use crate::dms::{Change, ChangeEvent, NumberOrString, Operation, Row};
 use crate::error::{RecordError, Stage};
-pub use routes::{DeletePolicy, Route, Routes, TopicTemplate, Unrouted};
+pub use coerce::Coercion;
+pub use routes::{
+    DeletePolicy, Envelope, Missing, OnPoison, Route, Routes, TopicTemplate, Unrouted,
+};
 
 /// The value masked columns carry downstream.
 pub const MASK: &str = "***";
@@ -96,6 +102,10 @@ pub enum SkipReason {
     Control,
     /// A Kafka tombstone on the source topic (DMS never writes one).
     SourceTombstone,
+    /// An update that changed no mapped column, on a `changed_only` route.
+    Unchanged,
+    /// A poison record under `on_poison = "skip"`.
+    Poison,
 }
 
 impl SkipReason {
@@ -107,6 +117,8 @@ impl SkipReason {
             SkipReason::DeleteDropped => "delete-dropped",
             SkipReason::Control => "control",
             SkipReason::SourceTombstone => "source-tombstone",
+            SkipReason::Unchanged => "unchanged",
+            SkipReason::Poison => "poison",
         }
     }
 }
@@ -126,6 +138,9 @@ pub struct Transformer {
     routes: Routes,
 }
 
+/// The value `"schema-change"` of `op` and `relay-op` for DDL events.
+pub const SCHEMA_CHANGE: &str = "schema-change";
+
 impl Transformer {
     /// A transformer over validated routes.
     pub fn new(routes: Routes) -> Transformer {
@@ -143,13 +158,34 @@ impl Transformer {
         pos: SourcePosition<'_>,
         event: &ChangeEvent,
     ) -> Result<Transformed, RecordError> {
-        let (op, data, before) = match &event.change {
-            Change::Data { op, data, before } => (*op, data, before.as_ref()),
-            Change::Control { .. } => return Ok(Transformed::Skipped(SkipReason::Control)),
-        };
         let qualified = format!("{}.{}", event.schema, event.table);
-        let Some(route) = self.routes.route_for(&qualified) else {
-            return Ok(Transformed::Skipped(SkipReason::Unrouted));
+        match &event.change {
+            Change::Data { op, data, before } => {
+                self.data_change(pos, event, &qualified, *op, data, before.as_ref())
+            }
+            Change::Control { operation, control } => {
+                self.schema_change(pos, event, &qualified, operation, control.as_ref())
+            }
+        }
+    }
+
+    fn data_change(
+        &self,
+        pos: SourcePosition<'_>,
+        event: &ChangeEvent,
+        qualified: &str,
+        op: Operation,
+        data: &Row,
+        before: Option<&Row>,
+    ) -> Result<Transformed, RecordError> {
+        let Some(route) = self.routes.route_for(qualified) else {
+            return match self.routes.unrouted {
+                Unrouted::Dlq => Err(RecordError::permanent(
+                    Stage::Transform,
+                    format!("no route matches {qualified} and unrouted = \"dlq\""),
+                )),
+                _ => Ok(Transformed::Skipped(SkipReason::Unrouted)),
+            };
         };
         if !route.operations.contains(&op) {
             return Ok(Transformed::Skipped(SkipReason::Operation));
@@ -162,57 +198,136 @@ impl Transformer {
             (Operation::Delete, DeletePolicy::EventAndTombstone) => (true, true),
             _ => (true, false),
         };
-        let EntityKey {
-            bytes: key_bytes,
-            object: key_object,
-        } = entity_key(route, pos, &qualified, data, before)?;
-        let mapped_data = map_row(route, data);
-        let mapped_before = before.map(|b| map_row(route, b));
+        let key = entity_key(route, pos, qualified, data, before)?;
+        let column_error = |column: &str, reason: &str| {
+            RecordError::permanent(
+                Stage::Transform,
+                format!("{qualified} column {column:?}: {reason}"),
+            )
+        };
+        let mut selected = select(route, data).map_err(|(c, r)| column_error(&c, &r))?;
+        let selected_before = match before {
+            Some(b) => Some(select(route, b).map_err(|(c, r)| column_error(&c, &r))?),
+            None => None,
+        };
+        let changed = match (&selected_before, op) {
+            (Some(old), Operation::Update) => Some(changed_columns(&selected, old)),
+            _ => None,
+        };
+        if route.changed_only && changed.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Transformed::Skipped(SkipReason::Unchanged));
+        }
+        if route.missing == Missing::Null {
+            if let Some(include) = &route.include {
+                let mut absent: Vec<&String> = include
+                    .iter()
+                    .filter(|c| !selected.contains_key(*c))
+                    .collect();
+                absent.sort();
+                selected.extend(absent.into_iter().map(|c| (c.clone(), Value::Null)));
+            }
+        }
+        let mapped_data = finish(route, selected);
+        let mapped_before = selected_before.map(|b| finish(route, b));
+        let changed: Option<Vec<String>> = changed.map(|cols| {
+            cols.into_iter()
+                .map(|c| route.rename.get(&c).cloned().unwrap_or(c))
+                .collect()
+        });
 
-        let mut messages = Vec::with_capacity(
-            route.topics.len() * (emit_event as usize + emit_tombstone as usize),
-        );
+        let per_topic = usize::from(emit_event) + usize::from(emit_tombstone);
+        let mut messages = Vec::with_capacity(route.topics.len() * per_topic);
         for template in &route.topics {
             let topic = template.render(&event.schema, &event.table);
             if emit_event {
                 let id = event_id(pos, messages.len());
-                let envelope = Envelope {
-                    id: &id,
-                    op: op.as_str(),
-                    source: SourceInfo {
-                        schema: &event.schema,
-                        table: &event.table,
-                        topic: pos.topic,
-                        partition: pos.partition,
-                        offset: pos.offset,
-                        transaction_id: event.metadata.transaction_id.as_ref(),
-                        commit_timestamp: event.metadata.commit_timestamp.as_deref(),
-                        timestamp: event.metadata.timestamp.as_deref(),
-                    },
-                    key: key_object.as_ref(),
-                    data: &mapped_data,
-                    before: mapped_before.as_ref(),
-                };
-                let value = serde_json::to_vec(&envelope).map_err(|e| {
-                    RecordError::permanent(Stage::Transform, format!("cannot serialise event: {e}"))
-                })?;
+                let value = match self.routes.envelope {
+                    Envelope::Relay => serialize(&RelayEnvelope {
+                        id: &id,
+                        op: op.as_str(),
+                        source: SourceInfo::new(pos, event),
+                        key: key.object.as_ref(),
+                        data: &mapped_data,
+                        before: mapped_before.as_ref(),
+                        changed: changed.as_deref(),
+                    }),
+                    Envelope::Flat => serialize(&FlatEnvelope {
+                        row: &mapped_data,
+                        op: op.as_str(),
+                        table: qualified,
+                        source_ts: event
+                            .metadata
+                            .commit_timestamp
+                            .as_deref()
+                            .or(event.metadata.timestamp.as_deref()),
+                    }),
+                }?;
                 messages.push(message(
                     topic.clone(),
-                    &key_bytes,
+                    &key.bytes,
                     Some(value),
                     &id,
                     pos,
-                    op,
-                    &qualified,
+                    op.as_str(),
+                    qualified,
                 ));
             }
             if emit_tombstone {
                 let id = event_id(pos, messages.len());
-                messages.push(message(topic, &key_bytes, None, &id, pos, op, &qualified));
+                messages.push(message(
+                    topic,
+                    &key.bytes,
+                    None,
+                    &id,
+                    pos,
+                    op.as_str(),
+                    qualified,
+                ));
             }
         }
         Ok(Transformed::Messages(messages))
     }
+
+    fn schema_change(
+        &self,
+        pos: SourcePosition<'_>,
+        event: &ChangeEvent,
+        qualified: &str,
+        operation: &str,
+        control: Option<&Value>,
+    ) -> Result<Transformed, RecordError> {
+        let Some(template) = &self.routes.schema_changes_topic else {
+            return Ok(Transformed::Skipped(SkipReason::Control));
+        };
+        let table_def = control.and_then(|c| c.get("table-def"));
+        let id = event_id(pos, 0);
+        let value = serialize(&SchemaChangeEvent {
+            id: &id,
+            op: SCHEMA_CHANGE,
+            operation,
+            schema: &event.schema,
+            table: &event.table,
+            columns: table_def.and_then(|d| d.get("columns")),
+            primary_key: table_def.and_then(|d| d.get("primary-key")),
+            source: SourceInfo::new(pos, event),
+        })?;
+        let topic = template.render(&event.schema, &event.table);
+        Ok(Transformed::Messages(vec![message(
+            topic,
+            qualified.as_bytes(),
+            Some(value),
+            &id,
+            pos,
+            operation,
+            qualified,
+        )]))
+    }
+}
+
+fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
+    serde_json::to_vec(value).map_err(|e| {
+        RecordError::permanent(Stage::Transform, format!("cannot serialise event: {e}"))
+    })
 }
 
 /// Deterministic id of the `index`-th message made from a source record.
@@ -230,7 +345,7 @@ fn message(
     value: Option<Vec<u8>>,
     id: &str,
     pos: SourcePosition<'_>,
-    op: Operation,
+    op: &str,
     qualified: &str,
 ) -> OutMessage {
     OutMessage {
@@ -245,7 +360,7 @@ fn message(
                 pos.partition.to_string().into_bytes(),
             ),
             (header::SOURCE_OFFSET, pos.offset.to_string().into_bytes()),
-            (header::OPERATION, op.as_str().as_bytes().to_vec()),
+            (header::OPERATION, op.as_bytes().to_vec()),
             (header::TABLE, qualified.as_bytes().to_vec()),
         ],
     }
@@ -253,7 +368,6 @@ fn message(
 
 /// The downstream key: the route's key columns (looked up in the row, then in the
 /// before-image), joined by [`KEY_SEPARATOR`]; else DMS's Kafka key; else `schema.table`.
-/// Returns the key bytes and, for column keys, the `key` object of the envelope.
 fn entity_key(
     route: &Route,
     pos: SourcePosition<'_>,
@@ -310,9 +424,9 @@ struct EntityKey {
     object: Option<Map<String, Value>>,
 }
 
-/// Applies include/exclude, mask and rename to a row. Names in the route are source
-/// column names.
-fn map_row(route: &Route, row: &Row) -> Row {
+/// Include/exclude, then coercion: the surviving columns under their source names.
+/// A failed coercion names the column and the reason, never the value.
+fn select(route: &Route, row: &Row) -> Result<Row, (String, String)> {
     let mut out = Map::new();
     for (column, value) in row {
         if route
@@ -323,26 +437,88 @@ fn map_row(route: &Route, row: &Row) -> Row {
         {
             continue;
         }
-        let value = if route.mask.contains(column) && !value.is_null() {
+        let value = match route.types.get(column) {
+            Some(coercion) => coercion.apply(value).map_err(|reason| {
+                (
+                    column.clone(),
+                    format!("does not coerce to {}: {reason}", coercion.as_str()),
+                )
+            })?,
+            None => value.clone(),
+        };
+        out.insert(column.clone(), value);
+    }
+    Ok(out)
+}
+
+/// Columns (source names, sorted) whose value differs between the selected row and
+/// before-image. A column the before-image lacks counts as changed: PostgreSQL sends only
+/// key columns unless REPLICA IDENTITY FULL, and guessing "unchanged" would drop updates.
+fn changed_columns(data: &Row, before: &Row) -> Vec<String> {
+    let mut changed: Vec<String> = data
+        .iter()
+        .filter(|(column, value)| before.get(*column) != Some(value))
+        .map(|(column, _)| column)
+        .chain(before.keys().filter(|column| !data.contains_key(*column)))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    changed
+}
+
+/// Mask, then rename.
+fn finish(route: &Route, selected: Row) -> Row {
+    let mut out = Map::new();
+    for (column, value) in selected {
+        let value = if route.mask.contains(&column) && !value.is_null() {
             Value::String(MASK.to_owned())
         } else {
-            value.clone()
+            value
         };
-        let name = route.rename.get(column).unwrap_or(column);
-        out.insert(name.clone(), value);
+        let name = route.rename.get(&column).cloned().unwrap_or(column);
+        out.insert(name, value);
     }
     out
 }
 
 /// The downstream event (`envelope = "relay"`).
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct RelayEnvelope<'a> {
     id: &'a str,
     op: &'a str,
     source: SourceInfo<'a>,
     key: Option<&'a Map<String, Value>>,
     data: &'a Row,
     before: Option<&'a Row>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<&'a [String]>,
+}
+
+/// The downstream event (`envelope = "flat"`): the row plus three fields.
+#[derive(Serialize)]
+struct FlatEnvelope<'a> {
+    #[serde(flatten)]
+    row: &'a Row,
+    #[serde(rename = "__op")]
+    op: &'a str,
+    #[serde(rename = "__table")]
+    table: &'a str,
+    #[serde(rename = "__source_ts")]
+    source_ts: Option<&'a str>,
+}
+
+/// A DDL/control record, as a schema-change event.
+#[derive(Serialize)]
+struct SchemaChangeEvent<'a> {
+    id: &'a str,
+    op: &'a str,
+    operation: &'a str,
+    schema: &'a str,
+    table: &'a str,
+    columns: Option<&'a Value>,
+    primary_key: Option<&'a Value>,
+    source: SourceInfo<'a>,
 }
 
 #[derive(Serialize)]
@@ -355,6 +531,21 @@ struct SourceInfo<'a> {
     transaction_id: Option<&'a NumberOrString>,
     commit_timestamp: Option<&'a str>,
     timestamp: Option<&'a str>,
+}
+
+impl<'a> SourceInfo<'a> {
+    fn new(pos: SourcePosition<'a>, event: &'a ChangeEvent) -> SourceInfo<'a> {
+        SourceInfo {
+            schema: &event.schema,
+            table: &event.table,
+            topic: pos.topic,
+            partition: pos.partition,
+            offset: pos.offset,
+            transaction_id: event.metadata.transaction_id.as_ref(),
+            commit_timestamp: event.metadata.commit_timestamp.as_deref(),
+            timestamp: event.metadata.timestamp.as_deref(),
+        }
+    }
 }
 
 #[cfg(test)]

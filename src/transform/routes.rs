@@ -13,6 +13,7 @@ use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::coerce::Coercion;
 use crate::dms::Operation;
 use crate::error::ConfigError;
 
@@ -23,6 +24,40 @@ pub enum Unrouted {
     /// Produce it to `defaults.topic`, unmapped.
     Default,
     /// Count it and produce nothing.
+    Skip,
+    /// Treat it as poison: dead-letter it (see `on_poison`).
+    Dlq,
+}
+
+/// The shape of downstream values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// `{id, op, source, key, data, before, changed}`.
+    Relay,
+    /// The mapped row plus `__op`, `__table`, `__source_ts` (like Debezium's unwrap SMT).
+    Flat,
+}
+
+/// What an `include`d column missing from a row becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// Left out of the row.
+    Omit,
+    /// Present as `null`.
+    Null,
+}
+
+/// What happens to a record that can never succeed (poison).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPoison {
+    /// Produce it to the dead-letter topic, then count it done.
+    Dlq,
+    /// Report it to Lambda (the mapping's retry policy and on-failure destination apply).
+    Fail,
+    /// Count it as skipped and move on.
     Skip,
 }
 
@@ -57,6 +92,11 @@ struct RawFile {
 struct RawDefaults {
     topic: Option<Spanned<String>>,
     unrouted: Option<Unrouted>,
+    schema_changes_topic: Option<Spanned<String>>,
+    envelope: Option<Envelope>,
+    missing: Option<Missing>,
+    dlq_topic: Option<Spanned<String>>,
+    on_poison: Option<OnPoison>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +114,12 @@ struct RawRoute {
     mask: Vec<String>,
     operations: Option<Vec<Operation>>,
     delete: Option<DeletePolicy>,
+    #[serde(default)]
+    changed_only: bool,
+    #[serde(default)]
+    types: BTreeMap<String, Coercion>,
+    missing: Option<Missing>,
+    on_poison: Option<OnPoison>,
 }
 
 /// A topic name with `{schema}` / `{table}` placeholders, split once at init.
@@ -181,6 +227,14 @@ pub struct Route {
     pub operations: Vec<Operation>,
     /// What deletes become.
     pub delete: DeletePolicy,
+    /// On update, emit only when a column surviving the mapping changed.
+    pub changed_only: bool,
+    /// Source column -> coercion.
+    pub types: BTreeMap<String, Coercion>,
+    /// What a missing `include`d column becomes.
+    pub missing: Missing,
+    /// Per-route override of `defaults.on_poison`.
+    pub on_poison: Option<OnPoison>,
 }
 
 impl Route {
@@ -204,6 +258,10 @@ impl Route {
             mask: HashSet::new(),
             operations: Operation::ALL.to_vec(),
             delete: DeletePolicy::Event,
+            changed_only: false,
+            types: BTreeMap::new(),
+            missing: Missing::Omit,
+            on_poison: None,
         }
     }
 }
@@ -215,22 +273,50 @@ pub struct Routes {
     pub source: String,
     /// Routes in file order; the first match wins.
     pub routes: Vec<Route>,
-    /// What unrouted tables get: `Some(route)` for `unrouted = "default"`, `None` to skip.
-    pub unrouted: Option<Route>,
+    /// What unrouted tables get: `Some(route)` for `unrouted = "default"`.
+    pub unrouted_route: Option<Route>,
+    /// The unrouted policy.
+    pub unrouted: Unrouted,
+    /// Where DDL/control records go as schema-change events; `None`: counted, skipped.
+    pub schema_changes_topic: Option<TopicTemplate>,
+    /// Shape of downstream values.
+    pub envelope: Envelope,
+    /// The dead-letter topic, if any (`RELAY_DLQ_TOPIC` overrides it).
+    pub dlq_topic: Option<String>,
+    /// Default poison policy: `dlq` when a DLQ topic is set, else `fail`.
+    pub on_poison: OnPoison,
 }
 
 impl Routes {
     /// Reads and validates a routes file.
     pub fn load(path: &std::path::Path) -> Result<Routes, ConfigError> {
+        Routes::load_with_dlq(path, None)
+    }
+
+    /// Reads and validates a routes file; `dlq_topic` (from `RELAY_DLQ_TOPIC`) overrides
+    /// the file's `dlq_topic`.
+    pub fn load_with_dlq(
+        path: &std::path::Path,
+        dlq_topic: Option<String>,
+    ) -> Result<Routes, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::RoutesIo {
             path: path.display().to_string(),
             source,
         })?;
-        Routes::parse(&text, &path.display().to_string())
+        Routes::parse_with_dlq(&text, &path.display().to_string(), dlq_topic)
     }
 
     /// Parses and validates routes text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Routes, ConfigError> {
+        Routes::parse_with_dlq(text, source, None)
+    }
+
+    /// [`Routes::parse`] with a dead-letter topic overriding the file's.
+    pub fn parse_with_dlq(
+        text: &str,
+        source: &str,
+        dlq_override: Option<String>,
+    ) -> Result<Routes, ConfigError> {
         let fail = |problem: String| ConfigError::Routes {
             path: source.to_owned(),
             problem,
@@ -251,9 +337,30 @@ impl Routes {
             })?,
             None => TopicTemplate::parse("cdc.{schema}.{table}").map_err(fail)?,
         };
-        let unrouted = match raw.defaults.unrouted.unwrap_or(Unrouted::Default) {
-            Unrouted::Default => Some(Route::passthrough(default_topic)),
-            Unrouted::Skip => None,
+        let defaults = raw.defaults;
+        let missing = defaults.missing.unwrap_or(Missing::Omit);
+        let unrouted = defaults.unrouted.unwrap_or(Unrouted::Default);
+        let mut passthrough = Route::passthrough(default_topic);
+        passthrough.missing = missing;
+        let unrouted_route = (unrouted == Unrouted::Default).then_some(passthrough);
+        let schema_changes_topic = match &defaults.schema_changes_topic {
+            Some(t) => Some(TopicTemplate::parse(t.get_ref()).map_err(|p| {
+                fail(format!(
+                    "line {}: schema_changes_topic: {p}",
+                    line_of(text, t.span().start)
+                ))
+            })?),
+            None => None,
+        };
+        let dlq_topic = match &defaults.dlq_topic {
+            Some(t) if t.get_ref().trim().is_empty() => {
+                return Err(fail(format!(
+                    "line {}: dlq_topic must not be empty",
+                    line_of(text, t.span().start)
+                )))
+            }
+            Some(t) => Some(t.get_ref().clone()),
+            None => None,
         };
         let routes = raw
             .route
@@ -262,14 +369,59 @@ impl Routes {
                 let line = line_of(text, spanned.span().start);
                 let raw = spanned.into_inner();
                 let table = raw.table.clone();
-                compile_route(raw).map_err(|p| fail(format!("line {line}: route {table:?}: {p}")))
+                compile_route(raw, missing)
+                    .map_err(|p| fail(format!("line {line}: route {table:?}: {p}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Routes {
+        let mut routes = Routes {
             source: source.to_owned(),
             routes,
+            unrouted_route,
             unrouted,
-        })
+            schema_changes_topic,
+            envelope: defaults.envelope.unwrap_or(Envelope::Relay),
+            dlq_topic: None,
+            on_poison: OnPoison::Fail,
+        };
+        routes
+            .set_dlq(dlq_override.or(dlq_topic), defaults.on_poison)
+            .map_err(fail)?;
+        Ok(routes)
+    }
+
+    /// Sets the dead-letter topic and the default poison policy (`dlq` when there is a
+    /// topic, else `fail`); `dlq` without a topic is an error.
+    fn set_dlq(
+        &mut self,
+        topic: Option<String>,
+        on_poison: Option<OnPoison>,
+    ) -> Result<(), String> {
+        self.dlq_topic = topic;
+        let has_dlq = self.dlq_topic.is_some();
+        self.on_poison = on_poison.unwrap_or(if has_dlq {
+            OnPoison::Dlq
+        } else {
+            OnPoison::Fail
+        });
+        let wants_dlq = self.on_poison == OnPoison::Dlq
+            || self.unrouted == Unrouted::Dlq
+            || self
+                .routes
+                .iter()
+                .any(|r| r.on_poison == Some(OnPoison::Dlq));
+        if wants_dlq && !has_dlq {
+            return Err("on_poison or unrouted is \"dlq\" but no dlq_topic is set (set [defaults] dlq_topic or RELAY_DLQ_TOPIC)".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The poison policy for a record of `qualified` (`None` when the record did not
+    /// decode far enough to know its table).
+    pub fn poison_policy(&self, qualified: Option<&str>) -> OnPoison {
+        qualified
+            .and_then(|q| self.routes.iter().find(|r| r.matches(q)))
+            .and_then(|r| r.on_poison)
+            .unwrap_or(self.on_poison)
     }
 
     /// The route for `schema.table`: the first route that matches, else the unrouted
@@ -278,7 +430,7 @@ impl Routes {
         self.routes
             .iter()
             .find(|r| r.matches(qualified))
-            .or(self.unrouted.as_ref())
+            .or(self.unrouted_route.as_ref())
     }
 }
 
@@ -288,7 +440,7 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-fn compile_route(raw: RawRoute) -> Result<Route, String> {
+fn compile_route(raw: RawRoute, default_missing: Missing) -> Result<Route, String> {
     if raw.table.trim().is_empty() {
         return Err("`table` must not be empty".to_owned());
     }
@@ -362,6 +514,10 @@ fn compile_route(raw: RawRoute) -> Result<Route, String> {
         mask: raw.mask.into_iter().collect(),
         operations,
         delete,
+        changed_only: raw.changed_only,
+        types: raw.types,
+        missing: raw.missing.unwrap_or(default_missing),
+        on_poison: raw.on_poison,
     })
 }
 
@@ -444,6 +600,11 @@ topic = "public.{table}"
             ("[defaults]\nunrouted = \"maybe\"\n", "maybe"),
             ("[defaults]\ntopic = \"\"\n", "empty"),
             ("not toml at all", "line 1"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\n[route.types]\nprice = \"money\"\n", "money"),
+            ("[defaults]\non_poison = \"dlq\"\n", "no dlq_topic"),
+            ("[defaults]\nunrouted = \"dlq\"\n", "no dlq_topic"),
+            ("[defaults]\nenvelope = \"nested\"\n", "nested"),
+            ("[defaults]\nschema_changes_topic = \"ddl.{db}\"\n", "unknown placeholder"),
         ];
         for (text, expected) in cases {
             let p = problem(text);
