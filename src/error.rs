@@ -55,6 +55,8 @@ pub struct RecordError {
     pub retryable: bool,
     /// What went wrong, for people. Never contains row values.
     pub message: String,
+    /// `schema.table` of the record, once the DMS stage has read it.
+    pub table: Option<String>,
 }
 
 impl RecordError {
@@ -64,6 +66,7 @@ impl RecordError {
             stage,
             retryable: false,
             message: message.into(),
+            table: None,
         }
     }
 
@@ -73,12 +76,19 @@ impl RecordError {
             stage,
             retryable: true,
             message: message.into(),
+            table: None,
         }
     }
 
     /// Whether retrying the record could help.
     pub fn is_retryable(&self) -> bool {
         self.retryable
+    }
+
+    /// The same error, attributed to `schema.table`.
+    pub fn with_table(mut self, table: impl Into<String>) -> Self {
+        self.table = Some(table.into());
+        self
     }
 }
 

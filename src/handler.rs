@@ -173,12 +173,13 @@ impl Relay {
         };
         let sink = self.sink_for(&brokers).await?;
         let budget = deadline.map(|d| budget_instant(d, self.settings.deadline_margin));
-        let outcome = self.pipeline.run(sink, records, budget).await;
+        let outcome = self.pipeline.run(sink, &origin, records, budget).await;
         tracing::info!(
             records = outcome.records,
             produced = outcome.produced,
             messages = outcome.messages,
-            skipped = outcome.skipped.iter().map(|(_, n)| n).sum::<usize>(),
+            dead_lettered = outcome.dead_lettered,
+            skipped = outcome.skipped_total(),
             not_done = outcome.not_done,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch finished"

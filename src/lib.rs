@@ -11,6 +11,7 @@
 //! - [`dms`]: DMS JSON -> [`dms::ChangeEvent`] (data, before-image, metadata, control).
 //! - [`transform`]: the routes file; change -> [`transform::OutMessage`]s (pure).
 //! - [`sink`]: the rdkafka producer; enqueue, await acknowledgements, classify errors.
+//! - [`deadletter`]: poison records -> dead-letter messages with the reason and origin.
 //! - [`pipeline`]: one batch end to end, concurrent and order-preserving; no Lambda types.
 //! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
 //! - [`generate`]: synthetic MSK events of DMS records (benchmarks, load tests).
@@ -18,6 +19,7 @@
 //! - [`error`]: typed errors with a retryable/permanent distinction.
 
 pub mod config;
+pub mod deadletter;
 pub mod dms;
 pub mod error;
 pub mod generate;

@@ -283,7 +283,7 @@ fn message_json(message: &OutMessage) -> Value {
         .iter()
         .map(|(k, v)| {
             (
-                (*k).to_owned(),
+                k.to_string(),
                 Value::String(String::from_utf8_lossy(v).into_owned()),
             )
         })
@@ -294,7 +294,7 @@ fn message_json(message: &OutMessage) -> Value {
     };
     json!({
         "topic": &*message.topic,
-        "key": String::from_utf8_lossy(&message.key),
+        "key": message.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         "headers": headers,
         "value": value,
     })

@@ -10,23 +10,29 @@
 //! key enter the same partition's queue in source-offset order; the idempotent producer
 //! keeps that order on the wire. Producing starts as soon as the first chunk is ready.
 //!
-//! Completion: a record is done when every message it produced was acknowledged (or it
-//! was skipped by configuration). Per source partition, the first record not done and
-//! everything after it are not done: Lambda resumes a partition from the lowest offset
-//! reported, and later records of a failed partition are not even enqueued once the
-//! failure is known before producing.
+//! Every record ends in exactly one [`RecordState`]: produced, dead-lettered or skipped
+//! (all "done"), or not done. A record is produced when every message made from it was
+//! acknowledged. A poison record (a permanent error) follows the `on_poison` policy of
+//! its route: dead-lettered (done once the dead letter is acknowledged), skipped, or
+//! failed. Per source partition, the first record not done and everything after it are
+//! not done: Lambda resumes a partition from the lowest offset reported, and once a
+//! failure is known before producing, later records of its partition are not enqueued.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use rdkafka::producer::DeliveryFuture;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::deadletter::dead_letter;
 use crate::dms::Decoder;
 use crate::error::{RecordError, Stage};
 use crate::sink::{delivered, Sink};
-use crate::source::SourceRecord;
-use crate::transform::{OutMessage, SkipReason, SourcePosition, Transformed, Transformer};
+use crate::source::{EventOrigin, SourceRecord};
+use crate::transform::{
+    OnPoison, OutMessage, SkipReason, SourcePosition, Transformed, Transformer,
+};
 
 /// Tuning of a [`Pipeline`].
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +50,7 @@ pub struct Pipeline {
     transformer: Arc<Transformer>,
     options: PipelineOptions,
     permits: Arc<Semaphore>,
+    dlq_topic: Option<Arc<str>>,
 }
 
 /// The first record not done in a source partition.
@@ -75,7 +82,9 @@ pub struct BatchOutcome {
     pub records: usize,
     /// Records whose messages were all acknowledged.
     pub produced: usize,
-    /// Messages acknowledged.
+    /// Records whose dead letter was acknowledged.
+    pub dead_lettered: usize,
+    /// Messages acknowledged (dead letters included).
     pub messages: usize,
     /// Records skipped by configuration, by reason.
     pub skipped: Vec<(SkipReason, usize)>,
@@ -95,24 +104,52 @@ impl BatchOutcome {
             .find(|(r, _)| *r == reason)
             .map_or(0, |(_, n)| *n)
     }
+
+    /// Records skipped for any reason.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
 }
 
-/// Per-record progress while a batch runs.
+/// Where a record stands.
 #[derive(Debug)]
 enum RecordState {
-    /// Waiting for this many acknowledgements.
-    Pending(usize),
+    /// Waiting for this many acknowledgements; `dead_letter`: of its dead letter.
+    Pending { remaining: usize, dead_letter: bool },
     /// All messages acknowledged.
-    Done,
+    Produced,
+    /// Its dead letter was acknowledged.
+    DeadLettered,
     /// Skipped by configuration.
     Skipped(SkipReason),
-    /// Failed.
+    /// Failed; reported to Lambda.
     Failed(RecordError),
+    /// A message was rejected permanently by the broker; awaiting the poison policy.
+    Rejected(RecordError),
     /// Not attempted because an earlier record of its partition failed.
     Blocked,
 }
 
 type ChunkResult = Vec<Result<Transformed, RecordError>>;
+
+/// One batch in progress.
+struct Run<'a> {
+    pipeline: &'a Pipeline,
+    sink: &'a Sink,
+    origin: &'a EventOrigin,
+    records: Arc<[SourceRecord]>,
+    budget: Option<Instant>,
+    states: Vec<RecordState>,
+    in_flight: Vec<InFlight>,
+    deliveries: Vec<DeliveryRecord>,
+    purged: bool,
+}
+
+struct InFlight {
+    record: usize,
+    topic: Arc<str>,
+    future: DeliveryFuture,
+}
 
 impl Pipeline {
     /// A pipeline over a decoder and a transformer.
@@ -121,11 +158,13 @@ impl Pipeline {
             concurrency: options.concurrency.max(1),
             chunk_size: options.chunk_size.max(1),
         };
+        let dlq_topic = transformer.routes().dlq_topic.as_deref().map(Arc::from);
         Pipeline {
             decoder: Arc::new(decoder),
             transformer: Arc::new(transformer),
             permits: Arc::new(Semaphore::new(options.concurrency)),
             options,
+            dlq_topic,
         }
     }
 
@@ -145,25 +184,32 @@ impl Pipeline {
     pub async fn run(
         &self,
         sink: &Sink,
+        origin: &EventOrigin,
         records: Vec<SourceRecord>,
         budget: Option<Instant>,
     ) -> BatchOutcome {
-        let total = records.len();
-        let positions: Vec<(Arc<str>, i64)> = records
-            .iter()
-            .map(|r| (r.batch_partition.clone(), r.offset))
-            .collect();
-        let tasks = self.spawn_chunks(records);
-
-        let mut states: Vec<RecordState> = Vec::with_capacity(total);
-        let mut in_flight = Vec::new();
+        let records: Arc<[SourceRecord]> = records.into();
+        let tasks = self.spawn_chunks(&records);
+        let mut run = Run {
+            pipeline: self,
+            sink,
+            origin,
+            states: Vec::with_capacity(records.len()),
+            records,
+            budget,
+            in_flight: Vec::new(),
+            deliveries: Vec::new(),
+            purged: false,
+        };
         let mut failed_partition: Option<Arc<str>> = None;
-        let mut index = 0;
         for task in tasks {
             let results = match task.await {
                 Ok(results) => results,
                 Err(join_error) => {
-                    let n = self.options.chunk_size.min(total - index);
+                    let n = self
+                        .options
+                        .chunk_size
+                        .min(run.records.len() - run.states.len());
                     let error = RecordError::retryable(
                         Stage::Transform,
                         format!("transform task failed: {join_error}"),
@@ -172,78 +218,63 @@ impl Pipeline {
                 }
             };
             for result in results {
-                let partition = &positions[index].0;
-                let state = if failed_partition.as_ref() == Some(partition) {
+                let index = run.states.len();
+                let partition = run.records[index].batch_partition.clone();
+                let state = if failed_partition.as_ref() == Some(&partition) {
                     RecordState::Blocked
                 } else {
                     match result {
                         Ok(Transformed::Skipped(reason)) => RecordState::Skipped(reason),
                         Ok(Transformed::Messages(messages)) => {
-                            self.enqueue_all(sink, index, &messages, budget, &mut in_flight)
-                                .await
+                            run.enqueue(index, &messages, false).await
                         }
+                        Err(error) if !error.is_retryable() => run.poison(index, error).await,
                         Err(error) => RecordState::Failed(error),
                     }
                 };
                 if let RecordState::Failed(error) = &state {
-                    tracing::warn!(
-                        batch_partition = %partition, offset = positions[index].1,
-                        stage = %error.stage, error = %error.message, "record failed"
-                    );
-                    failed_partition = Some(partition.clone());
+                    failed_partition = Some(partition);
+                    log_failure(&run.records[index], error);
                 }
-                states.push(state);
-                index += 1;
+                run.states.push(state);
             }
         }
-
-        let deliveries = await_deliveries(sink, in_flight, budget, &mut states).await;
-        summarise(&positions, states, deliveries)
+        run.await_deliveries().await;
+        // Second round: records the broker rejected permanently (e.g. too large) are poison.
+        let rejected: Vec<usize> = (0..run.states.len())
+            .filter(|i| matches!(run.states[*i], RecordState::Rejected(_)))
+            .collect();
+        for index in rejected {
+            if let RecordState::Rejected(error) =
+                std::mem::replace(&mut run.states[index], RecordState::Blocked)
+            {
+                let state = run.poison(index, error).await;
+                run.states[index] = state;
+            }
+        }
+        run.await_deliveries().await;
+        run.summarise()
     }
 
-    fn spawn_chunks(&self, mut records: Vec<SourceRecord>) -> Vec<JoinHandle<ChunkResult>> {
-        let mut chunks = Vec::with_capacity(records.len().div_ceil(self.options.chunk_size));
-        while !records.is_empty() {
-            let rest = records.split_off(self.options.chunk_size.min(records.len()));
-            chunks.push(std::mem::replace(&mut records, rest));
-        }
-        chunks
-            .into_iter()
-            .map(|chunk| {
+    fn spawn_chunks(&self, records: &Arc<[SourceRecord]>) -> Vec<JoinHandle<ChunkResult>> {
+        (0..records.len())
+            .step_by(self.options.chunk_size)
+            .map(|start| {
+                let end = (start + self.options.chunk_size).min(records.len());
+                let records = records.clone();
                 let decoder = self.decoder.clone();
                 let transformer = self.transformer.clone();
                 let permits = self.permits.clone();
                 tokio::spawn(async move {
                     // The semaphore is never closed; if it were, run unthrottled.
                     let _permit = permits.acquire_owned().await.ok();
-                    chunk
+                    records[start..end]
                         .iter()
                         .map(|record| process(&decoder, &transformer, record))
                         .collect()
                 })
             })
             .collect()
-    }
-
-    async fn enqueue_all(
-        &self,
-        sink: &Sink,
-        index: usize,
-        messages: &[OutMessage],
-        budget: Option<Instant>,
-        in_flight: &mut Vec<InFlight>,
-    ) -> RecordState {
-        for message in messages {
-            match sink.enqueue(message, budget).await {
-                Ok(future) => in_flight.push(InFlight {
-                    record: index,
-                    topic: message.topic.clone(),
-                    future,
-                }),
-                Err(error) => return RecordState::Failed(error),
-            }
-        }
-        RecordState::Pending(messages.len())
     }
 }
 
@@ -263,106 +294,173 @@ fn process(
         offset: record.offset,
         kafka_key: decoded.key.as_deref(),
     };
-    transformer.transform(position, &change)
+    transformer
+        .transform(position, &change)
+        .map_err(|e| e.with_table(format!("{}.{}", change.schema, change.table)))
 }
 
-struct InFlight {
-    record: usize,
-    topic: Arc<str>,
-    future: rdkafka::producer::DeliveryFuture,
+fn log_failure(record: &SourceRecord, error: &RecordError) {
+    tracing::warn!(
+        topic = %record.topic, partition = record.partition, offset = record.offset,
+        table = error.table.as_deref().unwrap_or("-"), stage = %error.stage,
+        retryable = error.retryable, error = %error.message, "record not done"
+    );
 }
 
-/// Awaits every acknowledgement; at `budget`, purges the producer so the remaining
-/// futures resolve (as failures) instead of outliving the invocation.
-async fn await_deliveries(
-    sink: &Sink,
-    in_flight: Vec<InFlight>,
-    budget: Option<Instant>,
-    states: &mut [RecordState],
-) -> Vec<DeliveryRecord> {
-    let mut deliveries = Vec::with_capacity(in_flight.len());
-    let mut purged = false;
-    for mut flight in in_flight {
-        let result = match budget {
-            Some(deadline) if !purged => {
-                match tokio::time::timeout_at(deadline.into(), delivered(&mut flight.future)).await
-                {
-                    Ok(result) => result,
-                    Err(_elapsed) => {
-                        tracing::warn!("invocation budget spent: purging undelivered messages");
-                        sink.purge();
-                        purged = true;
-                        delivered(flight.future).await
+impl Run<'_> {
+    /// Hands a record's messages to the producer.
+    async fn enqueue(
+        &mut self,
+        index: usize,
+        messages: &[OutMessage],
+        dead_letter: bool,
+    ) -> RecordState {
+        for message in messages {
+            match self.sink.enqueue(message, self.budget).await {
+                Ok(future) => self.in_flight.push(InFlight {
+                    record: index,
+                    topic: message.topic.clone(),
+                    future,
+                }),
+                // Rejected before it left (e.g. larger than message.max.bytes).
+                Err(error) if !error.is_retryable() && !dead_letter => {
+                    return RecordState::Rejected(error)
+                }
+                Err(error) => return RecordState::Failed(error),
+            }
+        }
+        RecordState::Pending {
+            remaining: messages.len(),
+            dead_letter,
+        }
+    }
+
+    /// Applies the poison policy to a record that can never succeed.
+    async fn poison(&mut self, index: usize, error: RecordError) -> RecordState {
+        let record = &self.records[index];
+        match self
+            .pipeline
+            .transformer
+            .routes()
+            .poison_policy(error.table.as_deref())
+        {
+            OnPoison::Skip => {
+                log_failure(record, &error);
+                RecordState::Skipped(SkipReason::Poison)
+            }
+            OnPoison::Fail => RecordState::Failed(error),
+            OnPoison::Dlq => match &self.pipeline.dlq_topic {
+                Some(topic) => {
+                    log_failure(record, &error);
+                    let letter = dead_letter(topic, record, &error, self.origin);
+                    self.enqueue(index, std::slice::from_ref(&letter), true)
+                        .await
+                }
+                None => RecordState::Failed(error),
+            },
+        }
+    }
+
+    /// Awaits every acknowledgement; at the budget, purges the producer so the remaining
+    /// futures resolve (as failures) instead of outliving the invocation.
+    async fn await_deliveries(&mut self) {
+        for mut flight in std::mem::take(&mut self.in_flight) {
+            let result = match self.budget {
+                Some(deadline) if !self.purged => {
+                    match tokio::time::timeout_at(deadline.into(), delivered(&mut flight.future))
+                        .await
+                    {
+                        Ok(result) => result,
+                        Err(_elapsed) => {
+                            tracing::warn!("invocation budget spent: purging undelivered messages");
+                            self.sink.purge();
+                            self.purged = true;
+                            delivered(flight.future).await
+                        }
+                    }
+                }
+                _ => delivered(flight.future).await,
+            };
+            let state = &mut self.states[flight.record];
+            match result {
+                Ok(d) => {
+                    self.deliveries.push(DeliveryRecord {
+                        topic: flight.topic,
+                        partition: d.partition,
+                        offset: d.offset,
+                    });
+                    if let RecordState::Pending {
+                        remaining,
+                        dead_letter,
+                    } = state
+                    {
+                        *remaining -= 1;
+                        if *remaining == 0 {
+                            *state = if *dead_letter {
+                                RecordState::DeadLettered
+                            } else {
+                                RecordState::Produced
+                            };
+                        }
+                    }
+                }
+                Err(error) => {
+                    if let RecordState::Pending { dead_letter, .. } = state {
+                        *state = if !error.is_retryable() && !*dead_letter {
+                            RecordState::Rejected(error)
+                        } else {
+                            log_failure(&self.records[flight.record], &error);
+                            RecordState::Failed(error)
+                        };
                     }
                 }
             }
-            _ => delivered(flight.future).await,
+        }
+    }
+
+    /// Per partition: everything from the first record not done onwards is not done.
+    fn summarise(self) -> BatchOutcome {
+        let mut outcome = BatchOutcome {
+            records: self.records.len(),
+            messages: self.deliveries.len(),
+            deliveries: self.deliveries,
+            ..BatchOutcome::default()
         };
-        let state = &mut states[flight.record];
-        match result {
-            Ok(d) => {
-                deliveries.push(DeliveryRecord {
-                    topic: flight.topic,
-                    partition: d.partition,
-                    offset: d.offset,
-                });
-                if let RecordState::Pending(n) = state {
-                    *n -= 1;
-                    if *n == 0 {
-                        *state = RecordState::Done;
-                    }
-                }
-            }
-            Err(error) => {
-                if matches!(state, RecordState::Pending(_)) {
-                    *state = RecordState::Failed(error);
-                }
-            }
-        }
-    }
-    deliveries
-}
-
-/// Per partition: everything from the first record not done onwards is not done.
-fn summarise(
-    positions: &[(Arc<str>, i64)],
-    states: Vec<RecordState>,
-    deliveries: Vec<DeliveryRecord>,
-) -> BatchOutcome {
-    let mut outcome = BatchOutcome {
-        records: positions.len(),
-        messages: deliveries.len(),
-        deliveries,
-        ..BatchOutcome::default()
-    };
-    let mut failed_partition: Option<&Arc<str>> = None;
-    for ((partition, offset), state) in positions.iter().zip(states) {
-        if failed_partition == Some(partition) {
-            outcome.not_done += 1;
-            continue;
-        }
-        match state {
-            RecordState::Done => outcome.produced += 1,
-            RecordState::Skipped(reason) => {
-                match outcome.skipped.iter_mut().find(|(r, _)| *r == reason) {
-                    Some((_, n)) => *n += 1,
-                    None => outcome.skipped.push((reason, 1)),
-                }
-            }
-            other => {
-                let error = match other {
-                    RecordState::Failed(error) => error,
-                    _ => RecordError::retryable(Stage::Sink, "not acknowledged"),
-                };
+        let mut failed_partition: Option<&Arc<str>> = None;
+        for (record, state) in self.records.iter().zip(self.states) {
+            if failed_partition == Some(&record.batch_partition) {
                 outcome.not_done += 1;
-                outcome.failures.push(PartitionFailure {
-                    batch_partition: partition.clone(),
-                    offset: *offset,
-                    error,
-                });
-                failed_partition = Some(partition);
+                continue;
             }
+            let error = match state {
+                RecordState::Produced => {
+                    outcome.produced += 1;
+                    continue;
+                }
+                RecordState::DeadLettered => {
+                    outcome.dead_lettered += 1;
+                    continue;
+                }
+                RecordState::Skipped(reason) => {
+                    match outcome.skipped.iter_mut().find(|(r, _)| *r == reason) {
+                        Some((_, n)) => *n += 1,
+                        None => outcome.skipped.push((reason, 1)),
+                    }
+                    continue;
+                }
+                RecordState::Failed(error) | RecordState::Rejected(error) => error,
+                RecordState::Pending { .. } | RecordState::Blocked => {
+                    RecordError::retryable(Stage::Sink, "not acknowledged before the deadline")
+                }
+            };
+            outcome.not_done += 1;
+            outcome.failures.push(PartitionFailure {
+                batch_partition: record.batch_partition.clone(),
+                offset: record.offset,
+                error,
+            });
+            failed_partition = Some(&record.batch_partition);
         }
+        outcome
     }
-    outcome
 }

@@ -103,15 +103,17 @@ impl Sink {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (key, value) in &message.headers {
             headers = headers.insert(Header {
-                key,
+                key: key.as_ref(),
                 value: Some(value.as_slice()),
             });
         }
-        let mut record = FutureRecord::to(&message.topic)
-            .key(&message.key)
-            .headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&message.topic).headers(headers);
+        if let Some(key) = &message.key {
+            record = record.key(key.as_slice());
+        }
         if let Some(value) = &message.value {
-            record = record.payload(value);
+            record = record.payload(value.as_slice());
         }
         loop {
             match self.producer.send_result(record) {

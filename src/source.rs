@@ -119,13 +119,31 @@ impl SourceRecord {
         Ok(DecodedRecord {
             key: decode_b64(self.key_b64.as_deref(), "key")?,
             value: decode_b64(self.value_b64.as_deref(), "value")?,
-            headers: self
-                .headers_raw
-                .iter()
-                // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
-                .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
-                .collect(),
+            headers: self.decoded_headers(),
         })
+    }
+}
+
+impl SourceRecord {
+    /// Key, value and headers for a dead letter: each decoded when it decodes, else the
+    /// base64 text Lambda sent, so nothing of the original is lost.
+    pub fn original_parts(&self) -> DecodedRecord {
+        let part = |text: Option<&str>, what| {
+            decode_b64(text, what).unwrap_or_else(|_| text.map(|t| t.as_bytes().to_vec()))
+        };
+        DecodedRecord {
+            key: part(self.key_b64.as_deref(), "key"),
+            value: part(self.value_b64.as_deref(), "value"),
+            headers: self.decoded_headers(),
+        }
+    }
+
+    fn decoded_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.headers_raw
+            .iter()
+            // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
+            .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
+            .collect()
     }
 }
 

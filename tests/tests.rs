@@ -6,4 +6,5 @@ mod util;
 mod delivery;
 mod events;
 mod ordering;
+mod reliability;
 mod transform;

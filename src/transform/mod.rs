@@ -15,6 +15,7 @@
 pub mod coerce;
 pub mod routes;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -47,6 +48,12 @@ pub mod header {
     pub const OPERATION: &str = "relay-op";
     /// `schema.table`.
     pub const TABLE: &str = "relay-table";
+    /// On dead letters: why the record is poison.
+    pub const ERROR: &str = "relay-error";
+    /// On dead letters: the stage that failed (`source`, `dms`, `transform`, `sink`).
+    pub const ERROR_STAGE: &str = "relay-error-stage";
+    /// On dead letters: the event source ARN (the MSK cluster), when Lambda sent one.
+    pub const EVENT_SOURCE_ARN: &str = "relay-event-source-arn";
 }
 
 /// Namespace of event ids, so they never collide with other UUID v5 users.
@@ -71,12 +78,13 @@ pub struct SourcePosition<'a> {
 pub struct OutMessage {
     /// Destination topic.
     pub topic: Arc<str>,
-    /// Message key; equal keys go to the same partition, in order.
-    pub key: Vec<u8>,
+    /// Message key; equal keys go to the same partition, in order. Always set on
+    /// routed events; `None` only on a dead letter whose source record had no key.
+    pub key: Option<Vec<u8>>,
     /// JSON value; `None` for a tombstone.
     pub value: Option<Vec<u8>>,
     /// Headers, in a fixed order.
-    pub headers: Vec<(&'static str, Vec<u8>)>,
+    pub headers: Vec<(Cow<'static, str>, Vec<u8>)>,
 }
 
 impl OutMessage {
@@ -84,7 +92,7 @@ impl OutMessage {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
     }
 }
@@ -350,18 +358,21 @@ fn message(
 ) -> OutMessage {
     OutMessage {
         topic,
-        key: key.to_vec(),
+        key: Some(key.to_vec()),
         value,
         headers: vec![
-            (header::EVENT_ID, id.as_bytes().to_vec()),
-            (header::SOURCE_TOPIC, pos.topic.as_bytes().to_vec()),
+            (header::EVENT_ID.into(), id.as_bytes().to_vec()),
+            (header::SOURCE_TOPIC.into(), pos.topic.as_bytes().to_vec()),
             (
-                header::SOURCE_PARTITION,
+                header::SOURCE_PARTITION.into(),
                 pos.partition.to_string().into_bytes(),
             ),
-            (header::SOURCE_OFFSET, pos.offset.to_string().into_bytes()),
-            (header::OPERATION, op.as_bytes().to_vec()),
-            (header::TABLE, qualified.as_bytes().to_vec()),
+            (
+                header::SOURCE_OFFSET.into(),
+                pos.offset.to_string().into_bytes(),
+            ),
+            (header::OPERATION.into(), op.as_bytes().to_vec()),
+            (header::TABLE.into(), qualified.as_bytes().to_vec()),
         ],
     }
 }
@@ -613,7 +624,7 @@ operations = ["insert"]
             (&*out[0].topic, &*out[1].topic),
             ("orders.changes", "orders.cache")
         );
-        assert_eq!(out[0].key, b"7");
+        assert_eq!(out[0].key.as_deref(), Some(&b"7"[..]));
         let value: Value =
             serde_json::from_slice(out[0].value.as_deref().expect("value")).expect("json");
         assert_eq!(
@@ -659,7 +670,7 @@ operations = ["insert"]
         let out = messages(transformer().transform(pos(1), &ev).expect("ok"));
         assert_eq!(out.len(), 4);
         assert!(out[0].value.is_some() && out[1].value.is_none());
-        assert_eq!(out[1].key, b"7");
+        assert_eq!(out[1].key.as_deref(), Some(&b"7"[..]));
     }
 
     /// A missing key column is a permanent transform error naming the column.
@@ -677,7 +688,7 @@ operations = ["insert"]
         let ev = change("users", "insert", r#"{"id":1}"#);
         let out = messages(transformer().transform(pos(1), &ev).expect("ok"));
         assert_eq!(&*out[0].topic, "cdc.public.users");
-        assert_eq!(out[0].key, b"public.orders");
+        assert_eq!(out[0].key.as_deref(), Some(&b"public.orders"[..]));
         let ev = change("audit", "update", r#"{"id":1}"#);
         assert_eq!(
             transformer().transform(pos(1), &ev).expect("ok"),

@@ -1,0 +1,540 @@
+//! Nothing lost, nothing stuck: every input record ends produced, dead-lettered or
+//! skipped (done), or reported to Lambda; a record reported done was acknowledged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
+use cdc_relay::generate::{generate, GenOptions};
+use cdc_relay::handler::{BatchResponse, Relay};
+use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::pipeline::BatchOutcome;
+use cdc_relay::source;
+use cdc_relay::transform::{header, Routes, SkipReason, Transformed};
+use lambda_runtime::LambdaEvent;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::{json, Value};
+
+use crate::util;
+
+const ROUTES: &str = r#"
+[defaults]
+topic = "cdc.{schema}.{table}"
+unrouted = "dlq"
+dlq_topic = "dlq"
+
+[[route]]
+table = "public.orders"
+topic = "orders"
+key = ["id"]
+[route.types]
+amount = "decimal"
+
+[[route]]
+table = "public.lenient"
+topic = "lenient"
+key = ["id"]
+on_poison = "skip"
+"#;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn doc(op: &str, table: &str, data: Value) -> Value {
+    json!({"data": data, "metadata": {"timestamp": "2024-11-21T00:00:00Z", "record-type": "data",
+        "operation": op, "partition-key-type": "schema-table", "schema-name": "public",
+        "table-name": table, "transaction-id": 7}})
+}
+
+fn value_of(v: &Value) -> Option<String> {
+    Some(b64(v.to_string().as_bytes()))
+}
+
+/// What the documentation says happens to a record.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Produced as this many messages.
+    Produced(usize),
+    /// Dead-lettered after failing in this stage.
+    DeadLettered(&'static str),
+    /// Skipped, counted under this reason.
+    Skipped(SkipReason),
+    /// Reported to Lambda as the partition's first offset not done.
+    Reported,
+}
+
+struct Case {
+    name: &'static str,
+    key: Option<String>,
+    value: Option<String>,
+    expect: Expect,
+}
+
+fn case(name: &'static str, value: Option<String>, expect: Expect) -> Case {
+    Case {
+        name,
+        key: Some(b64(b"public.orders")),
+        value,
+        expect,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let good = || doc("insert", "orders", json!({"id": 1, "amount": "9.90"}));
+    let mut deep = String::from("1");
+    for _ in 0..200 {
+        deep = format!("[{deep}]");
+    }
+    let deep_doc = format!(
+        r#"{{"data":{{"id":1,"nested":{deep}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}}}"#
+    );
+    let with_meta = |meta: Value| {
+        Some(b64(json!({"data": {"id": 1}, "metadata": meta})
+            .to_string()
+            .as_bytes()))
+    };
+    let meta = |patch: Value| {
+        let mut m = json!({"record-type": "data", "operation": "insert", "schema-name": "public", "table-name": "orders"});
+        if let (Some(m), Some(p)) = (m.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                if v.is_null() {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        m
+    };
+    use Expect::*;
+    vec![
+        case("valid insert", value_of(&good()), Produced(1)),
+        case("pretty-printed value", Some(b64(serde_json::to_string_pretty(&good()).unwrap_or_default().as_bytes())), Produced(1)),
+        case("unknown fields everywhere", value_of(&json!({"data": {"id": 1}, "x": 1, "metadata": meta(json!({"new-field": [1]}))})), Produced(1)),
+        case("transaction-id as string", with_meta(meta(json!({"transaction-id": "0A.1F"}))), Produced(1)),
+        case("duplicate column names (last wins)", Some(b64(br#"{"data":{"id":1,"id":2},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}"#)), Produced(1)),
+        case("huge value (800 kB column)", value_of(&doc("insert", "orders", json!({"id": 1, "blob": "x".repeat(800_000)}))), Produced(1)),
+        case("invalid base64 value", Some("%%% not base64".to_owned()), DeadLettered("source")),
+        Case { name: "invalid base64 key", key: Some("***".to_owned()), value: value_of(&good()), expect: DeadLettered("source") },
+        case("value is not JSON", Some(b64(b"hello")), DeadLettered("dms")),
+        case("value is a JSON array", Some(b64(b"[1,2]")), DeadLettered("dms")),
+        case("value is a JSON number", Some(b64(b"42")), DeadLettered("dms")),
+        case("empty value", Some(String::new()), DeadLettered("dms")),
+        case("invalid UTF-8", Some(b64(&[0x7b, 0xff, 0xfe, 0x7d])), DeadLettered("dms")),
+        case("missing metadata", value_of(&json!({"data": {"id": 1}})), DeadLettered("dms")),
+        case("metadata without table-name", with_meta(meta(json!({"table-name": null}))), DeadLettered("dms")),
+        case("metadata without record-type", with_meta(meta(json!({"record-type": null}))), DeadLettered("dms")),
+        case("schema-name is a number", with_meta(meta(json!({"schema-name": 5}))), DeadLettered("dms")),
+        case("transaction-id is an object", with_meta(meta(json!({"transaction-id": {"a": 1}}))), DeadLettered("dms")),
+        case("unknown operation", with_meta(meta(json!({"operation": "merge"}))), DeadLettered("dms")),
+        case("unknown record-type", with_meta(meta(json!({"record-type": "heartbeat"}))), DeadLettered("dms")),
+        case("data is null", value_of(&json!({"data": null, "metadata": meta(json!({}))})), DeadLettered("dms")),
+        case("data is an array", value_of(&json!({"data": [1], "metadata": meta(json!({}))})), DeadLettered("dms")),
+        case("duplicate top-level data", Some(b64(br#"{"data":{"id":1},"data":{"id":2},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}"#)), DeadLettered("dms")),
+        case("deep JSON nesting (200 levels)", Some(b64(deep_doc.as_bytes())), DeadLettered("dms")),
+        case("missing key column", value_of(&doc("insert", "orders", json!({"amount": "1.00"}))), DeadLettered("transform")),
+        case("value does not coerce", value_of(&doc("insert", "orders", json!({"id": 1, "amount": "lots"}))), DeadLettered("transform")),
+        case("unrouted table (unrouted = dlq)", value_of(&doc("insert", "nowhere", json!({"id": 1}))), DeadLettered("transform")),
+        case("poison on an on_poison = skip route", value_of(&doc("insert", "lenient", json!({"no_id": 1}))), Skipped(SkipReason::Poison)),
+        case("null value (source tombstone)", None, Skipped(SkipReason::SourceTombstone)),
+        case("control record", value_of(&json!({"control": {}, "metadata": meta(json!({"record-type": "control", "operation": "drop-table"}))})), Skipped(SkipReason::Control)),
+        // Larger than message.max.bytes both as an event and as a dead letter: reported.
+        case("message larger than the broker accepts", value_of(&doc("insert", "orders", json!({"id": 1, "blob": "x".repeat(1_200_000)}))), Reported),
+    ]
+}
+
+/// Each malformed or unusual record gets its documented outcome, none panics, and the
+/// valid record after it in the same partition is never blocked by a dead-lettered or
+/// skipped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_their_documented_outcome() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        Routes::parse(ROUTES, "test").expect("routes"),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let cases = cases();
+    assert!(cases.len() >= 25);
+    let follower = value_of(&doc("insert", "orders", json!({"id": 2})));
+    for (i, case) in cases.iter().enumerate() {
+        let topic = format!("case-{i}");
+        let event: KafkaEvent = serde_json::from_value(json!({
+            "eventSource": "aws:kafka",
+            "eventSourceArn": "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5",
+            "records": {format!("{topic}-0"): [
+                {"topic": topic, "partition": 0, "offset": 10, "timestamp": 1, "key": case.key, "value": case.value, "headers": [{"h": [104, 105]}]},
+                {"topic": topic, "partition": 0, "offset": 11, "timestamp": 1, "key": null, "value": follower, "headers": []},
+            ]}
+        }))
+        .expect("test event");
+        let response = util::invoke(&relay, event)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let reported: Vec<i64> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.offset)
+            .collect();
+        match case.expect {
+            Expect::Reported => assert_eq!(reported, vec![10], "{}", case.name),
+            _ => assert!(reported.is_empty(), "{}: {response:?}", case.name),
+        }
+    }
+    let consumed = util::consume(&kafka, &["orders", "dlq"]);
+    let of = |topic: &str, source: &str, offset: &str| -> Vec<&ConsumedMessage> {
+        consumed
+            .iter()
+            .filter(|m| {
+                m.topic == topic
+                    && m.header(header::SOURCE_TOPIC) == Some(source)
+                    && m.header(header::SOURCE_OFFSET) == Some(offset)
+            })
+            .collect()
+    };
+    for (i, case) in cases.iter().enumerate() {
+        let source = format!("case-{i}");
+        let produced = of("orders", &source, "10");
+        let dead = of("dlq", &source, "10");
+        match &case.expect {
+            Expect::Produced(n) => {
+                assert_eq!((produced.len(), dead.len()), (*n, 0), "{}", case.name)
+            }
+            Expect::DeadLettered(stage) => {
+                assert_eq!((produced.len(), dead.len()), (0, 1), "{}", case.name);
+                let letter = dead[0];
+                assert_eq!(
+                    letter.header(header::ERROR_STAGE),
+                    Some(*stage),
+                    "{}",
+                    case.name
+                );
+                assert!(
+                    letter.header(header::ERROR).is_some_and(|e| !e.is_empty()),
+                    "{}",
+                    case.name
+                );
+                assert_eq!(
+                    letter.header("h"),
+                    Some("hi"),
+                    "{}: original headers kept",
+                    case.name
+                );
+                assert!(
+                    letter.header(header::EVENT_SOURCE_ARN).is_some(),
+                    "{}",
+                    case.name
+                );
+                // The original value is kept byte for byte (decoded when it decodes).
+                let original = case.value.as_deref().map(|v| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v)
+                        .unwrap_or_else(|_| v.as_bytes().to_vec())
+                });
+                assert_eq!(letter.value, original, "{}", case.name);
+            }
+            Expect::Skipped(_) | Expect::Reported => {
+                assert_eq!((produced.len(), dead.len()), (0, 0), "{}", case.name)
+            }
+        }
+        if case.expect != Expect::Reported {
+            assert_eq!(
+                of("orders", &source, "11").len(),
+                1,
+                "{}: the next record was blocked",
+                case.name
+            );
+        }
+    }
+}
+
+/// Batch-level inputs: an empty batch, 10,000 records, a 6 MB event, and events that
+/// are not MSK events at all (Lambda's runtime answers those with an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_level_inputs() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        Routes::parse("[defaults]\ntopic = \"all\"\n", "t").expect("routes"),
+        &[],
+    );
+    let empty: KafkaEvent =
+        serde_json::from_value(json!({"eventSource": "aws:kafka", "records": {}})).expect("event");
+    assert!(util::invoke(&relay, empty)
+        .await
+        .expect("empty batch")
+        .batch_item_failures
+        .is_empty());
+
+    let ten_thousand = generate(&GenOptions {
+        records: 10_000,
+        value_bytes: 200,
+        ..GenOptions::default()
+    });
+    let outcome = process(&relay, serde_json::from_value(ten_thousand).expect("event")).await;
+    assert_eq!(outcome.produced + outcome.skipped_total(), 10_000);
+    assert!(outcome.failures.is_empty());
+
+    let six_mb = generate(&GenOptions {
+        records: 2_400,
+        value_bytes: 1_800,
+        ..GenOptions::default()
+    });
+    let size = six_mb.to_string().len();
+    assert!(
+        (5_500_000..=6 * 1024 * 1024).contains(&size),
+        "{size} bytes"
+    );
+    let outcome = process(&relay, serde_json::from_value(six_mb).expect("event")).await;
+    assert_eq!(outcome.produced, 2_400);
+
+    for not_an_event in [
+        r#"{"records": 5}"#,
+        r#"{"records": {"t-0": [{"topic": "t"}]}}"#,
+        "nonsense",
+    ] {
+        assert!(
+            serde_json::from_str::<KafkaEvent>(not_an_event).is_err(),
+            "{not_an_event}"
+        );
+    }
+}
+
+async fn process(relay: &Relay, event: KafkaEvent) -> BatchOutcome {
+    relay.process(event, None).await.expect("processed")
+}
+
+/// Checks the invariant record by record: below each partition's reported offset, every
+/// record is on the broker (all its messages), in the dead-letter topic, or skipped by
+/// configuration.
+fn assert_invariant(
+    relay: &Relay,
+    event: &KafkaEvent,
+    response: &BatchResponse,
+    consumed: &[ConsumedMessage],
+) {
+    let reported: HashMap<&str, i64> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| {
+            (
+                f.item_identifier.partition.as_str(),
+                f.item_identifier.offset,
+            )
+        })
+        .collect();
+    let mut on_broker: HashMap<(String, String, String), usize> = HashMap::new();
+    for m in consumed {
+        let source = (
+            m.header(header::SOURCE_TOPIC)
+                .unwrap_or_default()
+                .to_owned(),
+            m.header(header::SOURCE_PARTITION)
+                .unwrap_or_default()
+                .to_owned(),
+            m.header(header::SOURCE_OFFSET)
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        *on_broker.entry(source).or_default() += 1;
+    }
+    let (_, records) = source::records(event.clone());
+    for record in &records {
+        if record.offset
+            >= reported
+                .get(&*record.batch_partition)
+                .copied()
+                .unwrap_or(i64::MAX)
+        {
+            continue;
+        }
+        let found = on_broker
+            .get(&(
+                record.topic.to_string(),
+                record.partition.to_string(),
+                record.offset.to_string(),
+            ))
+            .copied()
+            .unwrap_or(0);
+        match relay.pipeline().process(record) {
+            Ok(Transformed::Messages(m)) => assert!(
+                found >= m.len(),
+                "{}@{} reported done with {found} of {} messages on the broker",
+                record.batch_partition,
+                record.offset,
+                m.len()
+            ),
+            Ok(Transformed::Skipped(_)) => {}
+            Err(_) => assert!(
+                found >= 1,
+                "{}@{} reported done but not dead-lettered",
+                record.batch_partition,
+                record.offset
+            ),
+        }
+    }
+}
+
+fn fault_event() -> KafkaEvent {
+    serde_json::from_value(generate(&GenOptions {
+        records: 600,
+        partitions: 3,
+        ..GenOptions::default()
+    }))
+    .expect("event")
+}
+
+fn fault_routes() -> Routes {
+    Routes::parse("[defaults]\ntopic = \"out.{table}\"\ndlq_topic = \"dlq\"\n[[route]]\ntable = \"*\"\ntopic = \"out\"\nkey = [\"id\"]\n", "t")
+        .expect("routes")
+}
+
+fn consume_all(kafka: &EmbeddedKafka) -> Vec<ConsumedMessage> {
+    util::consume(kafka, &["out", "dlq"])
+}
+
+/// Runs the fault event with `inject` applied to the cluster first.
+async fn with_fault(
+    inject: impl Fn(&EmbeddedKafka),
+    deadline_ms: u64,
+) -> (Relay, KafkaEvent, BatchResponse, Vec<ConsumedMessage>) {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 3, 1).expect("topic");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    let relay = util::relay(
+        &kafka,
+        fault_routes(),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "300"),
+        ],
+    );
+    inject(&kafka);
+    let event = fault_event();
+    let response = relay
+        .handle(LambdaEvent::new(event.clone(), util::context(deadline_ms)))
+        .await
+        .expect("partial response");
+    for broker in 1..=1 {
+        let _ = kafka.cluster().broker_up(broker);
+    }
+    kafka.cluster().clear_request_errors(RDKafkaApiKey::Produce);
+    let consumed = consume_all(&kafka);
+    (relay, event, response, consumed)
+}
+
+/// Injected produce errors, retryable and permanent: the invariant holds for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_keep_the_invariant() {
+    use RDKafkaRespErr::*;
+    let faults: [&[RDKafkaRespErr]; 4] = [
+        &[
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+        &[
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+        &[RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        &[
+            RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        ],
+    ];
+    for errors in faults {
+        let (relay, event, response, consumed) = with_fault(
+            |k| k.cluster().request_errors(RDKafkaApiKey::Produce, errors),
+            20_000,
+        )
+        .await;
+        assert_invariant(&relay, &event, &response, &consumed);
+        if errors.contains(&RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+            // Rejected records were dead-lettered, so the batch still completes.
+            assert!(
+                consumed.iter().any(|m| m.topic == "dlq"),
+                "no dead letter for {errors:?}"
+            );
+            assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        } else {
+            assert!(
+                response.batch_item_failures.is_empty(),
+                "{errors:?} were not retried: {response:?}"
+            );
+        }
+    }
+}
+
+/// A slow broker (500 ms round trips) under a 2.5 s deadline: either done or reported,
+/// before the deadline, never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_broker_keeps_the_invariant() {
+    let started = std::time::Instant::now();
+    let (relay, event, response, consumed) = with_fault(
+        |k| {
+            k.cluster()
+                .broker_round_trip_time(1, Duration::from_millis(500))
+                .expect("rtt")
+        },
+        2_500,
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_invariant(&relay, &event, &response, &consumed);
+}
+
+/// The broker goes down in the middle of an invocation: records acknowledged before are
+/// done, the rest are reported, before the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_in_the_middle_keeps_the_invariant() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 3, 1).expect("topic");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    let relay = Arc::new(util::relay(
+        &kafka,
+        fault_routes(),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "300"),
+        ],
+    ));
+    // Warm the producer so the outage hits a running batch, not the connection.
+    util::invoke(&relay, fault_event())
+        .await
+        .expect("warm-up batch");
+    let big: KafkaEvent = serde_json::from_value(generate(&GenOptions {
+        records: 6_000,
+        partitions: 3,
+        seed: 9,
+        ..GenOptions::default()
+    }))
+    .expect("event");
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::from_millis(50))
+        .expect("rtt");
+    let task = {
+        let relay = relay.clone();
+        let big = big.clone();
+        tokio::spawn(async move {
+            relay
+                .handle(LambdaEvent::new(big, util::context(3_000)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    kafka.cluster().broker_down(1).expect("down");
+    let started = std::time::Instant::now();
+    let response = task.await.expect("task").expect("partial response");
+    assert!(started.elapsed() < Duration::from_millis(3_000));
+    kafka.cluster().broker_up(1).expect("up");
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
+    let consumed = consume_all(&kafka);
+    assert_invariant(&relay, &big, &response, &consumed);
+}
