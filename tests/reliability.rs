@@ -342,6 +342,13 @@ fn assert_invariant(
         *on_broker.entry(source).or_default() += 1;
     }
     let (_, records) = source::records(event.clone());
+    let dead_letters = consumed.iter().filter(|m| m.topic == "dlq").count();
+    eprintln!(
+        "observed: {} records, {} messages on the broker ({dead_letters} dead letters), reported {:?}",
+        records.len(),
+        consumed.len(),
+        response.batch_item_failures.iter().map(|f| (&f.item_identifier.partition, f.item_identifier.offset)).collect::<Vec<_>>()
+    );
     for record in &records {
         if record.offset
             >= reported
@@ -414,10 +421,20 @@ async fn with_fault(
     );
     inject(&kafka);
     let event = fault_event();
+    let started = std::time::Instant::now();
     let response = relay
         .handle(LambdaEvent::new(event.clone(), util::context(deadline_ms)))
         .await
         .expect("partial response");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(deadline_ms),
+        "answered after the deadline: {elapsed:?}"
+    );
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
     for broker in 1..=1 {
         let _ = kafka.cluster().broker_up(broker);
     }
@@ -446,6 +463,7 @@ async fn produce_errors_keep_the_invariant() {
         ],
     ];
     for errors in faults {
+        eprintln!("fault: produce errors {errors:?}");
         let (relay, event, response, consumed) = with_fault(
             |k| k.cluster().request_errors(RDKafkaApiKey::Produce, errors),
             20_000,
@@ -468,21 +486,19 @@ async fn produce_errors_keep_the_invariant() {
     }
 }
 
-/// A slow broker (500 ms round trips) under a 2.5 s deadline: either done or reported,
+/// A slow broker (500 ms round trips) under a 4 s deadline: either done or reported,
 /// before the deadline, never lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_broker_keeps_the_invariant() {
-    let started = std::time::Instant::now();
     let (relay, event, response, consumed) = with_fault(
         |k| {
             k.cluster()
                 .broker_round_trip_time(1, Duration::from_millis(500))
                 .expect("rtt")
         },
-        2_500,
+        4_000,
     )
     .await;
-    assert!(started.elapsed() < Duration::from_secs(30));
     assert_invariant(&relay, &event, &response, &consumed);
 }
 

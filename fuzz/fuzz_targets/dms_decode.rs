@@ -1,0 +1,8 @@
+//! The DMS decoder: any bytes as a Kafka record value.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = cdc_relay::dms::Decoder::default().decode(data);
+});

@@ -1,0 +1,36 @@
+//! Decode + transform with fixed routes (the example routes.toml and the flat test
+//! routes): any value must give messages, a skip or an error, never a panic.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use cdc_relay::dms::Decoder;
+use cdc_relay::transform::{Routes, SourcePosition, Transformer};
+use libfuzzer_sys::fuzz_target;
+
+fn transformers() -> &'static [Transformer; 2] {
+    static T: OnceLock<[Transformer; 2]> = OnceLock::new();
+    T.get_or_init(|| {
+        let load = |text: &str| Transformer::new(Routes::parse(text, "fuzz").expect("fixed routes are valid"));
+        [
+            load(include_str!("../../routes.toml")),
+            load(include_str!("../../tests/routes/flat.toml")),
+        ]
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(event) = Decoder::default().decode(data) else {
+        return;
+    };
+    let position = SourcePosition {
+        topic: "dms.fuzz",
+        partition: 0,
+        offset: 1,
+        kafka_key: Some(b"public.orders"),
+    };
+    for transformer in transformers() {
+        let first = transformer.transform(position, &event);
+        assert_eq!(first, transformer.transform(position, &event), "transform is deterministic");
+    }
+});
