@@ -49,6 +49,19 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+    /// Run MSK event files through the handler one after another, as warm invocations
+    /// of one execution environment; print one JSON line of timings per invocation.
+    Replay {
+        /// Event files, invoked in this order.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// Downstream brokers; default RELAY_BROKERS.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Invoke the whole list this many times.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// Validate a routes file and, given an MSK event, print what each record becomes.
     CheckRoutes {
         /// The routes file.
@@ -107,6 +120,11 @@ fn run() -> anyhow::Result<()> {
             timeout_ms,
         }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
         Some(Command::CheckRoutes { routes, event }) => check_routes(routes, event),
+        Some(Command::Replay {
+            events,
+            brokers,
+            rounds,
+        }) => runtime.block_on(replay(events, brokers, rounds)),
         Some(Command::GenEvent {
             records,
             tables,
@@ -279,6 +297,48 @@ fn gen_event(options: GenOptions, out: Option<PathBuf>) -> anyhow::Result<()> {
         Some(path) => std::fs::write(&path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// Init (timed), then each event as one invocation: read + parse + handle, timed.
+async fn replay(
+    events: Vec<PathBuf>,
+    brokers: Option<String>,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut settings = Settings::from_env()?;
+    if brokers.is_some() {
+        settings.brokers = brokers;
+    }
+    anyhow::ensure!(
+        settings.brokers.is_some(),
+        "replay needs --brokers or RELAY_BROKERS"
+    );
+    let relay = Relay::init(settings).await?;
+    println!(
+        "{}",
+        serde_json::json!({"init_ms": started.elapsed().as_secs_f64() * 1e3})
+    );
+    for round in 0..rounds {
+        for path in &events {
+            let t = std::time::Instant::now();
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let event: KafkaEvent = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not an MSK event", path.display()))?;
+            let deadline = SystemTime::now() + Duration::from_secs(60);
+            let outcome = relay.process(event, Some(deadline)).await?;
+            let response = relay.respond(&outcome);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "round": round, "event": path.display().to_string(), "ms": t.elapsed().as_secs_f64() * 1e3,
+                    "records": outcome.records, "messages": outcome.messages, "ok": response.is_ok(),
+                })
+            );
+        }
     }
     Ok(())
 }

@@ -1,0 +1,126 @@
+//! Criterion benches of the in-memory stages, on one core (no broker): MSK event parse
+//! + base64, DMS decode, transform, and decode + transform of a whole batch. Throughput
+//! is reported per record and per byte of DMS value.
+
+use std::hint::black_box;
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use cdc_relay::dms::Decoder;
+use cdc_relay::generate::{generate, GenOptions};
+use cdc_relay::pipeline::{Pipeline, PipelineOptions};
+use cdc_relay::source::{self, SourceRecord};
+use cdc_relay::transform::{Routes, SourcePosition, Transformer};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+const RECORDS: usize = 6_000;
+
+fn event() -> (String, Vec<SourceRecord>, Vec<Vec<u8>>) {
+    let json = generate(&GenOptions {
+        records: RECORDS,
+        value_bytes: 400,
+        ..GenOptions::default()
+    })
+    .to_string();
+    let parsed: KafkaEvent = serde_json::from_str(&json).expect("generated event parses");
+    let (_, records) = source::records(parsed);
+    let values = records
+        .iter()
+        .map(|r| {
+            r.decode()
+                .expect("generated records decode")
+                .value
+                .unwrap_or_default()
+        })
+        .collect();
+    (json, records, values)
+}
+
+fn routes() -> Routes {
+    Routes::parse(include_str!("../routes.toml"), "routes.toml").expect("example routes are valid")
+}
+
+fn stages(c: &mut Criterion) {
+    let (json, records, values) = event();
+    let value_bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
+    let decoder = Decoder::default();
+    let transformer = Transformer::new(routes());
+    let changes: Vec<_> = values
+        .iter()
+        .map(|v| decoder.decode(v).expect("valid"))
+        .collect();
+
+    let mut g = c.benchmark_group("records");
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    g.bench_function("msk_parse_and_base64", |b| {
+        b.iter(|| {
+            let event: KafkaEvent = serde_json::from_str(black_box(&json)).expect("parses");
+            let (_, records) = source::records(event);
+            for r in &records {
+                black_box(r.decode().expect("decodes"));
+            }
+        })
+    });
+    g.bench_function("dms_decode", |b| {
+        b.iter(|| {
+            for v in &values {
+                black_box(decoder.decode(black_box(v)).expect("valid"));
+            }
+        })
+    });
+    g.bench_function("transform", |b| {
+        b.iter(|| {
+            for (i, change) in changes.iter().enumerate() {
+                let pos = SourcePosition {
+                    topic: "dms.cdc",
+                    partition: 0,
+                    offset: i as i64,
+                    kafka_key: Some(b"public.orders"),
+                };
+                black_box(
+                    transformer
+                        .transform(pos, black_box(change))
+                        .expect("transforms"),
+                );
+            }
+        })
+    });
+    g.finish();
+
+    let pipeline = Pipeline::new(
+        Decoder::default(),
+        Transformer::new(routes()),
+        PipelineOptions {
+            concurrency: 1,
+            chunk_size: 256,
+        },
+    );
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Bytes(value_bytes));
+    g.bench_function("decode_and_transform_bytes", |b| {
+        b.iter_batched(
+            || records.clone(),
+            |records| {
+                for r in &records {
+                    let _ = black_box(pipeline.process(r));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    g.bench_function("decode_and_transform_records", |b| {
+        b.iter(|| {
+            for r in &records {
+                let _ = black_box(pipeline.process(r));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = stages
+}
+criterion_main!(benches);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Checks a Lambda `bootstrap` for provided.al2023: the expected architecture, no dynamic
+# dependency but glibc's own libraries (librdkafka, OpenSSL, curl, zlib and zstd are
+# linked statically), and no GLIBC symbol version above 2.34 (Amazon Linux 2023).
+#
+#   scripts/check-artifact.sh target/lambda/cdc-relay/bootstrap x86-64|aarch64
+set -euo pipefail
+bin="${1:?usage: $0 BOOTSTRAP x86-64|aarch64}"
+arch="${2:?usage: $0 BOOTSTRAP x86-64|aarch64}"
+max_glibc="2.34"
+fail() { echo "artifact: FAIL: $*" >&2; exit 1; }
+
+[ -f "$bin" ] || fail "$bin does not exist"
+kind="$(file -b "$bin")"
+echo "artifact: $bin: $kind"
+case "$arch" in
+  x86-64) echo "$kind" | grep -q "x86-64" || fail "not an x86-64 ELF" ;;
+  aarch64) echo "$kind" | grep -q "aarch64\|ARM aarch64" || fail "not an aarch64 ELF" ;;
+  *) fail "unknown architecture $arch" ;;
+esac
+
+needed="$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')"
+echo "artifact: needs: $(echo $needed)"
+for lib in $needed; do
+  case "$lib" in
+    libc.so.6|libm.so.6|libpthread.so.0|libdl.so.2|librt.so.1|libutil.so.1|ld-linux-x86-64.so.2|ld-linux-aarch64.so.1) ;;
+    *) fail "dynamic dependency outside glibc: $lib" ;;
+  esac
+done
+
+highest="$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+echo "artifact: highest GLIBC symbol version: ${highest:-none}"
+if [ -n "$highest" ] && [ "$(printf '%s\n%s\n' "$highest" "$max_glibc" | sort -V | tail -n 1)" != "$max_glibc" ]; then
+  fail "needs GLIBC_$highest, above $max_glibc (Amazon Linux 2023)"
+fi
+echo "artifact: ok ($(du -h "$bin" | cut -f1))"
