@@ -1,6 +1,6 @@
-//! Criterion benches of the in-memory stages, on one core (no broker): MSK event parse
-//! + base64, DMS decode, transform, and decode + transform of a whole batch. Throughput
-//! is reported per record and per byte of DMS value.
+//! Criterion benches of the in-memory stages, on one core (no broker): MSK event
+//! parsing with base64, DMS decode, transform, and decode with transform of a whole
+//! batch. Throughput is reported per record and per byte of DMS value.
 
 use std::hint::black_box;
 
