@@ -38,6 +38,11 @@ pub struct Settings {
     pub producer_overrides: Vec<(String, String)>,
     /// Dead-letter topic (`RELAY_DLQ_TOPIC`), overriding the routes file's `dlq_topic`.
     pub dlq_topic: Option<String>,
+    /// Write one EMF metrics record per invocation to stdout (`RELAY_METRICS`; default
+    /// on inside Lambda, where stdout goes to CloudWatch Logs).
+    pub metrics: bool,
+    /// CloudWatch namespace of the metrics (`RELAY_METRICS_NAMESPACE`).
+    pub metrics_namespace: String,
 }
 
 impl Settings {
@@ -66,7 +71,11 @@ impl Settings {
             deadline_margin: Duration::from_millis(1000),
             producer_overrides: Vec::new(),
             dlq_topic: None,
+            metrics: false,
+            metrics_namespace: crate::metrics::DEFAULT_NAMESPACE.to_owned(),
         };
+        let mut metrics: Option<bool> = None;
+        let mut in_lambda = false;
         for (name, value) in vars {
             let (name, value): (String, String) = (name.into(), value.into());
             match name.as_str() {
@@ -78,6 +87,12 @@ impl Settings {
                 "RELAY_CHUNK_SIZE" => settings.chunk_size = positive(&name, &value)?,
                 "RELAY_PARTIAL_BATCH" => settings.partial_batch = boolean(&name, &value)?,
                 "RELAY_DLQ_TOPIC" => settings.dlq_topic = non_empty(&name, &value)?,
+                "RELAY_METRICS" => metrics = Some(boolean(&name, &value)?),
+                "RELAY_METRICS_NAMESPACE" => {
+                    settings.metrics_namespace = non_empty(&name, &value)?
+                        .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
+                }
+                "AWS_LAMBDA_FUNCTION_NAME" => in_lambda = true,
                 "RELAY_BEFORE_IMAGE_FIELD" => {
                     settings.before_image_field = non_empty(&name, &value)?
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
@@ -99,6 +114,7 @@ impl Settings {
                 }
             }
         }
+        settings.metrics = metrics.unwrap_or(in_lambda);
         // Environment order is arbitrary; sort so the producer config is deterministic.
         settings.producer_overrides.sort();
         Ok(settings)

@@ -10,7 +10,8 @@
 //! done; without it, an error, so Lambda retries the whole batch (a partial response is
 //! ignored by a mapping without `ReportBatchItemFailures`, which would drop records).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
@@ -20,7 +21,8 @@ use tokio::sync::OnceCell;
 use crate::config::Settings;
 use crate::dms::Decoder;
 use crate::error::Error;
-use crate::pipeline::{BatchOutcome, Pipeline, PipelineOptions};
+use crate::metrics::{emf, Timings};
+use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions};
 use crate::sink::Sink;
 use crate::source;
 use crate::transform::{Routes, Transformer};
@@ -67,6 +69,8 @@ pub struct Relay {
     settings: Settings,
     pipeline: Pipeline,
     sink: OnceCell<Sink>,
+    /// Set by the first invocation: every later one is warm.
+    invoked: AtomicBool,
 }
 
 impl Relay {
@@ -106,6 +110,7 @@ impl Relay {
             settings,
             pipeline,
             sink: OnceCell::new(),
+            invoked: AtomicBool::new(false),
         }
     }
 
@@ -145,11 +150,26 @@ impl Relay {
         self.sink.get()
     }
 
-    /// Lambda entry point.
+    /// Lambda entry point. Every log line of the invocation carries its request id and
+    /// whether it is the execution environment's first (cold) invocation.
     pub async fn handle(&self, event: LambdaEvent<KafkaEvent>) -> Result<BatchResponse, Error> {
-        let deadline = (event.context.deadline > 0).then(|| event.context.deadline());
-        let outcome = self.process(event.payload, deadline).await?;
-        self.respond(&outcome)
+        use tracing::Instrument;
+        let cold_start = !self.invoked.swap(true, Ordering::Relaxed);
+        let (payload, context) = event.into_parts();
+        let span = tracing::info_span!("invocation", request_id = %context.request_id, cold_start);
+        let deadline = (context.deadline > 0).then(|| context.deadline());
+        let xray = context
+            .xray_trace_id
+            .clone()
+            .or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok());
+        async move {
+            let started = Instant::now();
+            let outcome = self.process_traced(payload, deadline, xray).await?;
+            self.emit_metrics(&outcome, started.elapsed());
+            self.respond(&outcome)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs one event through the pipeline. `deadline` is the invocation deadline; the
@@ -158,6 +178,15 @@ impl Relay {
         &self,
         event: KafkaEvent,
         deadline: Option<SystemTime>,
+    ) -> Result<BatchOutcome, Error> {
+        self.process_traced(event, deadline, None).await
+    }
+
+    async fn process_traced(
+        &self,
+        event: KafkaEvent,
+        deadline: Option<SystemTime>,
+        xray_trace_id: Option<String>,
     ) -> Result<BatchOutcome, Error> {
         let started = Instant::now();
         let (origin, records) = source::records(event);
@@ -172,8 +201,12 @@ impl Relay {
             }
         };
         let sink = self.sink_for(&brokers).await?;
-        let budget = deadline.map(|d| budget_instant(d, self.settings.deadline_margin));
-        let outcome = self.pipeline.run(sink, &origin, records, budget).await;
+        let context = BatchContext {
+            origin,
+            budget: deadline.map(|d| budget_instant(d, self.settings.deadline_margin)),
+            xray_trace_id,
+        };
+        let outcome = self.pipeline.run(sink, &context, records).await;
         tracing::info!(
             records = outcome.records,
             produced = outcome.produced,
@@ -185,6 +218,32 @@ impl Relay {
             "batch finished"
         );
         Ok(outcome)
+    }
+
+    /// Writes the invocation's EMF record to stdout (in Lambda, or with RELAY_METRICS=true).
+    fn emit_metrics(&self, outcome: &BatchOutcome, elapsed: Duration) {
+        if !self.settings.metrics {
+            return;
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let timings = Timings {
+            batch_ms: elapsed.as_secs_f64() * 1e3,
+            max_record_age_ms: outcome
+                .oldest_timestamp_ms
+                .map(|t| (now_ms - t).max(0) as f64),
+        };
+        let function =
+            std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "cdc-relay".to_owned());
+        let doc = emf(
+            &self.settings.metrics_namespace,
+            now_ms,
+            &[("FunctionName", &function)],
+            outcome,
+            &timings,
+        );
+        println!("{doc}");
     }
 
     /// The answer to Lambda for an outcome.

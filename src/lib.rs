@@ -16,6 +16,7 @@
 //! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
 //! - [`generate`]: synthetic MSK events of DMS records (benchmarks, load tests).
 //! - [`local`]: running the handler outside Lambda (embedded mock cluster, read-back).
+//! - [`metrics`]: one CloudWatch Embedded Metric Format record per invocation.
 //! - [`error`]: typed errors with a retryable/permanent distinction.
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod generate;
 pub mod handler;
 pub mod local;
+pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

@@ -106,7 +106,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    init_logging();
+    let _log_guard = init_logging();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,23 +156,32 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-/// Logs go to stderr (stdout carries the response); JSON when Lambda asks for it.
-fn init_logging() {
+/// Logs go to stderr (stdout carries the response and the metrics) through a
+/// non-blocking writer, so logging never stalls the runtime under load; JSON when
+/// Lambda's advanced logging controls ask for it. Level: AWS_LAMBDA_LOG_LEVEL, then
+/// RUST_LOG, then info. The guard flushes the writer when dropped.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .ok()
         .map(|l| l.to_ascii_lowercase())
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_owned());
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     if std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
-        builder.init();
+        builder.with_ansi(false).init();
     }
+    guard
 }
 
 async fn run_lambda() -> anyhow::Result<()> {

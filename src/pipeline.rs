@@ -76,7 +76,7 @@ pub struct DeliveryRecord {
 }
 
 /// What happened to a batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
     /// Records in the batch.
     pub records: usize,
@@ -94,7 +94,29 @@ pub struct BatchOutcome {
     pub failures: Vec<PartitionFailure>,
     /// Every acknowledged message, in the order they were enqueued.
     pub deliveries: Vec<DeliveryRecord>,
+    /// Wall time until every record was decoded and transformed, milliseconds.
+    pub transform_ms: f64,
+    /// Wall time from the first enqueue to the last acknowledgement, milliseconds.
+    pub produce_ms: f64,
+    /// Timestamp of the oldest record, epoch milliseconds (for replication lag).
+    pub oldest_timestamp_ms: Option<i64>,
 }
+
+/// What a batch runs with besides its records.
+#[derive(Debug, Clone, Default)]
+pub struct BatchContext {
+    /// Where the batch came from (for dead letters).
+    pub origin: EventOrigin,
+    /// When to stop waiting for the broker, purge and answer.
+    pub budget: Option<Instant>,
+    /// The Lambda X-Ray trace id, added to every message as `x-amzn-trace-id`.
+    pub xray_trace_id: Option<String>,
+}
+
+/// Header carrying the W3C trace context from source record to downstream message.
+pub const TRACEPARENT: &str = "traceparent";
+/// Header carrying the Lambda invocation's X-Ray trace id.
+pub const XRAY_TRACE_ID: &str = "x-amzn-trace-id";
 
 impl BatchOutcome {
     /// Records skipped for `reason`.
@@ -137,6 +159,8 @@ struct Run<'a> {
     pipeline: &'a Pipeline,
     sink: &'a Sink,
     origin: &'a EventOrigin,
+    /// Set once the first message is handed to the producer.
+    first_enqueue: Option<Instant>,
     records: Arc<[SourceRecord]>,
     budget: Option<Instant>,
     states: Vec<RecordState>,
@@ -184,16 +208,23 @@ impl Pipeline {
     pub async fn run(
         &self,
         sink: &Sink,
-        origin: &EventOrigin,
+        context: &BatchContext,
         records: Vec<SourceRecord>,
-        budget: Option<Instant>,
     ) -> BatchOutcome {
+        let started = Instant::now();
+        let oldest_timestamp_ms = records.iter().map(|r| r.timestamp_ms).min();
         let records: Arc<[SourceRecord]> = records.into();
-        let tasks = self.spawn_chunks(&records);
+        let xray: Option<Arc<[u8]>> = context
+            .xray_trace_id
+            .as_deref()
+            .map(|t| Arc::from(t.as_bytes()));
+        let tasks = self.spawn_chunks(&records, xray);
+        let budget = context.budget;
         let mut run = Run {
             pipeline: self,
             sink,
-            origin,
+            origin: &context.origin,
+            first_enqueue: None,
             states: Vec::with_capacity(records.len()),
             records,
             budget,
@@ -239,6 +270,7 @@ impl Pipeline {
                 run.states.push(state);
             }
         }
+        let transform_ms = started.elapsed().as_secs_f64() * 1e3;
         run.await_deliveries().await;
         // Second round: records the broker rejected permanently (e.g. too large) are poison.
         let rejected: Vec<usize> = (0..run.states.len())
@@ -253,10 +285,21 @@ impl Pipeline {
             }
         }
         run.await_deliveries().await;
-        run.summarise()
+        let produce_ms = run
+            .first_enqueue
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        let mut outcome = run.summarise();
+        outcome.transform_ms = transform_ms;
+        outcome.produce_ms = produce_ms;
+        outcome.oldest_timestamp_ms = oldest_timestamp_ms;
+        outcome
     }
 
-    fn spawn_chunks(&self, records: &Arc<[SourceRecord]>) -> Vec<JoinHandle<ChunkResult>> {
+    fn spawn_chunks(
+        &self,
+        records: &Arc<[SourceRecord]>,
+        xray: Option<Arc<[u8]>>,
+    ) -> Vec<JoinHandle<ChunkResult>> {
         (0..records.len())
             .step_by(self.options.chunk_size)
             .map(|start| {
@@ -265,12 +308,19 @@ impl Pipeline {
                 let decoder = self.decoder.clone();
                 let transformer = self.transformer.clone();
                 let permits = self.permits.clone();
+                let xray = xray.clone();
                 tokio::spawn(async move {
                     // The semaphore is never closed; if it were, run unthrottled.
                     let _permit = permits.acquire_owned().await.ok();
                     records[start..end]
                         .iter()
-                        .map(|record| process(&decoder, &transformer, record))
+                        .map(|record| {
+                            traced(
+                                process(&decoder, &transformer, record),
+                                record,
+                                xray.as_deref(),
+                            )
+                        })
                         .collect()
                 })
             })
@@ -299,11 +349,37 @@ fn process(
         .map_err(|e| e.with_table(format!("{}.{}", change.schema, change.table)))
 }
 
+/// Carries the source record's W3C `traceparent` and the invocation's X-Ray trace id
+/// onto every message made from it.
+fn traced(
+    result: Result<Transformed, RecordError>,
+    record: &SourceRecord,
+    xray: Option<&[u8]>,
+) -> Result<Transformed, RecordError> {
+    let Ok(Transformed::Messages(mut messages)) = result else {
+        return result;
+    };
+    let traceparent = record
+        .headers_raw
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+        .map(|(_, bytes)| bytes.iter().map(|b| *b as u8).collect::<Vec<u8>>());
+    for message in &mut messages {
+        if let Some(tp) = &traceparent {
+            message.headers.push((TRACEPARENT.into(), tp.clone()));
+        }
+        if let Some(id) = xray {
+            message.headers.push((XRAY_TRACE_ID.into(), id.to_vec()));
+        }
+    }
+    Ok(Transformed::Messages(messages))
+}
+
 fn log_failure(record: &SourceRecord, error: &RecordError) {
     tracing::warn!(
         topic = %record.topic, partition = record.partition, offset = record.offset,
         table = error.table.as_deref().unwrap_or("-"), stage = %error.stage,
-        retryable = error.retryable, error = %error.message, "record not done"
+        retryable = error.retryable, error = %error.message, "record failed"
     );
 }
 
@@ -316,6 +392,7 @@ impl Run<'_> {
         dead_letter: bool,
     ) -> RecordState {
         for message in messages {
+            self.first_enqueue.get_or_insert_with(Instant::now);
             match self.sink.enqueue(message, self.budget).await {
                 Ok(future) => self.in_flight.push(InFlight {
                     record: index,

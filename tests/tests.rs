@@ -5,6 +5,7 @@ mod util;
 
 mod delivery;
 mod events;
+mod observability;
 mod ordering;
 mod reliability;
 mod transform;

@@ -1,0 +1,175 @@
+//! What an operator sees: EMF metrics valid against their schema, trace context carried
+//! downstream, logs that name the invocation and never carry row values.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use cdc_relay::local::EmbeddedKafka;
+use cdc_relay::metrics::{emf, Timings};
+use cdc_relay::pipeline::{TRACEPARENT, XRAY_TRACE_ID};
+use cdc_relay::transform::header;
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+
+use crate::util;
+
+/// The EMF record of a real batch is valid against the EMF JSON schema, and meets the
+/// spec's rules a schema cannot express: every metric and dimension is a top-level
+/// member, metric values are numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emf_record_is_valid() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(&kafka, util::example_routes(), &[]);
+    let outcome = relay
+        .process(util::load_event("sample.json"), None)
+        .await
+        .expect("processed");
+    let timings = Timings {
+        batch_ms: 12.5,
+        max_record_age_ms: Some(3_000.0),
+    };
+    let doc = emf(
+        "cdc-relay",
+        1_732_200_000_000,
+        &[("FunctionName", "relay")],
+        &outcome,
+        &timings,
+    );
+    let schema: Value = serde_json::from_str(include_str!("emf-schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{doc}");
+
+    let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+    for metric in directive["Metrics"].as_array().expect("metrics") {
+        let name = metric["Name"].as_str().expect("name");
+        assert!(doc[name].is_number(), "metric {name} has no numeric value");
+    }
+    for dimension in directive["Dimensions"][0]
+        .as_array()
+        .expect("dimension set")
+    {
+        let name = dimension.as_str().expect("dimension name");
+        assert!(doc[name].is_string(), "dimension {name} has no value");
+    }
+    assert_eq!(doc["RecordsIn"], 5.0);
+    assert_eq!(doc["RecordsProduced"], 5.0, "the DDL record becomes a schema-change event");
+    assert_eq!(
+        doc["ControlRecords"], 0.0,
+        "sample's DDL record becomes a schema-change event"
+    );
+    assert_eq!(doc["MaxRecordAge"], 3_000.0);
+}
+
+/// A source record's `traceparent` and the invocation's X-Ray trace id travel onto
+/// every message made from it; a record without one gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_is_carried_downstream() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(&kafka, util::example_routes(), &[]);
+    let mut context = util::context(60_000);
+    context.xray_trace_id = Some(
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
+    );
+    relay
+        .handle(LambdaEvent::new(util::load_event("insert.json"), context))
+        .await
+        .expect("success");
+    let messages = util::consume(&kafka, &["orders.changes"]);
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        assert!(m
+            .header(XRAY_TRACE_ID)
+            .is_some_and(|x| x.starts_with("Root=1-5759e988")));
+        let traced = m.header(header::SOURCE_OFFSET) == Some("100");
+        assert_eq!(
+            m.header(TRACEPARENT),
+            traced.then_some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            "offset {:?}",
+            m.header(header::SOURCE_OFFSET)
+        );
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Log lines of an invocation carry its request id and cold-start flag (cold once, then
+/// warm); a failing record is logged with topic, partition, offset and table, never
+/// with the row's values.
+#[tokio::test(flavor = "current_thread")]
+async fn logs_name_the_invocation_and_never_the_values() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        util::example_routes(),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let secret = "very-secret-customer@example.com";
+    let poison = util::EventBuilder::new()
+        .data(
+            "dms.public.orders",
+            0,
+            7,
+            "insert",
+            "orders",
+            serde_json::json!({"id": 1, "email": secret}),
+        )
+        .build();
+    relay
+        .handle(LambdaEvent::new(poison, util::context(60_000)))
+        .await
+        .expect("answer");
+    relay
+        .handle(LambdaEvent::new(
+            util::load_event("insert.json"),
+            util::context(60_000),
+        ))
+        .await
+        .expect("answer");
+
+    let text =
+        String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8 logs");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON log line"))
+        .collect();
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "batch finished")
+        .collect();
+    assert_eq!(finished.len(), 2);
+    assert_eq!(finished[0]["span"]["request_id"], "test-request");
+    assert_eq!(finished[0]["span"]["cold_start"], true);
+    assert_eq!(finished[1]["span"]["cold_start"], false);
+    let failure = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "record failed")
+        .expect("the poison record is logged");
+    assert_eq!(failure["fields"]["offset"], 7);
+    assert_eq!(failure["fields"]["table"], "public.orders");
+    assert_eq!(failure["span"]["request_id"], "test-request");
+    assert!(!text.contains(secret), "a row value reached the logs");
+}
