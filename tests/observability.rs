@@ -2,7 +2,7 @@
 //! downstream, logs that name the invocation and never carry row values.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cdc_relay::local::EmbeddedKafka;
 use cdc_relay::metrics::{emf, Timings};
@@ -53,7 +53,10 @@ async fn emf_record_is_valid() {
         assert!(doc[name].is_string(), "dimension {name} has no value");
     }
     assert_eq!(doc["RecordsIn"], 5.0);
-    assert_eq!(doc["RecordsProduced"], 5.0, "the DDL record becomes a schema-change event");
+    assert_eq!(
+        doc["RecordsProduced"], 5.0,
+        "the DDL record becomes a schema-change event"
+    );
     assert_eq!(
         doc["ControlRecords"], 0.0,
         "sample's DDL record becomes a schema-change event"
@@ -107,20 +110,31 @@ impl Write for Captured {
     }
 }
 
+/// One global JSON subscriber for this test binary, writing into a buffer. (A scoped
+/// subscriber misses events whose callsites other tests' threads cached as unwatched.)
+fn captured_logs() -> Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the tests");
+        captured
+    })
+    .clone()
+}
+
 /// Log lines of an invocation carry its request id and cold-start flag (cold once, then
 /// warm); a failing record is logged with topic, partition, offset and table, never
 /// with the row's values.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_name_the_invocation_and_never_the_values() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let captured = captured_logs();
     let kafka = EmbeddedKafka::start(1).expect("mock cluster");
     let relay = util::relay(
         &kafka,
@@ -138,30 +152,33 @@ async fn logs_name_the_invocation_and_never_the_values() {
             serde_json::json!({"id": 1, "email": secret}),
         )
         .build();
+    let context = || {
+        let mut c = util::context(60_000);
+        c.request_id = "logs-test-request".to_owned();
+        c
+    };
     relay
-        .handle(LambdaEvent::new(poison, util::context(60_000)))
+        .handle(LambdaEvent::new(poison, context()))
         .await
         .expect("answer");
     relay
-        .handle(LambdaEvent::new(
-            util::load_event("insert.json"),
-            util::context(60_000),
-        ))
+        .handle(LambdaEvent::new(util::load_event("insert.json"), context()))
         .await
         .expect("answer");
 
     let text =
         String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8 logs");
+    assert!(!text.contains(secret), "a row value reached the logs");
     let lines: Vec<Value> = text
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON log line"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON log line"))
+        .filter(|l| l["span"]["request_id"] == "logs-test-request")
         .collect();
     let finished: Vec<&Value> = lines
         .iter()
         .filter(|l| l["fields"]["message"] == "batch finished")
         .collect();
-    assert_eq!(finished.len(), 2);
-    assert_eq!(finished[0]["span"]["request_id"], "test-request");
+    assert_eq!(finished.len(), 2, "{text}");
     assert_eq!(finished[0]["span"]["cold_start"], true);
     assert_eq!(finished[1]["span"]["cold_start"], false);
     let failure = lines
@@ -170,6 +187,4 @@ async fn logs_name_the_invocation_and_never_the_values() {
         .expect("the poison record is logged");
     assert_eq!(failure["fields"]["offset"], 7);
     assert_eq!(failure["fields"]["table"], "public.orders");
-    assert_eq!(failure["span"]["request_id"], "test-request");
-    assert!(!text.contains(secret), "a row value reached the logs");
 }
