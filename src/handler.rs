@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::metrics::{emf, Timings};
 use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions};
 use crate::sink::Sink;
-use crate::source;
+use crate::source::{self, MskEvent};
 use crate::transform::{Routes, Transformer};
 
 /// The repository's `routes.toml`, compiled in: what a deployed function uses when no
@@ -152,10 +152,10 @@ impl Relay {
 
     /// Lambda entry point. Every log line of the invocation carries its request id and
     /// whether it is the execution environment's first (cold) invocation.
-    pub async fn handle(&self, event: LambdaEvent<KafkaEvent>) -> Result<BatchResponse, Error> {
+    pub async fn handle(&self, event: LambdaEvent<MskEvent>) -> Result<BatchResponse, Error> {
         use tracing::Instrument;
         let cold_start = !self.invoked.swap(true, Ordering::Relaxed);
-        let (payload, context) = event.into_parts();
+        let (MskEvent(payload), context) = event.into_parts();
         let span = tracing::info_span!("invocation", request_id = %context.request_id, cold_start);
         let deadline = (context.deadline > 0).then(|| context.deadline());
         let xray = context

@@ -208,7 +208,9 @@ fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
         None => local::SAMPLE_EVENT.to_owned(),
     };
     let name = path.map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
-    serde_json::from_str(&text).with_context(|| format!("{name} is not an MSK event"))
+    serde_json::from_str::<source::MskEvent>(&text)
+        .map(|e| e.0)
+        .with_context(|| format!("{name} is not an MSK event"))
 }
 
 fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<()> {
@@ -243,16 +245,7 @@ async fn invoke(
     print_messages: bool,
     timeout_ms: u64,
 ) -> anyhow::Result<()> {
-    let text = match &event {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read event file {}", path.display()))?,
-        None => local::SAMPLE_EVENT.to_owned(),
-    };
-    let name = event
-        .as_ref()
-        .map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
-    let payload: KafkaEvent =
-        serde_json::from_str(&text).with_context(|| format!("{name} is not an MSK event"))?;
+    let payload = read_event(event.as_ref())?;
 
     let mut settings = Settings::from_env()?;
     // The embedded cluster must outlive the producer: it lives until this function returns.
@@ -335,7 +328,7 @@ async fn replay(
             let t = std::time::Instant::now();
             let text =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let event: KafkaEvent = serde_json::from_slice(&text)
+            let source::MskEvent(event) = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not an MSK event", path.display()))?;
             let deadline = SystemTime::now() + Duration::from_secs(60);
             let outcome = relay.process(event, Some(deadline)).await?;

@@ -7,12 +7,91 @@
 //! [`SourceRecord::decode`], inside the concurrent transform tasks, so a record that does
 //! not decode fails alone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lambda_events::event::kafka::KafkaEvent;
+use aws_lambda_events::encodings::MillisecondTimestamp;
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{RecordError, Stage};
+
+/// The MSK event as the handler receives it: an `aws_lambda_events` [`KafkaEvent`],
+/// deserialised without panicking.
+///
+/// `KafkaEvent`'s own deserialiser asserts that a record's `timestamp` has no fraction
+/// and panics otherwise (found by fuzzing). This type reads the same JSON through a
+/// mirror of the record and turns bad values into errors instead: timestamps must be
+/// whole milliseconds within chrono's range; absent `headers` mean none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MskEvent(pub KafkaEvent);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MirrorEvent {
+    #[serde(default)]
+    event_source: Option<String>,
+    #[serde(default)]
+    event_source_arn: Option<String>,
+    #[serde(default)]
+    records: Option<HashMap<String, Vec<MirrorRecord>>>,
+    #[serde(default)]
+    bootstrap_servers: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MirrorRecord {
+    #[serde(default)]
+    topic: Option<String>,
+    partition: i64,
+    offset: i64,
+    timestamp: serde_json::Number,
+    #[serde(default)]
+    timestamp_type: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    headers: Vec<HashMap<String, Vec<i8>>>,
+}
+
+impl<'de> Deserialize<'de> for MskEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mirror = MirrorEvent::deserialize(deserializer)?;
+        let mut event = KafkaEvent::default();
+        event.event_source = mirror.event_source;
+        event.event_source_arn = mirror.event_source_arn;
+        event.bootstrap_servers = mirror.bootstrap_servers;
+        for (batch_partition, list) in mirror.records.unwrap_or_default() {
+            let records = list
+                .into_iter()
+                .map(|r| {
+                    let millis = r.timestamp.as_i64().ok_or_else(|| {
+                        D::Error::custom("record timestamp must be whole epoch milliseconds")
+                    })?;
+                    let time = chrono::DateTime::from_timestamp_millis(millis)
+                        .ok_or_else(|| D::Error::custom("record timestamp out of range"))?;
+                    let mut record = KafkaRecord::default();
+                    record.topic = r.topic;
+                    record.partition = r.partition;
+                    record.offset = r.offset;
+                    record.timestamp = MillisecondTimestamp(time);
+                    record.timestamp_type = r.timestamp_type;
+                    record.key = r.key;
+                    record.value = r.value;
+                    record.headers = r.headers;
+                    Ok(record)
+                })
+                .collect::<Result<Vec<_>, D::Error>>()?;
+            event.records.insert(batch_partition, records);
+        }
+        Ok(MskEvent(event))
+    }
+}
 
 /// Where a batch came from: the parts of the MSK event that are not records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -206,6 +285,26 @@ mod tests {
             decoded.headers,
             vec![("name".to_owned(), "ë".as_bytes().to_vec())]
         );
+    }
+
+    /// Timestamps with a fraction or out of range are errors, not panics; absent
+    /// headers are none.
+    #[test]
+    fn msk_event_never_panics_on_timestamps() {
+        let with = |ts: &str| {
+            format!(
+                r#"{{"records":{{"t-0":[{{"topic":"t","partition":0,"offset":0,"timestamp":{ts}}}]}}}}"#
+            )
+        };
+        assert!(serde_json::from_str::<MskEvent>(&with("1732200000000.5")).is_err());
+        assert!(serde_json::from_str::<MskEvent>(&with("1e300")).is_err());
+        assert!(serde_json::from_str::<MskEvent>(&with("99999999999999999")).is_err());
+        let MskEvent(event) = serde_json::from_str(&with("1732200000000")).expect("valid");
+        assert_eq!(
+            event.records["t-0"][0].timestamp.timestamp_millis(),
+            1_732_200_000_000
+        );
+        assert!(event.records["t-0"][0].headers.is_empty());
     }
 
     /// Invalid base64 fails the record in the source stage, permanently.

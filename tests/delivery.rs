@@ -1,6 +1,7 @@
 //! Delivery failures injected into the mock cluster: a record is reported done only
 //! after the broker acknowledged it; everything else is reported to Lambda.
 
+use cdc_relay::source::MskEvent;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -101,7 +102,10 @@ async fn broker_down_reports_every_partition_before_the_deadline() {
     kafka.cluster().broker_down(1).expect("broker down");
     let started = Instant::now();
     let response = relay
-        .handle(LambdaEvent::new(two_partitions(5), util::context(2_500)))
+        .handle(LambdaEvent::new(
+            MskEvent(two_partitions(5)),
+            util::context(2_500),
+        ))
         .await
         .expect("partial response");
     let elapsed = started.elapsed();
@@ -133,7 +137,10 @@ async fn broker_down_without_partial_batch_is_an_error() {
     let relay = util::relay(&kafka, routes(), &[("RELAY_DEADLINE_MARGIN_MS", "500")]);
     kafka.cluster().broker_down(1).expect("broker down");
     let error = relay
-        .handle(LambdaEvent::new(two_partitions(3), util::context(2_000)))
+        .handle(LambdaEvent::new(
+            MskEvent(two_partitions(3)),
+            util::context(2_000),
+        ))
         .await
         .expect_err("must fail the batch");
     assert!(error.is_retryable());

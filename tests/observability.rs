@@ -1,6 +1,7 @@
 //! What an operator sees: EMF metrics valid against their schema, trace context carried
 //! downstream, logs that name the invocation and never carry row values.
 
+use cdc_relay::source::MskEvent;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -75,7 +76,10 @@ async fn trace_context_is_carried_downstream() {
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
     );
     relay
-        .handle(LambdaEvent::new(util::load_event("insert.json"), context))
+        .handle(LambdaEvent::new(
+            MskEvent(util::load_event("insert.json")),
+            context,
+        ))
         .await
         .expect("success");
     let messages = util::consume(&kafka, &["orders.changes"]);
@@ -158,11 +162,14 @@ async fn logs_name_the_invocation_and_never_the_values() {
         c
     };
     relay
-        .handle(LambdaEvent::new(poison, context()))
+        .handle(LambdaEvent::new(MskEvent(poison), context()))
         .await
         .expect("answer");
     relay
-        .handle(LambdaEvent::new(util::load_event("insert.json"), context()))
+        .handle(LambdaEvent::new(
+            MskEvent(util::load_event("insert.json")),
+            context(),
+        ))
         .await
         .expect("answer");
 

@@ -1,6 +1,7 @@
 //! Nothing lost, nothing stuck: every input record ends produced, dead-lettered or
 //! skipped (done), or reported to Lambda; a record reported done was acknowledged.
 
+use cdc_relay::source::MskEvent;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -423,7 +424,10 @@ async fn with_fault(
     let event = fault_event();
     let started = std::time::Instant::now();
     let response = relay
-        .handle(LambdaEvent::new(event.clone(), util::context(deadline_ms)))
+        .handle(LambdaEvent::new(
+            MskEvent(event.clone()),
+            util::context(deadline_ms),
+        ))
         .await
         .expect("partial response");
     let elapsed = started.elapsed();
@@ -537,7 +541,7 @@ async fn broker_down_in_the_middle_keeps_the_invariant() {
         let big = big.clone();
         tokio::spawn(async move {
             relay
-                .handle(LambdaEvent::new(big, util::context(3_000)))
+                .handle(LambdaEvent::new(MskEvent(big), util::context(3_000)))
                 .await
         })
     };

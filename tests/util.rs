@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use cdc_relay::source::MskEvent;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +64,9 @@ pub fn context(ms: u64) -> Context {
 
 /// Invokes the Lambda handler with a 60 s deadline.
 pub async fn invoke(relay: &Relay, event: KafkaEvent) -> Result<BatchResponse, cdc_relay::Error> {
-    relay.handle(LambdaEvent::new(event, context(60_000))).await
+    relay
+        .handle(LambdaEvent::new(MskEvent(event), context(60_000)))
+        .await
 }
 
 /// Every message of `topics` on the cluster.

@@ -1,11 +1,13 @@
-//! The MSK event parser and the source stage: any bytes Lambda could hand the function.
+//! The MSK event parser (the handler's payload type) and the source stage: any bytes
+//! Lambda could hand the function.
 #![no_main]
 
-use aws_lambda_events::event::kafka::KafkaEvent;
+use cdc_relay::source::MskEvent;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(event) = serde_json::from_slice::<KafkaEvent>(data) {
+    // The handler's payload type: what Lambda's JSON is parsed into.
+    if let Ok(MskEvent(event)) = serde_json::from_slice::<MskEvent>(data) {
         let (_, records) = cdc_relay::source::records(event);
         for record in &records {
             let _ = record.decode();
