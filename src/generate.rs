@@ -23,22 +23,29 @@ pub enum PartitionBy {
     PrimaryKey,
 }
 
-/// What to generate.
-#[derive(Debug, Clone)]
+/// What to generate (also the `gen-event` command's options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct GenOptions {
     /// Records in the event.
+    #[arg(long, default_value_t = 1000)]
     pub records: usize,
     /// Distinct tables.
+    #[arg(long, default_value_t = 4)]
     pub tables: usize,
     /// Source partitions.
+    #[arg(long, default_value_t = 3)]
     pub partitions: u32,
     /// PRNG seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Approximate size of each DMS JSON value, in bytes.
+    #[arg(long, default_value_t = 400)]
     pub value_bytes: usize,
-    /// Kafka key choice.
+    /// How DMS keys (and so partitions) the records.
+    #[arg(long, value_enum, default_value_t = PartitionBy::SchemaTable)]
     pub partition_by: PartitionBy,
     /// Source topic.
+    #[arg(long, default_value = "dms.cdc")]
     pub topic: String,
 }
 

@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use cdc_relay::config::Settings;
 use cdc_relay::dms::Decoder;
-use cdc_relay::generate::{generate, GenOptions, PartitionBy, LAMBDA_PAYLOAD_LIMIT};
+use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
@@ -71,24 +71,8 @@ enum Command {
     },
     /// Write a synthetic MSK event of DMS records (deterministic per seed).
     GenEvent {
-        /// Records in the event.
-        #[arg(long, default_value_t = 1000)]
-        records: usize,
-        /// Distinct tables.
-        #[arg(long, default_value_t = 4)]
-        tables: usize,
-        /// Source partitions.
-        #[arg(long, default_value_t = 3)]
-        partitions: u32,
-        /// PRNG seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Approximate size of each DMS value in bytes.
-        #[arg(long, default_value_t = 400)]
-        value_bytes: usize,
-        /// How DMS keys (and so partitions) the records.
-        #[arg(long, value_enum, default_value_t = PartitionBy::SchemaTable)]
-        partition_by: PartitionBy,
+        #[command(flatten)]
+        options: GenOptions,
         /// Output file; default stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -125,26 +109,7 @@ fn run() -> anyhow::Result<()> {
             brokers,
             rounds,
         }) => runtime.block_on(replay(events, brokers, rounds)),
-        Some(Command::GenEvent {
-            records,
-            tables,
-            partitions,
-            seed,
-            value_bytes,
-            partition_by,
-            out,
-        }) => gen_event(
-            GenOptions {
-                records,
-                tables,
-                partitions,
-                seed,
-                value_bytes,
-                partition_by,
-                ..GenOptions::default()
-            },
-            out,
-        ),
+        Some(Command::GenEvent { options, out }) => gen_event(options, out),
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
             runtime.block_on(run_lambda())
         }
