@@ -157,7 +157,7 @@ impl Relay {
         let cold_start = !self.invoked.swap(true, Ordering::Relaxed);
         let (MskEvent(payload), context) = event.into_parts();
         let span = tracing::info_span!("invocation", request_id = %context.request_id, cold_start);
-        let deadline = (context.deadline > 0).then(|| context.deadline());
+        let deadline = arrival_deadline(context.deadline);
         let xray = context
             .xray_trace_id
             .clone()
@@ -189,6 +189,10 @@ impl Relay {
         xray_trace_id: Option<String>,
     ) -> Result<BatchOutcome, Error> {
         let started = Instant::now();
+        let remaining_ms = deadline.map(|d| {
+            d.duration_since(SystemTime::now())
+                .map_or(0, |r| r.as_millis() as u64)
+        });
         let (origin, records) = source::records(event);
         let brokers = match (&self.settings.brokers, &origin.bootstrap_servers) {
             (Some(b), _) => b.clone(),
@@ -215,6 +219,7 @@ impl Relay {
             skipped = outcome.skipped_total(),
             not_done = outcome.not_done,
             elapsed_ms = started.elapsed().as_millis() as u64,
+            deadline_in_ms = remaining_ms,
             "batch finished"
         );
         Ok(outcome)
@@ -277,6 +282,27 @@ impl Relay {
     }
 }
 
+/// When this invocation must have answered. Lambda always sends a deadline in the
+/// future; one that is missing or already past on arrival (seen from local emulators)
+/// is replaced by [`FALLBACK_TIMEOUT`] from now, with a warning, rather than failing
+/// every record at once.
+fn arrival_deadline(deadline_epoch_ms: u64) -> Option<SystemTime> {
+    let now = SystemTime::now();
+    let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_epoch_ms);
+    if sent > now {
+        return Some(sent);
+    }
+    tracing::warn!(
+        deadline_epoch_ms,
+        "invocation deadline missing or already past on arrival; using {} s",
+        FALLBACK_TIMEOUT.as_secs()
+    );
+    Some(now + FALLBACK_TIMEOUT)
+}
+
+/// The budget used when the runtime sends no usable deadline (the template's timeout).
+pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The instant `margin` before a wall-clock deadline (now, if that has passed).
 fn budget_instant(deadline: SystemTime, margin: Duration) -> Instant {
     let remaining = deadline
@@ -298,6 +324,35 @@ impl From<Error> for lambda_runtime::Diagnostic {
         lambda_runtime::Diagnostic {
             error_type: format!("cdc-relay.{kind}"),
             error_message: error.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A future deadline is kept; a missing or past one (cargo lambda watch sends a
+    /// relative 600000) becomes the fallback from now.
+    #[test]
+    fn arrival_deadline_rules() {
+        let future = SystemTime::now() + Duration::from_secs(30);
+        let future_ms = future
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let kept = arrival_deadline(future_ms).expect("deadline");
+        assert!(
+            kept.duration_since(SystemTime::now()).unwrap_or_default() <= Duration::from_secs(30)
+        );
+        for bogus in [0, 600_000] {
+            let replaced = arrival_deadline(bogus).expect("deadline");
+            let remaining = replaced
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            assert!(
+                remaining > Duration::from_secs(59) && remaining <= FALLBACK_TIMEOUT,
+                "{remaining:?}"
+            );
         }
     }
 }
