@@ -1,4 +1,4 @@
-//! Lambda glue: `LambdaEvent<KafkaEvent>` -> [`Pipeline`] -> [`BatchResponse`].
+//! Lambda glue: `LambdaEvent<MskEvent>` (a `KafkaEvent`) -> [`Pipeline`] -> [`BatchResponse`].
 //!
 //! [`Relay`] is built once per execution environment (Lambda's init phase) and shared
 //! by every invocation. It owns the one producer: created at init when `RELAY_BROKERS`
