@@ -43,6 +43,8 @@ pub struct Settings {
     pub metrics: bool,
     /// CloudWatch namespace of the metrics (`RELAY_METRICS_NAMESPACE`).
     pub metrics_namespace: String,
+    /// The metrics' `FunctionName` dimension: `AWS_LAMBDA_FUNCTION_NAME`, else `cdc-relay`.
+    pub function_name: String,
 }
 
 impl Settings {
@@ -73,6 +75,7 @@ impl Settings {
             dlq_topic: None,
             metrics: false,
             metrics_namespace: crate::metrics::DEFAULT_NAMESPACE.to_owned(),
+            function_name: "cdc-relay".to_owned(),
         };
         let mut metrics: Option<bool> = None;
         let mut in_lambda = false;
@@ -92,7 +95,10 @@ impl Settings {
                     settings.metrics_namespace = non_empty(&name, &value)?
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
                 }
-                "AWS_LAMBDA_FUNCTION_NAME" => in_lambda = true,
+                "AWS_LAMBDA_FUNCTION_NAME" => {
+                    in_lambda = true;
+                    settings.function_name = value.clone();
+                }
                 "RELAY_BEFORE_IMAGE_FIELD" => {
                     settings.before_image_field = non_empty(&name, &value)?
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?

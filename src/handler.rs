@@ -239,12 +239,10 @@ impl Relay {
                 .oldest_timestamp_ms
                 .map(|t| (now_ms - t).max(0) as f64),
         };
-        let function =
-            std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "cdc-relay".to_owned());
         let doc = emf(
             &self.settings.metrics_namespace,
             now_ms,
-            &[("FunctionName", &function)],
+            &[("FunctionName", &self.settings.function_name)],
             outcome,
             &timings,
         );

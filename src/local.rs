@@ -84,21 +84,8 @@ impl ConsumedMessage {
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
         };
-        let headers: serde_json::Map<String, Value> = self
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    Value::String(String::from_utf8_lossy(v).into_owned()),
-                )
-            })
-            .collect();
-        let value = match &self.value {
-            None => Value::Null,
-            Some(bytes) => serde_json::from_slice(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
-        };
+        let headers = headers_json(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        let value = value_json(self.value.as_deref());
         json!({
             "topic": self.topic,
             "partition": self.partition,
@@ -278,24 +265,40 @@ pub fn dry_run(pipeline: &Pipeline, records: &[SourceRecord]) -> Vec<Value> {
 }
 
 fn message_json(message: &OutMessage) -> Value {
-    let headers: serde_json::Map<String, Value> = message
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                Value::String(String::from_utf8_lossy(v).into_owned()),
-            )
-        })
-        .collect();
-    let value = match &message.value {
-        None => Value::Null,
-        Some(bytes) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
-    };
+    let headers = headers_json(
+        message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_slice())),
+    );
+    let value = value_json(message.value.as_deref());
     json!({
         "topic": &*message.topic,
         "key": message.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         "headers": headers,
         "value": value,
     })
+}
+
+/// Header name -> value as text (lossy UTF-8), for printing.
+fn headers_json<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> serde_json::Map<String, Value> {
+    headers
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                Value::String(String::from_utf8_lossy(v).into_owned()),
+            )
+        })
+        .collect()
+}
+
+/// A message value for printing: parsed when it is JSON, else its text; `null` for a tombstone.
+fn value_json(value: Option<&[u8]>) -> Value {
+    match value {
+        None => Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+    }
 }
