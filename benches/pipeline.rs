@@ -92,6 +92,7 @@ fn stages(c: &mut Criterion) {
         PipelineOptions {
             concurrency: 1,
             chunk_size: 256,
+            ..PipelineOptions::default()
         },
     );
     let mut g = c.benchmark_group("pipeline");

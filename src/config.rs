@@ -8,13 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::{AuthMode, AuthSettings, Secret};
 use crate::error::ConfigError;
 
 /// Prefix of the librdkafka passthrough variables: `RELAY_PRODUCER_LINGER_MS=5` -> `linger.ms=5`.
 pub const PRODUCER_PREFIX: &str = "RELAY_PRODUCER_";
 
-/// Everything the relay reads from its environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the relay reads from its environment. `Debug` never shows secrets: the
+/// auth settings hold them in [`Secret`], and the values of `RELAY_PRODUCER_*`
+/// properties that are passwords or secrets are redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Downstream bootstrap servers. `None`: use the event's `bootstrapServers`.
     pub brokers: Option<String>,
@@ -45,6 +48,56 @@ pub struct Settings {
     pub metrics_namespace: String,
     /// The metrics' `FunctionName` dimension: `AWS_LAMBDA_FUNCTION_NAME`, else `cdc-relay`.
     pub function_name: String,
+    /// Add per-table metrics records (`RELAY_METRICS_PER_TABLE`).
+    pub metrics_per_table: bool,
+    /// Most distinct table names per-table metrics use before folding the rest into
+    /// `_other` (`RELAY_METRICS_MAX_TABLES`).
+    pub metrics_max_tables: usize,
+    /// Include the record's value in per-record problem logs (`RELAY_LOG_VALUES`). Off:
+    /// row values are customer data.
+    pub log_values: bool,
+    /// Authentication to the downstream cluster (`RELAY_AUTH` and friends).
+    pub auth: AuthSettings,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let overrides: Vec<(&str, &str)> = self
+            .producer_overrides
+            .iter()
+            .map(|(name, value)| {
+                let sensitive = ["password", "secret", "credential", "token"]
+                    .iter()
+                    .any(|word| name.contains(word));
+                (
+                    name.as_str(),
+                    if sensitive {
+                        "<redacted>"
+                    } else {
+                        value.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("Settings")
+            .field("brokers", &self.brokers)
+            .field("routes_path", &self.routes_path)
+            .field("concurrency", &self.concurrency)
+            .field("chunk_size", &self.chunk_size)
+            .field("partial_batch", &self.partial_batch)
+            .field("before_image_field", &self.before_image_field)
+            .field("deadline_margin", &self.deadline_margin)
+            .field("producer_overrides", &overrides)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("metrics", &self.metrics)
+            .field("metrics_namespace", &self.metrics_namespace)
+            .field("function_name", &self.function_name)
+            .field("metrics_per_table", &self.metrics_per_table)
+            .field("metrics_max_tables", &self.metrics_max_tables)
+            .field("log_values", &self.log_values)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -76,6 +129,10 @@ impl Settings {
             metrics: false,
             metrics_namespace: crate::metrics::DEFAULT_NAMESPACE.to_owned(),
             function_name: "cdc-relay".to_owned(),
+            metrics_per_table: false,
+            metrics_max_tables: 50,
+            log_values: false,
+            auth: AuthSettings::default(),
         };
         let mut metrics: Option<bool> = None;
         let mut in_lambda = false;
@@ -95,6 +152,35 @@ impl Settings {
                     settings.metrics_namespace = non_empty(&name, &value)?
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
                 }
+                "RELAY_METRICS_PER_TABLE" => settings.metrics_per_table = boolean(&name, &value)?,
+                "RELAY_METRICS_MAX_TABLES" => {
+                    settings.metrics_max_tables = positive(&name, &value)?
+                }
+                "RELAY_LOG_VALUES" => settings.log_values = boolean(&name, &value)?,
+                "RELAY_AUTH" => {
+                    settings.auth.mode = AuthMode::parse(&value)
+                        .ok_or_else(|| invalid(&name, &value, "expected none, tls, scram or iam"))?
+                }
+                "RELAY_TLS_CA_FILE" => {
+                    settings.auth.tls.ca_file = non_empty(&name, &value)?.map(PathBuf::from)
+                }
+                "RELAY_TLS_CERT_FILE" => {
+                    settings.auth.tls.cert_file = non_empty(&name, &value)?.map(PathBuf::from)
+                }
+                "RELAY_TLS_KEY_FILE" => {
+                    settings.auth.tls.key_file = non_empty(&name, &value)?.map(PathBuf::from)
+                }
+                "RELAY_TLS_KEY_PASSWORD" => {
+                    settings.auth.tls.key_password = (!value.is_empty()).then(|| Secret::new(value))
+                }
+                "RELAY_SCRAM_SECRET_ARN" => {
+                    settings.auth.scram_secret_arn = non_empty(&name, &value)?
+                }
+                "RELAY_SCRAM_USERNAME" => settings.auth.scram_username = non_empty(&name, &value)?,
+                "RELAY_SCRAM_PASSWORD" => {
+                    settings.auth.scram_password = (!value.is_empty()).then(|| Secret::new(value))
+                }
+                "AWS_REGION" => settings.auth.region = non_empty(&name, &value)?,
                 "AWS_LAMBDA_FUNCTION_NAME" => {
                     in_lambda = true;
                     settings.function_name = value.clone();
@@ -121,6 +207,7 @@ impl Settings {
             }
         }
         settings.metrics = metrics.unwrap_or(in_lambda);
+        settings.auth.in_lambda = in_lambda;
         // Environment order is arbitrary; sort so the producer config is deterministic.
         settings.producer_overrides.sort();
         Ok(settings)
@@ -208,6 +295,33 @@ mod tests {
         );
     }
 
+    /// Secrets set through the environment never show in `Debug` output.
+    #[test]
+    fn debug_output_has_no_secrets() {
+        let s = Settings::from_vars([
+            ("RELAY_AUTH", "scram"),
+            ("RELAY_SCRAM_USERNAME", "relay"),
+            ("RELAY_SCRAM_PASSWORD", "pw-from-env-8d1f"),
+            ("RELAY_TLS_KEY_PASSWORD", "key-pw-77ab"),
+            ("RELAY_PRODUCER_SASL_PASSWORD", "override-pw-3c9e"),
+            ("RELAY_PRODUCER_LINGER_MS", "7"),
+        ])
+        .expect("valid");
+        assert_eq!(s.auth.mode, AuthMode::Scram);
+        assert_eq!(
+            s.auth.scram_password.as_ref().map(Secret::expose),
+            Some("pw-from-env-8d1f")
+        );
+        let text = format!("{s:?} {:#?}", s);
+        for secret in ["pw-from-env-8d1f", "key-pw-77ab", "override-pw-3c9e"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("relay") && text.contains("linger.ms"),
+            "{text}"
+        );
+    }
+
     /// Invalid values name the variable and the problem.
     #[test]
     fn invalid_values_are_named() {
@@ -216,6 +330,8 @@ mod tests {
             ("RELAY_CHUNK_SIZE", "many"),
             ("RELAY_PARTIAL_BATCH", "perhaps"),
             ("RELAY_DEADLINE_MARGIN_MS", "-1"),
+            ("RELAY_AUTH", "kerberos"),
+            ("RELAY_METRICS_PER_TABLE", "sometimes"),
         ] {
             let err = Settings::from_vars([(name, value)]).expect_err("must be rejected");
             let text = err.to_string();

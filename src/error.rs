@@ -121,6 +121,10 @@ pub enum ConfigError {
         /// Line and problem.
         problem: String,
     },
+    /// Authentication is misconfigured (`RELAY_AUTH` and its variables). Never
+    /// carries a secret value.
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 /// An invocation-level failure: the handler answers it with an error, so Lambda
@@ -140,6 +144,10 @@ pub enum Error {
     /// The Kafka client could not be created or configured.
     #[error("kafka producer: {0}")]
     Producer(String),
+    /// Credentials could not be fetched (e.g. Secrets Manager unreachable). Never
+    /// carries a secret value.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// Some records were not done and partial batch responses are off.
     #[error(
         "{failed} of {total} records not done (first: {first}); the whole batch will be retried"
@@ -159,7 +167,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Config(_) | Error::Event(_) | Error::NoBrokers => false,
-            Error::Producer(_) | Error::BatchFailed { .. } => true,
+            Error::Producer(_) | Error::Credentials(_) | Error::BatchFailed { .. } => true,
         }
     }
 }

@@ -18,10 +18,11 @@ use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use crate::auth::{resolve_mode, Credentials, ProducerAuth};
 use crate::config::Settings;
 use crate::dms::Decoder;
 use crate::error::Error;
-use crate::metrics::{emf, Timings};
+use crate::metrics::{emf, emf_tables, TableLabels, Timings};
 use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions};
 use crate::sink::Sink;
 use crate::source::{self, MskEvent};
@@ -69,6 +70,10 @@ pub struct Relay {
     settings: Settings,
     pipeline: Pipeline,
     sink: OnceCell<Sink>,
+    /// Credentials resolved at init (SCRAM secret, AWS configuration).
+    credentials: Credentials,
+    /// Bounded table names for per-table metrics.
+    table_labels: TableLabels,
     /// Set by the first invocation: every later one is warm.
     invoked: AtomicBool,
 }
@@ -104,22 +109,30 @@ impl Relay {
             PipelineOptions {
                 concurrency: settings.concurrency,
                 chunk_size: settings.chunk_size,
+                per_table: settings.metrics && settings.metrics_per_table,
+                log_values: settings.log_values,
             },
         );
+        let table_labels = TableLabels::new(settings.metrics_max_tables);
         Relay {
             settings,
             pipeline,
             sink: OnceCell::new(),
+            credentials: Credentials::default(),
+            table_labels,
             invoked: AtomicBool::new(false),
         }
     }
 
-    /// Init-phase work: when `RELAY_BROKERS` is set, create the producer and connect it.
-    /// A broker that is not reachable yet is logged, not fatal: librdkafka keeps trying.
+    /// Init-phase work: resolve credentials (the SCRAM secret is fetched here, once),
+    /// and when `RELAY_BROKERS` is set, create the producer and connect it. A broker
+    /// that is not reachable yet is logged, not fatal: librdkafka keeps trying.
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
-        let relay = Relay::new(settings)?;
+        let credentials = Credentials::resolve(&settings.auth).await?;
+        let mut relay = Relay::new(settings)?;
+        relay.credentials = credentials;
         if let Some(brokers) = relay.settings.brokers.clone() {
-            let sink = relay.sink_for(&brokers).await?;
+            let sink = relay.sink_for(&brokers, None).await?;
             if let Err(e) = sink.warm_up(WARM_UP_TIMEOUT).await {
                 tracing::warn!(error = %e, "producer warm-up failed; will retry on first batch");
             }
@@ -137,11 +150,21 @@ impl Relay {
         &self.pipeline
     }
 
-    /// The producer, created on first use.
-    async fn sink_for(&self, brokers: &str) -> Result<&Sink, Error> {
-        let overrides = &self.settings.producer_overrides;
+    /// The producer, created on first use, authenticating as `RELAY_AUTH` says (or, when
+    /// unset, as [`resolve_mode`] decides from the brokers and the event's source ARN).
+    async fn sink_for(
+        &self,
+        brokers: &str,
+        event_source_arn: Option<&str>,
+    ) -> Result<&Sink, Error> {
         self.sink
-            .get_or_try_init(|| async { Sink::connect(brokers, overrides) })
+            .get_or_try_init(|| async {
+                let from_event = self.settings.brokers.is_none();
+                let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
+                let auth = ProducerAuth::for_mode(mode, &self.settings.auth, &self.credentials)?;
+                tracing::info!(brokers, auth = mode.as_str(), "creating the producer");
+                Sink::connect_with(brokers, auth, &self.settings.producer_overrides)
+            })
             .await
     }
 
@@ -204,7 +227,9 @@ impl Relay {
                 return Err(Error::NoBrokers);
             }
         };
-        let sink = self.sink_for(&brokers).await?;
+        let sink = self
+            .sink_for(&brokers, origin.event_source_arn.as_deref())
+            .await?;
         let context = BatchContext {
             origin,
             budget: deadline.map(|d| budget_instant(d, self.settings.deadline_margin)),
@@ -239,14 +264,32 @@ impl Relay {
                 .oldest_timestamp_ms
                 .map(|t| (now_ms - t).max(0) as f64),
         };
+        let dimensions = [("FunctionName", self.settings.function_name.as_str())];
         let doc = emf(
             &self.settings.metrics_namespace,
             now_ms,
-            &[("FunctionName", &self.settings.function_name)],
+            &dimensions,
             outcome,
             &timings,
         );
-        println!("{doc}");
+        // One write for all documents, so lines of concurrent writers never interleave.
+        let mut text = doc.to_string();
+        if self.settings.metrics_per_table {
+            let routes = self.pipeline.transformer().routes();
+            let tables = self
+                .table_labels
+                .fold(&outcome.tables, |table| routes.is_routed(table));
+            for doc in emf_tables(
+                &self.settings.metrics_namespace,
+                now_ms,
+                &dimensions,
+                &tables,
+            ) {
+                text.push('\n');
+                text.push_str(&doc.to_string());
+            }
+        }
+        println!("{text}");
     }
 
     /// The answer to Lambda for an outcome.
@@ -317,6 +360,7 @@ impl From<Error> for lambda_runtime::Diagnostic {
             Error::Event(_) => "InvalidEvent",
             Error::NoBrokers => "NoBrokers",
             Error::Producer(_) => "ProducerError",
+            Error::Credentials(_) => "CredentialsError",
             Error::BatchFailed { .. } => "BatchFailed",
         };
         lambda_runtime::Diagnostic {

@@ -10,6 +10,7 @@
 //! - [`source`]: MSK `KafkaEvent` -> ordered [`source::SourceRecord`]s; base64 and headers.
 //! - [`dms`]: DMS JSON -> [`dms::ChangeEvent`] (data, before-image, metadata, control).
 //! - [`transform`]: the routes file; change -> [`transform::OutMessage`]s (pure).
+//! - [`auth`]: `RELAY_AUTH` (none, tls, scram, iam) -> the producer's security settings.
 //! - [`sink`]: the rdkafka producer; enqueue, await acknowledgements, classify errors.
 //! - [`deadletter`]: poison records -> dead-letter messages with the reason and origin.
 //! - [`pipeline`]: one batch end to end, concurrent and order-preserving; no Lambda types.
@@ -19,6 +20,7 @@
 //! - [`metrics`]: one CloudWatch Embedded Metric Format record per invocation.
 //! - [`error`]: typed errors with a retryable/permanent distinction.
 
+pub mod auth;
 pub mod config;
 pub mod deadletter;
 pub mod dms;

@@ -196,6 +196,7 @@ fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<
         PipelineOptions {
             concurrency: 1,
             chunk_size: settings.chunk_size,
+            ..PipelineOptions::default()
         },
     );
     for line in local::dry_run(&pipeline, &records) {

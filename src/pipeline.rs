@@ -41,7 +41,45 @@ pub struct PipelineOptions {
     pub concurrency: usize,
     /// Records per transform task.
     pub chunk_size: usize,
+    /// Count outcomes per source table ([`BatchOutcome::tables`]).
+    pub per_table: bool,
+    /// Put the record's value into per-record problem logs (customer data: off by default).
+    pub log_values: bool,
 }
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            concurrency: 1,
+            chunk_size: 256,
+            per_table: false,
+            log_values: false,
+        }
+    }
+}
+
+/// What happened to one source table's records in a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCounts {
+    /// `schema.table`, or [`UNDECODED_TABLE`] for records that never decoded.
+    pub table: Arc<str>,
+    /// Records of the table in the batch.
+    pub records: usize,
+    /// Records whose messages were all acknowledged.
+    pub produced: usize,
+    /// Records whose dead letter was acknowledged.
+    pub dead_lettered: usize,
+    /// Records skipped by configuration.
+    pub skipped: usize,
+    /// Records not done.
+    pub failed: usize,
+}
+
+/// The table name of records that failed before their table was known.
+pub const UNDECODED_TABLE: &str = "_undecoded";
+
+/// Longest record value written to a problem log with `log_values` (bytes).
+const LOGGED_VALUE_MAX: usize = 4096;
 
 /// Decoder + transformer + concurrency limits; shared by all invocations.
 #[derive(Debug, Clone)]
@@ -100,6 +138,8 @@ pub struct BatchOutcome {
     pub produce_ms: f64,
     /// Timestamp of the oldest record, epoch milliseconds (for replication lag).
     pub oldest_timestamp_ms: Option<i64>,
+    /// Per source table, in order of first appearance (with `per_table` only).
+    pub tables: Vec<TableCounts>,
 }
 
 /// What a batch runs with besides its records.
@@ -152,7 +192,8 @@ enum RecordState {
     Blocked,
 }
 
-type ChunkResult = Vec<Result<Transformed, RecordError>>;
+/// Per record: its table (when counted per table) and what the transform made of it.
+type ChunkResult = Vec<(Option<Arc<str>>, Result<Transformed, RecordError>)>;
 
 /// One batch in progress.
 struct Run<'a> {
@@ -164,6 +205,9 @@ struct Run<'a> {
     records: Arc<[SourceRecord]>,
     budget: Option<Instant>,
     states: Vec<RecordState>,
+    /// Per record, its table (with `per_table`).
+    tables: Vec<Option<Arc<str>>>,
+    log_values: bool,
     in_flight: Vec<InFlight>,
     deliveries: Vec<DeliveryRecord>,
     purged: bool,
@@ -181,6 +225,7 @@ impl Pipeline {
         let options = PipelineOptions {
             concurrency: options.concurrency.max(1),
             chunk_size: options.chunk_size.max(1),
+            ..options
         };
         let dlq_topic = transformer.routes().dlq_topic.as_deref().map(Arc::from);
         Pipeline {
@@ -199,7 +244,7 @@ impl Pipeline {
 
     /// Decodes and transforms one record: the per-record work of a task.
     pub fn process(&self, record: &SourceRecord) -> Result<Transformed, RecordError> {
-        process(&self.decoder, &self.transformer, record)
+        process(&self.decoder, &self.transformer, record, &mut None)
     }
 
     /// Runs a batch. Records must be in source order (as [`crate::source::records`]
@@ -226,6 +271,12 @@ impl Pipeline {
             origin: &context.origin,
             first_enqueue: None,
             states: Vec::with_capacity(records.len()),
+            tables: Vec::with_capacity(if self.options.per_table {
+                records.len()
+            } else {
+                0
+            }),
+            log_values: self.options.log_values,
             records,
             budget,
             in_flight: Vec::new(),
@@ -245,11 +296,14 @@ impl Pipeline {
                         Stage::Transform,
                         format!("transform task failed: {join_error}"),
                     );
-                    std::iter::repeat_n(Err(error), n).collect()
+                    std::iter::repeat_n((None, Err(error)), n).collect()
                 }
             };
-            for result in results {
+            for (table, result) in results {
                 let index = run.states.len();
+                if self.options.per_table {
+                    run.tables.push(table);
+                }
                 let partition = run.records[index].batch_partition.clone();
                 let state = if failed_partition.as_ref() == Some(&partition) {
                     RecordState::Blocked
@@ -265,7 +319,7 @@ impl Pipeline {
                 };
                 if let RecordState::Failed(error) = &state {
                     failed_partition = Some(partition);
-                    log_failure(&run.records[index], error);
+                    log_failure(&run.records[index], error, run.log_values);
                 }
                 run.states.push(state);
             }
@@ -309,17 +363,22 @@ impl Pipeline {
                 let transformer = self.transformer.clone();
                 let permits = self.permits.clone();
                 let xray = xray.clone();
+                let per_table = self.options.per_table;
                 tokio::spawn(async move {
                     // The semaphore is never closed; if it were, run unthrottled.
                     let _permit = permits.acquire_owned().await.ok();
                     records[start..end]
                         .iter()
                         .map(|record| {
-                            traced(
-                                process(&decoder, &transformer, record),
+                            let mut table = per_table.then_some(None);
+                            let result = traced(
+                                process(&decoder, &transformer, record, &mut table),
                                 record,
                                 xray.as_deref(),
-                            )
+                            );
+                            let table = table
+                                .map(|t| t.map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from));
+                            (table, result)
                         })
                         .collect()
                 })
@@ -328,16 +387,22 @@ impl Pipeline {
     }
 }
 
+/// Decodes and transforms one record. `table`: when `Some`, receives the record's
+/// `schema.table` once it is known (for per-table counts).
 fn process(
     decoder: &Decoder,
     transformer: &Transformer,
     record: &SourceRecord,
+    table: &mut Option<Option<String>>,
 ) -> Result<Transformed, RecordError> {
     let decoded = record.decode()?;
     let Some(value) = decoded.value.as_deref() else {
         return Ok(Transformed::Skipped(SkipReason::SourceTombstone));
     };
     let change = decoder.decode(value)?;
+    if let Some(slot) = table {
+        *slot = Some(format!("{}.{}", change.schema, change.table));
+    }
     let position = SourcePosition {
         topic: &record.topic,
         partition: record.partition,
@@ -375,12 +440,45 @@ fn traced(
     Ok(Transformed::Messages(messages))
 }
 
-fn log_failure(record: &SourceRecord, error: &RecordError) {
-    tracing::warn!(
-        topic = %record.topic, partition = record.partition, offset = record.offset,
-        table = error.table.as_deref().unwrap_or("-"), stage = %error.stage,
-        retryable = error.retryable, error = %error.message, "record failed"
-    );
+/// Logs a record that failed or was poison: where it is and why, never its content
+/// unless `log_values` (then its value, up to [`LOGGED_VALUE_MAX`] bytes).
+fn log_failure(record: &SourceRecord, error: &RecordError, log_values: bool) {
+    let table = error.table.as_deref().unwrap_or("-");
+    if log_values {
+        let value = logged_value(record);
+        tracing::warn!(
+            topic = %record.topic, partition = record.partition, offset = record.offset,
+            table, stage = %error.stage, retryable = error.retryable,
+            error = %error.message, value = %value, "record failed"
+        );
+    } else {
+        tracing::warn!(
+            topic = %record.topic, partition = record.partition, offset = record.offset,
+            table, stage = %error.stage, retryable = error.retryable,
+            error = %error.message, "record failed"
+        );
+    }
+}
+
+/// The record's value as text for a problem log: lossy UTF-8, cut at a character
+/// boundary after [`LOGGED_VALUE_MAX`] bytes.
+fn logged_value(record: &SourceRecord) -> String {
+    let value = match record.decode() {
+        Ok(decoded) => decoded.value,
+        Err(_) => return "<not base64>".to_owned(),
+    };
+    let Some(bytes) = value else {
+        return "<null>".to_owned();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if text.len() <= LOGGED_VALUE_MAX {
+        return text.into_owned();
+    }
+    let mut end = LOGGED_VALUE_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 impl Run<'_> {
@@ -422,13 +520,13 @@ impl Run<'_> {
             .poison_policy(error.table.as_deref())
         {
             OnPoison::Skip => {
-                log_failure(record, &error);
+                log_failure(record, &error, self.log_values);
                 RecordState::Skipped(SkipReason::Poison)
             }
             OnPoison::Fail => RecordState::Failed(error),
             OnPoison::Dlq => match &self.pipeline.dlq_topic {
                 Some(topic) => {
-                    log_failure(record, &error);
+                    log_failure(record, &error, self.log_values);
                     let letter = dead_letter(topic, record, &error, self.origin);
                     self.enqueue(index, std::slice::from_ref(&letter), true)
                         .await
@@ -486,7 +584,7 @@ impl Run<'_> {
                         *state = if !error.is_retryable() && !*dead_letter {
                             RecordState::Rejected(error)
                         } else {
-                            log_failure(&self.records[flight.record], &error);
+                            log_failure(&self.records[flight.record], &error, self.log_values);
                             RecordState::Failed(error)
                         };
                     }
@@ -503,25 +601,40 @@ impl Run<'_> {
             deliveries: self.deliveries,
             ..BatchOutcome::default()
         };
+        let mut tables = TableTally::default();
         let mut failed_partition: Option<&Arc<str>> = None;
-        for (record, state) in self.records.iter().zip(self.states) {
+        for (index, (record, state)) in self.records.iter().zip(self.states).enumerate() {
+            let table = self.tables.get(index).cloned().flatten();
+            let counts = table.map(|t| tables.entry(t));
             if failed_partition == Some(&record.batch_partition) {
                 outcome.not_done += 1;
+                if let Some(c) = counts {
+                    c.failed += 1;
+                }
                 continue;
             }
             let error = match state {
                 RecordState::Produced => {
                     outcome.produced += 1;
+                    if let Some(c) = counts {
+                        c.produced += 1;
+                    }
                     continue;
                 }
                 RecordState::DeadLettered => {
                     outcome.dead_lettered += 1;
+                    if let Some(c) = counts {
+                        c.dead_lettered += 1;
+                    }
                     continue;
                 }
                 RecordState::Skipped(reason) => {
                     match outcome.skipped.iter_mut().find(|(r, _)| *r == reason) {
                         Some((_, n)) => *n += 1,
                         None => outcome.skipped.push((reason, 1)),
+                    }
+                    if let Some(c) = counts {
+                        c.skipped += 1;
                     }
                     continue;
                 }
@@ -531,6 +644,9 @@ impl Run<'_> {
                 }
             };
             outcome.not_done += 1;
+            if let Some(c) = counts {
+                c.failed += 1;
+            }
             outcome.failures.push(PartitionFailure {
                 batch_partition: record.batch_partition.clone(),
                 offset: record.offset,
@@ -538,6 +654,30 @@ impl Run<'_> {
             });
             failed_partition = Some(&record.batch_partition);
         }
+        outcome.tables = tables.0;
         outcome
+    }
+}
+
+/// Per-table counts in order of first appearance (a batch holds few tables, so a
+/// linear search beats hashing every record).
+#[derive(Default)]
+struct TableTally(Vec<TableCounts>);
+
+impl TableTally {
+    fn entry(&mut self, table: Arc<str>) -> &mut TableCounts {
+        let index = match self.0.iter().rposition(|c| c.table == table) {
+            Some(i) => i,
+            None => {
+                self.0.push(TableCounts {
+                    table,
+                    ..TableCounts::default()
+                });
+                self.0.len() - 1
+            }
+        };
+        let counts = &mut self.0[index];
+        counts.records += 1;
+        counts
     }
 }

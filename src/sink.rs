@@ -12,11 +12,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 
+use crate::auth::{IamTokens, ProducerAuth, Redactor};
 use crate::error::{Error, RecordError, Stage};
 use crate::transform::OutMessage;
 
@@ -31,20 +33,112 @@ pub struct Delivered {
 
 /// The downstream Kafka producer.
 pub struct Sink {
-    producer: FutureProducer,
+    producer: FutureProducer<RelayContext>,
     brokers: String,
+    auth: crate::auth::AuthMode,
+    redactor: Redactor,
 }
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sink")
             .field("brokers", &self.brokers)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
 
-/// The producer configuration the relay relies on, before user overrides.
+/// The producer's librdkafka context: logs through `tracing` with secrets redacted,
+/// and answers librdkafka's OAUTHBEARER token requests in IAM mode.
+///
+/// librdkafka asks for a token on the producer's polling thread (or inside `flush`),
+/// never on a tokio worker; [`IamTokens::token_blocking`] signs on a helper thread.
+#[derive(Debug, Default)]
+pub struct RelayContext {
+    iam: Option<IamTokens>,
+    redactor: Redactor,
+}
+
+impl RelayContext {
+    /// The context for an authentication mode.
+    pub fn new(auth: &ProducerAuth) -> RelayContext {
+        RelayContext {
+            iam: auth.iam().cloned(),
+            redactor: Redactor::new(auth.secrets()),
+        }
+    }
+}
+
+impl ClientContext for RelayContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let message = self.redactor.redact(log_message);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let error = error.to_string();
+        tracing::error!(
+            target: "librdkafka",
+            error = %self.redactor.redact(&error),
+            "{}",
+            self.redactor.redact(reason)
+        );
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let tokens = self
+            .iam
+            .as_ref()
+            .ok_or("OAUTHBEARER tokens are only made with RELAY_AUTH=iam")?;
+        let token = tokens.token_blocking().inspect_err(|e| {
+            tracing::error!(target: "librdkafka", error = %e, "MSK IAM token refresh failed");
+        })?;
+        tracing::debug!(
+            expires_at_ms = token.expires_at_ms,
+            "MSK IAM token refreshed"
+        );
+        Ok(OAuthToken {
+            token: token.token,
+            principal_name: String::new(),
+            lifetime_ms: token.expires_at_ms,
+        })
+    }
+}
+
+/// The producer configuration the relay relies on, before authentication and user
+/// overrides.
 pub fn producer_config(brokers: &str, overrides: &[(String, String)]) -> ClientConfig {
+    producer_config_with(brokers, &ProducerAuth::None, overrides)
+}
+
+/// The full producer configuration: the relay's defaults, then the authentication
+/// mode's properties, then the user's `RELAY_PRODUCER_*` overrides (which win).
+pub fn producer_config_with(
+    brokers: &str,
+    auth: &ProducerAuth,
+    overrides: &[(String, String)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -57,6 +151,7 @@ pub fn producer_config(brokers: &str, overrides: &[(String, String)]) -> ClientC
         .set("linger.ms", "2")
         // A whole 10,000-record batch (with fan-out) must fit in the local queue.
         .set("queue.buffering.max.messages", "1000000");
+    auth.apply(&mut config);
     for (name, value) in overrides {
         config.set(name, value);
     }
@@ -64,14 +159,35 @@ pub fn producer_config(brokers: &str, overrides: &[(String, String)]) -> ClientC
 }
 
 impl Sink {
-    /// Creates the producer. Does not contact the brokers; see [`Sink::warm_up`].
+    /// Creates an unauthenticated (plaintext) producer. Does not contact the brokers;
+    /// see [`Sink::warm_up`].
     pub fn connect(brokers: &str, overrides: &[(String, String)]) -> Result<Sink, Error> {
-        let producer: FutureProducer = producer_config(brokers, overrides)
-            .create()
-            .map_err(|e| Error::Producer(format!("cannot create producer for {brokers}: {e}")))?;
+        Sink::connect_with(brokers, ProducerAuth::None, overrides)
+    }
+
+    /// Creates the producer for an authentication mode. Does not contact the brokers.
+    pub fn connect_with(
+        brokers: &str,
+        auth: ProducerAuth,
+        overrides: &[(String, String)],
+    ) -> Result<Sink, Error> {
+        let context = RelayContext::new(&auth);
+        let redactor = Redactor::new(auth.secrets());
+        let producer: FutureProducer<RelayContext> =
+            producer_config_with(brokers, &auth, overrides)
+                .create_with_context(context)
+                .map_err(|e| {
+                    let e = e.to_string();
+                    Error::Producer(format!(
+                        "cannot create producer for {brokers}: {}",
+                        redactor.redact(&e)
+                    ))
+                })?;
         Ok(Sink {
             producer,
             brokers: brokers.to_owned(),
+            auth: auth.mode(),
+            redactor,
         })
     }
 
@@ -90,7 +206,14 @@ impl Sink {
         })
         .await
         .map_err(|e| Error::Producer(format!("warm-up task failed: {e}")))?;
-        fetched.map_err(|e| Error::Producer(format!("brokers {} not reachable: {e}", self.brokers)))
+        fetched.map_err(|e| {
+            let e = e.to_string();
+            Error::Producer(format!(
+                "brokers {} not reachable: {}",
+                self.brokers,
+                self.redactor.redact(&e)
+            ))
+        })
     }
 
     /// Hands a message to librdkafka and returns the future of its acknowledgement.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cdc_relay::local::EmbeddedKafka;
-use cdc_relay::metrics::{emf, Timings};
+use cdc_relay::metrics::{emf, emf_tables, TableLabels, Timings, OTHER_TABLES, UNROUTED_TABLES};
 use cdc_relay::pipeline::{TRACEPARENT, XRAY_TRACE_ID};
 use cdc_relay::transform::header;
 use lambda_runtime::LambdaEvent;
@@ -98,8 +98,9 @@ async fn trace_context_is_carried_downstream() {
     }
 }
 
+/// Log output captured by [`captured_logs`].
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -116,7 +117,7 @@ impl Write for Captured {
 
 /// One global JSON subscriber for this test binary, writing into a buffer. (A scoped
 /// subscriber misses events whose callsites other tests' threads cached as unwatched.)
-fn captured_logs() -> Captured {
+pub(crate) fn captured_logs() -> Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
     LOGS.get_or_init(|| {
         let captured = Captured::default();
@@ -124,6 +125,8 @@ fn captured_logs() -> Captured {
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
+            // Debug too: librdkafka's own debug output must not leak secrets either.
+            .with_max_level(tracing::Level::DEBUG)
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::set_global_default(subscriber)
@@ -194,4 +197,174 @@ async fn logs_name_the_invocation_and_never_the_values() {
         .expect("the poison record is logged");
     assert_eq!(failure["fields"]["offset"], 7);
     assert_eq!(failure["fields"]["table"], "public.orders");
+}
+
+/// `RELAY_METRICS_PER_TABLE`: per-table counts add up to the batch's, the `Table`
+/// dimension stays bounded (unrouted, undecoded and past-the-limit tables are folded),
+/// and every per-table EMF record is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_table_metrics_are_bounded_and_valid() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        util::example_routes(),
+        &[
+            ("RELAY_METRICS", "true"),
+            ("RELAY_METRICS_PER_TABLE", "true"),
+        ],
+    );
+    let topic = "dms.cdc";
+    let event = util::EventBuilder::new()
+        .data(
+            topic,
+            0,
+            1,
+            "insert",
+            "orders",
+            serde_json::json!({"id": 1, "user_id": 7, "amount": "9.50"}),
+        )
+        .data(
+            topic,
+            0,
+            2,
+            "insert",
+            "users",
+            serde_json::json!({"id": 3, "name": "Ann", "email": "a@example.com"}),
+        )
+        .data(
+            topic,
+            0,
+            3,
+            "insert",
+            "payments",
+            serde_json::json!({"id": 5}),
+        )
+        // No user_id: the orders route cannot key it, so it is dead-lettered.
+        .data(
+            topic,
+            0,
+            4,
+            "insert",
+            "orders",
+            serde_json::json!({"id": 2, "amount": "1"}),
+        )
+        .raw(topic, 0, 5, None, Some("not base64!"))
+        .build();
+    let outcome = relay.process(event, None).await.expect("processed");
+    assert_eq!(
+        (outcome.records, outcome.produced, outcome.dead_lettered),
+        (5, 3, 2)
+    );
+    let count = |name: &str| {
+        outcome
+            .tables
+            .iter()
+            .find(|t| &*t.table == name)
+            .unwrap_or_else(|| panic!("{name} not counted: {:?}", outcome.tables))
+    };
+    let orders = count("public.orders");
+    assert_eq!(
+        (orders.records, orders.produced, orders.dead_lettered),
+        (2, 1, 1)
+    );
+    assert_eq!(count("public.users").produced, 1);
+    assert_eq!(count("public.payments").produced, 1);
+    assert_eq!(count(cdc_relay::pipeline::UNDECODED_TABLE).dead_lettered, 1);
+    let total: usize = outcome.tables.iter().map(|t| t.records).sum();
+    assert_eq!(total, outcome.records);
+
+    // At most one routed table keeps its name; the rest fold.
+    let labels = TableLabels::new(1);
+    let routes = util::example_routes();
+    let folded = labels.fold(&outcome.tables, |t| routes.is_routed(t));
+    let names: Vec<&str> = folded.iter().map(|t| &*t.table).collect();
+    assert_eq!(
+        names,
+        [
+            "public.orders",
+            OTHER_TABLES,
+            UNROUTED_TABLES,
+            cdc_relay::pipeline::UNDECODED_TABLE
+        ]
+    );
+    assert_eq!(
+        folded.iter().map(|t| t.records).sum::<usize>(),
+        outcome.records
+    );
+    // The limit holds across invocations: a later batch cannot add a name.
+    let again = labels.fold(&outcome.tables, |t| routes.is_routed(t));
+    assert_eq!(again.len(), folded.len());
+
+    let schema: Value = serde_json::from_str(include_str!("emf-schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let docs = emf_tables(
+        "cdc-relay",
+        1_732_200_000_000,
+        &[("FunctionName", "relay")],
+        &folded,
+    );
+    assert_eq!(docs.len(), folded.len());
+    for (doc, counts) in docs.iter().zip(&folded) {
+        let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{doc}");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            serde_json::json!(["FunctionName", "Table"])
+        );
+        assert_eq!(doc["Table"], *counts.table);
+        assert_eq!(doc["RecordsIn"], counts.records as f64);
+    }
+
+    // Off by default: no per-table work.
+    let plain = util::relay(&kafka, util::example_routes(), &[("RELAY_METRICS", "true")]);
+    let outcome = plain
+        .process(util::load_event("sample.json"), None)
+        .await
+        .expect("processed");
+    assert!(outcome.tables.is_empty());
+}
+
+/// `RELAY_LOG_VALUES=true` adds the record's value to its problem log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_values_opt_in_shows_the_value() {
+    let captured = captured_logs();
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        util::example_routes(),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_LOG_VALUES", "true"),
+        ],
+    );
+    let marker = "opted-in-value-4e1b@example.com";
+    let poison = util::EventBuilder::new()
+        .data(
+            "dms.public.orders",
+            0,
+            41,
+            "insert",
+            "orders",
+            serde_json::json!({"id": 1, "email": marker}),
+        )
+        .build();
+    let mut context = util::context(60_000);
+    context.request_id = "log-values-request".to_owned();
+    relay
+        .handle(LambdaEvent::new(MskEvent(poison), context))
+        .await
+        .expect("answer");
+    let text =
+        String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8 logs");
+    let failure = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON log line"))
+        .find(|l| {
+            l["span"]["request_id"] == "log-values-request"
+                && l["fields"]["message"] == "record failed"
+        })
+        .expect("the poison record is logged");
+    assert_eq!(failure["fields"]["offset"], 41);
+    let value = failure["fields"]["value"].as_str().expect("value field");
+    assert!(value.contains(marker), "{value}");
 }

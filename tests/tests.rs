@@ -3,6 +3,7 @@
 
 mod util;
 
+mod auth;
 mod delivery;
 mod events;
 mod observability;

@@ -20,6 +20,7 @@ fn pipeline(routes: Routes) -> Pipeline {
         PipelineOptions {
             concurrency: 1,
             chunk_size: 64,
+            ..PipelineOptions::default()
         },
     )
 }

@@ -424,6 +424,11 @@ impl Routes {
             .unwrap_or(self.on_poison)
     }
 
+    /// Whether a route names `schema.table` (the unrouted policy does not count).
+    pub fn is_routed(&self, qualified: &str) -> bool {
+        self.routes.iter().any(|r| r.matches(qualified))
+    }
+
     /// The route for `schema.table`: the first route that matches, else the unrouted
     /// policy. `None` means skip.
     pub fn route_for(&self, qualified: &str) -> Option<&Route> {

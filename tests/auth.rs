@@ -1,0 +1,448 @@
+//! Authentication modes at the deepest level this machine allows.
+//!
+//! librdkafka's mock cluster speaks neither TLS nor SASL, and the test broker of the
+//! end-to-end tier (tansu 0.6) has SCRAM but no TLS listener. So here:
+//! - every mode's librdkafka configuration is checked, and librdkafka itself must
+//!   accept it (the producer is created, TLS files loaded);
+//! - IAM tokens made with fixed credentials are checked against an independent
+//!   SigV4 computation, and handed out through the producer's token callback;
+//! - the SCRAM secret is fetched through the real AWS SDK from a local Secrets
+//!   Manager endpoint;
+//! - a failing SCRAM login is run for real and its logs and errors searched for the
+//!   password.
+//!
+//! SCRAM against a real broker runs in the end-to-end tier (`tests/e2e/e2e.py`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use base64::Engine;
+use cdc_relay::auth::{
+    fetch_scram_secret, AuthMode, IamTokens, ProducerAuth, ScramCredentials, Secret, TlsFiles,
+};
+use cdc_relay::config::Settings;
+use cdc_relay::handler::Relay;
+use cdc_relay::local::EmbeddedKafka;
+use cdc_relay::sink::{producer_config_with, RelayContext, Sink};
+use cdc_relay::source::MskEvent;
+use hmac::{Hmac, KeyInit, Mac};
+use lambda_runtime::LambdaEvent;
+use rdkafka::client::ClientContext;
+use sha2::{Digest, Sha256};
+
+use crate::util;
+
+const ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const SESSION_TOKEN: &str = "FwoGZXIvYXdzEXAMPLE/session+token==";
+
+fn tls_dir() -> PathBuf {
+    util::root().join("tests").join("tls")
+}
+
+fn tls_files(with_client_cert: bool) -> TlsFiles {
+    TlsFiles {
+        ca_file: Some(tls_dir().join("ca.pem")),
+        cert_file: with_client_cert.then(|| tls_dir().join("client.pem")),
+        key_file: with_client_cert.then(|| tls_dir().join("client.key")),
+        key_password: None,
+    }
+}
+
+fn fixed_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+        ACCESS_KEY,
+        SECRET_KEY,
+        Some(SESSION_TOKEN.to_owned()),
+        None,
+        "fixed",
+    ))
+}
+
+fn iam_tokens() -> IamTokens {
+    IamTokens::new(
+        Region::new("eu-west-1"),
+        fixed_credentials(),
+        tokio::runtime::Handle::current(),
+    )
+}
+
+/// librdkafka properties a mode must set (`Some`) or leave unset (`None`).
+type Expected = Vec<(&'static str, Option<String>)>;
+
+/// Each mode sets exactly the librdkafka properties it needs, user overrides win, and
+/// librdkafka accepts the result (creating the producer loads the TLS files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_configures_librdkafka() {
+    let scram = ScramCredentials {
+        username: "relay".to_owned(),
+        password: Secret::new("pw-9f3a"),
+    };
+    let cases: Vec<(ProducerAuth, Expected)> = vec![
+        (
+            ProducerAuth::None,
+            vec![
+                ("security.protocol", Some("plaintext".into())),
+                ("sasl.mechanisms", None),
+            ],
+        ),
+        (
+            ProducerAuth::Tls(tls_files(true)),
+            vec![
+                ("security.protocol", Some("ssl".into())),
+                ("sasl.mechanisms", None),
+                (
+                    "ssl.ca.location",
+                    Some(tls_dir().join("ca.pem").display().to_string()),
+                ),
+                (
+                    "ssl.certificate.location",
+                    Some(tls_dir().join("client.pem").display().to_string()),
+                ),
+                (
+                    "ssl.key.location",
+                    Some(tls_dir().join("client.key").display().to_string()),
+                ),
+            ],
+        ),
+        (
+            ProducerAuth::Scram(tls_files(false), scram),
+            vec![
+                ("security.protocol", Some("sasl_ssl".into())),
+                ("sasl.mechanisms", Some("SCRAM-SHA-512".into())),
+                ("sasl.username", Some("relay".into())),
+                ("sasl.password", Some("pw-9f3a".into())),
+                ("ssl.certificate.location", None),
+            ],
+        ),
+        (
+            ProducerAuth::Iam(TlsFiles::default(), iam_tokens()),
+            vec![
+                ("security.protocol", Some("sasl_ssl".into())),
+                ("sasl.mechanisms", Some("OAUTHBEARER".into())),
+                ("sasl.username", None),
+                ("ssl.ca.location", None),
+            ],
+        ),
+    ];
+    for (auth, expected) in cases {
+        let mode = auth.mode();
+        let config = producer_config_with("127.0.0.1:9", &auth, &[]);
+        for (name, value) in expected {
+            assert_eq!(config.get(name), value.as_deref(), "{mode:?}: {name}");
+        }
+        // The relay's own guarantees hold in every mode.
+        assert_eq!(config.get("enable.idempotence"), Some("true"), "{mode:?}");
+        assert_eq!(config.get("acks"), Some("all"), "{mode:?}");
+        let sink = Sink::connect_with("127.0.0.1:9", auth, &[])
+            .unwrap_or_else(|e| panic!("{mode:?}: librdkafka refused the configuration: {e}"));
+        assert!(format!("{sink:?}").to_lowercase().contains(mode.as_str()));
+    }
+    // RELAY_PRODUCER_* overrides come last and win (e.g. SASL without TLS for a lab broker).
+    let overridden = producer_config_with(
+        "127.0.0.1:9",
+        &ProducerAuth::Iam(TlsFiles::default(), iam_tokens()),
+        &[("security.protocol".to_owned(), "sasl_plaintext".to_owned())],
+    );
+    assert_eq!(overridden.get("security.protocol"), Some("sasl_plaintext"));
+    // A CA file that is not a certificate is refused by librdkafka at creation.
+    let bad = TlsFiles {
+        ca_file: Some(util::root().join("routes.toml")),
+        ..TlsFiles::default()
+    };
+    assert!(Sink::connect_with("127.0.0.1:9", ProducerAuth::Tls(bad), &[]).is_err());
+}
+
+/// RFC 3986 encoding as SigV4 canonicalisation wants it.
+fn sigv4_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// An IAM token made from fixed credentials is the base64url of a presigned
+/// `kafka-cluster:Connect` URL for the region, valid 15 minutes, carrying the session
+/// token, whose signature matches an independent SigV4 computation; the secret key
+/// itself is not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_token_is_a_presigned_connect_url() {
+    let before_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let token = iam_tokens().token().await.expect("token");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&token.token)
+        .expect("token is unpadded base64url");
+    let text = String::from_utf8(raw).expect("token is a URL");
+    assert!(
+        !text.contains(SECRET_KEY),
+        "the secret key leaked into the token"
+    );
+    let url = url::Url::parse(&text).expect("token is a URL");
+    assert_eq!(url.scheme(), "https");
+    assert_eq!(url.host_str(), Some("kafka.eu-west-1.amazonaws.com"));
+    assert_eq!(url.path(), "/");
+    let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
+    };
+    assert_eq!(get("Action"), "kafka-cluster:Connect");
+    assert_eq!(get("X-Amz-Algorithm"), "AWS4-HMAC-SHA256");
+    assert_eq!(get("X-Amz-Expires"), "900");
+    assert_eq!(get("X-Amz-SignedHeaders"), "host");
+    assert_eq!(get("X-Amz-Security-Token"), SESSION_TOKEN);
+    let amz_date = get("X-Amz-Date");
+    let date = &amz_date[..8];
+    assert_eq!(
+        get("X-Amz-Credential"),
+        format!("{ACCESS_KEY}/{date}/eu-west-1/kafka-cluster/aws4_request")
+    );
+    assert!(
+        get("User-Agent").starts_with("aws-msk-iam-sasl-signer"),
+        "{text}"
+    );
+    // Expiry: signing time + 900 s, as librdkafka wants it (ms since the epoch).
+    assert!(
+        token.expires_at_ms >= before_ms + 899_000 && token.expires_at_ms <= before_ms + 961_000,
+        "expires_at_ms {} vs now {before_ms}",
+        token.expires_at_ms
+    );
+
+    // Independent SigV4 (query-string signing): the User-Agent is appended after signing.
+    let mut canonical: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "X-Amz-Signature" && k != "User-Agent")
+        .map(|(k, v)| (sigv4_encode(k), sigv4_encode(v)))
+        .collect();
+    canonical.sort();
+    let query = canonical
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let empty_hash = hex::encode(Sha256::digest(b""));
+    let request =
+        format!("GET\n/\n{query}\nhost:kafka.eu-west-1.amazonaws.com\n\nhost\n{empty_hash}");
+    let scope = format!("{date}/eu-west-1/kafka-cluster/aws4_request");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(request.as_bytes()))
+    );
+    let k_date = hmac(format!("AWS4{SECRET_KEY}").as_bytes(), date);
+    let k_region = hmac(&k_date, "eu-west-1");
+    let k_service = hmac(&k_region, "kafka-cluster");
+    let k_signing = hmac(&k_service, "aws4_request");
+    let signature = hex::encode(hmac(&k_signing, &to_sign));
+    assert_eq!(
+        get("X-Amz-Signature"),
+        signature,
+        "signature does not verify"
+    );
+}
+
+/// librdkafka's token refresh callback gets a fresh token from the producer's context,
+/// whether it is called from a plain thread (the polling thread) or from inside the
+/// runtime (a flush from async code), without needing a tokio worker to block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refresh_callback_supplies_tokens() {
+    let context = RelayContext::new(&ProducerAuth::Iam(TlsFiles::default(), iam_tokens()));
+    let from_thread = std::thread::scope(|s| {
+        s.spawn(|| {
+            context
+                .generate_oauth_token(None)
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("no panic")
+    })
+    .expect("token from a plain thread");
+    assert!(!from_thread.token.is_empty());
+    assert!(from_thread.principal_name.is_empty());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    assert!(from_thread.lifetime_ms > now_ms + 800_000);
+    let inside = context
+        .generate_oauth_token(None)
+        .map_err(|e| e.to_string())
+        .expect("token from inside the runtime");
+    assert!(!inside.token.is_empty());
+
+    // Without IAM there is no token to give: librdkafka is told so.
+    let plain = RelayContext::new(&ProducerAuth::None);
+    let refused = plain
+        .generate_oauth_token(None)
+        .map(|_| ())
+        .expect_err("no token source");
+    assert!(refused.to_string().contains("RELAY_AUTH=iam"), "{refused}");
+}
+
+/// A minimal Secrets Manager endpoint: answers one request with `status` and `body`,
+/// and returns the request it received.
+fn secrets_manager_stub(status: &str, body: String) -> (String, std::thread::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let status = status.to_owned();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("request");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut head = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header line");
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                length = line[15..].trim().parse().expect("length");
+            }
+            head.push_str(&line);
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut request_body = vec![0; length];
+        reader.read_exact(&mut request_body).expect("body");
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("response");
+        format!("{head}{}", String::from_utf8_lossy(&request_body))
+    });
+    (url, handle)
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(fixed_credentials())
+        .load()
+        .await
+}
+
+/// `RELAY_SCRAM_SECRET_ARN`: the secret is read with GetSecretValue through the AWS
+/// SDK; a missing secret is a retryable credentials error naming the ARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_secret_comes_from_secrets_manager() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_relay-AbCdEf";
+    let secret_string = r#"{"username":"relay","password":"sm-pw-51c2"}"#;
+    let body = serde_json::json!({
+        "ARN": arn,
+        "Name": "AmazonMSK_relay",
+        "SecretString": secret_string,
+        "VersionId": "v1",
+        "CreatedDate": 1.7e9,
+    })
+    .to_string();
+    let (endpoint, server) = secrets_manager_stub("200 OK", body);
+    let aws = sdk_config(&endpoint).await;
+    let credentials = fetch_scram_secret(&aws, arn).await.expect("secret fetched");
+    assert_eq!(credentials.username, "relay");
+    assert_eq!(credentials.password.expose(), "sm-pw-51c2");
+    let request = server.join().expect("stub");
+    assert!(
+        request.contains("secretsmanager.GetSecretValue"),
+        "{request}"
+    );
+    assert!(request.contains(arn), "{request}");
+
+    let (endpoint, server) = secrets_manager_stub(
+        "400 Bad Request",
+        serde_json::json!({"__type": "ResourceNotFoundException", "Message": "Secrets Manager can't find the specified secret."}).to_string(),
+    );
+    let aws = sdk_config(&endpoint).await;
+    let error = fetch_scram_secret(&aws, arn)
+        .await
+        .expect_err("no such secret");
+    server.join().expect("stub");
+    let text = error.to_string();
+    assert!(error.is_retryable(), "{text}");
+    assert!(
+        text.contains(arn) && text.contains("ResourceNotFoundException"),
+        "{text}"
+    );
+}
+
+/// A SCRAM login that fails (the mock cluster has no SASL) never shows the password:
+/// not in the logs, not in the errors, not in `Debug` output; yet the failure itself
+/// is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_auth_never_reveals_the_password() {
+    let captured = crate::observability::captured_logs();
+    let password = "pw-never-logged-7c41e";
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let brokers = kafka.bootstrap_servers();
+    let settings = Settings::from_vars([
+        ("RELAY_BROKERS", brokers.as_str()),
+        ("RELAY_AUTH", "scram"),
+        ("RELAY_SCRAM_USERNAME", "relay"),
+        ("RELAY_SCRAM_PASSWORD", password),
+        // The mock cluster has no TLS; SASL over plaintext still runs the SCRAM exchange.
+        ("RELAY_PRODUCER_SECURITY_PROTOCOL", "sasl_plaintext"),
+        ("RELAY_PRODUCER_DEBUG", "security,broker,conf"),
+        ("RELAY_DEADLINE_MARGIN_MS", "500"),
+        ("RELAY_PARTIAL_BATCH", "true"),
+    ])
+    .expect("settings");
+    assert_eq!(settings.auth.mode, AuthMode::Scram);
+    let relay = Relay::init(settings)
+        .await
+        .expect("init survives a failing login");
+    let mut context = util::context(4_000);
+    context.request_id = "failing-auth".to_owned();
+    let response = relay
+        .handle(LambdaEvent::new(
+            MskEvent(util::load_event("insert.json")),
+            context,
+        ))
+        .await
+        .expect("an answer");
+    assert!(
+        !response.batch_item_failures.is_empty(),
+        "nothing can be produced without a login"
+    );
+
+    let logs = String::from_utf8(captured.0.lock().expect("logs").clone()).expect("utf-8");
+    let ours: Vec<&str> = logs.lines().filter(|l| l.contains(&brokers)).collect();
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("SASL authentication")),
+        "the failing login is not visible in the logs:\n{}",
+        ours.join("\n")
+    );
+    if std::env::var_os("SHOW_AUTH_LOGS").is_some() {
+        eprintln!("{}", ours.join("\n"));
+    }
+    assert!(!logs.contains(password), "the password reached the logs");
+    let debug = format!("{relay:?}");
+    assert!(!debug.contains(password), "the password is in Debug output");
+    let sink = relay.sink().expect("producer created at init");
+    let warm = sink.warm_up(Duration::from_millis(500)).await;
+    if let Err(e) = warm {
+        assert!(!e.to_string().contains(password));
+    }
+}
