@@ -10,7 +10,8 @@
 #                                        (plaintext: tansu 0.6 has no TLS listener), with
 #                                        USER created; last line: host:port
 #   scripts/broker.sh stop-scram
-#   scripts/broker.sh install            only build the pinned tansu (both variants' needs)
+#   scripts/broker.sh install-scram      build the pinned tansu with SQLite storage, which the
+#                                        SCRAM broker needs (about 17 CPU-minutes, once)
 #
 # The broker is tansu (memory storage), built from crates.io with cargo. Quirks of tansu
 # 0.6: topics are not auto-created (this script creates them), and the high watermark it
@@ -22,7 +23,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 TANSU_VERSION=0.6.0
 port="${BROKER_PORT:-19092}"
 case "${1:-}" in
-  start-scram|stop-scram|install) port="${BROKER_SCRAM_PORT:-19093}"; variant=scram ;;
+  start-scram|stop-scram|install-scram) port="${BROKER_SCRAM_PORT:-19093}"; variant=scram ;;
   *) variant=memory ;;
 esac
 address="127.0.0.1:${port}"
@@ -38,17 +39,17 @@ default_topics="orders.changes orders.cache-invalidation users.changes sales.inv
 
 say() { echo "broker: $*" >&2; }
 
-# The pinned tansu with memory and SQLite storage, built once into target/tools. A tansu
-# of the same version already on PATH serves the memory broker (it may lack SQLite).
+# The pinned tansu: target/tools-scram (built by install-scram, memory and SQLite storage),
+# else target/tools, else one of the same version on PATH, else built into target/tools
+# with memory storage only (once; about 8 minutes on 2 cores).
 tansu_bin() {
+  if [ -x "${tools}-scram/bin/tansu" ]; then echo "${tools}-scram/bin/tansu"; return; fi
   if [ -x "${tools}/bin/tansu" ]; then echo "${tools}/bin/tansu"; return; fi
-  if [ "${variant}" = memory ] && command -v tansu >/dev/null \
-    && tansu --version 2>/dev/null | grep -q "${TANSU_VERSION}"; then
+  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "${TANSU_VERSION}"; then
     command -v tansu; return
   fi
   say "installing tansu ${TANSU_VERSION} into ${tools} (once; several minutes)"
-  cargo install tansu --version "${TANSU_VERSION}" --locked --features dynostore,libsql \
-    --root "${tools}" >&2
+  cargo install tansu --version "${TANSU_VERSION}" --locked --features dynostore --root "${tools}" >&2
   echo "${tools}/bin/tansu"
 }
 
@@ -130,8 +131,13 @@ case "${1:-status}" in
     kafka_admin ${default_topics} "$@" || { say "cannot create topics"; exit 1; }
     echo "${address}"
     ;;
-  install)
-    say "tansu: $(tansu_bin)"
+  install-scram)
+    if [ ! -x "${tools}-scram/bin/tansu" ]; then
+      say "installing tansu ${TANSU_VERSION} with SQLite storage into ${tools}-scram (once; long)"
+      cargo install tansu --version "${TANSU_VERSION}" --locked --features dynostore,libsql \
+        --root "${tools}-scram" >&2
+    fi
+    say "tansu: ${tools}-scram/bin/tansu"
     ;;
   stop|stop-scram)
     stop_running
@@ -143,7 +149,13 @@ case "${1:-status}" in
     stop_running 2>/dev/null
     mkdir -p "${state}" && rm -f "${state}"/scram.db*
     launch --storage-engine sqlite://scram.db
-    wait_ready || { say "cannot start the broker"; exit 1; }
+    if ! wait_ready; then
+      if grep -q "FeatureNotEnabled" "${log}"; then
+        say "this tansu has no SQLite storage, which the SCRAM broker needs: scripts/broker.sh install-scram"
+        exit 3
+      fi
+      say "cannot start the broker"; exit 1
+    fi
     # shellcheck disable=SC2086
     kafka_admin ${default_topics} "$@" || { say "cannot create topics"; exit 1; }
     "$(tansu_bin)" user create --broker "tcp://${address}" --mechanism scram512 "${user}" "${password}" >&2 \
@@ -161,6 +173,6 @@ case "${1:-status}" in
     fi
     ;;
   *)
-    echo "usage: $0 start [TOPIC...] | stop | status | start-scram USER PASSWORD [TOPIC...] | stop-scram" >&2; exit 2
+    echo "usage: $0 start [TOPIC...] | stop | status | start-scram USER PASSWORD [TOPIC...] | stop-scram | install-scram" >&2; exit 2
     ;;
 esac

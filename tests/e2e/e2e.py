@@ -13,7 +13,9 @@ an independent client (confluent-kafka) reading the output.
 5. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
    RELAY_AUTH=scram against it: the right password delivers the fixture (read back by a
    client that logs in too), a wrong one fails every record and never shows in the logs.
-   (tansu 0.6 has no TLS listener, so SCRAM runs over plaintext here.)
+   (tansu 0.6 has no TLS listener, so SCRAM runs over plaintext here. It needs a tansu
+   with SQLite storage, `scripts/broker.sh install-scram`; without one this part is
+   reported as skipped.)
 
 Without a broker it prints why and exits 0, unless CI=true (then it fails).
 """
@@ -140,6 +142,12 @@ def scram_round_trip():
     environment here; Secrets Manager is covered by the integration tests)."""
     user, password = "relay", f"scram-pw-{os.getpid()}-{int(time.time())}"
     started = run(["scripts/broker.sh", "start-scram", user, password])
+    if started.returncode == 3:
+        # The installed tansu lacks SQLite storage; building one costs about 17 CPU-minutes,
+        # more than CI can spend. Said loudly, never counted as a pass.
+        print("e2e: scram: SKIPPED: no tansu with SQLite storage here (scripts/broker.sh install-scram)",
+              flush=True)
+        return "skipped"
     if started.returncode != 0:
         check(False, f"scram: broker did not start: {started.stderr.strip()[-500:]}")
         return
@@ -239,11 +247,14 @@ def main():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
-    scram_round_trip()
+    scram = scram_round_trip()
     if failures:
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
-    print("e2e: 3 passed, 0 failed")
+    if scram == "skipped":
+        print("e2e: 2 passed, 0 failed, 1 skipped (scram)")
+    else:
+        print("e2e: 3 passed, 0 failed")
 
 
 if __name__ == "__main__":
