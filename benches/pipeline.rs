@@ -14,6 +14,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 const RECORDS: usize = 6_000;
 
+/// The source cluster event ids are made for.
+const CLUSTER: &str = "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5";
+
 fn event() -> (String, Vec<SourceRecord>, Vec<Vec<u8>>) {
     let json = generate(&GenOptions {
         records: RECORDS,
@@ -71,6 +74,8 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             for (i, change) in changes.iter().enumerate() {
                 let pos = SourcePosition {
+                    cluster: CLUSTER,
+                    timestamp_ms: 1_732_200_000_000,
                     topic: "dms.cdc",
                     partition: 0,
                     offset: i as i64,
@@ -102,7 +107,7 @@ fn stages(c: &mut Criterion) {
             || records.clone(),
             |records| {
                 for r in &records {
-                    let _ = black_box(pipeline.process(r));
+                    let _ = black_box(pipeline.process(r, CLUSTER));
                 }
             },
             BatchSize::LargeInput,
@@ -112,7 +117,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("decode_and_transform_records", |b| {
         b.iter(|| {
             for r in &records {
-                let _ = black_box(pipeline.process(r));
+                let _ = black_box(pipeline.process(r, CLUSTER));
             }
         })
     });

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Checks template.yaml offline: sam validate --lint, cfn-lint, and a full SAM transform
 # (which catches what validate does not, e.g. an intrinsic where SAM expects a map) with
-# the event source mapping's properties asserted.
+# the event source mapping's properties asserted, each Auth mode's exact permissions, and
+# for Auth=iam where they apply: WriteDataIdempotently on the cluster, writes on the
+# downstream topics only (never the source topic), and a DownstreamTopics default equal to
+# the topics routes.toml writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-eu-west-1}" SAM_CLI_TELEMETRY=0
@@ -111,4 +114,116 @@ for (mode, variant), (actions, access) in expected.items():
     assert ("RELAY_SCRAM_SECRET_ARN" in env) == (mode == "scram"), env
     print(f"template: Auth={mode}{' with client certificate' if variant else ''}: {len(granted)} actions, "
           f"source access {access or 'none'}")
+
+# Auth=iam, resource by resource. `value` resolves the intrinsics the grants use to
+# concrete strings and lists, with the test parameters above.
+import re
+import tomllib
+
+pseudo = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012"}
+
+def value(node, values):
+    if isinstance(node, list):
+        return [value(v, values) for v in node]
+    if not (isinstance(node, dict) and len(node) == 1):
+        return node
+    (key, arg), = node.items()
+    if key == "Ref":
+        if arg in pseudo:
+            return pseudo[arg]
+        v = values[arg]
+        if out["Parameters"].get(arg, {}).get("Type") == "CommaDelimitedList" and isinstance(v, str):
+            return v.split(",")
+        return v
+    if key == "Fn::Sub":
+        text, names = (arg, {}) if isinstance(arg, str) else (arg[0], {k: value(v, values) for k, v in arg[1].items()})
+        return re.sub(r"\$\{([^}]+)\}", lambda m: names[m[1]] if m[1] in names else value({"Ref": m[1]}, values), text)
+    if key == "Fn::Join":
+        return arg[0].join(value(arg[1], values))
+    if key == "Fn::Split":
+        return value(arg[1], values).split(arg[0])
+    if key == "Fn::Select":
+        return value(arg[1], values)[int(arg[0])]
+    raise AssertionError(f"no evaluation for {key}")
+
+def resources(statement, values):
+    r = value(statement["Resource"], values)
+    return r if isinstance(r, list) else [r]
+
+def matches(pattern, arn):
+    """IAM resource matching: * is any run of characters, ? is one."""
+    return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), arn) is not None
+
+def topic_arn(topic):
+    return f"arn:aws:kafka:eu-west-1:123456789012:topic/dms/uuid-1/{topic}"
+
+def grants(values):
+    """(action, resource) pairs the role gets with these parameters."""
+    pairs = []
+    for policy in resolve(role["Policies"], values):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow", statement
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            pairs += [(a, r) for a in actions for r in resources(statement, values)]
+    return pairs
+
+iam_values = dict(params, Auth="iam")
+pairs = grants(iam_values)
+def on(action):
+    return [r for a, r in pairs if a == action]
+
+# MSK checks WriteDataIdempotently against the cluster ARN (producer ids are a cluster
+# resource); granted on topics only, an idempotent producer is refused at connect.
+assert on("kafka-cluster:WriteDataIdempotently") == [params["ClusterArn"]], \
+    f"WriteDataIdempotently must be granted on the cluster ARN only, got {on('kafka-cluster:WriteDataIdempotently')}"
+assert on("kafka-cluster:Connect") == [params["ClusterArn"]], on("kafka-cluster:Connect")
+
+# The source topic is read, never written.
+source = topic_arn(iam_values["SourceTopic"])
+assert on("kafka-cluster:ReadData") == [source], on("kafka-cluster:ReadData")
+for action in ["kafka-cluster:WriteData", "kafka-cluster:WriteDataIdempotently"]:
+    hit = [r for r in on(action) if matches(r, source)]
+    assert not hit, f"{action} is granted on the source topic {iam_values['SourceTopic']!r} through {hit}"
+
+# The write grant is exactly DownstreamTopics, one topic ARN each.
+downstream = value({"Ref": "DownstreamTopics"}, iam_values)
+written = on("kafka-cluster:WriteData")
+assert sorted(written) == sorted(f"arn:*:kafka:*:*:topic/*/*/{t}" for t in downstream), written
+assert sorted(on("kafka-cluster:DescribeTopic")) == sorted(written + [source]), on("kafka-cluster:DescribeTopic")
+# The wildcards in those ARNs stay on this cluster only because Connect does.
+assert matches(written[0], topic_arn(downstream[0]))
+
+# The default is what the repository's routes.toml writes: every route topic, the default
+# topic when unrouted tables go there, schema_changes_topic and dlq_topic, with the
+# {schema}/{table} placeholders as the IAM wildcard *.
+routes = tomllib.load(open("routes.toml", "rb"))
+defaults = routes.get("defaults", {})
+topics = []
+if defaults.get("unrouted", "default") == "default":
+    topics.append(defaults.get("topic", "cdc.{schema}.{table}"))
+for route in routes.get("route", []):
+    topics += route.get("topics", [route["topic"]] if "topic" in route else [])
+topics += [defaults[k] for k in ["schema_changes_topic", "dlq_topic"] if k in defaults]
+expected = {re.sub(r"\{(schema|table)\}", "*", t) for t in topics}
+default = out["Parameters"]["DownstreamTopics"]["Default"].split(",")
+assert len(default) == len(set(default)), f"DownstreamTopics default repeats a topic: {default}"
+assert set(default) == expected, \
+    f"DownstreamTopics default differs from routes.toml: missing {sorted(expected - set(default))}, extra {sorted(set(default) - expected)}"
+assert not any(matches(t, iam_values["SourceTopic"]) for t in default), (default, iam_values["SourceTopic"])
+
+# The template's rule refuses a list that names the source topic, or is *.
+def rule_holds(values):
+    def check(node):
+        (key, arg), = node.items()
+        if key == "Fn::Not":
+            return not check(arg[0])
+        if key == "Fn::Contains":
+            return value(arg[1], values) in value(arg[0], values)
+        raise AssertionError(f"no evaluation for {key} in a rule")
+    return all(check(a["Assert"]) for a in out["Rules"]["DownstreamTopicsNeverSource"]["Assertions"])
+assert rule_holds(iam_values)
+assert not rule_holds(dict(iam_values, DownstreamTopics="orders.changes,dms.cdc"))
+assert not rule_holds(dict(iam_values, DownstreamTopics="*"))
+print(f"template: Auth=iam: WriteDataIdempotently on the cluster; WriteData on {len(written)} topics "
+      f"({', '.join(default)}), none of them the source topic {iam_values['SourceTopic']}; the same topics as routes.toml")
 PY

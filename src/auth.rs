@@ -264,6 +264,12 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The longest init waits for the AWS configuration (credential chain, region).
+pub const AWS_CONFIG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest init waits for Secrets Manager.
+pub const SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl Credentials {
     /// Init-time work: fetches the SCRAM secret once (or takes it from the
     /// environment) and loads the AWS configuration when IAM may be used (explicit
@@ -279,7 +285,15 @@ impl Credentials {
             if let Some(region) = &settings.region {
                 loader = loader.region(Region::new(region.clone()));
             }
-            credentials.aws = Some(loader.load().await);
+            let loaded = tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
+                .await
+                .map_err(|_| {
+                    Error::Credentials(format!(
+                        "loading the AWS configuration took more than {} s",
+                        AWS_CONFIG_TIMEOUT.as_secs()
+                    ))
+                })?;
+            credentials.aws = Some(loaded);
         }
         if settings.mode == AuthMode::Scram {
             credentials.scram = Some(match (&settings.scram_secret_arn, &credentials.aws) {
@@ -299,19 +313,27 @@ impl Credentials {
 
 /// Reads a SCRAM secret from Secrets Manager: a JSON object with string fields
 /// `username` and `password` (the format MSK requires for its SCRAM secrets).
+/// Gives up after [`SECRET_FETCH_TIMEOUT`] (a retryable credentials error), so init fits
+/// Lambda's init phase even when Secrets Manager does not answer.
 pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCredentials, Error> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
-    let output = client
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| {
-            Error::Credentials(format!(
-                "Secrets Manager GetSecretValue {arn}: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-            ))
-        })?;
+    let output = tokio::time::timeout(
+        SECRET_FETCH_TIMEOUT,
+        client.get_secret_value().secret_id(arn).send(),
+    )
+    .await
+    .map_err(|_| {
+        Error::Credentials(format!(
+            "Secrets Manager GetSecretValue {arn}: no answer within {} s",
+            SECRET_FETCH_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| {
+        Error::Credentials(format!(
+            "Secrets Manager GetSecretValue {arn}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        ))
+    })?;
     let text = output.secret_string().ok_or_else(|| {
         Error::Config(ConfigError::Auth(format!(
             "secret {arn} has no SecretString (binary secrets are not supported)"

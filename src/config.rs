@@ -14,6 +14,11 @@ use crate::error::ConfigError;
 /// Prefix of the librdkafka passthrough variables: `RELAY_PRODUCER_LINGER_MS=5` -> `linger.ms=5`.
 pub const PRODUCER_PREFIX: &str = "RELAY_PRODUCER_";
 
+/// The smallest `RELAY_DEADLINE_MARGIN_MS` accepted: the time the relay keeps, after it
+/// stops waiting for the broker, to purge the producer, settle the purged deliveries,
+/// write metrics and post the answer to the runtime API.
+pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(200);
+
 /// Everything the relay reads from its environment. `Debug` never shows secrets: the
 /// auth settings hold them in [`Secret`], and the values of `RELAY_PRODUCER_*`
 /// properties that are passwords or secrets are redacted.
@@ -193,6 +198,17 @@ impl Settings {
                     let ms: u64 = value.trim().parse().map_err(|_| {
                         invalid(&name, &value, "expected milliseconds (a whole number)")
                     })?;
+                    if Duration::from_millis(ms) < MIN_DEADLINE_MARGIN {
+                        return Err(invalid(
+                            &name,
+                            &value,
+                            &format!(
+                                "must be at least {} ms: the relay needs that long to purge, \
+                                 settle and answer before Lambda's timeout",
+                                MIN_DEADLINE_MARGIN.as_millis()
+                            ),
+                        ));
+                    }
                     settings.deadline_margin = Duration::from_millis(ms);
                 }
                 _ => {
@@ -201,6 +217,9 @@ impl Settings {
                             return Err(invalid(&name, &value, "names no librdkafka property"));
                         }
                         let property = suffix.to_ascii_lowercase().replace('_', ".");
+                        if let Some(problem) = weakens_guarantees(&property, &value) {
+                            return Err(invalid(&name, &value, &problem));
+                        }
                         settings.producer_overrides.push((property, value));
                     }
                 }
@@ -226,6 +245,41 @@ impl Settings {
             .into_iter()
             .chain([PathBuf::from("routes.toml")]);
         candidates.into_iter().find(|p| Path::new(p).is_file())
+    }
+}
+
+/// Why a librdkafka override would weaken delivery or per-key order, if it would.
+///
+/// The relay's promises rest on four producer settings: idempotence (librdkafka's own
+/// retries neither duplicate nor reorder), `acks=all` (an acknowledged message survives
+/// a broker loss), at most 5 requests in flight (the most idempotence keeps in order),
+/// and the Java client's partitioner (every consumer agrees where a key lives).
+pub fn weakens_guarantees(property: &str, value: &str) -> Option<String> {
+    let value = value.trim().to_ascii_lowercase();
+    match property {
+        "enable.idempotence" if value != "true" => Some(
+            "the relay requires the idempotent producer (retries must neither duplicate nor reorder)"
+                .to_owned(),
+        ),
+        "acks" | "request.required.acks" if value != "all" && value != "-1" => Some(
+            "the relay requires acks=all (a message counts as delivered only when every in-sync replica has it)"
+                .to_owned(),
+        ),
+        "max.in.flight.requests.per.connection" | "max.in.flight" => match value.parse::<u32>() {
+            Ok(n) if (1..=5).contains(&n) => None,
+            _ => Some(
+                "must be 1 to 5: the idempotent producer keeps order only up to 5 requests in flight"
+                    .to_owned(),
+            ),
+        },
+        "partitioner" if value != "murmur2_random" => Some(
+            "the relay uses murmur2_random (the Java client's partitioner), so that consumers in any client agree which partition holds a key"
+                .to_owned(),
+        ),
+        "partitioner.cb" | "enable.gapless.guarantee" | "transactional.id" => Some(
+            "cannot be set: the relay manages this producer property itself".to_owned(),
+        ),
+        _ => None,
     }
 }
 
@@ -322,6 +376,21 @@ mod tests {
         );
     }
 
+    /// Overrides that keep the guarantees are accepted as they are.
+    #[test]
+    fn overrides_that_keep_the_guarantees_are_accepted() {
+        let s = Settings::from_vars([
+            ("RELAY_PRODUCER_ENABLE_IDEMPOTENCE", "true"),
+            ("RELAY_PRODUCER_ACKS", "all"),
+            ("RELAY_PRODUCER_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION", "5"),
+            ("RELAY_PRODUCER_PARTITIONER", "murmur2_random"),
+            ("RELAY_DEADLINE_MARGIN_MS", "200"),
+        ])
+        .expect("valid");
+        assert_eq!(s.producer_overrides.len(), 4);
+        assert_eq!(s.deadline_margin, MIN_DEADLINE_MARGIN);
+    }
+
     /// Invalid values name the variable and the problem.
     #[test]
     fn invalid_values_are_named() {
@@ -330,6 +399,13 @@ mod tests {
             ("RELAY_CHUNK_SIZE", "many"),
             ("RELAY_PARTIAL_BATCH", "perhaps"),
             ("RELAY_DEADLINE_MARGIN_MS", "-1"),
+            ("RELAY_DEADLINE_MARGIN_MS", "50"),
+            ("RELAY_PRODUCER_ENABLE_IDEMPOTENCE", "false"),
+            ("RELAY_PRODUCER_ACKS", "1"),
+            ("RELAY_PRODUCER_REQUEST_REQUIRED_ACKS", "0"),
+            ("RELAY_PRODUCER_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION", "6"),
+            ("RELAY_PRODUCER_MAX_IN_FLIGHT", "1000000"),
+            ("RELAY_PRODUCER_PARTITIONER", "consistent_random"),
             ("RELAY_AUTH", "kerberos"),
             ("RELAY_METRICS_PER_TABLE", "sometimes"),
         ] {

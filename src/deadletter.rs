@@ -3,32 +3,82 @@
 //! A record that can never succeed (it does not decode, no route takes it under
 //! `unrouted = "dlq"`, a key column is missing, a value does not coerce, the broker
 //! rejects it as too large) must not block its partition. Under `on_poison = "dlq"` it
-//! goes to the dead-letter topic exactly as it arrived (key, value and headers, decoded
-//! from base64 when they decode, else the base64 text itself) with headers saying why
-//! and where from, so it can be inspected and replayed.
+//! goes to the dead-letter topic with its original key and headers, its event id, and
+//! headers saying why and where from, so it can be inspected and replayed.
+//!
+//! A dead letter is safe to keep: by default (`dead_letter_value = "redacted"`) the
+//! columns its route excludes (or does not include) are removed from `data` and the
+//! before-image, and the columns it masks are masked, exactly as in the routed event;
+//! every other byte of the value is kept as it arrived. A value too large for the broker
+//! is cut to fit, with headers giving the whole value's size and SHA-256, so a dead
+//! letter can never block its partition.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 use crate::error::RecordError;
 use crate::source::{EventOrigin, SourceRecord};
-use crate::transform::{header, OutMessage};
+use crate::transform::routes::DeadLetterValue;
+use crate::transform::{dead_letter_id, header, OutMessage, Routes, SourcePosition, MASK};
+
+/// Room kept in a dead letter for Kafka's per-record framing, beyond key, value and headers.
+const RECORD_OVERHEAD: usize = 512;
+
+/// How dead letters are made: where they go, what their value keeps, how large they may be.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetters<'a> {
+    /// The dead-letter topic.
+    pub topic: &'a Arc<str>,
+    /// The routes, whose excluded and masked columns a redacted value leaves out or masks.
+    pub routes: &'a Routes,
+    /// The DMS before-image field, redacted like `data`.
+    pub before_field: &'a str,
+    /// Largest message the producer may send (`message.max.bytes`).
+    pub max_bytes: usize,
+}
 
 /// The dead-letter message for `record`, which failed with `error`.
 pub fn dead_letter(
-    topic: &Arc<str>,
+    letters: DeadLetters<'_>,
     record: &SourceRecord,
     error: &RecordError,
     origin: &EventOrigin,
 ) -> OutMessage {
     let original = record.original_parts();
-    let (key, value) = (original.key, original.value);
+    let key = original.key;
+    let (value, kept) = match (&original.value, letters.routes.dead_letter_value) {
+        (Some(value), DeadLetterValue::Redacted) => {
+            match redacted_value(value, letters.routes, letters.before_field) {
+                Some(redacted) => (Some(redacted.into_owned()), "redacted"),
+                None => (original.value.clone(), "original"),
+            }
+        }
+        _ => (original.value.clone(), "original"),
+    };
+    let position = SourcePosition {
+        cluster: origin.cluster(),
+        timestamp_ms: record.timestamp_ms,
+        topic: &record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        kafka_key: None,
+    };
     let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = original
         .headers
         .into_iter()
         .map(|(name, bytes)| (Cow::Owned(name), bytes))
         .collect();
     headers.extend([
+        (
+            Cow::Borrowed(header::EVENT_ID),
+            dead_letter_id(position).into_bytes(),
+        ),
         (
             Cow::Borrowed(header::ERROR),
             error.message.as_bytes().to_vec(),
@@ -49,6 +99,10 @@ pub fn dead_letter(
             Cow::Borrowed(header::SOURCE_OFFSET),
             record.offset.to_string().into_bytes(),
         ),
+        (
+            Cow::Borrowed(header::DEAD_LETTER_VALUE),
+            kept.as_bytes().to_vec(),
+        ),
     ]);
     if let Some(table) = &error.table {
         headers.push((Cow::Borrowed(header::TABLE), table.as_bytes().to_vec()));
@@ -59,10 +113,239 @@ pub fn dead_letter(
             arn.as_bytes().to_vec(),
         ));
     }
+    let value = value.map(|v| fit(v, key.as_deref(), &mut headers, letters.max_bytes));
     OutMessage {
-        topic: topic.clone(),
+        topic: letters.topic.clone(),
         key,
         value,
         headers,
+    }
+}
+
+/// Cuts `value` so that key, value and headers fit in `max_bytes`, adding the headers
+/// that say it was cut and what the whole value was.
+fn fit(
+    value: Vec<u8>,
+    key: Option<&[u8]>,
+    headers: &mut Vec<(Cow<'static, str>, Vec<u8>)>,
+    max_bytes: usize,
+) -> Vec<u8> {
+    let framing = |headers: &[(Cow<'static, str>, Vec<u8>)]| {
+        RECORD_OVERHEAD
+            + key.map_or(0, <[u8]>::len)
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 8)
+                .sum::<usize>()
+    };
+    if framing(headers) + value.len() <= max_bytes {
+        return value;
+    }
+    let digest = hex::encode(Sha256::digest(&value));
+    headers.extend([
+        (Cow::Borrowed(header::TRUNCATED), b"true".to_vec()),
+        (
+            Cow::Borrowed(header::ORIGINAL_SIZE),
+            value.len().to_string().into_bytes(),
+        ),
+        (Cow::Borrowed(header::ORIGINAL_SHA256), digest.into_bytes()),
+    ]);
+    let room = max_bytes.saturating_sub(framing(headers));
+    let mut value = value;
+    value.truncate(room);
+    value
+}
+
+/// The DMS record `value` with its route's excluded columns removed and masked columns
+/// masked in `data` and the before-image; every other member byte for byte as it came.
+/// `Cow::Borrowed` when the route removes or masks nothing; `None` when the value is not
+/// a JSON object whose `metadata` names the table (nothing can be known to redact).
+pub fn redacted_value<'v>(
+    value: &'v [u8],
+    routes: &Routes,
+    before_field: &str,
+) -> Option<Cow<'v, [u8]>> {
+    let text = std::str::from_utf8(value).ok()?;
+    let document: RawObject<'_> = serde_json::from_str(text).ok()?;
+    let metadata = document.get("metadata")?;
+    let names: TableNames = serde_json::from_str(metadata.get()).ok()?;
+    let qualified = format!("{}.{}", names.schema?, names.table?);
+    let Some(route) = routes.route_for(&qualified) else {
+        return Some(Cow::Borrowed(value));
+    };
+    if route.include.is_none() && route.exclude.is_empty() && route.mask.is_empty() {
+        return Some(Cow::Borrowed(value));
+    }
+    let mut out = String::with_capacity(text.len());
+    out.push('{');
+    for (i, (name, raw)) in document.0.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_name(&mut out, name);
+        let row = (name == "data" || name == before_field)
+            .then(|| serde_json::from_str::<RawObject<'_>>(raw.get()).ok())
+            .flatten();
+        match row {
+            Some(row) => {
+                out.push('{');
+                let mut first = true;
+                for (column, cell) in &row.0 {
+                    let dropped = route.exclude.contains(column.as_ref())
+                        || route
+                            .include
+                            .as_ref()
+                            .is_some_and(|inc| !inc.contains(column.as_ref()));
+                    if dropped {
+                        continue;
+                    }
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    push_name(&mut out, column);
+                    if route.mask.contains(column.as_ref()) && cell.get() != "null" {
+                        out.push('"');
+                        out.push_str(MASK);
+                        out.push('"');
+                    } else {
+                        out.push_str(cell.get());
+                    }
+                }
+                out.push('}');
+            }
+            None => out.push_str(raw.get()),
+        }
+    }
+    out.push('}');
+    Some(Cow::Owned(out.into_bytes()))
+}
+
+fn push_name(out: &mut String, name: &str) {
+    // Serialising a string to JSON cannot fail.
+    out.push_str(&serde_json::to_string(name).unwrap_or_default());
+    out.push(':');
+}
+
+/// `metadata`'s table names.
+#[derive(Deserialize)]
+struct TableNames {
+    #[serde(rename = "schema-name")]
+    schema: Option<String>,
+    #[serde(rename = "table-name")]
+    table: Option<String>,
+}
+
+/// A JSON object's members in their order, values as raw JSON text.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Members<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((name, value));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        deserializer.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str = r#"
+[[route]]
+table = "public.orders"
+topic = "orders"
+exclude = ["note"]
+mask = ["email"]
+[[route]]
+table = "public.users"
+topic = "users"
+include = ["id"]
+"#;
+
+    fn routes() -> Routes {
+        Routes::parse(ROUTES, "test").expect("valid routes")
+    }
+
+    /// Excluded columns go, masked ones are masked, in `data` and the before-image;
+    /// every other value keeps its exact text (numbers included).
+    #[test]
+    fn redaction_follows_the_route_and_keeps_other_bytes() {
+        let value = br#"{"data":{"id":12345678901234567.891,"email":"a@b.c","note":"secret","n":null},"before-image":{"email":"old@b.c","note":"x"},"metadata":{"schema-name":"public","table-name":"orders","operation":"update"}}"#;
+        let out = redacted_value(value, &routes(), "before-image").expect("readable");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf-8"),
+            r#"{"data":{"id":12345678901234567.891,"email":"***","n":null},"before-image":{"email":"***"},"metadata":{"schema-name":"public","table-name":"orders","operation":"update"}}"#
+        );
+        let users = br#"{"data":{"id":1,"password_hash":"x"},"metadata":{"schema-name":"public","table-name":"users"}}"#;
+        let out = redacted_value(users, &routes(), "before-image").expect("readable");
+        assert!(!String::from_utf8_lossy(&out).contains("password_hash"));
+    }
+
+    /// A table whose route removes nothing, and a value that is not DMS JSON, are left alone.
+    #[test]
+    fn nothing_to_redact_or_unreadable() {
+        let other =
+            br#"{"data":{"x":1.50},"metadata":{"schema-name":"public","table-name":"other"}}"#;
+        assert!(matches!(
+            redacted_value(other, &routes(), "before-image"),
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(redacted_value(b"not json", &routes(), "before-image").is_none());
+        assert!(redacted_value(br#"{"data":{}}"#, &routes(), "before-image").is_none());
+    }
+
+    /// A value too large for the broker is cut to fit, with its size and SHA-256.
+    #[test]
+    fn oversized_values_are_cut_to_fit() {
+        let mut headers = vec![(Cow::Borrowed("h"), b"v".to_vec())];
+        let value = vec![b'x'; 5_000];
+        let cut = fit(value.clone(), Some(b"k"), &mut headers, 2_000);
+        let total = cut.len()
+            + 1
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 8)
+                .sum::<usize>();
+        assert!(total + RECORD_OVERHEAD <= 2_000, "{total}");
+        assert!(value.starts_with(&cut));
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(get(header::TRUNCATED).as_deref(), Some("true"));
+        assert_eq!(get(header::ORIGINAL_SIZE).as_deref(), Some("5000"));
+        assert_eq!(
+            get(header::ORIGINAL_SHA256),
+            Some(hex::encode(Sha256::digest(&value)))
+        );
+        let mut headers = Vec::new();
+        assert_eq!(fit(b"small".to_vec(), None, &mut headers, 2_000), b"small");
+        assert!(headers.is_empty());
     }
 }

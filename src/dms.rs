@@ -187,6 +187,11 @@ impl Decoder {
         }
     }
 
+    /// The name of the before-image field.
+    pub fn before_field(&self) -> &str {
+        &self.before_field
+    }
+
     /// Decodes one Kafka value. Every problem is a permanent error of the DMS stage.
     pub fn decode(&self, value: &[u8]) -> Result<ChangeEvent, RecordError> {
         let mut de = serde_json::Deserializer::from_slice(value);

@@ -11,12 +11,12 @@
 //! ignored by a mapping without `ReportBatchItemFailures`, which would drop records).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 use crate::auth::{resolve_mode, Credentials, ProducerAuth};
 use crate::config::Settings;
@@ -32,7 +32,11 @@ use crate::transform::{Routes, Transformer};
 /// file is shipped beside it and `RELAY_ROUTES` is unset (`sam build` ships only the binary).
 pub const BUILT_IN_ROUTES: &str = include_str!("../routes.toml");
 
-/// How long init waits for the brokers when warming the producer up.
+/// How long init may take in all: Lambda allows 10 s for the init phase, and a function
+/// that overruns it is restarted (and billed) with the first invocation.
+const INIT_BUDGET: Duration = Duration::from_secs(8);
+
+/// The longest init waits for the brokers when warming the producer up.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The partial batch response for Kafka event sources.
@@ -64,12 +68,23 @@ pub struct ItemIdentifier {
     pub offset: i64,
 }
 
+/// One invocation's answer and, when the batch ran, what happened to it.
+#[derive(Debug)]
+pub struct Invocation {
+    /// What Lambda receives.
+    pub response: Result<BatchResponse, Error>,
+    /// The batch's outcome; `None` when it failed before running.
+    pub outcome: Option<BatchOutcome>,
+}
+
 /// The function: configuration, pipeline and producer, shared by all invocations.
 #[derive(Debug)]
 pub struct Relay {
     settings: Settings,
     pipeline: Pipeline,
-    sink: OnceCell<Sink>,
+    /// The producer; replaced after a fatal error (a producer in a fatal state fails
+    /// every message until it is recreated).
+    sink: Mutex<Option<Arc<Sink>>>,
     /// Credentials resolved at init (SCRAM secret, AWS configuration).
     credentials: Credentials,
     /// Bounded table names for per-table metrics.
@@ -117,7 +132,7 @@ impl Relay {
         Relay {
             settings,
             pipeline,
-            sink: OnceCell::new(),
+            sink: Mutex::new(None),
             credentials: Credentials::default(),
             table_labels,
             invoked: AtomicBool::new(false),
@@ -127,13 +142,18 @@ impl Relay {
     /// Init-phase work: resolve credentials (the SCRAM secret is fetched here, once),
     /// and when `RELAY_BROKERS` is set, create the producer and connect it. A broker
     /// that is not reachable yet is logged, not fatal: librdkafka keeps trying.
+    ///
+    /// Every network call here has a timeout, and together they end within
+    /// [`INIT_BUDGET`], inside Lambda's 10 s init phase.
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
+        let started = Instant::now();
         let credentials = Credentials::resolve(&settings.auth).await?;
         let mut relay = Relay::new(settings)?;
         relay.credentials = credentials;
         if let Some(brokers) = relay.settings.brokers.clone() {
-            let sink = relay.sink_for(&brokers, None).await?;
-            if let Err(e) = sink.warm_up(WARM_UP_TIMEOUT).await {
+            let sink = relay.sink_for(&brokers, None)?;
+            let left = INIT_BUDGET.saturating_sub(started.elapsed());
+            if let Err(e) = sink.warm_up(left.min(WARM_UP_TIMEOUT)).await {
                 tracing::warn!(error = %e, "producer warm-up failed; will retry on first batch");
             }
         }
@@ -152,30 +172,53 @@ impl Relay {
 
     /// The producer, created on first use, authenticating as `RELAY_AUTH` says (or, when
     /// unset, as [`resolve_mode`] decides from the brokers and the event's source ARN).
-    async fn sink_for(
-        &self,
-        brokers: &str,
-        event_source_arn: Option<&str>,
-    ) -> Result<&Sink, Error> {
-        self.sink
-            .get_or_try_init(|| async {
-                let from_event = self.settings.brokers.is_none();
-                let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
-                let auth = ProducerAuth::for_mode(mode, &self.settings.auth, &self.credentials)?;
-                tracing::info!(brokers, auth = mode.as_str(), "creating the producer");
-                Sink::connect_with(brokers, auth, &self.settings.producer_overrides)
-            })
-            .await
+    fn sink_for(&self, brokers: &str, event_source_arn: Option<&str>) -> Result<Arc<Sink>, Error> {
+        let mut slot = self
+            .sink
+            .lock()
+            .map_err(|_| Error::Producer("producer slot poisoned by a panic".to_owned()))?;
+        if let Some(sink) = slot.as_ref() {
+            return Ok(sink.clone());
+        }
+        let from_event = self.settings.brokers.is_none();
+        let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
+        let auth = ProducerAuth::for_mode(mode, &self.settings.auth, &self.credentials)?;
+        tracing::info!(brokers, auth = mode.as_str(), "creating the producer");
+        let sink = Arc::new(Sink::connect_with(
+            brokers,
+            auth,
+            &self.settings.producer_overrides,
+        )?);
+        *slot = Some(sink.clone());
+        Ok(sink)
+    }
+
+    /// Drops `sink` as the producer (after a fatal error): the next batch creates a new
+    /// one. librdkafka's teardown may block, so it runs off the async workers.
+    fn retire(&self, sink: Arc<Sink>) {
+        if let Ok(mut slot) = self.sink.lock() {
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sink)) {
+                *slot = None;
+            }
+        }
+        tokio::task::spawn_blocking(move || drop(sink));
     }
 
     /// The producer if it exists (for flushing at shutdown).
-    pub fn sink(&self) -> Option<&Sink> {
-        self.sink.get()
+    pub fn sink(&self) -> Option<Arc<Sink>> {
+        self.sink.lock().ok().and_then(|s| s.clone())
     }
 
     /// Lambda entry point. Every log line of the invocation carries its request id and
     /// whether it is the execution environment's first (cold) invocation.
     pub async fn handle(&self, event: LambdaEvent<MskEvent>) -> Result<BatchResponse, Error> {
+        self.invoke(event).await.response
+    }
+
+    /// [`Relay::handle`], also returning the batch's outcome: what the local `invoke`
+    /// command calls, so that it runs exactly the Lambda path (span, cold-start flag,
+    /// metrics) and can still read back what was produced.
+    pub async fn invoke(&self, event: LambdaEvent<MskEvent>) -> Invocation {
         use tracing::Instrument;
         let cold_start = !self.invoked.swap(true, Ordering::Relaxed);
         let (MskEvent(payload), context) = event.into_parts();
@@ -187,9 +230,19 @@ impl Relay {
             .or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok());
         async move {
             let started = Instant::now();
-            let outcome = self.process_traced(payload, deadline, xray).await?;
-            self.emit_metrics(&outcome, started.elapsed());
-            self.respond(&outcome)
+            match self.process_traced(payload, deadline, xray).await {
+                Ok(outcome) => {
+                    self.emit_metrics(&outcome, started.elapsed());
+                    Invocation {
+                        response: self.respond(&outcome),
+                        outcome: Some(outcome),
+                    }
+                }
+                Err(error) => Invocation {
+                    response: Err(error),
+                    outcome: None,
+                },
+            }
         }
         .instrument(span)
         .await
@@ -227,15 +280,23 @@ impl Relay {
                 return Err(Error::NoBrokers);
             }
         };
-        let sink = self
-            .sink_for(&brokers, origin.event_source_arn.as_deref())
-            .await?;
+        let sink = self.sink_for(&brokers, origin.event_source_arn.as_deref())?;
+        let margin = self.settings.deadline_margin;
         let context = BatchContext {
             origin,
-            budget: deadline.map(|d| budget_instant(d, self.settings.deadline_margin)),
+            budget: deadline.map(|d| budget_instant(d, margin)),
+            settle_by: deadline.map(|d| budget_instant(d, margin / 2)),
             xray_trace_id,
         };
-        let outcome = self.pipeline.run(sink, &context, records).await;
+        let outcome = self.pipeline.run(&sink, &context, records).await;
+        if let Some(fatal) = sink.fatal_error() {
+            tracing::error!(
+                error = %fatal,
+                "the producer is in a fatal state: records not acknowledged are reported, \
+                 and the next batch gets a new producer"
+            );
+            self.retire(sink);
+        }
         tracing::info!(
             records = outcome.records,
             produced = outcome.produced,

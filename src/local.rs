@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::error::Error;
 use crate::pipeline::{DeliveryRecord, Pipeline};
-use crate::source::SourceRecord;
+use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{OutMessage, Transformed};
 
 /// The event `invoke` runs when given no file: inserts, an update with before-image, a
@@ -247,12 +247,12 @@ pub fn read_ranges(
 
 /// What each record of a batch would become, without producing: one JSON object per
 /// record, in source order (`cdc-relay check-routes FILE EVENT`).
-pub fn dry_run(pipeline: &Pipeline, records: &[SourceRecord]) -> Vec<Value> {
+pub fn dry_run(pipeline: &Pipeline, origin: &EventOrigin, records: &[SourceRecord]) -> Vec<Value> {
     records
         .iter()
         .map(|record| {
             let at = json!({"partition": &*record.batch_partition, "offset": record.offset});
-            let outcome = match pipeline.process(record) {
+            let outcome = match pipeline.process(record, origin.cluster()) {
                 Ok(Transformed::Messages(messages)) => {
                     json!({"produces": messages.iter().map(message_json).collect::<Vec<_>>()})
                 }

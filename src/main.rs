@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use clap::{Parser, Subcommand};
+use lambda_runtime::LambdaEvent;
 use tracing_subscriber::EnvFilter;
 
 use cdc_relay::config::Settings;
@@ -19,7 +20,7 @@ use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
-use cdc_relay::source;
+use cdc_relay::source::{self, MskEvent};
 use cdc_relay::transform::{Routes, Transformer};
 
 #[derive(Parser)]
@@ -189,7 +190,7 @@ fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<
     let Some(event) = event else {
         return Ok(());
     };
-    let (_, records) = source::records(read_event(Some(&event))?);
+    let (origin, records) = source::records(read_event(Some(&event))?);
     let pipeline = Pipeline::new(
         Decoder::new(settings.before_image_field.clone()),
         Transformer::new(routes),
@@ -199,7 +200,7 @@ fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<
             ..PipelineOptions::default()
         },
     );
-    for line in local::dry_run(&pipeline, &records) {
+    for line in local::dry_run(&pipeline, &origin, &records) {
         println!("{line}");
     }
     Ok(())
@@ -225,14 +226,23 @@ async fn invoke(
     }
     let brokers = settings.brokers.clone().unwrap_or_default();
     let relay = Relay::init(settings).await?;
-    let deadline = SystemTime::now() + Duration::from_millis(timeout_ms);
-    let outcome = relay.process(payload, Some(deadline)).await?;
+    // The same entry point Lambda calls: span, cold-start flag, metrics, answer.
+    let invocation = relay
+        .invoke(LambdaEvent::new(
+            MskEvent(payload),
+            local_context("local-invoke", timeout_ms),
+        ))
+        .await;
     if print_messages {
-        for message in local::read_back(&brokers, &outcome.deliveries, Duration::from_secs(30))? {
+        let deliveries = invocation
+            .outcome
+            .as_ref()
+            .map_or(&[][..], |o| o.deliveries.as_slice());
+        for message in local::read_back(&brokers, deliveries, Duration::from_secs(30))? {
             println!("{}", message.to_json());
         }
     }
-    let result = relay.respond(&outcome);
+    let result = invocation.response;
     drop(relay);
     drop(embedded);
     match result {
@@ -249,6 +259,18 @@ async fn invoke(
             std::process::exit(1);
         }
     }
+}
+
+/// A Lambda context for a local invocation: a request id and a deadline `timeout_ms`
+/// from now.
+fn local_context(request_id: &str, timeout_ms: u64) -> lambda_runtime::Context {
+    let deadline = SystemTime::now() + Duration::from_millis(timeout_ms);
+    let mut context = lambda_runtime::Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline = deadline
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    context
 }
 
 fn gen_event(options: GenOptions, out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -294,16 +316,17 @@ async fn replay(
             let t = std::time::Instant::now();
             let text =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let source::MskEvent(event) = serde_json::from_slice(&text)
+            let event: source::MskEvent = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not an MSK event", path.display()))?;
-            let deadline = SystemTime::now() + Duration::from_secs(60);
-            let outcome = relay.process(event, Some(deadline)).await?;
-            let response = relay.respond(&outcome);
+            let invocation = relay
+                .invoke(LambdaEvent::new(event, local_context("replay", 60_000)))
+                .await;
+            let outcome = invocation.outcome.unwrap_or_default();
             println!(
                 "{}",
                 serde_json::json!({
                     "round": round, "event": path.display().to_string(), "ms": t.elapsed().as_secs_f64() * 1e3,
-                    "records": outcome.records, "messages": outcome.messages, "ok": response.is_ok(),
+                    "records": outcome.records, "messages": outcome.messages, "ok": invocation.response.is_ok(),
                 })
             );
         }

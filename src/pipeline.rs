@@ -12,11 +12,21 @@
 //!
 //! Every record ends in exactly one [`RecordState`]: produced, dead-lettered or skipped
 //! (all "done"), or not done. A record is produced when every message made from it was
-//! acknowledged. A poison record (a permanent error) follows the `on_poison` policy of
-//! its route: dead-lettered (done once the dead letter is acknowledged), skipped, or
-//! failed. Per source partition, the first record not done and everything after it are
-//! not done: Lambda resumes a partition from the lowest offset reported, and once a
-//! failure is known before producing, later records of its partition are not enqueued.
+//! acknowledged. A poison record (a permanent error of its own) follows the `on_poison`
+//! policy of its route: dead-lettered in source order (done once the dead letter is
+//! acknowledged), skipped, or failed. Per source partition, the first record not done
+//! and everything after it are not done: Lambda resumes a partition from the lowest
+//! offset reported, and once a failure is known before producing, later records of its
+//! partition are not enqueued.
+//!
+//! One answer-by time: every wait of a batch (a full producer queue, a topic check, an
+//! acknowledgement, the second round) ends at the budget; then the producer is purged
+//! and the purged deliveries are given until the settle time, after which whatever has
+//! not resolved is reported not done. A message the broker rejected after it was sent
+//! may have been rejected for its request (a whole request too large, a sibling's
+//! invalid record): its record is produced again alone in a second round, and only a
+//! record that fails alone is poison. The second round runs only while budget remains
+//! and the producer is healthy; records it cannot reach are reported.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,13 +35,13 @@ use rdkafka::producer::DeliveryFuture;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::deadletter::dead_letter;
+use crate::deadletter::{dead_letter, redacted_value, DeadLetters};
 use crate::dms::Decoder;
 use crate::error::{RecordError, Stage};
 use crate::sink::{delivered, Sink};
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{
-    OnPoison, OutMessage, SkipReason, SourcePosition, Transformed, Transformer,
+    header, OnPoison, OutMessage, SkipReason, SourcePosition, Transformed, Transformer,
 };
 
 /// Tuning of a [`Pipeline`].
@@ -145,13 +155,19 @@ pub struct BatchOutcome {
 /// What a batch runs with besides its records.
 #[derive(Debug, Clone, Default)]
 pub struct BatchContext {
-    /// Where the batch came from (for dead letters).
+    /// Where the batch came from (for event ids and dead letters).
     pub origin: EventOrigin,
     /// When to stop waiting for the broker, purge and answer.
     pub budget: Option<Instant>,
+    /// After a purge, how long purged deliveries may take to resolve; past it, they are
+    /// reported not done without waiting. Default: [`SETTLE_TIME`] after the budget.
+    pub settle_by: Option<Instant>,
     /// The Lambda X-Ray trace id, added to every message as `x-amzn-trace-id`.
     pub xray_trace_id: Option<String>,
 }
+
+/// How long purged deliveries may take to resolve when the context sets no `settle_by`.
+pub const SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Header carrying the W3C trace context from source record to downstream message.
 pub const TRACEPARENT: &str = "traceparent";
@@ -186,7 +202,8 @@ enum RecordState {
     Skipped(SkipReason),
     /// Failed; reported to Lambda.
     Failed(RecordError),
-    /// A message was rejected permanently by the broker; awaiting the poison policy.
+    /// A message was rejected permanently after it was sent; the record is produced
+    /// again alone in the second round before it is called poison.
     Rejected(RecordError),
     /// Not attempted because an earlier record of its partition failed.
     Blocked,
@@ -200,6 +217,10 @@ struct Run<'a> {
     pipeline: &'a Pipeline,
     sink: &'a Sink,
     origin: &'a EventOrigin,
+    /// After a purge, when to stop waiting for purged deliveries.
+    settle_by: Option<Instant>,
+    /// The invocation's X-Ray trace id, for messages made again in the second round.
+    xray: Option<Arc<[u8]>>,
     /// Set once the first message is handed to the producer.
     first_enqueue: Option<Instant>,
     records: Arc<[SourceRecord]>,
@@ -215,6 +236,9 @@ struct Run<'a> {
 
 struct InFlight {
     record: usize,
+    /// Whether this is the record's dead letter (its routed messages may still be in
+    /// flight too, and must not count towards the dead letter).
+    dead_letter: bool,
     topic: Arc<str>,
     future: DeliveryFuture,
 }
@@ -242,9 +266,31 @@ impl Pipeline {
         &self.transformer
     }
 
-    /// Decodes and transforms one record: the per-record work of a task.
-    pub fn process(&self, record: &SourceRecord) -> Result<Transformed, RecordError> {
-        process(&self.decoder, &self.transformer, record, &mut None)
+    /// Decodes and transforms one record: the per-record work of a task. `cluster` is
+    /// the source cluster's identity ([`EventOrigin::cluster`]), part of every event id.
+    pub fn process(
+        &self,
+        record: &SourceRecord,
+        cluster: &str,
+    ) -> Result<Transformed, RecordError> {
+        process(&self.decoder, &self.transformer, record, cluster, &mut None)
+    }
+
+    /// A record's value as a problem log may show it: redacted as its dead letter
+    /// would be (unless `dead_letter_value = "original"`).
+    fn loggable_value(&self, record: &SourceRecord) -> String {
+        logged_value(record, |value| {
+            match self.transformer.routes().dead_letter_value {
+                crate::transform::routes::DeadLetterValue::Original => {
+                    Some(std::borrow::Cow::Borrowed(value))
+                }
+                crate::transform::routes::DeadLetterValue::Redacted => redacted_value(
+                    value,
+                    self.transformer.routes(),
+                    self.decoder.before_field(),
+                ),
+            }
+        })
     }
 
     /// Runs a batch. Records must be in source order (as [`crate::source::records`]
@@ -263,12 +309,15 @@ impl Pipeline {
             .xray_trace_id
             .as_deref()
             .map(|t| Arc::from(t.as_bytes()));
-        let tasks = self.spawn_chunks(&records, xray);
+        let cluster: Arc<str> = Arc::from(context.origin.cluster());
+        let tasks = self.spawn_chunks(&records, &cluster, xray.clone());
         let budget = context.budget;
         let mut run = Run {
             pipeline: self,
             sink,
             origin: &context.origin,
+            settle_by: context.settle_by.or(budget.map(|b| b + SETTLE_TIME)),
+            xray,
             first_enqueue: None,
             states: Vec::with_capacity(records.len()),
             tables: Vec::with_capacity(if self.options.per_table {
@@ -307,38 +356,33 @@ impl Pipeline {
                 let partition = run.records[index].batch_partition.clone();
                 let state = if failed_partition.as_ref() == Some(&partition) {
                     RecordState::Blocked
+                } else if run.budget.is_some_and(|b| Instant::now() >= b)
+                    && matches!(result, Ok(Transformed::Messages(_)))
+                {
+                    // Anything enqueued now would only be purged (or, worse, delivered
+                    // after the answer): stop producing.
+                    RecordState::Failed(RecordError::retryable(
+                        Stage::Sink,
+                        "the invocation budget was spent before the record was produced",
+                    ))
                 } else {
                     match result {
                         Ok(Transformed::Skipped(reason)) => RecordState::Skipped(reason),
-                        Ok(Transformed::Messages(messages)) => {
-                            run.enqueue(index, &messages, false).await
-                        }
+                        Ok(Transformed::Messages(messages)) => run.produce(index, &messages).await,
                         Err(error) if !error.is_retryable() => run.poison(index, error).await,
                         Err(error) => RecordState::Failed(error),
                     }
                 };
                 if let RecordState::Failed(error) = &state {
                     failed_partition = Some(partition);
-                    log_failure(&run.records[index], error, run.log_values);
+                    run.log_failure(index, error);
                 }
                 run.states.push(state);
             }
         }
         let transform_ms = started.elapsed().as_secs_f64() * 1e3;
         run.await_deliveries().await;
-        // Second round: records the broker rejected permanently (e.g. too large) are poison.
-        let rejected: Vec<usize> = (0..run.states.len())
-            .filter(|i| matches!(run.states[*i], RecordState::Rejected(_)))
-            .collect();
-        for index in rejected {
-            if let RecordState::Rejected(error) =
-                std::mem::replace(&mut run.states[index], RecordState::Blocked)
-            {
-                let state = run.poison(index, error).await;
-                run.states[index] = state;
-            }
-        }
-        run.await_deliveries().await;
+        run.second_round(&cluster).await;
         let produce_ms = run
             .first_enqueue
             .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
@@ -352,6 +396,7 @@ impl Pipeline {
     fn spawn_chunks(
         &self,
         records: &Arc<[SourceRecord]>,
+        cluster: &Arc<str>,
         xray: Option<Arc<[u8]>>,
     ) -> Vec<JoinHandle<ChunkResult>> {
         (0..records.len())
@@ -363,6 +408,7 @@ impl Pipeline {
                 let transformer = self.transformer.clone();
                 let permits = self.permits.clone();
                 let xray = xray.clone();
+                let cluster = cluster.clone();
                 let per_table = self.options.per_table;
                 tokio::spawn(async move {
                     // The semaphore is never closed; if it were, run unthrottled.
@@ -372,7 +418,7 @@ impl Pipeline {
                         .map(|record| {
                             let mut table = per_table.then_some(None);
                             let result = traced(
-                                process(&decoder, &transformer, record, &mut table),
+                                process(&decoder, &transformer, record, &cluster, &mut table),
                                 record,
                                 xray.as_deref(),
                             );
@@ -393,6 +439,7 @@ fn process(
     decoder: &Decoder,
     transformer: &Transformer,
     record: &SourceRecord,
+    cluster: &str,
     table: &mut Option<Option<String>>,
 ) -> Result<Transformed, RecordError> {
     let decoded = record.decode()?;
@@ -404,6 +451,8 @@ fn process(
         *slot = Some(format!("{}.{}", change.schema, change.table));
     }
     let position = SourcePosition {
+        cluster,
+        timestamp_ms: record.timestamp_ms,
         topic: &record.topic,
         partition: record.partition,
         offset: record.offset,
@@ -441,11 +490,10 @@ fn traced(
 }
 
 /// Logs a record that failed or was poison: where it is and why, never its content
-/// unless `log_values` (then its value, up to [`LOGGED_VALUE_MAX`] bytes).
-fn log_failure(record: &SourceRecord, error: &RecordError, log_values: bool) {
+/// unless `value` (then its value as [`Pipeline::loggable_value`] shows it).
+fn log_failure(record: &SourceRecord, error: &RecordError, value: Option<String>) {
     let table = error.table.as_deref().unwrap_or("-");
-    if log_values {
-        let value = logged_value(record);
+    if let Some(value) = value {
         tracing::warn!(
             topic = %record.topic, partition = record.partition, offset = record.offset,
             table, stage = %error.stage, retryable = error.retryable,
@@ -460,15 +508,22 @@ fn log_failure(record: &SourceRecord, error: &RecordError, log_values: bool) {
     }
 }
 
-/// The record's value as text for a problem log: lossy UTF-8, cut at a character
-/// boundary after [`LOGGED_VALUE_MAX`] bytes.
-fn logged_value(record: &SourceRecord) -> String {
+/// The record's value as text for a problem log, after `redact` (`None`: the value
+/// cannot be read as a DMS record, so nothing of it is shown): lossy UTF-8, cut at a
+/// character boundary after [`LOGGED_VALUE_MAX`] bytes.
+fn logged_value(
+    record: &SourceRecord,
+    redact: impl FnOnce(&[u8]) -> Option<std::borrow::Cow<'_, [u8]>>,
+) -> String {
     let value = match record.decode() {
         Ok(decoded) => decoded.value,
         Err(_) => return "<not base64>".to_owned(),
     };
     let Some(bytes) = value else {
         return "<null>".to_owned();
+    };
+    let Some(bytes) = redact(&bytes) else {
+        return "<not a DMS record: not shown>".to_owned();
     };
     let text = String::from_utf8_lossy(&bytes);
     if text.len() <= LOGGED_VALUE_MAX {
@@ -482,37 +537,73 @@ fn logged_value(record: &SourceRecord) -> String {
 }
 
 impl Run<'_> {
-    /// Hands a record's messages to the producer.
+    /// Checks the topics of a record's messages, then hands them to the producer. A
+    /// message the producer refuses for its own bytes makes the record poison, handled
+    /// here, in source order.
+    async fn produce(&mut self, index: usize, messages: &[OutMessage]) -> RecordState {
+        if let Err(error) = self.check_topics(messages).await {
+            return RecordState::Failed(error);
+        }
+        match self.enqueue(index, messages, false).await {
+            Err(error) if !error.is_retryable() => self.poison(index, error).await,
+            Err(error) => RecordState::Failed(error),
+            Ok(state) => state,
+        }
+    }
+
+    /// Asks the sink about each topic of `messages`; a refusal names the route that
+    /// made the topic.
+    async fn check_topics(&self, messages: &[OutMessage]) -> Result<(), RecordError> {
+        for (i, message) in messages.iter().enumerate() {
+            if messages[..i].iter().any(|m| m.topic == message.topic) {
+                continue;
+            }
+            if let Err(mut error) = self.sink.check_topic(&message.topic, self.budget).await {
+                let table = message
+                    .header(header::TABLE)
+                    .map(|t| String::from_utf8_lossy(t).into_owned());
+                let origin = self
+                    .pipeline
+                    .transformer
+                    .routes()
+                    .origin_of_topic(table.as_deref(), &message.topic);
+                error.message = format!("{} (made by {origin})", error.message);
+                if let Some(table) = table {
+                    error = error.with_table(table);
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a record's messages to the producer. `Err` when one could not be enqueued:
+    /// permanent when the producer refused its bytes, retryable otherwise.
     async fn enqueue(
         &mut self,
         index: usize,
         messages: &[OutMessage],
         dead_letter: bool,
-    ) -> RecordState {
+    ) -> Result<RecordState, RecordError> {
         for message in messages {
             self.first_enqueue.get_or_insert_with(Instant::now);
-            match self.sink.enqueue(message, self.budget).await {
-                Ok(future) => self.in_flight.push(InFlight {
-                    record: index,
-                    topic: message.topic.clone(),
-                    future,
-                }),
-                // Rejected before it left (e.g. larger than message.max.bytes).
-                Err(error) if !error.is_retryable() && !dead_letter => {
-                    return RecordState::Rejected(error)
-                }
-                Err(error) => return RecordState::Failed(error),
-            }
+            let future = self.sink.enqueue(message, self.budget).await?;
+            self.in_flight.push(InFlight {
+                record: index,
+                dead_letter,
+                topic: message.topic.clone(),
+                future,
+            });
         }
-        RecordState::Pending {
+        Ok(RecordState::Pending {
             remaining: messages.len(),
             dead_letter,
-        }
+        })
     }
 
-    /// Applies the poison policy to a record that can never succeed.
+    /// Applies the poison policy to a record that can never succeed. Its dead letter is
+    /// enqueued now, so it keeps its place in its partition.
     async fn poison(&mut self, index: usize, error: RecordError) -> RecordState {
-        let record = &self.records[index];
         match self
             .pipeline
             .transformer
@@ -520,29 +611,95 @@ impl Run<'_> {
             .poison_policy(error.table.as_deref())
         {
             OnPoison::Skip => {
-                log_failure(record, &error, self.log_values);
+                self.log_failure(index, &error);
                 RecordState::Skipped(SkipReason::Poison)
             }
             OnPoison::Fail => RecordState::Failed(error),
-            OnPoison::Dlq => match &self.pipeline.dlq_topic {
+            OnPoison::Dlq => match self.pipeline.dlq_topic.clone() {
                 Some(topic) => {
-                    log_failure(record, &error, self.log_values);
-                    let letter = dead_letter(topic, record, &error, self.origin);
-                    self.enqueue(index, std::slice::from_ref(&letter), true)
+                    self.log_failure(index, &error);
+                    let letters = DeadLetters {
+                        topic: &topic,
+                        routes: self.pipeline.transformer.routes(),
+                        before_field: self.pipeline.decoder.before_field(),
+                        max_bytes: self.sink.message_max_bytes(),
+                    };
+                    let letter = dead_letter(letters, &self.records[index], &error, self.origin);
+                    if let Err(dlq_error) = self.check_topics(std::slice::from_ref(&letter)).await {
+                        return RecordState::Failed(dlq_error);
+                    }
+                    match self
+                        .enqueue(index, std::slice::from_ref(&letter), true)
                         .await
+                    {
+                        Ok(state) => state,
+                        Err(mut dlq_error) => {
+                            // The dead letter is cut to fit, so a refusal here is not the
+                            // record's: report it.
+                            dlq_error.retryable = true;
+                            dlq_error.message = format!("dead letter: {}", dlq_error.message);
+                            RecordState::Failed(dlq_error)
+                        }
+                    }
                 }
                 None => RecordState::Failed(error),
             },
         }
     }
 
-    /// Awaits every acknowledgement; at the budget, purges the producer so the remaining
-    /// futures resolve (as failures) instead of outliving the invocation.
+    /// Records rejected after they were sent are produced again, each alone and awaited,
+    /// so a request-level rejection is not blamed on every record in the request; a
+    /// record rejected alone is poison. Runs only while budget remains and the producer
+    /// has no fatal error; records it does not reach stay rejected and are reported.
+    async fn second_round(&mut self, cluster: &str) {
+        let rejected: Vec<usize> = (0..self.states.len())
+            .filter(|i| matches!(self.states[*i], RecordState::Rejected(_)))
+            .collect();
+        for index in rejected {
+            if self.purged
+                || self.budget.is_some_and(|b| Instant::now() >= b)
+                || self.sink.fatal_error().is_some()
+            {
+                return;
+            }
+            let record = &self.records[index];
+            let messages = match traced(
+                self.pipeline.process(record, cluster),
+                record,
+                self.xray.as_deref(),
+            ) {
+                Ok(Transformed::Messages(messages)) => messages,
+                // Deterministic: the same record made these messages in the first round.
+                _ => continue,
+            };
+            let state = match self.enqueue(index, &messages, false).await {
+                Ok(state) => state,
+                Err(error) if !error.is_retryable() => self.poison(index, error).await,
+                Err(error) => RecordState::Failed(error),
+            };
+            self.states[index] = state;
+            self.await_deliveries().await;
+            if self.purged || !matches!(self.states[index], RecordState::Rejected(_)) {
+                continue;
+            }
+            if let RecordState::Rejected(error) =
+                std::mem::replace(&mut self.states[index], RecordState::Blocked)
+            {
+                let state = self.poison(index, error).await;
+                self.states[index] = state;
+                self.await_deliveries().await;
+            }
+        }
+    }
+
+    /// Awaits every acknowledgement until the budget; then purges the producer and gives
+    /// the purged deliveries until the settle time. A delivery still unresolved then is
+    /// a failure of its record (retryable): no wait outlives the invocation.
     async fn await_deliveries(&mut self) {
         for mut flight in std::mem::take(&mut self.in_flight) {
-            let result = match self.budget {
-                Some(deadline) if !self.purged => {
-                    match tokio::time::timeout_at(deadline.into(), delivered(&mut flight.future))
+            let result = match (self.budget, self.purged) {
+                (Some(budget), false) => {
+                    match tokio::time::timeout_at(budget.into(), delivered(&mut flight.future))
                         .await
                     {
                         Ok(result) => result,
@@ -550,11 +707,12 @@ impl Run<'_> {
                             tracing::warn!("invocation budget spent: purging undelivered messages");
                             self.sink.purge();
                             self.purged = true;
-                            delivered(flight.future).await
+                            self.settle(flight.future).await
                         }
                     }
                 }
-                _ => delivered(flight.future).await,
+                (Some(_), true) => self.settle(flight.future).await,
+                (None, _) => delivered(flight.future).await,
             };
             let state = &mut self.states[flight.record];
             match result {
@@ -569,6 +727,9 @@ impl Run<'_> {
                         dead_letter,
                     } = state
                     {
+                        if *dead_letter != flight.dead_letter {
+                            continue;
+                        }
                         *remaining -= 1;
                         if *remaining == 0 {
                             *state = if *dead_letter {
@@ -580,17 +741,61 @@ impl Run<'_> {
                     }
                 }
                 Err(error) => {
-                    if let RecordState::Pending { dead_letter, .. } = state {
-                        *state = if !error.is_retryable() && !*dead_letter {
-                            RecordState::Rejected(error)
-                        } else {
-                            log_failure(&self.records[flight.record], &error, self.log_values);
-                            RecordState::Failed(error)
-                        };
+                    let next = match state {
+                        // A message of its own rejected: retried alone, then poison.
+                        RecordState::Pending {
+                            dead_letter: false, ..
+                        } if !error.is_retryable() => Some(RecordState::Rejected(error)),
+                        // A retryable failure outranks a sibling's rejection: the record is
+                        // reported, never dead-lettered while it might still succeed.
+                        RecordState::Pending { .. } | RecordState::Rejected(_)
+                            if error.is_retryable() =>
+                        {
+                            Some(RecordState::Failed(error))
+                        }
+                        // A dead letter refused: reported, never dropped.
+                        RecordState::Pending {
+                            dead_letter: true, ..
+                        } => Some(RecordState::Failed(RecordError {
+                            retryable: true,
+                            message: format!("dead letter: {}", error.message),
+                            ..error
+                        })),
+                        _ => None,
+                    };
+                    if let Some(next) = next {
+                        if let RecordState::Failed(error) = &next {
+                            self.log_failure(flight.record, error);
+                        }
+                        self.states[flight.record] = next;
                     }
                 }
             }
         }
+    }
+
+    /// Waits for a purged delivery until the settle time.
+    async fn settle(&self, future: DeliveryFuture) -> Result<crate::sink::Delivered, RecordError> {
+        let Some(settle_by) = self.settle_by else {
+            return delivered(future).await;
+        };
+        tokio::time::timeout_at(settle_by.into(), delivered(future))
+            .await
+            .unwrap_or_else(|_elapsed| {
+                Err(RecordError::retryable(
+                    Stage::Sink,
+                    "purged at the deadline; no delivery report before the answer",
+                ))
+            })
+    }
+
+    /// Logs a failed or poison record, with its value when `log_values`.
+    fn log_failure(&self, index: usize, error: &RecordError) {
+        let record = &self.records[index];
+        let value = self
+            .log_values
+            .then(|| self.pipeline.loggable_value(record));
+        log_failure(record, error, value);
     }
 
     /// Per partition: everything from the first record not done onwards is not done.
@@ -638,7 +843,14 @@ impl Run<'_> {
                     }
                     continue;
                 }
-                RecordState::Failed(error) | RecordState::Rejected(error) => error,
+                RecordState::Failed(error) => error,
+                RecordState::Rejected(error) => RecordError::retryable(
+                    Stage::Sink,
+                    format!(
+                        "{}; not produced again alone before the deadline",
+                        error.message
+                    ),
+                ),
                 RecordState::Pending { .. } | RecordState::Blocked => {
                     RecordError::retryable(Stage::Sink, "not acknowledged before the deadline")
                 }

@@ -6,10 +6,20 @@
 //! partition, and it uses the Java client's `murmur2_random` partitioner so that
 //! downstream consumers written in any client agree on which partition a key lands in.
 //!
-//! Delivery errors are classified here, once: oversized or invalid messages are
-//! permanent (retrying the same bytes cannot help), everything else (broker down,
-//! timeouts, leader changes, a purge at the deadline) is retryable.
+//! Delivery errors are classified here, once: a message the broker or the producer
+//! rejects for its own bytes (too large, invalid record) is permanent; everything else is
+//! retryable: broker down, timeouts, leader changes, a purge at the deadline, and every
+//! fault of the infrastructure rather than the record (authorization, an unknown or
+//! invalid topic, a fatal producer state), so that one missing grant never sends a
+//! stream to the dead-letter topic.
+//!
+//! Before the first message to a topic, the sink asks the cluster about it once
+//! ([`Sink::check_topic`]): a topic that does not exist, or that the relay may not
+//! describe, fails its records at once (retryable) instead of after librdkafka's 30 s of
+//! metadata waits.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -37,7 +47,31 @@ pub struct Sink {
     brokers: String,
     auth: crate::auth::AuthMode,
     redactor: Redactor,
+    /// `message.max.bytes` in force: the largest message the producer sends.
+    message_max_bytes: usize,
+    /// What the cluster said about each topic: known to exist, or a recent refusal.
+    topics: Mutex<HashMap<Arc<str>, TopicCheck>>,
 }
+
+/// What the sink knows about a topic.
+#[derive(Debug, Clone)]
+enum TopicCheck {
+    /// The cluster listed it: produce without asking again.
+    Exists,
+    /// The cluster refused it; not asked again until this instant (the end of the
+    /// invocation that asked), so the other partitions of the batch fail at once
+    /// instead of each waiting for metadata, and the next invocation asks afresh.
+    Refused(Instant, RecordError),
+}
+
+/// How long a refusal is remembered when the batch has no budget.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(1);
+
+/// Longest wait for a topic's metadata before producing without an answer.
+const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,22 +207,106 @@ impl Sink {
     ) -> Result<Sink, Error> {
         let context = RelayContext::new(&auth);
         let redactor = Redactor::new(auth.secrets());
+        let config = producer_config_with(brokers, &auth, overrides);
+        let message_max_bytes = config
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
         let producer: FutureProducer<RelayContext> =
-            producer_config_with(brokers, &auth, overrides)
-                .create_with_context(context)
-                .map_err(|e| {
-                    let e = e.to_string();
-                    Error::Producer(format!(
-                        "cannot create producer for {brokers}: {}",
-                        redactor.redact(&e)
-                    ))
-                })?;
+            config.create_with_context(context).map_err(|e| {
+                let e = e.to_string();
+                Error::Producer(format!(
+                    "cannot create producer for {brokers}: {}",
+                    redactor.redact(&e)
+                ))
+            })?;
         Ok(Sink {
             producer,
             brokers: brokers.to_owned(),
             auth: auth.mode(),
             redactor,
+            message_max_bytes,
+            topics: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The largest message the producer sends (`message.max.bytes`).
+    pub fn message_max_bytes(&self) -> usize {
+        self.message_max_bytes
+    }
+
+    /// The producer's fatal error, if it has one: it then fails every message, and
+    /// only a new producer can deliver again.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {}", self.redactor.redact(&reason)))
+    }
+
+    /// Asks the cluster about `topic` before its first message: `Err` (retryable) when
+    /// the topic does not exist or the relay may not use it. Asked once per producer
+    /// for a topic that exists; a refusal is remembered until `budget`. When the
+    /// cluster does not answer by `budget` (or [`TOPIC_CHECK_TIMEOUT`]), the message is
+    /// produced and the delivery reports decide.
+    pub async fn check_topic(
+        &self,
+        topic: &Arc<str>,
+        budget: Option<Instant>,
+    ) -> Result<(), RecordError> {
+        let known = self.topics.lock().ok().and_then(|t| t.get(topic).cloned());
+        match known {
+            Some(TopicCheck::Exists) => return Ok(()),
+            Some(TopicCheck::Refused(until, error)) if Instant::now() < until => return Err(error),
+            _ => {}
+        }
+        let timeout = budget
+            .map_or(TOPIC_CHECK_TIMEOUT, |b| {
+                b.saturating_duration_since(Instant::now())
+            })
+            .min(TOPIC_CHECK_TIMEOUT);
+        let producer = self.producer.clone();
+        let name = topic.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&name), timeout)
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == &*name)
+                        .map(|t| (t.error(), t.partitions().len()))
+                })
+        })
+        .await;
+        let verdict = match answer {
+            Ok(Ok(Some((None, partitions)))) if partitions > 0 => TopicCheck::Exists,
+            Ok(Ok(Some((Some(code), _)))) => {
+                let code = RDKafkaErrorCode::from(code);
+                let why = match code {
+                    RDKafkaErrorCode::UnknownTopicOrPartition => {
+                        "does not exist on the cluster".to_owned()
+                    }
+                    RDKafkaErrorCode::TopicAuthorizationFailed => {
+                        "is not authorized for the relay (check its grants)".to_owned()
+                    }
+                    other => format!("is not usable: {other}"),
+                };
+                TopicCheck::Refused(
+                    budget.unwrap_or_else(|| Instant::now() + REFUSAL_MEMORY),
+                    RecordError::retryable(Stage::Sink, format!("topic {topic:?} {why}")),
+                )
+            }
+            // No answer in time, or no partitions yet: let the producer find out.
+            _ => return Ok(()),
+        };
+        if let Ok(mut topics) = self.topics.lock() {
+            topics.insert(topic.clone(), verdict.clone());
+        }
+        match verdict {
+            TopicCheck::Exists => Ok(()),
+            TopicCheck::Refused(_, error) => Err(error),
+        }
     }
 
     /// The bootstrap servers this sink produces to.
@@ -202,11 +320,22 @@ impl Sink {
     pub async fn warm_up(&self, timeout: Duration) -> Result<(), Error> {
         let producer = self.producer.clone();
         let fetched = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(None, timeout).map(|_| ())
+            producer.client().fetch_metadata(None, timeout).map(|m| {
+                m.topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| Arc::from(t.name()))
+                    .collect::<Vec<Arc<str>>>()
+            })
         })
         .await
         .map_err(|e| Error::Producer(format!("warm-up task failed: {e}")))?;
-        fetched.map_err(|e| {
+        if let (Ok(names), Ok(mut topics)) = (&fetched, self.topics.lock()) {
+            for name in names {
+                topics.insert(name.clone(), TopicCheck::Exists);
+            }
+        }
+        fetched.map(|_| ()).map_err(|e| {
             let e = e.to_string();
             Error::Producer(format!(
                 "brokers {} not reachable: {}",
@@ -257,8 +386,10 @@ impl Sink {
     }
 
     /// Drops everything not yet acknowledged: queued and in-flight messages fail with a
-    /// purge error, so their futures resolve now and a retried batch does not also
-    /// deliver these stale copies later.
+    /// purge error, so their futures resolve now instead of outliving the invocation.
+    /// Queued messages are never sent; a message already on the wire may still be
+    /// written by the broker, with the same event id as its retry (consumers
+    /// de-duplicate by it).
     pub fn purge(&self) {
         self.producer
             .purge(PurgeConfig::default().queue().inflight().non_blocking());
@@ -290,19 +421,67 @@ where
     }
 }
 
-/// Permanent when the same bytes can never be accepted; retryable otherwise.
+/// Permanent when the broker or the producer refused the message's own bytes (too
+/// large, an invalid record); retryable otherwise, including every fault of the
+/// infrastructure: authorization, unknown or invalid topics, a fatal producer.
+///
+/// A permanent delivery error may still be the fault of the request the message
+/// travelled in (a whole request too large, a sibling's invalid record); the pipeline
+/// retries such records alone before calling one poison.
 pub fn classify(error: &KafkaError) -> RecordError {
     let message = format!("delivery failed: {error}");
     match error.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
+        Some(code) if is_record_fault(code) => RecordError::permanent(Stage::Sink, message),
+        _ => RecordError::retryable(Stage::Sink, message),
+    }
+}
+
+/// Whether an error code blames the message (or the request it was in) rather than
+/// the cluster, the grants or the configuration.
+fn is_record_fault(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::InvalidMessageSize
             | RDKafkaErrorCode::InvalidMessage
             | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidDifferentRecord
             | RDKafkaErrorCode::MessageBatchTooLarge
-            | RDKafkaErrorCode::InvalidTopic
-            | RDKafkaErrorCode::TopicAuthorizationFailed,
-        ) => RecordError::permanent(Stage::Sink, message),
-        _ => RecordError::retryable(Stage::Sink, message),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Grants, topics and fatal producer states are the infrastructure's fault:
+    /// retryable. Only a message's own bytes make it poison.
+    #[test]
+    fn infrastructure_faults_are_retryable() {
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::OutOfOrderSequenceNumber,
+            RDKafkaErrorCode::UnknownProducerId,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::PurgeInflight,
+        ] {
+            let error = classify(&KafkaError::MessageProduction(code));
+            assert!(error.is_retryable(), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::InvalidDifferentRecord,
+        ] {
+            assert!(
+                !classify(&KafkaError::MessageProduction(code)).is_retryable(),
+                "{code:?}"
+            );
+        }
     }
 }

@@ -104,6 +104,18 @@ pub struct EventOrigin {
     pub bootstrap_servers: Option<String>,
 }
 
+impl EventOrigin {
+    /// The source cluster's identity for event ids: the event source ARN (MSK), else
+    /// the bootstrap servers (self-managed Kafka), else empty.
+    pub fn cluster(&self) -> &str {
+        self.event_source_arn
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .or(self.bootstrap_servers.as_deref())
+            .unwrap_or("")
+    }
+}
+
 /// One Kafka record as Lambda delivered it, still base64-encoded.
 #[derive(Debug, Clone)]
 pub struct SourceRecord {

@@ -387,6 +387,37 @@ async fn scram_secret_comes_from_secrets_manager() {
     );
 }
 
+/// A Secrets Manager that accepts the connection and never answers does not hold init
+/// past Lambda's init phase: the fetch gives up with a retryable credentials error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_fetch_gives_up_in_time() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    // Accept and hold connections without answering, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            held.push(stream);
+        }
+    });
+    let aws = sdk_config(&endpoint).await;
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        fetch_scram_secret(&aws, "arn:aws:secretsmanager:eu-west-1:1:secret:s"),
+    )
+    .await
+    .expect("the fetch gives up by itself")
+    .expect_err("no answer");
+    let elapsed = started.elapsed();
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert!(
+        elapsed <= cdc_relay::auth::SECRET_FETCH_TIMEOUT + Duration::from_millis(500),
+        "{elapsed:?}"
+    );
+}
+
 /// A SCRAM login that fails (the mock cluster has no SASL) never shows the password:
 /// not in the logs, not in the errors, not in `Debug` output; yet the failure itself
 /// is visible.

@@ -9,4 +9,6 @@ mod events;
 mod observability;
 mod ordering;
 mod reliability;
+mod retry_loop;
 mod transform;
+mod trust;

@@ -40,9 +40,9 @@ fn flat_routes_golden_output() {
         .collect();
     names.sort();
     for name in names {
-        let (_, records) = source::records(util::load_event(&name));
+        let (origin, records) = source::records(util::load_event(&name));
         let mut text = String::new();
-        for line in dry_run(&pipeline, &records) {
+        for line in dry_run(&pipeline, &origin, &records) {
             text.push_str(&line.to_string());
             text.push('\n');
         }
@@ -59,6 +59,8 @@ fn change(op: &str, data: Value) -> ChangeEvent {
 }
 
 const POS: SourcePosition<'static> = SourcePosition {
+    cluster: "",
+    timestamp_ms: 0,
     topic: "dms",
     partition: 0,
     offset: 1,

@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let position = SourcePosition {
+        cluster: "",
+        timestamp_ms: 0,
         topic: "dms.fuzz",
         partition: 0,
         offset: 1,

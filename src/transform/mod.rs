@@ -36,7 +36,8 @@ pub const KEY_SEPARATOR: &str = "|";
 
 /// Header names every downstream message carries.
 pub mod header {
-    /// Deterministic event id (UUID v5 of source topic, partition, offset, message index).
+    /// Deterministic event id: UUID v5 of the source cluster, topic, partition, offset,
+    /// record timestamp and message index (dead letters: of the same, marked as such).
     pub const EVENT_ID: &str = "relay-event-id";
     /// Source topic.
     pub const SOURCE_TOPIC: &str = "relay-source-topic";
@@ -54,6 +55,15 @@ pub mod header {
     pub const ERROR_STAGE: &str = "relay-error-stage";
     /// On dead letters: the event source ARN (the MSK cluster), when Lambda sent one.
     pub const EVENT_SOURCE_ARN: &str = "relay-event-source-arn";
+    /// On dead letters: `redacted` (the route's excluded columns removed and masked
+    /// columns masked) or `original` (the value exactly as it arrived).
+    pub const DEAD_LETTER_VALUE: &str = "relay-dead-letter-value";
+    /// On dead letters cut to fit the broker's size limit: `true`.
+    pub const TRUNCATED: &str = "relay-truncated";
+    /// On cut dead letters: the size of the whole value, in bytes (decimal).
+    pub const ORIGINAL_SIZE: &str = "relay-original-size";
+    /// On cut dead letters: the SHA-256 of the whole value (lower-case hex).
+    pub const ORIGINAL_SHA256: &str = "relay-original-sha256";
 }
 
 /// Namespace of event ids, so they never collide with other UUID v5 users.
@@ -63,6 +73,12 @@ const EVENT_ID_NAMESPACE: uuid::Uuid =
 /// The source coordinates of the record being transformed.
 #[derive(Debug, Clone, Copy)]
 pub struct SourcePosition<'a> {
+    /// The source cluster: the event source ARN, else the event's bootstrap servers,
+    /// else empty. Part of the event id, so two clusters never share ids.
+    pub cluster: &'a str,
+    /// The record's Kafka timestamp (epoch ms). Part of the event id, so a recreated
+    /// topic, whose offsets start again, does not repeat the ids of the old one.
+    pub timestamp_ms: i64,
     /// Source topic.
     pub topic: &'a str,
     /// Source partition.
@@ -338,11 +354,21 @@ fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
     })
 }
 
-/// Deterministic id of the `index`-th message made from a source record.
-fn event_id(pos: SourcePosition<'_>, index: usize) -> String {
+/// Deterministic id of the `index`-th message made from a source record: the same on
+/// every retry of the record, different for any other record of any cluster.
+pub fn event_id(pos: SourcePosition<'_>, index: usize) -> String {
+    id_of(pos, &index.to_string())
+}
+
+/// Deterministic id of the dead letter of a source record.
+pub fn dead_letter_id(pos: SourcePosition<'_>) -> String {
+    id_of(pos, "dead-letter")
+}
+
+fn id_of(pos: SourcePosition<'_>, what: &str) -> String {
     let name = format!(
-        "{}\u{0}{}\u{0}{}\u{0}{}",
-        pos.topic, pos.partition, pos.offset, index
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        pos.cluster, pos.topic, pos.partition, pos.offset, pos.timestamp_ms, what
     );
     uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string()
 }
@@ -587,6 +613,8 @@ operations = ["insert"]
 
     fn pos(offset: i64) -> SourcePosition<'static> {
         SourcePosition {
+            cluster: "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5",
+            timestamp_ms: 1_732_200_000_000,
             topic: "dms",
             partition: 0,
             offset,
@@ -660,6 +688,36 @@ operations = ["insert"]
         assert_ne!(
             t.transform(pos(3), &ev).expect("ok"),
             t.transform(pos(4), &ev).expect("ok")
+        );
+    }
+
+    /// Event ids cover the source cluster and the record's timestamp: the same offset of
+    /// the same topic in another cluster, or in a recreated topic, gets another id.
+    #[test]
+    fn event_ids_cover_cluster_and_timestamp() {
+        let ev = change("orders", "insert", r#"{"id":1,"user_id":7}"#);
+        let t = transformer();
+        let id = |pos: SourcePosition<'_>| {
+            messages(t.transform(pos, &ev).expect("ok"))[0]
+                .header(header::EVENT_ID)
+                .map(<[u8]>::to_vec)
+        };
+        let base = id(pos(3));
+        assert_eq!(base, id(pos(3)), "retries keep the id");
+        let other_cluster = SourcePosition {
+            cluster: "arn:aws:kafka:us-east-1:444455556666:cluster/cdc/ffff-0000-1",
+            ..pos(3)
+        };
+        assert_ne!(base, id(other_cluster));
+        let recreated = SourcePosition {
+            timestamp_ms: 1_800_000_000_000,
+            ..pos(3)
+        };
+        assert_ne!(base, id(recreated));
+        assert_ne!(
+            dead_letter_id(pos(3)).into_bytes(),
+            base.unwrap_or_default(),
+            "a dead letter's id differs from its record's messages"
         );
     }
 

@@ -61,6 +61,17 @@ pub enum OnPoison {
     Skip,
 }
 
+/// What a dead letter's value keeps of the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterValue {
+    /// The record's route applied to `data` and the before-image: excluded columns
+    /// removed, masked columns masked; everything else as it arrived.
+    Redacted,
+    /// The value exactly as it arrived.
+    Original,
+}
+
 /// What a delete becomes downstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum DeletePolicy {
@@ -97,6 +108,7 @@ struct RawDefaults {
     missing: Option<Missing>,
     dlq_topic: Option<Spanned<String>>,
     on_poison: Option<OnPoison>,
+    dead_letter_value: Option<DeadLetterValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +297,8 @@ pub struct Routes {
     pub dlq_topic: Option<String>,
     /// Default poison policy: `dlq` when a DLQ topic is set, else `fail`.
     pub on_poison: OnPoison,
+    /// What dead letters' values keep (`redacted` unless the file says `original`).
+    pub dead_letter_value: DeadLetterValue,
 }
 
 impl Routes {
@@ -382,6 +396,9 @@ impl Routes {
             envelope: defaults.envelope.unwrap_or(Envelope::Relay),
             dlq_topic: None,
             on_poison: OnPoison::Fail,
+            dead_letter_value: defaults
+                .dead_letter_value
+                .unwrap_or(DeadLetterValue::Redacted),
         };
         routes
             .set_dlq(dlq_override.or(dlq_topic), defaults.on_poison)
@@ -422,6 +439,39 @@ impl Routes {
             .and_then(|q| self.routes.iter().find(|r| r.matches(q)))
             .and_then(|r| r.on_poison)
             .unwrap_or(self.on_poison)
+    }
+
+    /// What in the routes makes `topic` for a record of `qualified` (for errors that
+    /// must say which setting to fix): the route, the schema-changes topic or the
+    /// dead-letter topic.
+    pub fn origin_of_topic(&self, qualified: Option<&str>, topic: &str) -> String {
+        if self.dlq_topic.as_deref() == Some(topic) {
+            return "the dead-letter topic (dlq_topic)".to_owned();
+        }
+        let (schema, table) = qualified
+            .and_then(|q| q.split_once('.'))
+            .unwrap_or(("", ""));
+        if let Some(route) = qualified.and_then(|q| self.route_for(q)) {
+            if route
+                .topics
+                .iter()
+                .any(|t| &*t.render(schema, table) == topic)
+            {
+                return if route.table == "*" && !self.is_routed(qualified.unwrap_or("")) {
+                    "the default topic ([defaults] topic)".to_owned()
+                } else {
+                    format!("route {:?}", route.table)
+                };
+            }
+        }
+        if self
+            .schema_changes_topic
+            .as_ref()
+            .is_some_and(|t| &*t.render(schema, table) == topic)
+        {
+            return "the schema-changes topic (schema_changes_topic)".to_owned();
+        }
+        "the routes".to_owned()
     }
 
     /// Whether a route names `schema.table` (the unrouted policy does not count).

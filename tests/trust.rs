@@ -1,0 +1,500 @@
+//! Trust under faults: every wait ends by the invocation's answer-by time, a fatal
+//! producer is replaced, infrastructure faults are never blamed on records, fan-out
+//! records are done only when all their messages are, nothing is produced past a known
+//! failure, dead letters are safe to keep, and the local invoke is the Lambda path.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use cdc_relay::handler::{BatchResponse, Relay};
+use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::source::MskEvent;
+use cdc_relay::transform::{header, Routes};
+use lambda_runtime::LambdaEvent;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::{json, Value};
+
+use crate::util;
+
+/// Orders keyed by id to `out`, dead letters to `dlq`.
+const ROUTES_DLQ: &str = "[defaults]\ndlq_topic = \"dlq\"\n[[route]]\ntable = \"public.*\"\ntopic = \"out\"\nkey = [\"id\"]\n";
+/// The same without a dead-letter topic: poison is reported (`on_poison = "fail"`).
+const ROUTES_FAIL: &str = "[[route]]\ntable = \"public.*\"\ntopic = \"out\"\nkey = [\"id\"]\n";
+
+fn routes(text: &str) -> Routes {
+    Routes::parse(text, "test").expect("routes")
+}
+
+/// `(partition, offset)` of each failure, sorted.
+fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
+    let mut out: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| {
+            (
+                f.item_identifier.partition.clone(),
+                f.item_identifier.offset,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Messages of `topic` made from source offset `offset`.
+fn from_offset<'a>(
+    messages: &'a [ConsumedMessage],
+    topic: &str,
+    offset: i64,
+) -> Vec<&'a ConsumedMessage> {
+    let offset = offset.to_string();
+    messages
+        .iter()
+        .filter(|m| m.topic == topic && m.header(header::SOURCE_OFFSET) == Some(offset.as_str()))
+        .collect()
+}
+
+/// One partition `src-0` with inserts of `public.orders` at offsets 10.., each row given.
+fn orders(rows: &[Value]) -> KafkaEvent {
+    let mut b = util::EventBuilder::new();
+    for (i, row) in rows.iter().enumerate() {
+        b = b.data("src", 0, 10 + i as i64, "insert", "orders", row.clone());
+    }
+    b.build()
+}
+
+/// Calls the handler with a deadline `deadline_ms` from now; fails the test if the call
+/// itself outlives that deadline by more than a few seconds (a wait without a bound).
+async fn handle_by(
+    relay: &Relay,
+    event: KafkaEvent,
+    deadline_ms: u64,
+) -> (Result<BatchResponse, cdc_relay::Error>, Duration) {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_millis(deadline_ms + 5_000),
+        relay.handle(LambdaEvent::new(
+            MskEvent(event),
+            util::context(deadline_ms),
+        )),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer within {deadline_ms} ms + 5 s"));
+    (answer, started.elapsed())
+}
+
+/// A record the broker rejects while another broker is down: the batch is purged at the
+/// budget, and the dead letter of the rejected record (its topic led by the broker that
+/// is down) cannot be delivered. The invocation still answers before its deadline, and
+/// reports both records instead of waiting up to `message.timeout.ms` for the letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_record_and_dead_broker_answer_before_the_deadline() {
+    let kafka = EmbeddedKafka::start(2).expect("mock cluster");
+    for (topic, leader) in [("out", 1), ("other", 2), ("dlq", 2)] {
+        kafka.cluster().create_topic(topic, 1, 1).expect("topic");
+        kafka
+            .cluster()
+            .partition_leader(topic, 0, Some(leader))
+            .expect("leader");
+    }
+    let relay = util::relay(
+        &kafka,
+        routes("[defaults]\ndlq_topic = \"dlq\"\n[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\nkey = [\"id\"]\n[[route]]\ntable = \"public.users\"\ntopic = \"other\"\nkey = [\"id\"]\n"),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "300"),
+        ],
+    );
+    let event = |offset: i64| {
+        util::EventBuilder::new()
+            .data("src", 0, offset, "insert", "orders", json!({"id": offset}))
+            .data("src", 1, offset, "insert", "users", json!({"id": offset}))
+            .build()
+    };
+    let (warm, _) = handle_by(&relay, event(1), 10_000).await;
+    assert!(warm.expect("warm-up").batch_item_failures.is_empty());
+    kafka.cluster().broker_down(2).expect("down");
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let (answer, elapsed) = handle_by(&relay, event(10), 2_000).await;
+    assert!(
+        elapsed < Duration::from_millis(2_000),
+        "answered after the deadline: {elapsed:?}"
+    );
+    assert_eq!(
+        reported(&answer.expect("partial response")),
+        vec![("src-0".to_owned(), 10), ("src-1".to_owned(), 10)]
+    );
+}
+
+/// A fatal idempotent-producer error (InitProducerId refused with
+/// CLUSTER_AUTHORIZATION_FAILED) fails the batch it hit, and the next batch in the same
+/// process gets a new producer and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_producer_error_is_recovered() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let relay = util::relay(
+        &kafka,
+        routes(ROUTES_FAIL),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "300"),
+        ],
+    );
+    let event = || orders(&[json!({"id": 1}), json!({"id": 2}), json!({"id": 3})]);
+    let (first, elapsed) = handle_by(&relay, event(), 5_000).await;
+    assert!(elapsed < Duration::from_millis(5_000), "{elapsed:?}");
+    assert_eq!(
+        reported(&first.expect("partial response")),
+        vec![("src-0".to_owned(), 10)],
+        "the fatal error fails the whole batch"
+    );
+    let (second, _) = handle_by(&relay, event(), 10_000).await;
+    assert!(
+        second.expect("answer").batch_item_failures.is_empty(),
+        "a new producer delivers the next batch"
+    );
+    let out = util::consume(&kafka, &["out"]);
+    let ids: HashSet<_> = out
+        .iter()
+        .filter_map(|m| m.header(header::EVENT_ID))
+        .collect();
+    assert_eq!(ids.len(), 3, "each record once after de-duplication");
+}
+
+/// A topic the relay is not authorized for is the infrastructure's fault: its records
+/// are reported for retry, quickly, never dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_topic_is_reported_never_dead_lettered() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    kafka
+        .cluster()
+        .topic_error(
+            "out",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    let relay = util::relay(&kafka, routes(ROUTES_DLQ), &[]);
+    let (answer, elapsed) = handle_by(
+        &relay,
+        orders(&[json!({"id": 1}), json!({"id": 2})]),
+        30_000,
+    )
+    .await;
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let error = answer.expect_err("no partial batch responses: the batch fails");
+    assert!(error.is_retryable());
+    let text = error.to_string();
+    assert!(
+        text.contains("not authorized") && text.contains("\"public.*\""),
+        "{text}"
+    );
+    assert!(
+        util::consume(&kafka, &["dlq"]).is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
+/// The broker refusing every produce request of one topic with
+/// TOPIC_AUTHORIZATION_FAILED (a grant missing on the write path only) is reported too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_are_reported_never_dead_lettered() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    let relay = util::relay(
+        &kafka,
+        routes(ROUTES_DLQ),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let (warm, _) = handle_by(&relay, orders(&[json!({"id": 0})]), 10_000).await;
+    assert!(warm.expect("warm-up").batch_item_failures.is_empty());
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let (answer, _) = handle_by(
+        &relay,
+        orders(&[json!({"id": 1}), json!({"id": 2})]),
+        10_000,
+    )
+    .await;
+    assert_eq!(
+        reported(&answer.expect("partial response")),
+        vec![("src-0".to_owned(), 10)]
+    );
+    assert!(
+        util::consume(&kafka, &["dlq"]).is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
+/// A downstream topic that does not exist fails its records at once (not after
+/// librdkafka's 30 s of metadata waits), retryable, naming the topic and the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topic_fails_fast_and_names_its_route() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        routes("[[route]]\ntable = \"public.orders\"\ntopic = \"no-such-topic\"\nkey = [\"id\"]\n"),
+        &[("RELAY_PRODUCER_ALLOW_AUTO_CREATE_TOPICS", "false")],
+    );
+    let (answer, elapsed) = handle_by(&relay, orders(&[json!({"id": 1})]), 60_000).await;
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let error = answer.expect_err("the batch fails");
+    assert!(error.is_retryable());
+    let text = error.to_string();
+    assert!(
+        text.contains("\"no-such-topic\" does not exist")
+            && text.contains("route \"public.orders\""),
+        "{text}"
+    );
+}
+
+/// The broker rejecting a whole produce request as too large is not every record's
+/// fault: each is produced again alone, and all are done, none dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rejection_is_retried_per_record() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    let relay = util::relay(
+        &kafka,
+        routes(ROUTES_DLQ),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let (warm, _) = handle_by(&relay, orders(&[json!({"id": 0})]), 10_000).await;
+    assert!(warm.expect("warm-up").batch_item_failures.is_empty());
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let rows: Vec<Value> = (1..=20).map(|id| json!({"id": id})).collect();
+    let (answer, _) = handle_by(&relay, orders(&rows), 10_000).await;
+    assert!(answer.expect("answer").batch_item_failures.is_empty());
+    assert!(
+        util::consume(&kafka, &["dlq"]).is_empty(),
+        "nothing dead-lettered"
+    );
+    let out = util::consume(&kafka, &["out"]);
+    for offset in 10..30 {
+        assert!(
+            !from_offset(&out, "out", offset).is_empty(),
+            "offset {offset} missing"
+        );
+    }
+}
+
+/// A fan-out record whose message to one topic is rejected while its message to the
+/// other fails retryably (that topic's leader is down) is reported, not dead-lettered
+/// and called done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_with_one_rejection_and_one_retryable_failure_is_reported() {
+    let kafka = EmbeddedKafka::start(2).expect("mock cluster");
+    for (topic, leader) in [("a", 1), ("b", 2), ("dlq", 1)] {
+        kafka.cluster().create_topic(topic, 1, 1).expect("topic");
+        kafka
+            .cluster()
+            .partition_leader(topic, 0, Some(leader))
+            .expect("leader");
+    }
+    let relay = util::relay(
+        &kafka,
+        routes("[defaults]\ndlq_topic = \"dlq\"\n[[route]]\ntable = \"public.*\"\ntopics = [\"a\", \"b\"]\nkey = [\"id\"]\n"),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "400"),
+        ],
+    );
+    let (warm, _) = handle_by(&relay, orders(&[json!({"id": 0})]), 10_000).await;
+    assert!(warm.expect("warm-up").batch_item_failures.is_empty());
+    kafka.cluster().broker_down(2).expect("down");
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let (answer, elapsed) = handle_by(&relay, orders(&[json!({"id": 1})]), 3_000).await;
+    assert!(elapsed < Duration::from_millis(3_000), "{elapsed:?}");
+    assert_eq!(
+        reported(&answer.expect("partial response")),
+        vec![("src-0".to_owned(), 10)]
+    );
+    kafka.cluster().broker_up(2).expect("up");
+    let dead = util::consume(&kafka, &["dlq"]);
+    assert!(
+        dead.is_empty(),
+        "dead-lettered although it may still succeed: {dead:?}"
+    );
+}
+
+/// Without a dead-letter topic, a record the producer rejects stops its partition:
+/// the records after it are not produced only to be reported (and produced again on
+/// every retry). With one, the dead letter keeps its place and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_produced_past_a_known_failure() {
+    let big = json!({"id": 1, "blob": "x".repeat(40_000)});
+    let rows = [big, json!({"id": 2}), json!({"id": 3})];
+    for (text, topics) in [(ROUTES_FAIL, vec!["out"]), (ROUTES_DLQ, vec!["out", "dlq"])] {
+        let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+        for topic in &topics {
+            kafka.cluster().create_topic(topic, 1, 1).expect("topic");
+        }
+        let relay = util::relay(
+            &kafka,
+            routes(text),
+            &[
+                ("RELAY_PARTIAL_BATCH", "true"),
+                ("RELAY_PRODUCER_MESSAGE_MAX_BYTES", "20000"),
+            ],
+        );
+        let (answer, _) = handle_by(&relay, orders(&rows), 10_000).await;
+        let answer = answer.expect("partial response");
+        let consumed = util::consume(&kafka, &topics);
+        if topics.len() == 1 {
+            assert_eq!(reported(&answer), vec![("src-0".to_owned(), 10)]);
+            assert!(
+                consumed.is_empty(),
+                "produced past the failure: {consumed:?}"
+            );
+        } else {
+            assert!(reported(&answer).is_empty(), "{answer:?}");
+            assert_eq!(from_offset(&consumed, "dlq", 10).len(), 1);
+            assert_eq!(from_offset(&consumed, "out", 11).len(), 1);
+            assert_eq!(from_offset(&consumed, "out", 12).len(), 1);
+        }
+    }
+}
+
+/// A dead letter carries the event id and source headers, and by default its value
+/// leaves out the columns the route excludes and masks the ones it masks (numbers and
+/// other values byte for byte); `dead_letter_value = "original"` keeps the value as it
+/// came. Problem logs with `RELAY_LOG_VALUES` show the redacted value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_safe_to_keep() {
+    let captured = crate::observability::captured_logs();
+    let routes_text = |mode: &str| {
+        format!(
+            "[defaults]\ndlq_topic = \"dlq\"\ndead_letter_value = \"{mode}\"\n[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\nkey = [\"id\"]\nexclude = [\"note\"]\nmask = [\"email\"]\n[route.types]\namount = \"decimal\"\n"
+        )
+    };
+    let poison = r#"{"data":{"id":7,"amount":"lots","email":"trust-test@example.com","note":"note-7f3a","big":123456789012345678901234567890},"metadata":{"timestamp":"2024-11-21T00:00:00Z","record-type":"data","operation":"insert","partition-key-type":"schema-table","schema-name":"public","table-name":"orders"}}"#;
+    for mode in ["redacted", "original"] {
+        let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+        let relay = util::relay(
+            &kafka,
+            routes(&routes_text(mode)),
+            &[("RELAY_LOG_VALUES", "true")],
+        );
+        let event = util::EventBuilder::new()
+            .raw(
+                "src",
+                0,
+                10,
+                Some("public.orders"),
+                Some(&util::b64(poison)),
+            )
+            .build();
+        let (answer, _) = handle_by(&relay, event, 10_000).await;
+        assert!(answer.expect("done").batch_item_failures.is_empty());
+        let dead = util::consume(&kafka, &["dlq"]);
+        assert_eq!(dead.len(), 1);
+        let letter = &dead[0];
+        let id = letter.header(header::EVENT_ID).expect("event id");
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(letter.header(header::SOURCE_TOPIC), Some("src"));
+        assert_eq!(letter.header(header::SOURCE_OFFSET), Some("10"));
+        assert_eq!(letter.header(header::DEAD_LETTER_VALUE), Some(mode));
+        let value = String::from_utf8(letter.value.clone().expect("value")).expect("utf-8");
+        if mode == "redacted" {
+            assert!(
+                !value.contains("trust-test@example.com") && !value.contains("note-7f3a"),
+                "{value}"
+            );
+            assert!(value.contains(r#""email":"***""#), "{value}");
+            assert!(
+                value.contains("123456789012345678901234567890"),
+                "numbers kept: {value}"
+            );
+        } else {
+            assert_eq!(value, poison);
+        }
+    }
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("logs")).into_owned();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("note-7f3a") || l.contains("\\\"***\\\""))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\\\"***\\\"") && !l.contains("trust-test@example.com")),
+        "a redacted value was logged"
+    );
+}
+
+/// The partial batch response, byte for byte, with failures in two source topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_batch_response_golden() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        routes(ROUTES_FAIL),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let poison = util::b64("not json");
+    let event = util::EventBuilder::new()
+        .data("dms.orders", 0, 5, "insert", "orders", json!({"id": 5}))
+        .raw("dms.orders", 0, 6, Some("k"), Some(&poison))
+        .data("dms.orders", 0, 7, "insert", "orders", json!({"id": 7}))
+        .data(
+            "dms.payments",
+            2,
+            40,
+            "insert",
+            "payments",
+            json!({"no_id": 1}),
+        )
+        .data("dms.payments", 1, 3, "insert", "payments", json!({"id": 3}))
+        .build();
+    let (answer, _) = handle_by(&relay, event, 10_000).await;
+    let text = serde_json::to_string(&answer.expect("partial response")).expect("json");
+    util::assert_golden("partial-batch-response.json", &format!("{text}\n"));
+}
+
+/// `cdc-relay invoke` runs the Lambda entry point: with `RELAY_METRICS=true` it writes
+/// the invocation's EMF record before the response, and logs the invocation span.
+#[test]
+fn local_invoke_is_the_lambda_path() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-relay"))
+        .arg("invoke")
+        .env("RELAY_METRICS", "true")
+        .env_remove("RELAY_BROKERS")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .current_dir(util::root())
+        .output()
+        .expect("run cdc-relay invoke");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let emf: Value = serde_json::from_str(lines.first().expect("a line")).expect("EMF JSON");
+    assert!(emf["_aws"]["CloudWatchMetrics"].is_array(), "{emf}");
+    assert_eq!(lines.last().copied(), Some(r#"{"batchItemFailures":[]}"#));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invocation") && stderr.contains("cold_start=true"),
+        "{stderr}"
+    );
+}
