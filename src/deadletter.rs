@@ -25,10 +25,18 @@ use sha2::{Digest, Sha256};
 use crate::error::RecordError;
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::routes::DeadLetterValue;
-use crate::transform::{dead_letter_id, header, OutMessage, Routes, SourcePosition, MASK};
+use crate::transform::{dead_letter_id, header, OutMessage, Routes, MASK};
 
 /// Room kept in a dead letter for Kafka's per-record framing, beyond key, value and headers.
 const RECORD_OVERHEAD: usize = 512;
+
+/// The largest dead letter, whatever `message.max.bytes` says: a topic's own limit
+/// (`max.message.bytes`, 1 MiB by default on MSK) may be smaller than the producer's,
+/// and a dead letter must never be refused for its size.
+const DEAD_LETTER_MAX_BYTES: usize = 1_000_000;
+
+/// The largest key a dead letter keeps; a longer one is replaced by its SHA-256 (hex).
+const DEAD_LETTER_MAX_KEY: usize = 4096;
 
 /// How dead letters are made: where they go, what their value keeps, how large they may be.
 #[derive(Debug, Clone, Copy)]
@@ -51,24 +59,31 @@ pub fn dead_letter(
     origin: &EventOrigin,
 ) -> OutMessage {
     let original = record.original_parts();
-    let key = original.key;
+    let key = original.key.map(|key| {
+        if key.len() > DEAD_LETTER_MAX_KEY {
+            hex::encode(Sha256::digest(&key)).into_bytes()
+        } else {
+            key
+        }
+    });
+    let mut withheld = None;
     let (value, kept) = match (&original.value, letters.routes.dead_letter_value) {
         (Some(value), DeadLetterValue::Redacted) => {
             match redacted_value(value, letters.routes, letters.before_field) {
                 Some(redacted) => (Some(redacted.into_owned()), "redacted"),
-                None => (original.value.clone(), "original"),
+                // Not a DMS record whose table can be read: which columns to remove is
+                // unknown, so none of the value is kept (when any route removes any).
+                None if !letters.routes.redacts_columns() => (original.value.clone(), "original"),
+                None => {
+                    withheld = Some(value.clone());
+                    (None, "withheld")
+                }
             }
         }
         _ => (original.value.clone(), "original"),
     };
-    let position = SourcePosition {
-        cluster: origin.cluster(),
-        timestamp_ms: record.timestamp_ms,
-        topic: &record.topic,
-        partition: record.partition,
-        offset: record.offset,
-        kafka_key: None,
-    };
+    let cluster = origin.cluster();
+    let position = record.position(&cluster, None);
     let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = original
         .headers
         .into_iter()
@@ -113,7 +128,11 @@ pub fn dead_letter(
             arn.as_bytes().to_vec(),
         ));
     }
-    let value = value.map(|v| fit(v, key.as_deref(), &mut headers, letters.max_bytes));
+    if let Some(value) = withheld {
+        headers.extend(size_and_digest(&value));
+    }
+    let max_bytes = letters.max_bytes.min(DEAD_LETTER_MAX_BYTES);
+    let value = value.map(|v| fit(v, key.as_deref(), &mut headers, max_bytes));
     OutMessage {
         topic: letters.topic.clone(),
         key,
@@ -122,8 +141,23 @@ pub fn dead_letter(
     }
 }
 
+/// The headers giving a value's size and SHA-256.
+fn size_and_digest(value: &[u8]) -> [(Cow<'static, str>, Vec<u8>); 2] {
+    [
+        (
+            Cow::Borrowed(header::ORIGINAL_SIZE),
+            value.len().to_string().into_bytes(),
+        ),
+        (
+            Cow::Borrowed(header::ORIGINAL_SHA256),
+            hex::encode(Sha256::digest(value)).into_bytes(),
+        ),
+    ]
+}
+
 /// Cuts `value` so that key, value and headers fit in `max_bytes`, adding the headers
-/// that say it was cut and what the whole value was.
+/// that say it was cut and what the whole value was. When the record's own headers
+/// leave no room, they are dropped (the relay's headers say where it came from).
 fn fit(
     value: Vec<u8>,
     key: Option<&[u8]>,
@@ -141,15 +175,11 @@ fn fit(
     if framing(headers) + value.len() <= max_bytes {
         return value;
     }
-    let digest = hex::encode(Sha256::digest(&value));
-    headers.extend([
-        (Cow::Borrowed(header::TRUNCATED), b"true".to_vec()),
-        (
-            Cow::Borrowed(header::ORIGINAL_SIZE),
-            value.len().to_string().into_bytes(),
-        ),
-        (Cow::Borrowed(header::ORIGINAL_SHA256), digest.into_bytes()),
-    ]);
+    headers.push((Cow::Borrowed(header::TRUNCATED), b"true".to_vec()));
+    headers.extend(size_and_digest(&value));
+    if framing(headers) > max_bytes / 2 {
+        headers.retain(|(name, _)| name.starts_with("relay-"));
+    }
     let room = max_bytes.saturating_sub(framing(headers));
     let mut value = value;
     value.truncate(room);
@@ -316,6 +346,21 @@ include = ["id"]
         ));
         assert!(redacted_value(b"not json", &routes(), "before-image").is_none());
         assert!(redacted_value(br#"{"data":{}}"#, &routes(), "before-image").is_none());
+    }
+
+    /// Record headers too large to leave room are dropped; the relay's stay.
+    #[test]
+    fn oversized_record_headers_are_dropped() {
+        let mut headers = vec![
+            (Cow::Borrowed("big"), vec![b'h'; 3_000]),
+            (Cow::Borrowed(header::SOURCE_OFFSET), b"7".to_vec()),
+        ];
+        let cut = fit(vec![b'x'; 5_000], None, &mut headers, 4_000);
+        assert!(
+            headers.iter().all(|(n, _)| n.starts_with("relay-")),
+            "{headers:?}"
+        );
+        assert!(!cut.is_empty());
     }
 
     /// A value too large for the broker is cut to fit, with its size and SHA-256.

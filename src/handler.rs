@@ -23,7 +23,7 @@ use crate::config::Settings;
 use crate::dms::Decoder;
 use crate::error::Error;
 use crate::metrics::{emf, emf_tables, TableLabels, Timings};
-use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions};
+use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions, Renew};
 use crate::sink::Sink;
 use crate::source::{self, MskEvent};
 use crate::transform::{Routes, Transformer};
@@ -288,14 +288,21 @@ impl Relay {
             settle_by: deadline.map(|d| budget_instant(d, margin / 2)),
             xray_trace_id,
         };
-        let outcome = self.pipeline.run(&sink, &context, records).await;
-        if let Some(fatal) = sink.fatal_error() {
-            tracing::error!(
-                error = %fatal,
-                "the producer is in a fatal state: records not acknowledged are reported, \
-                 and the next batch gets a new producer"
-            );
-            self.retire(sink);
+        let renewal = Renewal {
+            relay: self,
+            brokers: &brokers,
+            event_source_arn: context.origin.event_source_arn.as_deref(),
+        };
+        let outcome = self.pipeline.run(sink, &renewal, &context, records).await;
+        if let Some(sink) = self.sink() {
+            if let Some(fatal) = sink.fatal_error() {
+                tracing::warn!(
+                    error = %fatal,
+                    "the producer is in a fatal state: records not acknowledged are reported, \
+                     and the next batch gets a new producer"
+                );
+                self.retire(sink);
+            }
         }
         tracing::info!(
             records = outcome.records,
@@ -381,6 +388,24 @@ impl Relay {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Gives the pipeline's recovery round a new producer: the fatal one is retired and the
+/// next is made as the first was.
+struct Renewal<'a> {
+    relay: &'a Relay,
+    brokers: &'a str,
+    event_source_arn: Option<&'a str>,
+}
+
+impl Renew for Renewal<'_> {
+    fn renew(&self, failed: &Arc<Sink>) -> Result<Arc<Sink>, Error> {
+        if let Some(fatal) = failed.fatal_error() {
+            tracing::warn!(error = %fatal, "the producer is in a fatal state: replacing it");
+        }
+        self.relay.retire(failed.clone());
+        self.relay.sink_for(self.brokers, self.event_source_arn)
     }
 }
 

@@ -201,16 +201,25 @@ pub fn read_ranges(
         .map_err(|e| Error::Producer(format!("assign: {e}")))?;
     let give_up = Instant::now() + timeout;
     let mut out = Vec::new();
+    let mut last_error = None;
     while !remaining.is_empty() {
         if Instant::now() >= give_up {
             return Err(Error::Producer(format!(
-                "read-back timed out; still waiting for {remaining:?}"
+                "read-back timed out; still waiting for {remaining:?} (last error: {last_error:?})"
             )));
         }
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let message = polled.map_err(|e| Error::Producer(format!("read-back: {e}")))?;
+        // A broker of the cluster being down is reported here too; the partitions read
+        // may not need it, so keep reading until the timeout.
+        let message = match polled {
+            Ok(message) => message,
+            Err(e) => {
+                last_error = Some(e.to_string());
+                continue;
+            }
+        };
         let position = (message.topic().to_owned(), message.partition());
         let Some(end) = remaining.get(&position).copied() else {
             continue;
@@ -248,11 +257,12 @@ pub fn read_ranges(
 /// What each record of a batch would become, without producing: one JSON object per
 /// record, in source order (`cdc-relay check-routes FILE EVENT`).
 pub fn dry_run(pipeline: &Pipeline, origin: &EventOrigin, records: &[SourceRecord]) -> Vec<Value> {
+    let cluster = origin.cluster();
     records
         .iter()
         .map(|record| {
             let at = json!({"partition": &*record.batch_partition, "offset": record.offset});
-            let outcome = match pipeline.process(record, origin.cluster()) {
+            let outcome = match pipeline.process(record, &cluster) {
                 Ok(Transformed::Messages(messages)) => {
                     json!({"produces": messages.iter().map(message_json).collect::<Vec<_>>()})
                 }

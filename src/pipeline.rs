@@ -20,13 +20,20 @@
 //! partition are not enqueued.
 //!
 //! One answer-by time: every wait of a batch (a full producer queue, a topic check, an
-//! acknowledgement, the second round) ends at the budget; then the producer is purged
+//! acknowledgement, the recovery round) ends at the budget; then the producer is purged
 //! and the purged deliveries are given until the settle time, after which whatever has
-//! not resolved is reported not done. A message the broker rejected after it was sent
-//! may have been rejected for its request (a whole request too large, a sibling's
-//! invalid record): its record is produced again alone in a second round, and only a
-//! record that fails alone is poison. The second round runs only while budget remains
-//! and the producer is healthy; records it cannot reach are reported.
+//! not resolved is reported not done.
+//!
+//! Rejections after sending: a message the broker rejected may have been rejected for
+//! its request (a whole request too large, a sibling's invalid record), not for itself.
+//! The producer runs with librdkafka's gapless guarantee, so such a rejection stops it
+//! (a fatal error) before any later message of that output partition is written: no
+//! change of a key can land after a gap. The recovery round then takes a new producer
+//! ([`Renew`]) and goes through each source partition from its first record not done,
+//! in source order: a rejected record is produced again alone (everything before it
+//! acknowledged first, nothing after it sent until it is), and only one rejected alone is
+//! poison; records that failed with the old producer are produced again. It runs only
+//! while budget remains; records it does not reach are reported.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,12 +44,20 @@ use tokio::task::JoinHandle;
 
 use crate::deadletter::{dead_letter, redacted_value, DeadLetters};
 use crate::dms::Decoder;
-use crate::error::{RecordError, Stage};
+use crate::error::{Error, RecordError, Stage};
 use crate::sink::{delivered, Sink};
 use crate::source::{EventOrigin, SourceRecord};
-use crate::transform::{
-    header, OnPoison, OutMessage, SkipReason, SourcePosition, Transformed, Transformer,
-};
+use crate::transform::{header, OnPoison, OutMessage, SkipReason, Transformed, Transformer};
+
+/// Makes a new producer when the one in use is in a fatal state (the recovery round).
+pub trait Renew: Sync {
+    /// Retires `failed` and returns the producer to use instead.
+    fn renew(&self, failed: &Arc<Sink>) -> Result<Arc<Sink>, Error>;
+}
+
+/// Recovery rounds per batch at most (each one resolves at least the first rejected
+/// record of every partition, or stops).
+const MAX_RECOVERY_ROUNDS: usize = 4;
 
 /// Tuning of a [`Pipeline`].
 #[derive(Debug, Clone, Copy)]
@@ -209,13 +224,24 @@ enum RecordState {
     Blocked,
 }
 
+impl RecordState {
+    /// Produced, dead-lettered or skipped.
+    fn is_done(&self) -> bool {
+        matches!(
+            self,
+            RecordState::Produced | RecordState::DeadLettered | RecordState::Skipped(_)
+        )
+    }
+}
+
 /// Per record: its table (when counted per table) and what the transform made of it.
 type ChunkResult = Vec<(Option<Arc<str>>, Result<Transformed, RecordError>)>;
 
 /// One batch in progress.
 struct Run<'a> {
     pipeline: &'a Pipeline,
-    sink: &'a Sink,
+    /// The producer; replaced by the recovery round when it is in a fatal state.
+    sink: Arc<Sink>,
     origin: &'a EventOrigin,
     /// After a purge, when to stop waiting for purged deliveries.
     settle_by: Option<Instant>,
@@ -276,6 +302,31 @@ impl Pipeline {
         process(&self.decoder, &self.transformer, record, cluster, &mut None)
     }
 
+    /// The event ids a record yields when it is done: its messages' ids, none when it is
+    /// skipped, and its dead letter's id when it is poison and `dead_letters` (for
+    /// checking what reached the broker, in tests and tools).
+    pub fn expected_ids(
+        &self,
+        record: &SourceRecord,
+        cluster: &str,
+        dead_letters: bool,
+    ) -> Vec<String> {
+        match self.process(record, cluster) {
+            Ok(Transformed::Messages(messages)) => messages
+                .iter()
+                .filter_map(|m| m.header(header::EVENT_ID))
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .collect(),
+            Ok(Transformed::Skipped(_)) => Vec::new(),
+            Err(_) if dead_letters => {
+                vec![crate::transform::dead_letter_id(
+                    record.position(cluster, None),
+                )]
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// A record's value as a problem log may show it: redacted as its dead letter
     /// would be (unless `dead_letter_value = "original"`).
     fn loggable_value(&self, record: &SourceRecord) -> String {
@@ -288,7 +339,11 @@ impl Pipeline {
                     value,
                     self.transformer.routes(),
                     self.decoder.before_field(),
-                ),
+                )
+                .or_else(|| {
+                    (!self.transformer.routes().redacts_columns())
+                        .then_some(std::borrow::Cow::Borrowed(value))
+                }),
             }
         })
     }
@@ -296,9 +351,12 @@ impl Pipeline {
     /// Runs a batch. Records must be in source order (as [`crate::source::records`]
     /// returns them). `budget` is when to stop waiting for the broker: undelivered
     /// messages are then purged and their records reported not done.
+    ///
+    /// `renew` gives the recovery round a new producer when `sink` turns fatal.
     pub async fn run(
         &self,
-        sink: &Sink,
+        sink: Arc<Sink>,
+        renew: &dyn Renew,
         context: &BatchContext,
         records: Vec<SourceRecord>,
     ) -> BatchOutcome {
@@ -309,12 +367,13 @@ impl Pipeline {
             .xray_trace_id
             .as_deref()
             .map(|t| Arc::from(t.as_bytes()));
+        sink.begin_batch();
         let cluster: Arc<str> = Arc::from(context.origin.cluster());
         let tasks = self.spawn_chunks(&records, &cluster, xray.clone());
         let budget = context.budget;
         let mut run = Run {
             pipeline: self,
-            sink,
+            sink: sink.clone(),
             origin: &context.origin,
             settle_by: context.settle_by.or(budget.map(|b| b + SETTLE_TIME)),
             xray,
@@ -382,7 +441,7 @@ impl Pipeline {
         }
         let transform_ms = started.elapsed().as_secs_f64() * 1e3;
         run.await_deliveries().await;
-        run.second_round(&cluster).await;
+        run.recover(&cluster, renew).await;
         let produce_ms = run
             .first_enqueue
             .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
@@ -450,14 +509,7 @@ fn process(
     if let Some(slot) = table {
         *slot = Some(format!("{}.{}", change.schema, change.table));
     }
-    let position = SourcePosition {
-        cluster,
-        timestamp_ms: record.timestamp_ms,
-        topic: &record.topic,
-        partition: record.partition,
-        offset: record.offset,
-        kafka_key: decoded.key.as_deref(),
-    };
+    let position = record.position(cluster, decoded.key.as_deref());
     transformer
         .transform(position, &change)
         .map_err(|e| e.with_table(format!("{}.{}", change.schema, change.table)))
@@ -647,20 +699,67 @@ impl Run<'_> {
         }
     }
 
-    /// Records rejected after they were sent are produced again, each alone and awaited,
-    /// so a request-level rejection is not blamed on every record in the request; a
-    /// record rejected alone is poison. Runs only while budget remains and the producer
-    /// has no fatal error; records it does not reach stay rejected and are reported.
-    async fn second_round(&mut self, cluster: &str) {
-        let rejected: Vec<usize> = (0..self.states.len())
-            .filter(|i| matches!(self.states[*i], RecordState::Rejected(_)))
-            .collect();
-        for index in rejected {
-            if self.purged
-                || self.budget.is_some_and(|b| Instant::now() >= b)
-                || self.sink.fatal_error().is_some()
+    /// The recovery round (see the module doc): while records rejected after sending
+    /// remain, budget remains and progress is made, take a new producer if the old one
+    /// is fatal, and go through every source partition from its first record not done.
+    async fn recover(&mut self, cluster: &str, renew: &dyn Renew) {
+        for _ in 0..MAX_RECOVERY_ROUNDS {
+            if !self
+                .states
+                .iter()
+                .any(|s| matches!(s, RecordState::Rejected(_)))
+                || self.out_of_time()
             {
                 return;
+            }
+            if self.sink.fatal_error().is_some() {
+                match renew.renew(&self.sink) {
+                    Ok(sink) => self.sink = sink,
+                    Err(error) => {
+                        tracing::warn!(%error, "no new producer for the recovery round");
+                        return;
+                    }
+                }
+            }
+            let done_before = self.states.iter().filter(|s| s.is_done()).count();
+            let mut start = 0;
+            while start < self.records.len() {
+                let partition = self.records[start].batch_partition.clone();
+                let end = (start..self.records.len())
+                    .find(|i| self.records[*i].batch_partition != partition)
+                    .unwrap_or(self.records.len());
+                self.recover_partition(start, end, cluster).await;
+                start = end;
+            }
+            self.await_deliveries().await;
+            if self.states.iter().filter(|s| s.is_done()).count() == done_before {
+                return;
+            }
+        }
+    }
+
+    /// Produces again, in source order, the records of one source partition
+    /// (`start..end`) from its first record not done: rejected ones alone, the others
+    /// as usual; stops at the first record that fails again.
+    async fn recover_partition(&mut self, start: usize, end: usize, cluster: &str) {
+        for index in start..end {
+            if self.out_of_time() {
+                return;
+            }
+            let alone = match &self.states[index] {
+                s if s.is_done() => continue,
+                RecordState::Rejected(_) => true,
+                RecordState::Failed(error) if error.stage == Stage::Sink => false,
+                RecordState::Blocked | RecordState::Pending { .. } => false,
+                // A failure before producing that a new producer cannot cure.
+                _ => return,
+            };
+            if alone {
+                // Everything before it is settled before it is sent.
+                self.await_deliveries().await;
+                if self.out_of_time() {
+                    return;
+                }
             }
             let record = &self.records[index];
             let messages = match traced(
@@ -669,27 +768,34 @@ impl Run<'_> {
                 self.xray.as_deref(),
             ) {
                 Ok(Transformed::Messages(messages)) => messages,
-                // Deterministic: the same record made these messages in the first round.
-                _ => continue,
+                // Deterministic: the same record made messages in the first round.
+                _ => return,
             };
-            let state = match self.enqueue(index, &messages, false).await {
-                Ok(state) => state,
-                Err(error) if !error.is_retryable() => self.poison(index, error).await,
-                Err(error) => RecordState::Failed(error),
-            };
-            self.states[index] = state;
-            self.await_deliveries().await;
-            if self.purged || !matches!(self.states[index], RecordState::Rejected(_)) {
-                continue;
-            }
-            if let RecordState::Rejected(error) =
-                std::mem::replace(&mut self.states[index], RecordState::Blocked)
-            {
-                let state = self.poison(index, error).await;
-                self.states[index] = state;
+            self.states[index] = self.produce(index, &messages).await;
+            if alone {
+                // Nothing after it is sent before it is settled.
                 self.await_deliveries().await;
+                if matches!(self.states[index], RecordState::Rejected(_)) && !self.out_of_time() {
+                    if let RecordState::Rejected(error) =
+                        std::mem::replace(&mut self.states[index], RecordState::Blocked)
+                    {
+                        self.states[index] = self.poison(index, error).await;
+                        self.await_deliveries().await;
+                    }
+                }
+            }
+            if matches!(
+                self.states[index],
+                RecordState::Failed(_) | RecordState::Rejected(_)
+            ) {
+                return;
             }
         }
+    }
+
+    /// Whether the budget is spent (or the producer was purged at it).
+    fn out_of_time(&self) -> bool {
+        self.purged || self.budget.is_some_and(|b| Instant::now() >= b)
     }
 
     /// Awaits every acknowledgement until the budget; then purges the producer and gives

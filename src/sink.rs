@@ -58,9 +58,9 @@ pub struct Sink {
 enum TopicCheck {
     /// The cluster listed it: produce without asking again.
     Exists,
-    /// The cluster refused it; not asked again until this instant (the end of the
-    /// invocation that asked), so the other partitions of the batch fail at once
-    /// instead of each waiting for metadata, and the next invocation asks afresh.
+    /// The cluster refused it; not asked again until this instant (the budget of the
+    /// batch that asked) or the next batch ([`Sink::begin_batch`]), so the other
+    /// partitions of the batch fail at once instead of each waiting for metadata.
     Refused(Instant, RecordError),
 }
 
@@ -179,6 +179,10 @@ pub fn producer_config_with(
         // Nothing lost, nothing duplicated by librdkafka's own retries, order kept per partition.
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // A message rejected after sending stops the producer (a fatal error) instead of
+        // leaving a gap that later messages of its partition would land after: per-key
+        // order holds even then, and the pipeline retries with a new producer.
+        .set("enable.gapless.guarantee", "true")
         // Same key -> same partition as the Java client computes.
         .set("partitioner", "murmur2_random")
         // Small batches still leave quickly; throughput comes from many in flight.
@@ -228,6 +232,14 @@ impl Sink {
             message_max_bytes,
             topics: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Forgets the topics the cluster refused: a new batch asks about them again, so a
+    /// grant added or a topic created between invocations takes effect at once.
+    pub fn begin_batch(&self) {
+        if let Ok(mut topics) = self.topics.lock() {
+            topics.retain(|_, check| matches!(check, TopicCheck::Exists));
+        }
     }
 
     /// The largest message the producer sends (`message.max.bytes`).

@@ -17,6 +17,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{RecordError, Stage};
+use crate::transform::SourcePosition;
 
 /// The MSK event as the handler receives it: an `aws_lambda_events` [`KafkaEvent`],
 /// deserialised without panicking.
@@ -104,15 +105,42 @@ pub struct EventOrigin {
     pub bootstrap_servers: Option<String>,
 }
 
+impl SourceRecord {
+    /// Where the record is, for event ids (`cluster`: [`EventOrigin::cluster`]).
+    pub fn position<'a>(
+        &'a self,
+        cluster: &'a str,
+        kafka_key: Option<&'a [u8]>,
+    ) -> SourcePosition<'a> {
+        SourcePosition {
+            cluster,
+            timestamp_ms: self.timestamp_ms,
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            kafka_key,
+        }
+    }
+}
+
 impl EventOrigin {
     /// The source cluster's identity for event ids: the event source ARN (MSK), else
-    /// the bootstrap servers (self-managed Kafka), else empty.
-    pub fn cluster(&self) -> &str {
-        self.event_source_arn
-            .as_deref()
-            .filter(|a| !a.is_empty())
-            .or(self.bootstrap_servers.as_deref())
-            .unwrap_or("")
+    /// the bootstrap servers sorted (self-managed Kafka: the order the mapping lists
+    /// them in is not the cluster's identity), else empty.
+    pub fn cluster(&self) -> std::borrow::Cow<'_, str> {
+        if let Some(arn) = self.event_source_arn.as_deref().filter(|a| !a.is_empty()) {
+            return arn.into();
+        }
+        let Some(servers) = self.bootstrap_servers.as_deref() else {
+            return "".into();
+        };
+        let mut hosts: Vec<&str> = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        hosts.sort_unstable();
+        hosts.join(",").into()
     }
 }
 

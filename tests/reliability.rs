@@ -13,9 +13,7 @@ use cdc_relay::handler::{BatchResponse, Relay};
 use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::pipeline::BatchOutcome;
 use cdc_relay::source;
-use cdc_relay::transform::{
-    dead_letter_id, header, Routes, SkipReason, SourcePosition, Transformed,
-};
+use cdc_relay::transform::{header, Routes, SkipReason};
 use lambda_runtime::LambdaEvent;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::{json, Value};
@@ -355,6 +353,7 @@ fn assert_invariant(
         .filter_map(|m| m.header(header::EVENT_ID))
         .collect();
     let (origin, records) = source::records(event.clone());
+    let cluster = origin.cluster();
     let dead_letters = consumed.iter().filter(|m| m.topic == "dlq").count();
     eprintln!(
         "observed: {} records, {} messages on the broker ({dead_letters} dead letters), reported {:?}",
@@ -373,22 +372,7 @@ fn assert_invariant(
             continue;
         }
         done += 1;
-        let expected: Vec<String> = match relay.pipeline().process(record, origin.cluster()) {
-            Ok(Transformed::Messages(m)) => m
-                .iter()
-                .filter_map(|m| m.header(header::EVENT_ID))
-                .map(|id| String::from_utf8_lossy(id).into_owned())
-                .collect(),
-            Ok(Transformed::Skipped(_)) => Vec::new(),
-            Err(_) => vec![dead_letter_id(SourcePosition {
-                cluster: origin.cluster(),
-                timestamp_ms: record.timestamp_ms,
-                topic: &record.topic,
-                partition: record.partition,
-                offset: record.offset,
-                kafka_key: None,
-            })],
-        };
+        let expected = relay.pipeline().expected_ids(record, &cluster, true);
         for id in &expected {
             assert!(
                 ids.contains(id.as_str()),

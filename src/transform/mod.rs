@@ -56,13 +56,15 @@ pub mod header {
     /// On dead letters: the event source ARN (the MSK cluster), when Lambda sent one.
     pub const EVENT_SOURCE_ARN: &str = "relay-event-source-arn";
     /// On dead letters: `redacted` (the route's excluded columns removed and masked
-    /// columns masked) or `original` (the value exactly as it arrived).
+    /// columns masked), `original` (the value exactly as it arrived), or `withheld` (no
+    /// value: it is not a DMS record whose columns can be redacted; its size and
+    /// SHA-256 are in the headers).
     pub const DEAD_LETTER_VALUE: &str = "relay-dead-letter-value";
     /// On dead letters cut to fit the broker's size limit: `true`.
     pub const TRUNCATED: &str = "relay-truncated";
-    /// On cut dead letters: the size of the whole value, in bytes (decimal).
+    /// On cut or withheld dead letters: the size of the whole value, in bytes (decimal).
     pub const ORIGINAL_SIZE: &str = "relay-original-size";
-    /// On cut dead letters: the SHA-256 of the whole value (lower-case hex).
+    /// On cut or withheld dead letters: the SHA-256 of the whole value (lower-case hex).
     pub const ORIGINAL_SHA256: &str = "relay-original-sha256";
 }
 

@@ -474,6 +474,13 @@ impl Routes {
         "the routes".to_owned()
     }
 
+    /// Whether any route removes or masks columns (`include`, `exclude`, `mask`).
+    pub fn redacts_columns(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.include.is_some() || !r.exclude.is_empty() || !r.mask.is_empty())
+    }
+
     /// Whether a route names `schema.table` (the unrouted policy does not count).
     pub fn is_routed(&self, qualified: &str) -> bool {
         self.routes.iter().any(|r| r.matches(qualified))
