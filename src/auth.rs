@@ -247,7 +247,7 @@ pub fn is_msk_cluster_arn(arn: &str) -> bool {
 }
 
 /// Credentials resolved at init: what a producer needs for any mode.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Credentials {
     /// SCRAM credentials, when `RELAY_AUTH=scram`.
     pub scram: Option<ScramCredentials>,

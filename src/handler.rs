@@ -11,14 +11,16 @@
 //! ignored by a mapping without `ReportBatchItemFailures`, which would drop records).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{resolve_mode, Credentials, ProducerAuth};
+use crate::auth::{
+    fetch_scram_secret, resolve_mode, AuthMode, Credentials, ProducerAuth, SECRET_FETCH_TIMEOUT,
+};
 use crate::config::Settings;
 use crate::dms::Decoder;
 use crate::error::Error;
@@ -85,8 +87,9 @@ pub struct Relay {
     /// The producer; replaced after a fatal error (a producer in a fatal state fails
     /// every message until it is recreated).
     sink: Mutex<Option<Arc<Sink>>>,
-    /// Credentials resolved at init (SCRAM secret, AWS configuration).
-    credentials: Credentials,
+    /// Credentials resolved at init (SCRAM secret, AWS configuration); the SCRAM secret
+    /// is fetched again when the brokers refuse the login (a rotated secret).
+    credentials: RwLock<Credentials>,
     /// Bounded table names for per-table metrics.
     table_labels: TableLabels,
     /// Set by the first invocation: every later one is warm.
@@ -133,7 +136,7 @@ impl Relay {
             settings,
             pipeline,
             sink: Mutex::new(None),
-            credentials: Credentials::default(),
+            credentials: RwLock::new(Credentials::default()),
             table_labels,
             invoked: AtomicBool::new(false),
         }
@@ -148,8 +151,7 @@ impl Relay {
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
         let started = Instant::now();
         let credentials = Credentials::resolve(&settings.auth).await?;
-        let mut relay = Relay::new(settings)?;
-        relay.credentials = credentials;
+        let relay = Relay::new(settings)?.with_credentials(credentials);
         if let Some(brokers) = relay.settings.brokers.clone() {
             let sink = relay.sink_for(&brokers, None)?;
             let left = INIT_BUDGET.saturating_sub(started.elapsed());
@@ -158,6 +160,12 @@ impl Relay {
             }
         }
         Ok(relay)
+    }
+
+    /// The same relay with these credentials (what [`Relay::init`] resolves).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Relay {
+        self.credentials = RwLock::new(credentials);
+        self
     }
 
     /// The settings in use.
@@ -182,7 +190,12 @@ impl Relay {
         }
         let from_event = self.settings.brokers.is_none();
         let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
-        let auth = ProducerAuth::for_mode(mode, &self.settings.auth, &self.credentials)?;
+        let credentials = self
+            .credentials
+            .read()
+            .map_err(|_| Error::Producer("credentials lock poisoned by a panic".to_owned()))?;
+        let auth = ProducerAuth::for_mode(mode, &self.settings.auth, &credentials)?;
+        drop(credentials);
         tracing::info!(brokers, auth = mode.as_str(), "creating the producer");
         let sink = Arc::new(Sink::connect_with(
             brokers,
@@ -295,6 +308,9 @@ impl Relay {
         };
         let outcome = self.pipeline.run(sink, &renewal, &context, records).await;
         if let Some(sink) = self.sink() {
+            if sink.login_refused() && sink.claim_credentials_refetch() {
+                self.refetch_scram_secret(&sink, context.settle_by).await;
+            }
             if let Some(fatal) = sink.fatal_error() {
                 tracing::warn!(
                     error = %fatal,
@@ -316,6 +332,48 @@ impl Relay {
             "batch finished"
         );
         Ok(outcome)
+    }
+
+    /// After the brokers refused the login: with `RELAY_AUTH=scram` and a secret in
+    /// Secrets Manager, fetches the secret again (it may have been rotated) within the
+    /// time left before `settle_by`; when it changed, the producer is retired so the
+    /// next batch logs in with the new one. At most once per producer.
+    async fn refetch_scram_secret(&self, sink: &Arc<Sink>, settle_by: Option<Instant>) {
+        let (Some(arn), AuthMode::Scram) = (
+            self.settings.auth.scram_secret_arn.as_deref(),
+            self.settings.auth.mode,
+        ) else {
+            return;
+        };
+        let Some(aws) = self.credentials.read().ok().and_then(|c| c.aws.clone()) else {
+            return;
+        };
+        let left = settle_by.map_or(SECRET_FETCH_TIMEOUT, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        let fetched = tokio::time::timeout(left, fetch_scram_secret(&aws, arn)).await;
+        let fresh = match fetched {
+            Ok(Ok(fresh)) => fresh,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "login refused; fetching the SCRAM secret again failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("login refused; no time left in this invocation to fetch the SCRAM secret again");
+                return;
+            }
+        };
+        let Ok(mut credentials) = self.credentials.write() else {
+            return;
+        };
+        if credentials.scram.as_ref() == Some(&fresh) {
+            tracing::warn!("login refused with the current SCRAM secret; it has not changed");
+            return;
+        }
+        tracing::info!("login refused: the SCRAM secret changed; the next batch uses the new one");
+        credentials.scram = Some(fresh);
+        drop(credentials);
+        self.retire(sink.clone());
     }
 
     /// Writes the invocation's EMF record to stdout (in Lambda, or with RELAY_METRICS=true).

@@ -19,6 +19,7 @@
 //! metadata waits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,11 @@ pub struct Sink {
     message_max_bytes: usize,
     /// What the cluster said about each topic: known to exist, or a recent refusal.
     topics: Mutex<HashMap<Arc<str>, TopicCheck>>,
+    /// Set by the producer's context when the brokers refused the login.
+    login_refused: Arc<AtomicBool>,
+    /// Set once the credentials were fetched again after a refused login, so a
+    /// producer asks for them at most once.
+    credentials_refetched: AtomicBool,
 }
 
 /// What the sink knows about a topic.
@@ -91,6 +97,9 @@ impl std::fmt::Debug for Sink {
 pub struct RelayContext {
     iam: Option<IamTokens>,
     redactor: Redactor,
+    /// Set when the brokers refused the producer's login (SASL authentication); shared
+    /// with the [`Sink`] (librdkafka's callbacks reach only the context).
+    auth_refused: Arc<AtomicBool>,
 }
 
 impl RelayContext {
@@ -99,6 +108,7 @@ impl RelayContext {
         RelayContext {
             iam: auth.iam().cloned(),
             redactor: Redactor::new(auth.secrets()),
+            auth_refused: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -128,6 +138,12 @@ impl ClientContext for RelayContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        ) {
+            self.auth_refused.store(true, Ordering::Relaxed);
+        }
         let error = error.to_string();
         tracing::error!(
             target: "librdkafka",
@@ -210,6 +226,7 @@ impl Sink {
         overrides: &[(String, String)],
     ) -> Result<Sink, Error> {
         let context = RelayContext::new(&auth);
+        let login_refused = context.auth_refused.clone();
         let redactor = Redactor::new(auth.secrets());
         let config = producer_config_with(brokers, &auth, overrides);
         let message_max_bytes = config
@@ -231,6 +248,8 @@ impl Sink {
             redactor,
             message_max_bytes,
             topics: Mutex::new(HashMap::new()),
+            login_refused,
+            credentials_refetched: AtomicBool::new(false),
         })
     }
 
@@ -240,6 +259,17 @@ impl Sink {
         if let Ok(mut topics) = self.topics.lock() {
             topics.retain(|_, check| matches!(check, TopicCheck::Exists));
         }
+    }
+
+    /// Whether the brokers refused this producer's login (SASL authentication failed).
+    pub fn login_refused(&self) -> bool {
+        self.login_refused.load(Ordering::Relaxed)
+    }
+
+    /// Records that the credentials are being fetched again for this producer; `false`
+    /// when that already happened once.
+    pub fn claim_credentials_refetch(&self) -> bool {
+        !self.credentials_refetched.swap(true, Ordering::Relaxed)
     }
 
     /// The largest message the producer sends (`message.max.bytes`).

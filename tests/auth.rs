@@ -16,13 +16,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use base64::Engine;
 use cdc_relay::auth::{
-    fetch_scram_secret, AuthMode, IamTokens, ProducerAuth, ScramCredentials, Secret, TlsFiles,
+    fetch_scram_secret, AuthMode, Credentials, IamTokens, ProducerAuth, ScramCredentials, Secret,
+    TlsFiles,
 };
 use cdc_relay::config::Settings;
 use cdc_relay::handler::Relay;
@@ -305,7 +308,28 @@ fn secrets_manager_stub(status: &str, body: String) -> (String, std::thread::Joi
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let status = status.to_owned();
-    let handle = std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || answer_one(&listener, &status, &body));
+    (url, handle)
+}
+
+/// A Secrets Manager endpoint that answers `bodies` in turn (200 OK), counting requests.
+fn secrets_manager_sequence(bodies: Vec<String>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for body in bodies {
+            answer_one(&listener, "200 OK", &body);
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (url, served)
+}
+
+/// Reads one HTTP request from `listener`, answers it, returns the request.
+fn answer_one(listener: &TcpListener, status: &str, body: &str) -> String {
+    {
         let (stream, _) = listener.accept().expect("request");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
         let mut head = String::new();
@@ -331,8 +355,7 @@ fn secrets_manager_stub(status: &str, body: String) -> (String, std::thread::Joi
         )
         .expect("response");
         format!("{head}{}", String::from_utf8_lossy(&request_body))
-    });
-    (url, handle)
+    }
 }
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
@@ -384,6 +407,63 @@ async fn scram_secret_comes_from_secrets_manager() {
     assert!(
         text.contains(arn) && text.contains("ResourceNotFoundException"),
         "{text}"
+    );
+}
+
+/// A SCRAM login the brokers refuse (after a secret rotation) makes the relay fetch the
+/// secret again; when it changed, the producer is retired, so the next batch logs in
+/// with the new secret instead of failing until the environment is recycled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_scram_login_fetches_the_secret_again() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_rotated-AbCdEf";
+    let body = |password: &str| {
+        serde_json::json!({
+            "ARN": arn, "Name": "AmazonMSK_rotated", "VersionId": password, "CreatedDate": 1.7e9,
+            "SecretString": serde_json::json!({"username": "relay", "password": password}).to_string(),
+        })
+        .to_string()
+    };
+    let (endpoint, served) =
+        secrets_manager_sequence(vec![body("before-rotation"), body("after-rotation")]);
+    let aws = sdk_config(&endpoint).await;
+    let credentials = Credentials {
+        scram: Some(fetch_scram_secret(&aws, arn).await.expect("secret at init")),
+        aws: Some(aws),
+    };
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(
+        &kafka,
+        util::example_routes(),
+        &[
+            ("RELAY_AUTH", "scram"),
+            ("RELAY_SCRAM_SECRET_ARN", arn),
+            ("AWS_REGION", "eu-west-1"),
+            // The mock cluster has no SASL: every login is refused.
+            ("RELAY_PRODUCER_SECURITY_PROTOCOL", "sasl_plaintext"),
+            ("RELAY_DEADLINE_MARGIN_MS", "1000"),
+            ("RELAY_PARTIAL_BATCH", "true"),
+        ],
+    )
+    .with_credentials(credentials);
+    let response = relay
+        .handle(LambdaEvent::new(
+            MskEvent(util::load_event("insert.json")),
+            util::context(4_000),
+        ))
+        .await
+        .expect("an answer");
+    assert!(
+        !response.batch_item_failures.is_empty(),
+        "no login, nothing produced"
+    );
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "the secret was fetched again"
+    );
+    assert!(
+        relay.sink().is_none(),
+        "the producer with the old secret was retired"
     );
 }
 
