@@ -35,6 +35,9 @@ const RECORD_OVERHEAD: usize = 512;
 /// and a dead letter must never be refused for its size.
 const DEAD_LETTER_MAX_BYTES: usize = 1_000_000;
 
+/// The prefix of the relay's own header names (the record's are dropped when they use it).
+const RELAY_HEADER_PREFIX: &str = "relay-";
+
 /// The largest key a dead letter keeps; a longer one is replaced by its SHA-256 (hex).
 const DEAD_LETTER_MAX_KEY: usize = 4096;
 
@@ -74,9 +77,10 @@ pub fn dead_letter(
                 // Not a DMS record whose table can be read: which columns to remove is
                 // unknown, so none of the value is kept (when any route removes any).
                 None if !letters.routes.redacts_columns() => (original.value.clone(), "original"),
+                // An empty value, not none: a dead letter is never a tombstone.
                 None => {
                     withheld = Some(value.clone());
-                    (None, "withheld")
+                    (Some(Vec::new()), "withheld")
                 }
             }
         }
@@ -84,9 +88,12 @@ pub fn dead_letter(
     };
     let cluster = origin.cluster();
     let position = record.position(&cluster, None);
+    // The record's own headers, except any named like the relay's (a dead letter
+    // replayed into the source would otherwise carry two `relay-error`s).
     let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = original
         .headers
         .into_iter()
+        .filter(|(name, _)| !name.starts_with(RELAY_HEADER_PREFIX))
         .map(|(name, bytes)| (Cow::Owned(name), bytes))
         .collect();
     headers.extend([
@@ -132,7 +139,14 @@ pub fn dead_letter(
         headers.extend(size_and_digest(&value));
     }
     let max_bytes = letters.max_bytes.min(DEAD_LETTER_MAX_BYTES);
-    let value = value.map(|v| fit(v, key.as_deref(), &mut headers, max_bytes));
+    let value = fit(
+        value.unwrap_or_default(),
+        key.as_deref(),
+        &mut headers,
+        max_bytes,
+    );
+    // A source tombstone stays a tombstone; anything else keeps a value.
+    let value = (original.value.is_some()).then_some(value);
     OutMessage {
         topic: letters.topic.clone(),
         key,
@@ -175,10 +189,15 @@ fn fit(
     if framing(headers) + value.len() <= max_bytes {
         return value;
     }
+    if value.is_empty() {
+        // Only the record's own headers are too large: keep the relay's.
+        headers.retain(|(name, _)| name.starts_with(RELAY_HEADER_PREFIX));
+        return value;
+    }
     headers.push((Cow::Borrowed(header::TRUNCATED), b"true".to_vec()));
     headers.extend(size_and_digest(&value));
     if framing(headers) > max_bytes / 2 {
-        headers.retain(|(name, _)| name.starts_with("relay-"));
+        headers.retain(|(name, _)| name.starts_with(RELAY_HEADER_PREFIX));
     }
     let room = max_bytes.saturating_sub(framing(headers));
     let mut value = value;

@@ -38,6 +38,9 @@ pub const BUILT_IN_ROUTES: &str = include_str!("../routes.toml");
 /// that overruns it is restarted (and billed) with the first invocation.
 const INIT_BUDGET: Duration = Duration::from_secs(8);
 
+/// How often, at most, a refused SCRAM login fetches the secret again.
+const SECRET_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// The longest init waits for the brokers when warming the producer up.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -90,6 +93,8 @@ pub struct Relay {
     /// Credentials resolved at init (SCRAM secret, AWS configuration); the SCRAM secret
     /// is fetched again when the brokers refuse the login (a rotated secret).
     credentials: RwLock<Credentials>,
+    /// When the SCRAM secret was last fetched again after a refused login.
+    last_secret_fetch: Mutex<Option<Instant>>,
     /// Bounded table names for per-table metrics.
     table_labels: TableLabels,
     /// Set by the first invocation: every later one is warm.
@@ -138,6 +143,7 @@ impl Relay {
             sink: Mutex::new(None),
             credentials: RwLock::new(Credentials::default()),
             table_labels,
+            last_secret_fetch: Mutex::new(None),
             invoked: AtomicBool::new(false),
         }
     }
@@ -293,8 +299,14 @@ impl Relay {
                 return Err(Error::NoBrokers);
             }
         };
-        let sink = self.sink_for(&brokers, origin.event_source_arn.as_deref())?;
         let margin = self.settings.deadline_margin;
+        if let Some(sink) = self.sink() {
+            if sink.login_refused() {
+                let budget = deadline.map(|d| budget_instant(d, margin));
+                self.refetch_scram_secret(&sink, budget).await;
+            }
+        }
+        let sink = self.sink_for(&brokers, origin.event_source_arn.as_deref())?;
         let context = BatchContext {
             origin,
             budget: deadline.map(|d| budget_instant(d, margin)),
@@ -308,9 +320,6 @@ impl Relay {
         };
         let outcome = self.pipeline.run(sink, &renewal, &context, records).await;
         if let Some(sink) = self.sink() {
-            if sink.login_refused() && sink.claim_credentials_refetch() {
-                self.refetch_scram_secret(&sink, context.settle_by).await;
-            }
             if let Some(fatal) = sink.fatal_error() {
                 tracing::warn!(
                     error = %fatal,
@@ -334,11 +343,12 @@ impl Relay {
         Ok(outcome)
     }
 
-    /// After the brokers refused the login: with `RELAY_AUTH=scram` and a secret in
-    /// Secrets Manager, fetches the secret again (it may have been rotated) within the
-    /// time left before `settle_by`; when it changed, the producer is retired so the
-    /// next batch logs in with the new one. At most once per producer.
-    async fn refetch_scram_secret(&self, sink: &Arc<Sink>, settle_by: Option<Instant>) {
+    /// Before a batch, when the brokers refused the producer's login: with
+    /// `RELAY_AUTH=scram` and a secret in Secrets Manager, fetches the secret again (it
+    /// may have been rotated), at most once per [`SECRET_REFETCH_INTERVAL`] and within a
+    /// quarter of the batch's budget; when it changed, the producer is retired so this
+    /// batch logs in with the new one.
+    async fn refetch_scram_secret(&self, sink: &Arc<Sink>, budget: Option<Instant>) {
         let (Some(arn), AuthMode::Scram) = (
             self.settings.auth.scram_secret_arn.as_deref(),
             self.settings.auth.mode,
@@ -348,8 +358,14 @@ impl Relay {
         let Some(aws) = self.credentials.read().ok().and_then(|c| c.aws.clone()) else {
             return;
         };
-        let left = settle_by.map_or(SECRET_FETCH_TIMEOUT, |t| {
-            t.saturating_duration_since(Instant::now())
+        if let Ok(mut last) = self.last_secret_fetch.lock() {
+            if last.is_some_and(|at| at.elapsed() < SECRET_REFETCH_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let left = budget.map_or(SECRET_FETCH_TIMEOUT, |b| {
+            b.saturating_duration_since(Instant::now()) / 4
         });
         let fetched = tokio::time::timeout(left, fetch_scram_secret(&aws, arn)).await;
         let fresh = match fetched {

@@ -26,14 +26,16 @@
 //!
 //! Rejections after sending: a message the broker rejected may have been rejected for
 //! its request (a whole request too large, a sibling's invalid record), not for itself.
-//! The producer runs with librdkafka's gapless guarantee, so such a rejection stops it
-//! (a fatal error) before any later message of that output partition is written: no
-//! change of a key can land after a gap. The recovery round then takes a new producer
-//! ([`Renew`]) and goes through each source partition from its first record not done,
-//! in source order: a rejected record is produced again alone (everything before it
-//! acknowledged first, nothing after it sent until it is), and only one rejected alone is
-//! poison; records that failed with the old producer are produced again. It runs only
-//! while budget remains; records it does not reach are reported.
+//! After the batch's acknowledgements, the recovery round goes through each source
+//! partition with a rejected record, from its first record not done, in source order: a
+//! rejected record's unacknowledged messages are produced again alone (everything before
+//! acknowledged first, nothing after sent until they are), and only a record rejected
+//! alone is poison. The rejected request left a gap that later requests of the same
+//! output partition landed after, so every later record of the source partition that
+//! was already produced is produced again after it: the log's last copy of every key is
+//! in source order again. Records that failed retryably are produced again too (with a
+//! new producer from [`Renew`] when the old one is fatal). The round runs only while
+//! budget remains; records it does not reach are reported.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +55,15 @@ use crate::transform::{header, OnPoison, OutMessage, SkipReason, Transformed, Tr
 pub trait Renew: Sync {
     /// Retires `failed` and returns the producer to use instead.
     fn renew(&self, failed: &Arc<Sink>) -> Result<Arc<Sink>, Error>;
+}
+
+/// Which of a record's messages to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Every message (first attempt, or to restore order after an earlier record).
+    All,
+    /// Only the messages the broker has not acknowledged.
+    Unacknowledged,
 }
 
 /// Recovery rounds per batch at most (each one resolves at least the first rejected
@@ -256,12 +267,17 @@ struct Run<'a> {
     tables: Vec<Option<Arc<str>>>,
     log_values: bool,
     in_flight: Vec<InFlight>,
+    /// Per record, which of its first 64 messages the broker acknowledged (bit i:
+    /// message i), so a record produced again sends only the rest.
+    acked: Vec<u64>,
     deliveries: Vec<DeliveryRecord>,
     purged: bool,
 }
 
 struct InFlight {
     record: usize,
+    /// The message's index among its record's messages (for [`Run::acked`]).
+    message: usize,
     /// Whether this is the record's dead letter (its routed messages may still be in
     /// flight too, and must not count towards the dead letter).
     dead_letter: bool,
@@ -368,12 +384,13 @@ impl Pipeline {
             .as_deref()
             .map(|t| Arc::from(t.as_bytes()));
         sink.begin_batch();
+        let record_count = records.len();
         let cluster: Arc<str> = Arc::from(context.origin.cluster());
         let tasks = self.spawn_chunks(&records, &cluster, xray.clone());
         let budget = context.budget;
         let mut run = Run {
             pipeline: self,
-            sink: sink.clone(),
+            sink,
             origin: &context.origin,
             settle_by: context.settle_by.or(budget.map(|b| b + SETTLE_TIME)),
             xray,
@@ -388,6 +405,7 @@ impl Pipeline {
             records,
             budget,
             in_flight: Vec::new(),
+            acked: vec![0; record_count],
             deliveries: Vec::new(),
             purged: false,
         };
@@ -427,7 +445,9 @@ impl Pipeline {
                 } else {
                     match result {
                         Ok(Transformed::Skipped(reason)) => RecordState::Skipped(reason),
-                        Ok(Transformed::Messages(messages)) => run.produce(index, &messages).await,
+                        Ok(Transformed::Messages(messages)) => {
+                            run.produce(index, &messages, Resend::All).await
+                        }
                         Err(error) if !error.is_retryable() => run.poison(index, error).await,
                         Err(error) => RecordState::Failed(error),
                     }
@@ -592,11 +612,18 @@ impl Run<'_> {
     /// Checks the topics of a record's messages, then hands them to the producer. A
     /// message the producer refuses for its own bytes makes the record poison, handled
     /// here, in source order.
-    async fn produce(&mut self, index: usize, messages: &[OutMessage]) -> RecordState {
+    ///
+    /// `resend`: which messages to send (all, or those not acknowledged yet).
+    async fn produce(
+        &mut self,
+        index: usize,
+        messages: &[OutMessage],
+        resend: Resend,
+    ) -> RecordState {
         if let Err(error) = self.check_topics(messages).await {
             return RecordState::Failed(error);
         }
-        match self.enqueue(index, messages, false).await {
+        match self.enqueue(index, messages, false, resend).await {
             Err(error) if !error.is_retryable() => self.poison(index, error).await,
             Err(error) => RecordState::Failed(error),
             Ok(state) => state,
@@ -636,19 +663,30 @@ impl Run<'_> {
         index: usize,
         messages: &[OutMessage],
         dead_letter: bool,
+        resend: Resend,
     ) -> Result<RecordState, RecordError> {
-        for message in messages {
+        let mut remaining = 0;
+        for (number, message) in messages.iter().enumerate() {
+            let acked = !dead_letter && number < 64 && self.acked[index] & (1 << number) != 0;
+            if acked && resend == Resend::Unacknowledged {
+                continue;
+            }
             self.first_enqueue.get_or_insert_with(Instant::now);
             let future = self.sink.enqueue(message, self.budget).await?;
             self.in_flight.push(InFlight {
                 record: index,
+                message: number,
                 dead_letter,
                 topic: message.topic.clone(),
                 future,
             });
+            remaining += 1;
+        }
+        if remaining == 0 {
+            return Ok(RecordState::Produced);
         }
         Ok(RecordState::Pending {
-            remaining: messages.len(),
+            remaining,
             dead_letter,
         })
     }
@@ -681,7 +719,7 @@ impl Run<'_> {
                         return RecordState::Failed(dlq_error);
                     }
                     match self
-                        .enqueue(index, std::slice::from_ref(&letter), true)
+                        .enqueue(index, std::slice::from_ref(&letter), true, Resend::All)
                         .await
                     {
                         Ok(state) => state,
@@ -700,8 +738,8 @@ impl Run<'_> {
     }
 
     /// The recovery round (see the module doc): while records rejected after sending
-    /// remain, budget remains and progress is made, take a new producer if the old one
-    /// is fatal, and go through every source partition from its first record not done.
+    /// remain, budget remains and progress is made, go through every source partition
+    /// that has one, taking a new producer first if the old one is fatal.
     async fn recover(&mut self, cluster: &str, renew: &dyn Renew) {
         for _ in 0..MAX_RECOVERY_ROUNDS {
             if !self
@@ -712,15 +750,6 @@ impl Run<'_> {
             {
                 return;
             }
-            if self.sink.fatal_error().is_some() {
-                match renew.renew(&self.sink) {
-                    Ok(sink) => self.sink = sink,
-                    Err(error) => {
-                        tracing::warn!(%error, "no new producer for the recovery round");
-                        return;
-                    }
-                }
-            }
             let done_before = self.states.iter().filter(|s| s.is_done()).count();
             let mut start = 0;
             while start < self.records.len() {
@@ -728,7 +757,9 @@ impl Run<'_> {
                 let end = (start..self.records.len())
                     .find(|i| self.records[*i].batch_partition != partition)
                     .unwrap_or(self.records.len());
-                self.recover_partition(start, end, cluster).await;
+                if (start..end).any(|i| matches!(self.states[i], RecordState::Rejected(_))) {
+                    self.recover_partition(start, end, cluster, renew).await;
+                }
                 start = end;
             }
             self.await_deliveries().await;
@@ -739,26 +770,56 @@ impl Run<'_> {
     }
 
     /// Produces again, in source order, the records of one source partition
-    /// (`start..end`) from its first record not done: rejected ones alone, the others
-    /// as usual; stops at the first record that fails again.
-    async fn recover_partition(&mut self, start: usize, end: usize, cluster: &str) {
-        for index in start..end {
+    /// (`start..end`) from its first record not done: a rejected one alone (its
+    /// unacknowledged messages), then every later record again, already produced or
+    /// not; stops at the first record that fails again.
+    async fn recover_partition(
+        &mut self,
+        start: usize,
+        end: usize,
+        cluster: &str,
+        renew: &dyn Renew,
+    ) {
+        let Some(first) = (start..end).find(|i| !self.states[*i].is_done()) else {
+            return;
+        };
+        for index in first..end {
             if self.out_of_time() {
                 return;
             }
-            let alone = match &self.states[index] {
-                s if s.is_done() => continue,
-                RecordState::Rejected(_) => true,
-                RecordState::Failed(error) if error.stage == Stage::Sink => false,
-                RecordState::Blocked | RecordState::Pending { .. } => false,
-                // A failure before producing that a new producer cannot cure.
-                _ => return,
+            let (alone, resend) = match &self.states[index] {
+                RecordState::Skipped(_) | RecordState::DeadLettered => continue,
+                // Produced before the retried record: produced again after it.
+                RecordState::Produced => (false, Resend::All),
+                RecordState::Rejected(_) => (true, Resend::Unacknowledged),
+                RecordState::Failed(error) if error.stage == Stage::Sink => {
+                    (false, Resend::Unacknowledged)
+                }
+                RecordState::Blocked | RecordState::Pending { .. } => {
+                    (false, Resend::Unacknowledged)
+                }
+                // A failure before producing that producing again cannot cure.
+                RecordState::Failed(_) => return,
             };
             if alone {
                 // Everything before it is settled before it is sent.
                 self.await_deliveries().await;
                 if self.out_of_time() {
                     return;
+                }
+            }
+            if self.sink.fatal_error().is_some() {
+                self.await_deliveries().await;
+                match renew.renew(&self.sink) {
+                    Ok(sink) => {
+                        let old = std::mem::replace(&mut self.sink, sink);
+                        // librdkafka's teardown may block: not on an async worker.
+                        tokio::task::spawn_blocking(move || drop(old));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "no new producer for the recovery round");
+                        return;
+                    }
                 }
             }
             let record = &self.records[index];
@@ -771,7 +832,7 @@ impl Run<'_> {
                 // Deterministic: the same record made messages in the first round.
                 _ => return,
             };
-            self.states[index] = self.produce(index, &messages).await;
+            self.states[index] = self.produce(index, &messages, resend).await;
             if alone {
                 // Nothing after it is sent before it is settled.
                 self.await_deliveries().await;
@@ -828,6 +889,9 @@ impl Run<'_> {
                         partition: d.partition,
                         offset: d.offset,
                     });
+                    if !flight.dead_letter && flight.message < 64 {
+                        self.acked[flight.record] |= 1 << flight.message;
+                    }
                     if let RecordState::Pending {
                         remaining,
                         dead_letter,

@@ -54,9 +54,6 @@ pub struct Sink {
     topics: Mutex<HashMap<Arc<str>, TopicCheck>>,
     /// Set by the producer's context when the brokers refused the login.
     login_refused: Arc<AtomicBool>,
-    /// Set once the credentials were fetched again after a refused login, so a
-    /// producer asks for them at most once.
-    credentials_refetched: AtomicBool,
 }
 
 /// What the sink knows about a topic.
@@ -195,10 +192,6 @@ pub fn producer_config_with(
         // Nothing lost, nothing duplicated by librdkafka's own retries, order kept per partition.
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // A message rejected after sending stops the producer (a fatal error) instead of
-        // leaving a gap that later messages of its partition would land after: per-key
-        // order holds even then, and the pipeline retries with a new producer.
-        .set("enable.gapless.guarantee", "true")
         // Same key -> same partition as the Java client computes.
         .set("partitioner", "murmur2_random")
         // Small batches still leave quickly; throughput comes from many in flight.
@@ -249,7 +242,6 @@ impl Sink {
             message_max_bytes,
             topics: Mutex::new(HashMap::new()),
             login_refused,
-            credentials_refetched: AtomicBool::new(false),
         })
     }
 
@@ -264,12 +256,6 @@ impl Sink {
     /// Whether the brokers refused this producer's login (SASL authentication failed).
     pub fn login_refused(&self) -> bool {
         self.login_refused.load(Ordering::Relaxed)
-    }
-
-    /// Records that the credentials are being fetched again for this producer; `false`
-    /// when that already happened once.
-    pub fn claim_credentials_refetch(&self) -> bool {
-        !self.credentials_refetched.swap(true, Ordering::Relaxed)
     }
 
     /// The largest message the producer sends (`message.max.bytes`).

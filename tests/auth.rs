@@ -411,8 +411,9 @@ async fn scram_secret_comes_from_secrets_manager() {
 }
 
 /// A SCRAM login the brokers refuse (after a secret rotation) makes the relay fetch the
-/// secret again; when it changed, the producer is retired, so the next batch logs in
-/// with the new secret instead of failing until the environment is recycled.
+/// secret again before the next batch; when it changed, the producer is replaced, so
+/// that batch logs in with the new secret instead of failing until the environment is
+/// recycled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_scram_login_fetches_the_secret_again() {
     let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_rotated-AbCdEf";
@@ -445,25 +446,30 @@ async fn refused_scram_login_fetches_the_secret_again() {
         ],
     )
     .with_credentials(credentials);
-    let response = relay
-        .handle(LambdaEvent::new(
+    let batch = || {
+        relay.handle(LambdaEvent::new(
             MskEvent(util::load_event("insert.json")),
             util::context(4_000),
         ))
-        .await
-        .expect("an answer");
+    };
+    let response = batch().await.expect("an answer");
     assert!(
         !response.batch_item_failures.is_empty(),
         "no login, nothing produced"
     );
+    let refused = relay.sink().expect("the producer");
+    assert!(refused.login_refused());
+    assert_eq!(served.load(Ordering::SeqCst), 1, "fetched once, at init");
+    batch().await.expect("an answer");
     assert_eq!(
         served.load(Ordering::SeqCst),
         2,
         "the secret was fetched again"
     );
+    let current = relay.sink().expect("a producer");
     assert!(
-        relay.sink().is_none(),
-        "the producer with the old secret was retired"
+        !Arc::ptr_eq(&refused, &current),
+        "the producer with the old secret was replaced"
     );
 }
 
