@@ -12,7 +12,7 @@ python3 -m pip install -q --disable-pip-version-check confluent-kafka==2.16.1 ma
 command -v go >/dev/null && [ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || {
   export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq golang-go golang-github-shopify-sarama-dev >/dev/null; }
 command -v node >/dev/null || { apt-get update -qq; apt-get install -y -qq nodejs npm >/dev/null; }
-(cd bench/node && npm install --no-audit --no-fund --silent)
+(cd bench/node && npm ci --no-audit --no-fund --silent)
 (cd bench/go && GO111MODULE=off GOPATH="$PWD:/usr/share/gocode" go build -o "$root/target/relaybench" relaybench)
 cargo build --release --locked --bins --examples
 exec python3 bench/bench.py "$@"

@@ -47,16 +47,7 @@ fn assert_reported_done_were_acknowledged(
     n: i64,
     consumed: &[ConsumedMessage],
 ) {
-    let reported: HashMap<String, i64> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| {
-            (
-                f.item_identifier.partition.clone(),
-                f.item_identifier.offset,
-            )
-        })
-        .collect();
+    let reported: HashMap<String, i64> = util::reported(response).into_iter().collect();
     let on_broker: HashSet<(String, String)> = consumed
         .iter()
         .map(|m| {
@@ -113,19 +104,8 @@ async fn broker_down_reports_every_partition_before_the_deadline() {
         elapsed < Duration::from_millis(2_500),
         "answered after the deadline: {elapsed:?}"
     );
-    let mut failures: Vec<(String, i64)> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| {
-            (
-                f.item_identifier.partition.clone(),
-                f.item_identifier.offset,
-            )
-        })
-        .collect();
-    failures.sort();
     assert_eq!(
-        failures,
+        util::reported(&response),
         vec![("src-0".to_owned(), 10), ("src-1".to_owned(), 10)]
     );
 }

@@ -26,22 +26,6 @@ fn routes(text: &str) -> Routes {
     Routes::parse(text, "test").expect("routes")
 }
 
-/// `(partition, offset)` of each failure, sorted.
-fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
-    let mut out: Vec<_> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| {
-            (
-                f.item_identifier.partition.clone(),
-                f.item_identifier.offset,
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Messages of `topic` made from source offset `offset`.
 fn from_offset<'a>(
     messages: &'a [ConsumedMessage],
@@ -136,7 +120,7 @@ async fn rejected_record_and_dead_broker_answer_before_the_deadline() {
     // The budget passes waiting for the broker that is down: no time to produce the
     // rejected record again alone, so it is reported with the others.
     assert_eq!(
-        reported(&answer.expect("partial response")),
+        util::reported(&answer.expect("partial response")),
         vec![
             ("src-0".to_owned(), 10),
             ("src-1".to_owned(), 10),
@@ -168,7 +152,7 @@ async fn fatal_producer_error_is_recovered() {
     let (first, elapsed) = handle_by(&relay, event(), 5_000).await;
     assert!(elapsed < Duration::from_millis(5_000), "{elapsed:?}");
     assert_eq!(
-        reported(&first.expect("partial response")),
+        util::reported(&first.expect("partial response")),
         vec![("src-0".to_owned(), 10)],
         "the fatal error fails the whole batch"
     );
@@ -244,7 +228,7 @@ async fn refused_writes_are_reported_never_dead_lettered() {
     )
     .await;
     assert_eq!(
-        reported(&answer.expect("partial response")),
+        util::reported(&answer.expect("partial response")),
         vec![("src-0".to_owned(), 10)]
     );
     assert!(
@@ -369,7 +353,7 @@ async fn fan_out_with_one_rejection_and_one_retryable_failure_is_reported() {
     let (answer, elapsed) = handle_by(&relay, orders(&[json!({"id": 1})]), 3_000).await;
     assert!(elapsed < Duration::from_millis(3_000), "{elapsed:?}");
     assert_eq!(
-        reported(&answer.expect("partial response")),
+        util::reported(&answer.expect("partial response")),
         vec![("src-0".to_owned(), 10)]
     );
     kafka.cluster().broker_up(2).expect("up");
@@ -404,13 +388,13 @@ async fn nothing_is_produced_past_a_known_failure() {
         let answer = answer.expect("partial response");
         let consumed = util::consume(&kafka, &topics);
         if topics.len() == 1 {
-            assert_eq!(reported(&answer), vec![("src-0".to_owned(), 10)]);
+            assert_eq!(util::reported(&answer), vec![("src-0".to_owned(), 10)]);
             assert!(
                 consumed.is_empty(),
                 "produced past the failure: {consumed:?}"
             );
         } else {
-            assert!(reported(&answer).is_empty(), "{answer:?}");
+            assert!(util::reported(&answer).is_empty(), "{answer:?}");
             assert_eq!(from_offset(&consumed, "dlq", 10).len(), 1);
             assert_eq!(from_offset(&consumed, "out", 11).len(), 1);
             assert_eq!(from_offset(&consumed, "out", 12).len(), 1);

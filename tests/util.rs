@@ -69,6 +69,22 @@ pub async fn invoke(relay: &Relay, event: KafkaEvent) -> Result<BatchResponse, c
         .await
 }
 
+/// `(partition, offset)` of each failure, sorted.
+pub fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
+    let mut out: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| {
+            (
+                f.item_identifier.partition.clone(),
+                f.item_identifier.offset,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Every message of `topics` on the cluster.
 pub fn consume(kafka: &EmbeddedKafka, topics: &[&str]) -> Vec<ConsumedMessage> {
     read_topics(&kafka.bootstrap_servers(), topics, Duration::from_secs(20)).expect("read back")
