@@ -65,7 +65,7 @@ def percentile(values, p):
 
 def pipeline_rate():
     """records/s on one core of decode + transform, from the criterion bench."""
-    sh(["cargo", "bench", "--locked", "--bench", "pipeline", "--", "decode_and_transform_records", "--noplot"])
+    sh(["cargo", "bench", "--locked", "-p", "cdc-relay-core", "--bench", "transform", "--", "decode_and_transform_records", "--noplot"])
     est = json.load(open(os.path.join(ROOT, "target", "criterion", "pipeline", "decode_and_transform_records", "new", "estimates.json")))
     return 6000 / (est["median"]["point_estimate"] / 1e9)
 

@@ -4,34 +4,28 @@
 //!
 //! # Layout
 //!
-//! A record travels one way through these modules:
+//! The pure stages live in the core crate ([`cdc_relay_core`], re-exported here as
+//! [`source`], [`dms`], [`transform`], [`deadletter`] and [`generate`]): they know nothing
+//! of Lambda, Kafka clients or tokio. This crate wires them to the outside world:
 //!
 //! - [`config`]: environment -> validated [`config::Settings`] (fail at init, not per record).
-//! - [`source`]: MSK `KafkaEvent` -> ordered [`source::SourceRecord`]s; base64 and headers.
-//! - [`dms`]: DMS JSON -> [`dms::ChangeEvent`] (data, before-image, metadata, control).
-//! - [`transform`]: the routes file; change -> [`transform::OutMessage`]s (pure).
 //! - [`auth`]: `RELAY_AUTH` (none, tls, scram, iam) -> the producer's security settings.
 //! - [`sink`]: the rdkafka producer; enqueue, await acknowledgements, classify errors.
-//! - [`deadletter`]: poison records -> dead-letter messages with the reason and origin.
 //! - [`pipeline`]: one batch end to end, concurrent and order-preserving; no Lambda types.
 //! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
-//! - [`generate`]: synthetic MSK events of DMS records (benchmarks, load tests).
 //! - [`local`]: running the handler outside Lambda (embedded mock cluster, read-back).
 //! - [`metrics`]: one CloudWatch Embedded Metric Format record per invocation.
-//! - [`error`]: typed errors with a retryable/permanent distinction.
+//! - [`error`]: invocation-level errors; the core's record and configuration errors.
 
 pub mod auth;
 pub mod config;
-pub mod deadletter;
-pub mod dms;
 pub mod error;
-pub mod generate;
 pub mod handler;
 pub mod local;
 pub mod metrics;
 pub mod pipeline;
 pub mod sink;
-pub mod source;
-pub mod transform;
+
+pub use cdc_relay_core::{deadletter, dms, generate, source, transform};
 
 pub use error::{ConfigError, Error, RecordError, Stage};

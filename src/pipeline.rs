@@ -50,6 +50,7 @@ use crate::error::{Error, RecordError, Stage};
 use crate::sink::{delivered, Sink};
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{header, OnPoison, OutMessage, SkipReason, Transformed, Transformer};
+use cdc_relay_core::process;
 
 /// Makes a new producer when the one in use is in a fatal state (the recovery round).
 pub trait Renew: Sync {
@@ -460,6 +461,10 @@ impl Pipeline {
             }
         }
         let transform_ms = started.elapsed().as_secs_f64() * 1e3;
+        if run.first_enqueue.is_some() {
+            // The whole batch is enqueued: nothing is gained by lingering.
+            run.sink.send_now(run.budget);
+        }
         run.await_deliveries().await;
         run.recover(&cluster, renew).await;
         let produce_ms = run
@@ -510,29 +515,6 @@ impl Pipeline {
             })
             .collect()
     }
-}
-
-/// Decodes and transforms one record. `table`: when `Some`, receives the record's
-/// `schema.table` once it is known (for per-table counts).
-fn process(
-    decoder: &Decoder,
-    transformer: &Transformer,
-    record: &SourceRecord,
-    cluster: &str,
-    table: &mut Option<Option<String>>,
-) -> Result<Transformed, RecordError> {
-    let decoded = record.decode()?;
-    let Some(value) = decoded.value.as_deref() else {
-        return Ok(Transformed::Skipped(SkipReason::SourceTombstone));
-    };
-    let change = decoder.decode(value)?;
-    if let Some(slot) = table {
-        *slot = Some(format!("{}.{}", change.schema, change.table));
-    }
-    let position = record.position(cluster, decoded.key.as_deref());
-    transformer
-        .transform(position, &change)
-        .map_err(|e| e.with_table(format!("{}.{}", change.schema, change.table)))
 }
 
 /// Carries the source record's W3C `traceparent` and the invocation's X-Ray trace id

@@ -76,6 +76,9 @@ const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
+/// The longest [`Sink::send_now`] keeps a blocking thread when no budget is given.
+const SEND_NOW_MAX: Duration = Duration::from_secs(30);
+
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sink")
@@ -421,6 +424,23 @@ impl Sink {
     pub fn purge(&self) {
         self.producer
             .purge(PurgeConfig::default().queue().inflight().non_blocking());
+    }
+
+    /// Sends what is queued now, without waiting `linger.ms`: for the end of a batch,
+    /// when nothing more is coming. librdkafka skips the linger wait while a flush is
+    /// under way, so this flushes on a blocking thread until everything queued is
+    /// acknowledged or `until` (at most [`SEND_NOW_MAX`] from now) passes.
+    pub fn send_now(self: &Arc<Self>, until: Option<Instant>) {
+        let sink = Arc::clone(self);
+        let timeout = until
+            .map_or(SEND_NOW_MAX, |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(SEND_NOW_MAX);
+        tokio::task::spawn_blocking(move || {
+            // Whatever the flush ends with, each message's own delivery result decides.
+            let _ = sink.flush(timeout);
+        });
     }
 
     /// Waits until everything enqueued was acknowledged or failed, up to `timeout`.

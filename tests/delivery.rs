@@ -180,3 +180,27 @@ async fn request_rejection_is_retried_record_by_record() {
     let consumed = util::consume(&kafka, &["out"]);
     assert_reported_done_were_acknowledged(&response, 5, &consumed);
 }
+
+/// The end of a batch does not wait `linger.ms`: with a 2-second linger, a one-record
+/// invocation is answered (acknowledged) long before the linger would have sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_batch_does_not_linger() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(&kafka, routes(), &[("RELAY_PRODUCER_LINGER_MS", "2000")]);
+    // The first invocation connects; the second is the one measured.
+    for round in 0..2 {
+        let event = util::EventBuilder::new()
+            .data("src", 0, 10 + round, "insert", "t", json!({"id": round}))
+            .build();
+        let started = Instant::now();
+        let response = util::invoke(&relay, event).await.expect("answered");
+        let elapsed = started.elapsed();
+        assert!(util::reported(&response).is_empty(), "{response:?}");
+        if round == 1 {
+            assert!(
+                elapsed < Duration::from_millis(1_000),
+                "a one-record batch took {elapsed:?}: it waited for linger.ms"
+            );
+        }
+    }
+}

@@ -85,10 +85,8 @@ fn case(name: &'static str, value: Option<String>, expect: Expect) -> Case {
 
 fn cases() -> Vec<Case> {
     let good = || doc("insert", "orders", json!({"id": 1, "amount": "9.90"}));
-    let mut deep = String::from("1");
-    for _ in 0..200 {
-        deep = format!("[{deep}]");
-    }
+    // Values are kept as raw text and never walked recursively: any depth is relayed.
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_doc = format!(
         r#"{{"data":{{"id":1,"nested":{deep}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}}}"#
     );
@@ -135,7 +133,7 @@ fn cases() -> Vec<Case> {
         case("data is null", value_of(&json!({"data": null, "metadata": meta(json!({}))})), DeadLettered("dms")),
         case("data is an array", value_of(&json!({"data": [1], "metadata": meta(json!({}))})), DeadLettered("dms")),
         case("duplicate top-level data", Some(b64(br#"{"data":{"id":1},"data":{"id":2},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}"#)), DeadLettered("dms")),
-        case("deep JSON nesting (200 levels)", Some(b64(deep_doc.as_bytes())), DeadLettered("dms")),
+        case("deep JSON nesting (100,000 levels)", Some(b64(deep_doc.as_bytes())), Produced(1)),
         case("missing key column", value_of(&doc("insert", "orders", json!({"amount": "1.00"}))), DeadLettered("transform")),
         case("value does not coerce", value_of(&doc("insert", "orders", json!({"id": 1, "amount": "lots"}))), DeadLettered("transform")),
         case("unrouted table (unrouted = dlq)", value_of(&doc("insert", "nowhere", json!({"id": 1}))), DeadLettered("transform")),

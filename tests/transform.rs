@@ -50,11 +50,13 @@ fn flat_routes_golden_output() {
     }
 }
 
-fn change(op: &str, data: Value) -> ChangeEvent {
+fn change(op: &str, data: Value) -> ChangeEvent<'static> {
     let doc = json!({"data": data, "metadata": {"record-type": "data", "operation": op,
         "schema-name": "public", "table-name": "orders", "timestamp": "2024-11-21T00:00:00Z"}});
+    // Decoded events borrow from their bytes; a test's few documents may live forever.
+    let doc: &'static str = Box::leak(doc.to_string().into_boxed_str());
     Decoder::default()
-        .decode(doc.to_string().as_bytes())
+        .decode(doc.as_bytes())
         .expect("valid DMS record")
 }
 
@@ -67,7 +69,7 @@ const POS: SourcePosition<'static> = SourcePosition {
     kafka_key: None,
 };
 
-fn data_of(routes: &str, event: &ChangeEvent) -> Result<Value, String> {
+fn data_of(routes: &str, event: &ChangeEvent<'_>) -> Result<Value, String> {
     let transformer = Transformer::new(Routes::parse(routes, "drift").expect("valid routes"));
     match transformer.transform(POS, event) {
         Ok(Transformed::Messages(messages)) => {
@@ -131,9 +133,8 @@ fn schema_drift() {
         "[defaults]\nunrouted = \"skip\"\n[[route]]\ntable = \"public.order*\"\ntopic = \"o\"\n";
     let doc = json!({"data": {"id": 1}, "metadata": {"record-type": "data", "operation": "insert",
         "schema-name": "public", "table-name": "orders_v2"}});
-    let moved = Decoder::default()
-        .decode(doc.to_string().as_bytes())
-        .expect("valid");
+    let doc = doc.to_string();
+    let moved = Decoder::default().decode(doc.as_bytes()).expect("valid");
     assert!(
         data_of(wildcard, &moved).is_ok(),
         "wildcard route stops matching a renamed table"
@@ -267,7 +268,8 @@ proptest! {
         if let Some(b) = &before {
             doc["before-image"] = Value::Object(b.clone());
         }
-        let event = Decoder::default().decode(doc.to_string().as_bytes()).expect("valid DMS record");
+        let doc = doc.to_string();
+        let event = Decoder::default().decode(doc.as_bytes()).expect("valid DMS record");
         let first = transformer.transform(POS, &event);
         prop_assert_eq!(&first, &transformer.transform(POS, &event));
         let Ok(Transformed::Messages(messages)) = first else {
@@ -315,9 +317,8 @@ fn changed_only_needs_a_real_change() {
             "metadata": {"record-type": "data", "operation": "update", "schema-name": "public", "table-name": "orders"}})
     };
     let decode = |v: Value| {
-        Decoder::default()
-            .decode(v.to_string().as_bytes())
-            .expect("valid")
+        let text: &'static str = Box::leak(v.to_string().into_boxed_str());
+        Decoder::default().decode(text.as_bytes()).expect("valid")
     };
     let unchanged = decode(doc(json!({"id": 1, "status": "A", "noise": 1})));
     assert_eq!(

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = cdc_relay::dms::Decoder::default().decode(data);
+    let _ = cdc_relay_core::dms::Decoder::default().decode(data);
 });

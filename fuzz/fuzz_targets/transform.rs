@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use cdc_relay::dms::Decoder;
-use cdc_relay::transform::{Routes, SourcePosition, Transformer};
+use cdc_relay_core::dms::Decoder;
+use cdc_relay_core::transform::{Routes, SourcePosition, Transformer};
 use libfuzzer_sys::fuzz_target;
 
 fn transformers() -> &'static [Transformer; 2] {

@@ -11,6 +11,11 @@
 //! envelope, and emit one message per topic (plus a tombstone when the delete policy asks
 //! for one). All names in a route are source column names. A control (DDL) record becomes
 //! a schema-change event when `schema_changes_topic` is set.
+//!
+//! Values stay the raw JSON text the decoder borrowed: a column no coercion or mask
+//! touches leaves byte for byte as DMS wrote it. Only coerced columns are parsed, and
+//! only values that differ as text are parsed to compare them. The envelope is
+//! serialised once per record; each further topic gets a copy with its own id.
 
 pub mod coerce;
 pub mod routes;
@@ -18,12 +23,15 @@ pub mod routes;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
-use crate::dms::{Change, ChangeEvent, NumberOrString, Operation, Row};
+use crate::dms::{Change, ChangeEvent, Operation, Row};
 use crate::error::{RecordError, Stage};
 pub use coerce::Coercion;
+use coerce::Kind;
 pub use routes::{
     DeletePolicy, Envelope, Missing, OnPoison, Route, Routes, TopicTemplate, Unrouted,
 };
@@ -167,6 +175,9 @@ pub struct Transformer {
 /// The value `"schema-change"` of `op` and `relay-op` for DDL events.
 pub const SCHEMA_CHANGE: &str = "schema-change";
 
+/// Where the id sits in a relay envelope: `{"id":"` is 7 bytes, a UUID 36.
+const ENVELOPE_ID: std::ops::Range<usize> = 7..43;
+
 impl Transformer {
     /// A transformer over validated routes.
     pub fn new(routes: Routes) -> Transformer {
@@ -182,15 +193,18 @@ impl Transformer {
     pub fn transform(
         &self,
         pos: SourcePosition<'_>,
-        event: &ChangeEvent,
+        event: &ChangeEvent<'_>,
     ) -> Result<Transformed, RecordError> {
-        let qualified = format!("{}.{}", event.schema, event.table);
+        let mut qualified = String::with_capacity(event.schema.len() + event.table.len() + 1);
+        qualified.push_str(&event.schema);
+        qualified.push('.');
+        qualified.push_str(&event.table);
         match &event.change {
             Change::Data { op, data, before } => {
                 self.data_change(pos, event, &qualified, *op, data, before.as_ref())
             }
             Change::Control { operation, control } => {
-                self.schema_change(pos, event, &qualified, operation, control.as_ref())
+                self.schema_change(pos, event, &qualified, operation, *control)
             }
         }
     }
@@ -198,11 +212,11 @@ impl Transformer {
     fn data_change(
         &self,
         pos: SourcePosition<'_>,
-        event: &ChangeEvent,
+        event: &ChangeEvent<'_>,
         qualified: &str,
         op: Operation,
-        data: &Row,
-        before: Option<&Row>,
+        data: &Row<'_>,
+        before: Option<&Row<'_>>,
     ) -> Result<Transformed, RecordError> {
         let Some(route) = self.routes.route_for(qualified) else {
             return match self.routes.unrouted {
@@ -245,70 +259,77 @@ impl Transformer {
         }
         if route.missing == Missing::Null {
             if let Some(include) = &route.include {
-                let mut absent: Vec<&String> = include
+                let mut absent: Vec<&str> = include
                     .iter()
-                    .filter(|c| !selected.contains_key(*c))
+                    .map(String::as_str)
+                    .filter(|c| selected.binary_search_by(|s| s.source.cmp(c)).is_err())
                     .collect();
-                absent.sort();
-                selected.extend(absent.into_iter().map(|c| (c.clone(), Value::Null)));
+                absent.sort_unstable();
+                for column in absent {
+                    let name = route.output_name(column);
+                    selected.push(Cell {
+                        source: column,
+                        name,
+                        value: Json::Raw(null()),
+                    });
+                }
             }
         }
         let mapped_data = finish(route, selected);
         let mapped_before = selected_before.map(|b| finish(route, b));
-        let changed: Option<Vec<String>> = changed.map(|cols| {
-            cols.into_iter()
-                .map(|c| route.rename.get(&c).cloned().unwrap_or(c))
-                .collect()
-        });
+        let changed: Option<Vec<&str>> =
+            changed.map(|cols| cols.into_iter().map(|c| route.output_name(c)).collect());
 
         let per_topic = usize::from(emit_event) + usize::from(emit_tombstone);
         let mut messages = Vec::with_capacity(route.topics.len() * per_topic);
+        let headers = Headers::new(pos, op.as_str(), qualified);
+        // Serialised once: further topics copy it and, in the relay envelope, patch the id.
+        let mut first_value: Option<usize> = None;
+        let ids = EventIds::new(pos);
         for template in &route.topics {
             let topic = template.render(&event.schema, &event.table);
             if emit_event {
-                let id = event_id(pos, messages.len());
-                let value = match self.routes.envelope {
-                    Envelope::Relay => serialize(&RelayEnvelope {
-                        id: &id,
-                        op: op.as_str(),
-                        source: SourceInfo::new(pos, event),
-                        key: key.object.as_ref(),
-                        data: &mapped_data,
-                        before: mapped_before.as_ref(),
-                        changed: changed.as_deref(),
-                    }),
-                    Envelope::Flat => serialize(&FlatEnvelope {
-                        row: &mapped_data,
-                        op: op.as_str(),
-                        table: qualified,
-                        source_ts: event
-                            .metadata
-                            .commit_timestamp
-                            .as_deref()
-                            .or(event.metadata.timestamp.as_deref()),
-                    }),
-                }?;
-                messages.push(message(
-                    topic.clone(),
-                    &key.bytes,
-                    Some(value),
-                    &id,
-                    pos,
-                    op.as_str(),
-                    qualified,
-                ));
+                let id = ids.id(messages.len());
+                let bytes = match first_value.and_then(|i| messages.get(i)) {
+                    Some(OutMessage {
+                        value: Some(first), ..
+                    }) => {
+                        let mut copy = first.clone();
+                        if self.routes.envelope == Envelope::Relay {
+                            copy[ENVELOPE_ID].copy_from_slice(id.as_bytes());
+                        }
+                        copy
+                    }
+                    _ => {
+                        first_value = Some(messages.len());
+                        match self.routes.envelope {
+                            Envelope::Relay => serialize(&RelayEnvelope {
+                                id: id.as_str(),
+                                op: op.as_str(),
+                                source: SourceInfo::new(pos, event),
+                                key: key.object.as_deref().map(Object),
+                                data: Object(&mapped_data),
+                                before: mapped_before.as_deref().map(Object),
+                                changed: changed.as_deref(),
+                            }),
+                            Envelope::Flat => serialize(&FlatEnvelope {
+                                row: &mapped_data,
+                                op: op.as_str(),
+                                table: qualified,
+                                source_ts: event
+                                    .metadata
+                                    .commit_timestamp
+                                    .as_deref()
+                                    .or(event.metadata.timestamp.as_deref()),
+                            }),
+                        }?
+                    }
+                };
+                messages.push(headers.message(topic.clone(), &key.bytes, Some(bytes), &id));
             }
             if emit_tombstone {
-                let id = event_id(pos, messages.len());
-                messages.push(message(
-                    topic,
-                    &key.bytes,
-                    None,
-                    &id,
-                    pos,
-                    op.as_str(),
-                    qualified,
-                ));
+                let id = ids.id(messages.len());
+                messages.push(headers.message(topic, &key.bytes, None, &id));
             }
         }
         Ok(Transformed::Messages(messages))
@@ -317,18 +338,20 @@ impl Transformer {
     fn schema_change(
         &self,
         pos: SourcePosition<'_>,
-        event: &ChangeEvent,
+        event: &ChangeEvent<'_>,
         qualified: &str,
         operation: &str,
-        control: Option<&Value>,
+        control: Option<&RawValue>,
     ) -> Result<Transformed, RecordError> {
         let Some(template) = &self.routes.schema_changes_topic else {
             return Ok(Transformed::Skipped(SkipReason::Control));
         };
-        let table_def = control.and_then(|c| c.get("table-def"));
-        let id = event_id(pos, 0);
+        // Control records are rare: reading their table definition as a tree is fine.
+        let control: Option<Value> = control.and_then(|c| serde_json::from_str(c.get()).ok());
+        let table_def = control.as_ref().and_then(|c| c.get("table-def"));
+        let id = EventIds::new(pos).id(0);
         let value = serialize(&SchemaChangeEvent {
-            id: &id,
+            id: id.as_str(),
             op: SCHEMA_CHANGE,
             operation,
             schema: &event.schema,
@@ -338,82 +361,207 @@ impl Transformer {
             source: SourceInfo::new(pos, event),
         })?;
         let topic = template.render(&event.schema, &event.table);
-        Ok(Transformed::Messages(vec![message(
+        let headers = Headers::new(pos, operation, qualified);
+        Ok(Transformed::Messages(vec![headers.message(
             topic,
             qualified.as_bytes(),
             Some(value),
             &id,
-            pos,
-            operation,
-            qualified,
         )]))
     }
 }
 
 fn serialize<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
-    serde_json::to_vec(value).map_err(|e| {
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, value).map_err(|e| {
         RecordError::permanent(Stage::Transform, format!("cannot serialise event: {e}"))
-    })
+    })?;
+    Ok(out)
 }
 
 /// Deterministic id of the `index`-th message made from a source record: the same on
 /// every retry of the record, different for any other record of any cluster.
 pub fn event_id(pos: SourcePosition<'_>, index: usize) -> String {
-    id_of(pos, &index.to_string())
+    EventIds::new(pos).id(index).as_str().to_owned()
 }
 
 /// Deterministic id of the dead letter of a source record.
 pub fn dead_letter_id(pos: SourcePosition<'_>) -> String {
-    id_of(pos, "dead-letter")
+    EventIds::new(pos).named(b"dead-letter").as_str().to_owned()
 }
 
-fn id_of(pos: SourcePosition<'_>, what: &str) -> String {
-    let name = format!(
-        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
-        pos.cluster, pos.topic, pos.partition, pos.offset, pos.timestamp_ms, what
-    );
-    uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string()
+/// The ids of the messages made from one record: UUID v5 (SHA-1) of the source cluster,
+/// topic, partition, offset and timestamp, NUL-separated, then what the message is (its
+/// index, or `dead-letter`). The common prefix is hashed once.
+struct EventIds {
+    prefix: sha1_smol::Sha1,
 }
 
-fn message(
-    topic: Arc<str>,
-    key: &[u8],
-    value: Option<Vec<u8>>,
-    id: &str,
-    pos: SourcePosition<'_>,
-    op: &str,
-    qualified: &str,
-) -> OutMessage {
-    OutMessage {
-        topic,
-        key: Some(key.to_vec()),
-        value,
-        headers: vec![
-            (header::EVENT_ID.into(), id.as_bytes().to_vec()),
-            (header::SOURCE_TOPIC.into(), pos.topic.as_bytes().to_vec()),
-            (
-                header::SOURCE_PARTITION.into(),
-                pos.partition.to_string().into_bytes(),
-            ),
-            (
-                header::SOURCE_OFFSET.into(),
-                pos.offset.to_string().into_bytes(),
-            ),
-            (header::OPERATION.into(), op.as_bytes().to_vec()),
-            (header::TABLE.into(), qualified.as_bytes().to_vec()),
-        ],
+/// A formatted id on the stack: 36 ASCII bytes.
+pub struct EventId([u8; 36]);
+
+impl EventId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and hyphens are ever written here.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl EventIds {
+    fn new(pos: SourcePosition<'_>) -> EventIds {
+        let mut prefix = sha1_smol::Sha1::new();
+        prefix.update(EVENT_ID_NAMESPACE.as_bytes());
+        let mut number = itoa::Buffer::new();
+        prefix.update(pos.cluster.as_bytes());
+        prefix.update(b"\0");
+        prefix.update(pos.topic.as_bytes());
+        prefix.update(b"\0");
+        prefix.update(number.format(pos.partition).as_bytes());
+        prefix.update(b"\0");
+        prefix.update(number.format(pos.offset).as_bytes());
+        prefix.update(b"\0");
+        prefix.update(number.format(pos.timestamp_ms).as_bytes());
+        prefix.update(b"\0");
+        EventIds { prefix }
+    }
+
+    fn id(&self, index: usize) -> EventId {
+        self.named(itoa::Buffer::new().format(index).as_bytes())
+    }
+
+    fn named(&self, what: &[u8]) -> EventId {
+        let mut hash = self.prefix.clone();
+        hash.update(what);
+        let digest = hash.digest().bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let uuid = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
+        let mut text = [0u8; 36];
+        uuid.hyphenated().encode_lower(&mut text);
+        EventId(text)
+    }
+}
+
+/// The headers every message of one record shares.
+struct Headers<'a> {
+    pos: SourcePosition<'a>,
+    op: &'a str,
+    qualified: &'a str,
+}
+
+impl<'a> Headers<'a> {
+    fn new(pos: SourcePosition<'a>, op: &'a str, qualified: &'a str) -> Headers<'a> {
+        Headers { pos, op, qualified }
+    }
+
+    fn message(
+        &self,
+        topic: Arc<str>,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        id: &EventId,
+    ) -> OutMessage {
+        let mut number = itoa::Buffer::new();
+        let partition = number.format(self.pos.partition).as_bytes().to_vec();
+        let offset = number.format(self.pos.offset).as_bytes().to_vec();
+        OutMessage {
+            topic,
+            key: Some(key.to_vec()),
+            value,
+            headers: vec![
+                (header::EVENT_ID.into(), id.as_bytes().to_vec()),
+                (
+                    header::SOURCE_TOPIC.into(),
+                    self.pos.topic.as_bytes().to_vec(),
+                ),
+                (header::SOURCE_PARTITION.into(), partition),
+                (header::SOURCE_OFFSET.into(), offset),
+                (header::OPERATION.into(), self.op.as_bytes().to_vec()),
+                (header::TABLE.into(), self.qualified.as_bytes().to_vec()),
+            ],
+        }
+    }
+}
+
+/// A value in the output: the input's raw JSON text, or text a coercion or mask made.
+#[derive(Debug)]
+enum Json<'a> {
+    Raw(&'a RawValue),
+    Owned(Box<RawValue>),
+}
+
+impl Json<'_> {
+    fn raw(&self) -> &RawValue {
+        match self {
+            Json::Raw(r) => r,
+            Json::Owned(b) => b,
+        }
+    }
+
+    fn text(&self) -> &str {
+        self.raw().get()
+    }
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw().serialize(serializer)
+    }
+}
+
+fn null() -> &'static RawValue {
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| to_raw("null".to_owned()))
+}
+
+fn masked() -> &'static RawValue {
+    static MASKED: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    MASKED.get_or_init(|| to_raw(format!("\"{MASK}\"")))
+}
+
+/// JSON text the relay wrote itself (a coercion's output, a constant) as a raw value.
+fn to_raw(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_else(|_| {
+        // Coercions only return valid JSON text; an invalid one must never reach output.
+        RawValue::from_string("null".to_owned()).unwrap_or_default()
+    })
+}
+
+/// One surviving column: its source name, its downstream name and its value.
+#[derive(Debug)]
+struct Cell<'r, 'a> {
+    source: &'r str,
+    name: &'r str,
+    value: Json<'a>,
+}
+
+/// A JSON object written from cells in their order.
+struct Object<'c, 'r, 'a>(&'c [Cell<'r, 'a>]);
+
+impl Serialize for Object<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for cell in self.0 {
+            map.serialize_entry(cell.name, &cell.value)?;
+        }
+        map.end()
     }
 }
 
 /// The downstream key: the route's key columns (looked up in the row, then in the
 /// before-image), joined by [`KEY_SEPARATOR`]; else DMS's Kafka key; else `schema.table`.
-fn entity_key(
-    route: &Route,
+fn entity_key<'r, 'a>(
+    route: &'r Route,
     pos: SourcePosition<'_>,
     qualified: &str,
-    data: &Row,
-    before: Option<&Row>,
-) -> Result<EntityKey, RecordError> {
+    data: &Row<'a>,
+    before: Option<&Row<'a>>,
+) -> Result<EntityKey<'r, 'a>, RecordError> {
     let Some(columns) = &route.key else {
         let bytes = pos
             .kafka_key
@@ -423,13 +571,15 @@ fn entity_key(
             object: None,
         });
     };
+    let present = |row: Option<&Row<'a>>, column: &str| {
+        row.and_then(|r| r.get(column))
+            .filter(|v| Kind::of(v.get()) != Kind::Null)
+    };
     let mut bytes = Vec::new();
-    let mut object = Map::new();
+    let mut object: Vec<Cell<'r, 'a>> = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
-        let value = data
-            .get(column)
-            .filter(|v| !v.is_null())
-            .or_else(|| before.and_then(|b| b.get(column)).filter(|v| !v.is_null()))
+        let value = present(Some(data), column)
+            .or_else(|| present(before, column))
             .ok_or_else(|| {
                 RecordError::permanent(
                     Stage::Transform,
@@ -442,13 +592,28 @@ fn entity_key(
         if i > 0 {
             bytes.extend_from_slice(KEY_SEPARATOR.as_bytes());
         }
-        match value {
-            Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
-            other => bytes.extend_from_slice(other.to_string().as_bytes()),
+        match Kind::of(value.get()) {
+            Kind::String => match coerce::string_of(value) {
+                Ok(s) => bytes.extend_from_slice(s.as_bytes()),
+                Err(_) => bytes.extend_from_slice(value.get().as_bytes()),
+            },
+            Kind::Number | Kind::Bool => bytes.extend_from_slice(value.get().as_bytes()),
+            // An object or array key: its compact JSON text.
+            Kind::Object | Kind::Array | Kind::Null => {
+                match serde_json::from_str::<Value>(value.get()) {
+                    Ok(tree) => bytes.extend_from_slice(tree.to_string().as_bytes()),
+                    Err(_) => bytes.extend_from_slice(value.get().as_bytes()),
+                }
+            }
         }
-        let name = route.rename.get(column).unwrap_or(column);
-        object.insert(name.clone(), value.clone());
+        let name = route.output_name(column);
+        object.push(Cell {
+            source: column,
+            name,
+            value: Json::Raw(value),
+        });
     }
+    sort_cells(&mut object);
     Ok(EntityKey {
         bytes,
         object: Some(object),
@@ -456,95 +621,167 @@ fn entity_key(
 }
 
 /// The downstream key of a change.
-struct EntityKey {
+struct EntityKey<'r, 'a> {
     /// The Kafka message key.
     bytes: Vec<u8>,
     /// The envelope's `key` object, for column keys.
-    object: Option<Map<String, Value>>,
+    object: Option<Vec<Cell<'r, 'a>>>,
 }
 
-/// Include/exclude, then coercion: the surviving columns under their source names.
-/// A failed coercion names the column and the reason, never the value.
-fn select(route: &Route, row: &Row) -> Result<Row, (String, String)> {
-    let mut out = Map::new();
-    for (column, value) in row {
-        if route
-            .include
-            .as_ref()
-            .is_some_and(|inc| !inc.contains(column))
-            || route.exclude.contains(column)
-        {
+/// Include/exclude, then coercion: the surviving columns, sorted by source name (a
+/// repeated column: its last occurrence). A failed coercion names the column and the
+/// reason, never the value.
+fn select<'r, 'a>(
+    route: &'r Route,
+    row: &'r Row<'a>,
+) -> Result<Vec<Cell<'r, 'a>>, (String, String)> {
+    let mut out = Vec::with_capacity(row.columns.len());
+    for column in &row.columns {
+        let source: &'r str = &column.name;
+        let plan = route.plan(source);
+        if !plan.keep {
             continue;
         }
-        let value = match route.types.get(column) {
-            Some(coercion) => coercion.apply(value).map_err(|reason| {
-                (
-                    column.clone(),
-                    format!("does not coerce to {}: {reason}", coercion.as_str()),
-                )
-            })?,
-            None => value.clone(),
+        let value = match plan.coerce {
+            Some(coercion) => match coercion.apply(column.value) {
+                Ok(Cow::Borrowed(text)) if text == column.value.get() => Json::Raw(column.value),
+                Ok(text) => Json::Owned(to_raw(text.into_owned())),
+                Err(reason) => {
+                    return Err((
+                        source.to_owned(),
+                        format!("does not coerce to {}: {reason}", coercion.as_str()),
+                    ))
+                }
+            },
+            None => Json::Raw(column.value),
         };
-        out.insert(column.clone(), value);
+        out.push(Cell {
+            source,
+            name: plan.name.as_deref().unwrap_or(source),
+            value,
+        });
     }
+    // Stable: of a repeated column the last occurrence is kept, as a JSON reader would.
+    out.sort_by(|a, b| a.source.cmp(b.source));
+    dedup_keep_last(&mut out, |c| c.source);
     Ok(out)
+}
+
+/// Sorts cells by downstream name, keeping the last of equal names.
+fn sort_cells(cells: &mut Vec<Cell<'_, '_>>) {
+    if !cells.is_sorted_by(|a, b| a.name <= b.name) {
+        cells.sort_by(|a, b| a.name.cmp(b.name));
+    }
+    dedup_keep_last(cells, |c| c.name);
+}
+
+fn dedup_keep_last<'r, T>(items: &mut Vec<T>, name: impl Fn(&T) -> &'r str) {
+    let mut i = 0;
+    while i + 1 < items.len() {
+        if name(&items[i]) == name(&items[i + 1]) {
+            items.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Whether two values are the same: the same text, or (for objects, arrays and strings
+/// with escapes, whose text can differ for one value) the same once parsed. Numbers are
+/// compared as written, never through a float.
+fn same_value(a: &RawValue, b: &RawValue) -> bool {
+    let (a, b) = (a.get(), b.get());
+    if a == b {
+        return true;
+    }
+    let parse_worth =
+        |t: &str| matches!(Kind::of(t), Kind::Object | Kind::Array) || t.contains('\\');
+    if !(parse_worth(a) || parse_worth(b)) {
+        return false;
+    }
+    match (
+        serde_json::from_str::<Value>(a),
+        serde_json::from_str::<Value>(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Columns (source names, sorted) whose value differs between the selected row and
 /// before-image. A column the before-image lacks counts as changed: PostgreSQL sends only
 /// key columns unless REPLICA IDENTITY FULL, and guessing "unchanged" would drop updates.
-fn changed_columns(data: &Row, before: &Row) -> Vec<String> {
-    let mut changed: Vec<String> = data
+fn changed_columns<'r>(data: &[Cell<'r, '_>], before: &[Cell<'r, '_>]) -> Vec<&'r str> {
+    let mut changed: Vec<&'r str> = data
         .iter()
-        .filter(|(column, value)| before.get(*column) != Some(value))
-        .map(|(column, _)| column)
-        .chain(before.keys().filter(|column| !data.contains_key(*column)))
-        .cloned()
+        .filter(|cell| {
+            !find(before, cell.source).is_some_and(|old| same_value(old, cell.value.raw()))
+        })
+        .map(|cell| cell.source)
+        .chain(
+            before
+                .iter()
+                .filter(|cell| find(data, cell.source).is_none())
+                .map(|cell| cell.source),
+        )
         .collect();
-    changed.sort();
+    changed.sort_unstable();
     changed.dedup();
     changed
 }
 
-/// Mask, then rename.
-fn finish(route: &Route, selected: Row) -> Row {
-    let mut out = Map::new();
-    for (column, value) in selected {
-        let value = if route.mask.contains(&column) && !value.is_null() {
-            Value::String(MASK.to_owned())
-        } else {
-            value
-        };
-        let name = route.rename.get(&column).cloned().unwrap_or(column);
-        out.insert(name, value);
-    }
-    out
+/// The value of the cell named `source` in cells sorted by source name.
+fn find<'c>(cells: &'c [Cell<'_, '_>], source: &str) -> Option<&'c RawValue> {
+    cells
+        .binary_search_by(|c| c.source.cmp(source))
+        .ok()
+        .map(|i| cells[i].value.raw())
 }
 
-/// The downstream event (`envelope = "relay"`).
+/// Mask, then order by downstream name.
+fn finish<'r, 'a>(route: &Route, mut cells: Vec<Cell<'r, 'a>>) -> Vec<Cell<'r, 'a>> {
+    for cell in &mut cells {
+        if route.plan(cell.source).mask && Kind::of(cell.value.text()) != Kind::Null {
+            cell.value = Json::Raw(masked());
+        }
+    }
+    sort_cells(&mut cells);
+    cells
+}
+
+/// The downstream event (`envelope = "relay"`). `id` must stay first: further topics
+/// patch it in place ([`ENVELOPE_ID`]).
 #[derive(Serialize)]
 struct RelayEnvelope<'a> {
     id: &'a str,
     op: &'a str,
     source: SourceInfo<'a>,
-    key: Option<&'a Map<String, Value>>,
-    data: &'a Row,
-    before: Option<&'a Row>,
+    key: Option<Object<'a, 'a, 'a>>,
+    data: Object<'a, 'a, 'a>,
+    before: Option<Object<'a, 'a, 'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    changed: Option<&'a [String]>,
+    changed: Option<&'a [&'a str]>,
 }
 
 /// The downstream event (`envelope = "flat"`): the row plus three fields.
-#[derive(Serialize)]
-struct FlatEnvelope<'a> {
-    #[serde(flatten)]
-    row: &'a Row,
-    #[serde(rename = "__op")]
-    op: &'a str,
-    #[serde(rename = "__table")]
-    table: &'a str,
-    #[serde(rename = "__source_ts")]
-    source_ts: Option<&'a str>,
+struct FlatEnvelope<'c, 'r, 'a> {
+    row: &'c [Cell<'r, 'a>],
+    op: &'c str,
+    table: &'c str,
+    source_ts: Option<&'c str>,
+}
+
+impl Serialize for FlatEnvelope<'_, '_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.row.len() + 3))?;
+        for cell in self.row {
+            map.serialize_entry(cell.name, &cell.value)?;
+        }
+        map.serialize_entry("__op", self.op)?;
+        map.serialize_entry("__table", self.table)?;
+        map.serialize_entry("__source_ts", &self.source_ts)?;
+        map.end()
+    }
 }
 
 /// A DDL/control record, as a schema-change event.
@@ -567,20 +804,20 @@ struct SourceInfo<'a> {
     topic: &'a str,
     partition: i64,
     offset: i64,
-    transaction_id: Option<&'a NumberOrString>,
+    transaction_id: Option<&'a RawValue>,
     commit_timestamp: Option<&'a str>,
     timestamp: Option<&'a str>,
 }
 
 impl<'a> SourceInfo<'a> {
-    fn new(pos: SourcePosition<'a>, event: &'a ChangeEvent) -> SourceInfo<'a> {
+    fn new(pos: SourcePosition<'a>, event: &'a ChangeEvent<'_>) -> SourceInfo<'a> {
         SourceInfo {
             schema: &event.schema,
             table: &event.table,
             topic: pos.topic,
             partition: pos.partition,
             offset: pos.offset,
-            transaction_id: event.metadata.transaction_id.as_ref(),
+            transaction_id: event.metadata.transaction_id,
             commit_timestamp: event.metadata.commit_timestamp.as_deref(),
             timestamp: event.metadata.timestamp.as_deref(),
         }
@@ -624,10 +861,10 @@ operations = ["insert"]
         }
     }
 
-    fn change(table: &str, op: &str, data: &str) -> ChangeEvent {
-        let doc = format!(
+    fn change(table: &str, op: &str, data: &str) -> ChangeEvent<'static> {
+        let doc: &'static str = Box::leak(format!(
             r#"{{"data":{data},"metadata":{{"timestamp":"2024-01-01T00:00:00Z","record-type":"data","operation":"{op}","schema-name":"public","table-name":"{table}","transaction-id":9}}}}"#
-        );
+        ).into_boxed_str());
         Decoder::default()
             .decode(doc.as_bytes())
             .expect("valid DMS record")

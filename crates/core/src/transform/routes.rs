@@ -6,7 +6,7 @@
 //! colliding renames, routes that can never emit) and builds the compiled [`Route`]s
 //! the transform uses. Every error names the file, the line and, for a route, its table.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
@@ -247,9 +247,78 @@ pub struct Route {
     pub missing: Missing,
     /// Per-route override of `defaults.on_poison`.
     pub on_poison: Option<OnPoison>,
+    /// What happens to each column the route names; `other` for the rest. Compiled
+    /// once, so the transform looks a column up once.
+    plan: ColumnPlans,
+}
+
+/// What the transform does with one column.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnPlan {
+    /// Whether the column survives `include`/`exclude`.
+    pub keep: bool,
+    /// Its coercion, from `types`.
+    pub coerce: Option<Coercion>,
+    /// Whether its value is masked.
+    pub mask: bool,
+    /// Its downstream name, when renamed.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ColumnPlans {
+    /// Looked up once per column of every record: a fast hash, not a DoS-resistant one
+    /// (the keys are the route's own column names).
+    named: HashMap<String, ColumnPlan, foldhash::fast::FixedState>,
+    other: ColumnPlan,
+}
+
+impl ColumnPlans {
+    fn compile(
+        include: Option<&HashSet<String>>,
+        exclude: &HashSet<String>,
+        rename: &BTreeMap<String, String>,
+        mask: &HashSet<String>,
+        types: &BTreeMap<String, Coercion>,
+    ) -> ColumnPlans {
+        let mut names: HashSet<&String> = exclude.iter().chain(mask).collect();
+        names.extend(include.into_iter().flatten());
+        names.extend(rename.keys());
+        names.extend(types.keys());
+        let named = names
+            .into_iter()
+            .map(|column| {
+                let plan = ColumnPlan {
+                    keep: include.is_none_or(|inc| inc.contains(column))
+                        && !exclude.contains(column),
+                    coerce: types.get(column).copied(),
+                    mask: mask.contains(column),
+                    name: rename.get(column).cloned(),
+                };
+                (column.clone(), plan)
+            })
+            .collect();
+        ColumnPlans {
+            named,
+            other: ColumnPlan {
+                keep: include.is_none(),
+                ..ColumnPlan::default()
+            },
+        }
+    }
 }
 
 impl Route {
+    /// What the route does with `column` (a source name).
+    pub fn plan(&self, column: &str) -> &ColumnPlan {
+        self.plan.named.get(column).unwrap_or(&self.plan.other)
+    }
+
+    /// The downstream name of `column` (a source name).
+    pub fn output_name<'r>(&'r self, column: &'r str) -> &'r str {
+        self.rename.get(column).map_or(column, String::as_str)
+    }
+
     fn matches(&self, qualified: &str) -> bool {
         match &self.matcher {
             TableMatcher::Exact(name) => name == qualified,
@@ -274,6 +343,13 @@ impl Route {
             types: BTreeMap::new(),
             missing: Missing::Omit,
             on_poison: None,
+            plan: ColumnPlans {
+                named: HashMap::default(),
+                other: ColumnPlan {
+                    keep: true,
+                    ..ColumnPlan::default()
+                },
+            },
         }
     }
 }
@@ -565,21 +641,26 @@ fn compile_route(raw: RawRoute, default_missing: Missing) -> Result<Route, Strin
                 .to_owned(),
         );
     }
+    let include: Option<HashSet<String>> = raw.include.map(|cols| cols.into_iter().collect());
+    let exclude: HashSet<String> = raw.exclude.unwrap_or_default().into_iter().collect();
+    let mask: HashSet<String> = raw.mask.into_iter().collect();
+    let plan = ColumnPlans::compile(include.as_ref(), &exclude, &raw.rename, &mask, &raw.types);
     Ok(Route {
         table: raw.table,
         matcher,
         topics,
         key: raw.key,
-        include: raw.include.map(|cols| cols.into_iter().collect()),
-        exclude: raw.exclude.unwrap_or_default().into_iter().collect(),
+        include,
+        exclude,
         rename: raw.rename,
-        mask: raw.mask.into_iter().collect(),
+        mask,
         operations,
         delete,
         changed_only: raw.changed_only,
         types: raw.types,
         missing: raw.missing.unwrap_or(default_missing),
         on_poison: raw.on_poison,
+        plan,
     })
 }
 

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 
 /// How DMS chooses the Kafka key (and so the partition).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum PartitionBy {
     /// `schema.table`: every change of a table in one partition (DMS's CDC default).
     SchemaTable,
@@ -24,28 +25,29 @@ pub enum PartitionBy {
 }
 
 /// What to generate (also the `gen-event` command's options).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct GenOptions {
     /// Records in the event.
-    #[arg(long, default_value_t = 1000)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1000))]
     pub records: usize,
     /// Distinct tables.
-    #[arg(long, default_value_t = 4)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 4))]
     pub tables: usize,
     /// Source partitions.
-    #[arg(long, default_value_t = 3)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 3))]
     pub partitions: u32,
     /// PRNG seed.
-    #[arg(long, default_value_t = 1)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
     pub seed: u64,
     /// Approximate size of each DMS JSON value, in bytes.
-    #[arg(long, default_value_t = 400)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 400))]
     pub value_bytes: usize,
     /// How DMS keys (and so partitions) the records.
-    #[arg(long, value_enum, default_value_t = PartitionBy::SchemaTable)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = PartitionBy::SchemaTable))]
     pub partition_by: PartitionBy,
     /// Source topic.
-    #[arg(long, default_value = "dms.cdc")]
+    #[cfg_attr(feature = "cli", arg(long, default_value = "dms.cdc"))]
     pub topic: String,
 }
 

@@ -1,4 +1,4 @@
-//! DMS record (the Kafka value AWS DMS writes) -> [`ChangeEvent`].
+//! DMS record (the Kafka value AWS DMS writes) -> [`ChangeEvent`], borrowed from the bytes.
 //!
 //! The document is `{"data": {...}, "<before-image field>": {...}, "metadata": {...}}`
 //! for data records and `{"control": {...}, "metadata": {...}}` for DDL/control records.
@@ -6,17 +6,129 @@
 //! so decoding goes through a [`serde::de::DeserializeSeed`] that knows the name: one pass,
 //! no intermediate DOM. Unknown top-level and metadata fields are ignored; pretty-printed
 //! (`json`) and one-line (`json-unformatted`) values parse alike.
+//!
+//! Nothing is copied or converted: a row is a list of column names and the raw JSON text
+//! of each value ([`RawValue`]), metadata strings borrow from the input unless they hold
+//! escapes. A value is parsed later only if a route coerces or compares it, so a number
+//! leaves exactly as DMS wrote it: `NUMERIC(38,10)` and integers past 2^64 keep every digit.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::error::{RecordError, Stage};
 
-/// A row as DMS renders it: column name -> JSON value.
-pub type Row = Map<String, Value>;
+/// One column of a row: its name and its value's JSON text, as DMS wrote them.
+#[derive(Debug, Clone, Copy)]
+pub struct Column<'a, N = &'a str> {
+    /// Column name.
+    pub name: N,
+    /// The value's JSON text (a string keeps its quotes and escapes).
+    pub value: &'a RawValue,
+}
+
+/// A row as DMS renders it: columns in document order, values as raw JSON text. A name
+/// that holds JSON escapes is unescaped (owned); every other name borrows from the input.
+#[derive(Debug, Clone, Default)]
+pub struct Row<'a> {
+    /// The columns in document order. A repeated name keeps every occurrence here;
+    /// [`Row::get`] and the transform use the last, as a JSON object reader does.
+    pub columns: Vec<Column<'a, Cow<'a, str>>>,
+}
+
+impl<'a> Row<'a> {
+    /// The value of `name` (the last occurrence when repeated).
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.columns
+            .iter()
+            .rev()
+            .find(|c| c.name == name)
+            .map(|c| c.value)
+    }
+
+    /// Whether the row has a column `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.columns.iter().any(|c| c.name == name)
+    }
+
+    /// The number of columns (repeats counted).
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Whether the row has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Row<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Row<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a row object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row<'a>, A::Error> {
+                let mut columns = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Text(name)) = map.next_key::<Text<'a>>()? {
+                    let value: &'a RawValue = map.next_value()?;
+                    columns.push(Column { name, value });
+                }
+                Ok(Row { columns })
+            }
+        }
+        deserializer.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string that borrows from the input when it holds no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+fn text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Option::<Text<'a>>::deserialize(d).map(|t| t.map(|Text(s)| s))
+}
+
+fn number_or_string<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'a RawValue>, D::Error> {
+    use serde::de::Error as _;
+    let raw = Option::<&'a RawValue>::deserialize(d)?;
+    match raw.map(|r| r.get().as_bytes().first()) {
+        None => Ok(None),
+        Some(Some(b'"' | b'-' | b'0'..=b'9')) => Ok(raw),
+        Some(Some(b'n')) => Ok(None),
+        Some(_) => Err(D::Error::custom(
+            "invalid type: expected a number or a string",
+        )),
+    }
+}
 
 /// A data operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,108 +175,85 @@ impl fmt::Display for Operation {
     }
 }
 
-/// A value DMS sends as a number for some sources and a string for others
-/// (`transaction-id`): kept exactly as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum NumberOrString {
-    /// As a JSON number.
-    Number(serde_json::Number),
-    /// As a JSON string.
-    String(String),
-}
-
-impl<'de> Deserialize<'de> for NumberOrString {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = NumberOrString;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number or a string")
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<NumberOrString, E> {
-                Ok(NumberOrString::Number(v.into()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<NumberOrString, E> {
-                Ok(NumberOrString::Number(v.into()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<NumberOrString, E> {
-                serde_json::Number::from_f64(v)
-                    .map(NumberOrString::Number)
-                    .ok_or_else(|| E::custom("not a finite number"))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<NumberOrString, E> {
-                Ok(NumberOrString::String(v.to_owned()))
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
 /// DMS `metadata`. Required: `record-type`, `operation`, `schema-name`, `table-name`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// Strings borrow from the record; numbers and ids are kept as their JSON text.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Metadata {
+pub struct Metadata<'a> {
     /// When DMS produced the record (RFC 3339).
-    pub timestamp: Option<String>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub timestamp: Option<Cow<'a, str>>,
     /// `data` or `control`.
-    pub record_type: Option<String>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub record_type: Option<Cow<'a, str>>,
     /// `load|insert|update|delete` for data, the DDL operation for control records.
-    pub operation: Option<String>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub operation: Option<Cow<'a, str>>,
     /// How DMS chose the Kafka key: `schema-table`, `primary-key`, ...
-    pub partition_key_type: Option<String>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub partition_key_type: Option<Cow<'a, str>>,
     /// The partition key value, with `IncludePartitionValue`.
-    pub partition_key_value: Option<Value>,
+    #[serde(default, borrow)]
+    pub partition_key_value: Option<&'a RawValue>,
     /// Source schema.
-    pub schema_name: Option<String>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub schema_name: Option<Cow<'a, str>>,
     /// Source table.
-    pub table_name: Option<String>,
-    /// Source transaction id: number (MySQL, PostgreSQL) or string (others).
-    pub transaction_id: Option<NumberOrString>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub table_name: Option<Cow<'a, str>>,
+    /// Source transaction id: number (MySQL, PostgreSQL) or string (others), as its JSON
+    /// text, exactly as sent.
+    #[serde(default, borrow, deserialize_with = "number_or_string")]
+    pub transaction_id: Option<&'a RawValue>,
     /// Commit time at the source, with `IncludeTransactionDetails`.
-    pub commit_timestamp: Option<String>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub commit_timestamp: Option<Cow<'a, str>>,
     /// Source log position, with `IncludeTransactionDetails`.
-    pub stream_position: Option<String>,
-    /// Position of the record within its transaction.
-    pub transaction_record_id: Option<NumberOrString>,
-    /// Previous transaction id.
-    pub prev_transaction_id: Option<NumberOrString>,
-    /// Position within the previous transaction.
-    pub prev_transaction_record_id: Option<NumberOrString>,
+    #[serde(default, borrow, deserialize_with = "text")]
+    pub stream_position: Option<Cow<'a, str>>,
+    /// Position of the record within its transaction (JSON text).
+    #[serde(default, borrow, deserialize_with = "number_or_string")]
+    pub transaction_record_id: Option<&'a RawValue>,
+    /// Previous transaction id (JSON text).
+    #[serde(default, borrow, deserialize_with = "number_or_string")]
+    pub prev_transaction_id: Option<&'a RawValue>,
+    /// Position within the previous transaction (JSON text).
+    #[serde(default, borrow, deserialize_with = "number_or_string")]
+    pub prev_transaction_record_id: Option<&'a RawValue>,
 }
 
 /// What a DMS record says happened.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+#[derive(Debug, Clone)]
+pub enum Change<'a> {
     /// A row changed.
     Data {
         /// The operation.
         op: Operation,
         /// The row after the change (the key columns for a delete).
-        data: Row,
+        data: Row<'a>,
         /// The row before an update, when DMS's before-image is on.
-        before: Option<Row>,
+        before: Option<Row<'a>>,
     },
     /// A DDL or other control record.
     Control {
         /// `create-table`, `drop-table`, `add-column`, ...
-        operation: String,
-        /// The `control` object (table definition with `IncludeControlDetails`).
-        control: Option<Value>,
+        operation: Cow<'a, str>,
+        /// The `control` object (table definition with `IncludeControlDetails`), as JSON text.
+        control: Option<&'a RawValue>,
     },
 }
 
-/// One decoded DMS record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeEvent {
+/// One decoded DMS record, borrowing from the record's bytes.
+#[derive(Debug, Clone)]
+pub struct ChangeEvent<'a> {
     /// Source schema name.
-    pub schema: String,
+    pub schema: Cow<'a, str>,
     /// Source table name.
-    pub table: String,
+    pub table: Cow<'a, str>,
     /// All metadata as sent.
-    pub metadata: Metadata,
+    pub metadata: Metadata<'a>,
     /// The change itself.
-    pub change: Change,
+    pub change: Change<'a>,
 }
 
 /// Decodes DMS records; holds the configured before-image field name.
@@ -193,10 +282,15 @@ impl Decoder {
     }
 
     /// Decodes one Kafka value. Every problem is a permanent error of the DMS stage.
-    pub fn decode(&self, value: &[u8]) -> Result<ChangeEvent, RecordError> {
-        let mut de = serde_json::Deserializer::from_slice(value);
+    pub fn decode<'a>(&self, value: &'a [u8]) -> Result<ChangeEvent<'a>, RecordError> {
+        // UTF-8 is checked once for the whole value, so strings and raw values borrowed
+        // from it are not checked again one by one.
+        let text = std::str::from_utf8(value)
+            .map_err(|e| dms_error(format!("not a DMS JSON record: invalid UTF-8: {e}")))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let raw = DocumentSeed {
             before_field: &self.before_field,
+            _input: std::marker::PhantomData,
         }
         .deserialize(&mut de)
         .and_then(|raw| de.end().map(|()| raw))
@@ -211,19 +305,19 @@ fn dms_error(message: impl Into<String>) -> RecordError {
 
 /// The top-level document before validation.
 #[derive(Default)]
-struct RawDocument {
-    data: Option<Option<Row>>,
-    before: Option<Option<Row>>,
-    metadata: Option<Metadata>,
-    control: Option<Value>,
+struct RawDocument<'a> {
+    data: Option<Option<Row<'a>>>,
+    before: Option<Option<Row<'a>>>,
+    metadata: Option<Metadata<'a>>,
+    control: Option<&'a RawValue>,
 }
 
-impl RawDocument {
-    fn into_change_event(self) -> Result<ChangeEvent, RecordError> {
+impl<'a> RawDocument<'a> {
+    fn into_change_event(self) -> Result<ChangeEvent<'a>, RecordError> {
         let metadata = self
             .metadata
             .ok_or_else(|| dms_error("missing field `metadata`"))?;
-        let required = |field: &Option<String>, name: &str| {
+        let required = |field: &Option<Cow<'a, str>>, name: &str| {
             field
                 .clone()
                 .ok_or_else(|| dms_error(format!("metadata lacks `{name}`")))
@@ -232,7 +326,7 @@ impl RawDocument {
         let operation = required(&metadata.operation, "operation")?;
         let schema = required(&metadata.schema_name, "schema-name")?;
         let table = required(&metadata.table_name, "table-name")?;
-        let change = match record_type.as_str() {
+        let change = match &*record_type {
             "data" => {
                 let op = Operation::parse(&operation).ok_or_else(|| {
                     dms_error(format!(
@@ -252,7 +346,7 @@ impl RawDocument {
             }
             "control" => Change::Control {
                 operation,
-                control: self.control,
+                control: self.control.filter(|c| c.get() != "null"),
             },
             other => {
                 return Err(dms_error(format!(
@@ -269,29 +363,33 @@ impl RawDocument {
     }
 }
 
-struct DocumentSeed<'a> {
-    before_field: &'a str,
+struct DocumentSeed<'s, 'a> {
+    before_field: &'s str,
+    _input: std::marker::PhantomData<&'a ()>,
 }
 
-impl<'de> DeserializeSeed<'de> for DocumentSeed<'_> {
-    type Value = RawDocument;
+impl<'de: 'a, 'a> DeserializeSeed<'de> for DocumentSeed<'_, 'a> {
+    type Value = RawDocument<'a>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawDocument, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<RawDocument<'a>, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for DocumentSeed<'_> {
-    type Value = RawDocument;
+impl<'de: 'a, 'a> Visitor<'de> for DocumentSeed<'_, 'a> {
+    type Value = RawDocument<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a DMS record object with `metadata`")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocument, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocument<'a>, A::Error> {
         use serde::de::Error as _;
         let mut doc = RawDocument::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'a>>()? {
             let slot_taken = |taken: bool| {
                 if taken {
                     Err(A::Error::custom(format!("duplicate field `{key}`")))
@@ -342,19 +440,14 @@ mod tests {
     #[test]
     fn decodes_update_with_before_image() {
         let ev = Decoder::default().decode(UPDATE.as_bytes()).expect("valid");
-        assert_eq!(
-            (ev.schema.as_str(), ev.table.as_str()),
-            ("public", "orders")
-        );
-        assert_eq!(
-            ev.metadata.transaction_id,
-            Some(NumberOrString::Number(1141.into()))
-        );
+        assert_eq!((&*ev.schema, &*ev.table), ("public", "orders"));
+        assert_eq!(ev.metadata.transaction_id.map(RawValue::get), Some("1141"));
         match ev.change {
             Change::Data { op, data, before } => {
                 assert_eq!(op, Operation::Update);
-                assert_eq!(data["status"], "PAID");
-                assert_eq!(before.expect("before image")["status"], "PENDING");
+                assert_eq!(data.get("status").map(RawValue::get), Some("\"PAID\""));
+                let before = before.expect("before image");
+                assert_eq!(before.get("status").map(RawValue::get), Some("\"PENDING\""));
             }
             other => panic!("expected data, got {other:?}"),
         }
@@ -382,9 +475,31 @@ mod tests {
         let doc = UPDATE.replace("1141", "\"0A.1F.2B\"");
         let ev = Decoder::default().decode(doc.as_bytes()).expect("valid");
         assert_eq!(
-            ev.metadata.transaction_id,
-            Some(NumberOrString::String("0A.1F.2B".into()))
+            ev.metadata.transaction_id.map(RawValue::get),
+            Some("\"0A.1F.2B\"")
         );
+    }
+
+    /// Values keep their exact JSON text (no number is converted), names with escapes
+    /// are unescaped, and a repeated column reads as its last occurrence.
+    #[test]
+    fn rows_keep_raw_values() {
+        let doc = r#"{"data":{"n":12345678901234567.891,"big":123456789012345678901234567890,
+          "p":19.90,"caf\u00e9":"x","n":1e400},"metadata":{"record-type":"data",
+          "operation":"insert","schema-name":"s","table-name":"t"}}"#;
+        let ev = Decoder::default().decode(doc.as_bytes()).expect("valid");
+        let Change::Data { data, .. } = ev.change else {
+            panic!("expected data");
+        };
+        assert_eq!(data.len(), 5);
+        assert_eq!(data.get("n").map(RawValue::get), Some("1e400"));
+        assert_eq!(data.columns[0].value.get(), "12345678901234567.891");
+        assert_eq!(
+            data.get("big").map(RawValue::get),
+            Some("123456789012345678901234567890")
+        );
+        assert_eq!(data.get("p").map(RawValue::get), Some("19.90"));
+        assert_eq!(data.get("café").map(RawValue::get), Some("\"x\""));
     }
 
     /// Control records decode as control changes.

@@ -14,14 +14,12 @@
 //! letter can never block its partition.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::dms::{Column, Row};
 use crate::error::RecordError;
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::routes::DeadLetterValue;
@@ -215,7 +213,7 @@ pub fn redacted_value<'v>(
     before_field: &str,
 ) -> Option<Cow<'v, [u8]>> {
     let text = std::str::from_utf8(value).ok()?;
-    let document: RawObject<'_> = serde_json::from_str(text).ok()?;
+    let document: Row<'_> = serde_json::from_str(text).ok()?;
     let metadata = document.get("metadata")?;
     let names: TableNames = serde_json::from_str(metadata.get()).ok()?;
     let qualified = format!("{}.{}", names.schema?, names.table?);
@@ -227,25 +225,25 @@ pub fn redacted_value<'v>(
     }
     let mut out = String::with_capacity(text.len());
     out.push('{');
-    for (i, (name, raw)) in document.0.iter().enumerate() {
+    for (i, Column { name, value: raw }) in document.columns.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         push_name(&mut out, name);
         let row = (name == "data" || name == before_field)
-            .then(|| serde_json::from_str::<RawObject<'_>>(raw.get()).ok())
+            .then(|| serde_json::from_str::<Row<'_>>(raw.get()).ok())
             .flatten();
         match row {
             Some(row) => {
                 out.push('{');
                 let mut first = true;
-                for (column, cell) in &row.0 {
-                    let dropped = route.exclude.contains(column.as_ref())
-                        || route
-                            .include
-                            .as_ref()
-                            .is_some_and(|inc| !inc.contains(column.as_ref()));
-                    if dropped {
+                for Column {
+                    name: column,
+                    value: cell,
+                } in &row.columns
+                {
+                    let plan = route.plan(column);
+                    if !plan.keep {
                         continue;
                     }
                     if !first {
@@ -253,7 +251,7 @@ pub fn redacted_value<'v>(
                     }
                     first = false;
                     push_name(&mut out, column);
-                    if route.mask.contains(column.as_ref()) && cell.get() != "null" {
+                    if plan.mask && cell.get() != "null" {
                         out.push('"');
                         out.push_str(MASK);
                         out.push('"');
@@ -278,45 +276,11 @@ fn push_name(out: &mut String, name: &str) {
 
 /// `metadata`'s table names.
 #[derive(Deserialize)]
-struct TableNames {
-    #[serde(rename = "schema-name")]
-    schema: Option<String>,
-    #[serde(rename = "table-name")]
-    table: Option<String>,
-}
-
-/// A JSON object's members in their order, values as raw JSON text.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> RawObject<'a> {
-    fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Members<'a> {
-            type Value = RawObject<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::new();
-                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    members.push((name, value));
-                }
-                Ok(RawObject(members))
-            }
-        }
-        deserializer.deserialize_map(Members(std::marker::PhantomData))
-    }
+struct TableNames<'a> {
+    #[serde(rename = "schema-name", borrow)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(rename = "table-name", borrow)]
+    table: Option<Cow<'a, str>>,
 }
 
 #[cfg(test)]
