@@ -77,7 +77,11 @@ def main():
     ap.add_argument("--total", type=int, default=60000)
     ap.add_argument("--max-invocations", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--contenders", default=",".join(CONTENDERS),
+                    help="a subset, for a quick look; the full run (all of them) writes the results")
     args = ap.parse_args()
+    contenders = args.contenders.split(",")
+    partial = contenders != CONTENDERS
     sizes = [int(s) for s in args.sizes.split(",")]
     total, repeats = args.total, args.repeats
     if args.smoke:
@@ -99,10 +103,10 @@ def main():
                     with open(path + ".msgs", "w") as f:
                         f.write(sh([os.path.join(BIN, "cdc-relay"), "check-routes", "bench/routes.toml", path]))
                 files.append(path)
-            samples = {c: [] for c in CONTENDERS}
-            firsts, rss = {c: [] for c in CONTENDERS}, {c: [] for c in CONTENDERS}
+            samples = {c: [] for c in contenders}
+            firsts, rss = {c: [] for c in contenders}, {c: [] for c in contenders}
             for rep in range(repeats):
-                order = CONTENDERS[:]
+                order = contenders[:]
                 random.Random(rep * 7919 + size).shuffle(order)
                 for contender in order:
                     init, times, peak = run_contender(contender, broker, files)
@@ -111,19 +115,19 @@ def main():
                     rss[contender].append(peak)
                     print(f"size {size:>5} rep {rep} {contender:<13} median {statistics.median(times):8.2f} ms  "
                           f"rss {peak / 2**20:6.1f} MiB  init {init or 0:7.1f} ms", flush=True)
-            for c in CONTENDERS:
+            for c in contenders:
                 med = statistics.median(samples[c])
                 rows.append({"contender": c, "batch_size": size, "median_ms": round(med, 3),
                              "p95_ms": round(percentile(samples[c], 0.95), 3),
                              "records_per_s": round(size / (med / 1e3), 1),
                              "peak_rss_bytes": max(rss[c]), "invocations": len(samples[c]) + len(firsts[c])})
-            if size == 6000 or (args.smoke and not cold):
+            if "cdc-relay" in contenders and (size == 6000 or (args.smoke and not cold)):
                 cold = {"first_invocation_ms": round(statistics.median(firsts["cdc-relay"]), 3),
                         "warm_median_ms": round(statistics.median(samples["cdc-relay"]), 3), "batch_size": size}
     finally:
         subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
-    if args.smoke:
-        print("bench smoke: every contender ran; nothing written")
+    if args.smoke or partial:
+        print("bench smoke or partial run: nothing written")
         return
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

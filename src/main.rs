@@ -318,6 +318,7 @@ async fn replay(
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let event: source::MskEvent = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not an MSK event", path.display()))?;
+            let parse_ms = t.elapsed().as_secs_f64() * 1e3;
             let invocation = relay
                 .invoke(LambdaEvent::new(event, local_context("replay", 60_000)))
                 .await;
@@ -326,6 +327,7 @@ async fn replay(
                 "{}",
                 serde_json::json!({
                     "round": round, "event": path.display().to_string(), "ms": t.elapsed().as_secs_f64() * 1e3,
+                    "parse_ms": parse_ms, "transform_ms": outcome.transform_ms, "produce_ms": outcome.produce_ms,
                     "records": outcome.records, "messages": outcome.messages, "ok": invocation.response.is_ok(),
                 })
             );

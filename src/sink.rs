@@ -200,7 +200,10 @@ pub fn producer_config_with(
         // Small batches still leave quickly; throughput comes from many in flight.
         .set("linger.ms", "2")
         // A whole 10,000-record batch (with fan-out) must fit in the local queue.
-        .set("queue.buffering.max.messages", "1000000");
+        .set("queue.buffering.max.messages", "1000000")
+        // Connect to every broker as soon as metadata names it (during init), not when
+        // the first batch has something for it: the first invocation is not slower.
+        .set("enable.sparse.connections", "false");
     auth.apply(&mut config);
     for (name, value) in overrides {
         config.set(name, value);
@@ -427,9 +430,14 @@ impl Sink {
     }
 
     /// Sends what is queued now, without waiting `linger.ms`: for the end of a batch,
-    /// when nothing more is coming. librdkafka skips the linger wait while a flush is
-    /// under way, so this flushes on a blocking thread until everything queued is
-    /// acknowledged or `until` (at most [`SEND_NOW_MAX`] from now) passes.
+    /// when nothing more is coming. librdkafka sends at once while a flush is under way,
+    /// so this holds one, on a blocking thread, until everything queued is acknowledged
+    /// or `until` (at most [`SEND_NOW_MAX`] from now) passes.
+    ///
+    /// librdkafka's own `rd_kafka_flush` is called: rdkafka's `flush` polls it with a
+    /// zero timeout, which ends the flush before the broker thread looks, so the linger
+    /// wait stays. With delivery reports as events (how rdkafka runs the producer), the
+    /// flush only waits; the producer's polling thread still delivers every report.
     pub fn send_now(self: &Arc<Self>, until: Option<Instant>) {
         let sink = Arc::clone(self);
         let timeout = until
@@ -437,9 +445,14 @@ impl Sink {
                 t.saturating_duration_since(Instant::now())
             })
             .min(SEND_NOW_MAX);
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         tokio::task::spawn_blocking(move || {
-            // Whatever the flush ends with, each message's own delivery result decides.
-            let _ = sink.flush(timeout);
+            // SAFETY: the handle belongs to `sink`'s producer, which this closure keeps
+            // alive until the call returns; rd_kafka_flush may be called from any thread.
+            // Whatever the flush ends with, each message's own delivery report decides.
+            unsafe {
+                rdkafka::bindings::rd_kafka_flush(sink.producer.client().native_ptr(), millis);
+            }
         });
     }
 
