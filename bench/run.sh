@@ -8,7 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-python3 -m pip install -q --disable-pip-version-check confluent-kafka==2.16.1 matplotlib 2>&1 | grep -v "^WARNING: Running pip" || true
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore confluent-kafka==2.16.1 matplotlib
 command -v go >/dev/null && [ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || {
   export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq golang-go golang-github-shopify-sarama-dev >/dev/null; }
 command -v node >/dev/null || { apt-get update -qq; apt-get install -y -qq nodejs npm >/dev/null; }
