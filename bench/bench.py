@@ -77,11 +77,18 @@ def main():
     ap.add_argument("--total", type=int, default=60000)
     ap.add_argument("--max-invocations", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite BENCHMARKS.md and the chart from bench/results/latest.json")
     ap.add_argument("--contenders", default=",".join(CONTENDERS),
                     help="a subset, for a quick look; the full run (all of them) writes the results")
     args = ap.parse_args()
     contenders = args.contenders.split(",")
     partial = contenders != CONTENDERS
+    if args.report_only:
+        result = json.load(open(os.path.join(RESULTS, "latest.json")))
+        chart(result)
+        report(result)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     total, repeats = args.total, args.repeats
     if args.smoke:
@@ -218,16 +225,22 @@ def report(result):
         ratio = lambda c: by[(c, 6000)]["median_ms"] / relay["median_ms"]
         ceiling = relay["median_ms"] / by[("raw-rdkafka", 6000)]["median_ms"]
         lowest_peer_rss = min(by[(c, 6000)]["peak_rss_bytes"] for c in peers)
+        rss_ratio = relay["peak_rss_bytes"] / lowest_peer_rss
         cold = result["cold"]
+        cold_ratio = cold["first_invocation_ms"] / cold["warm_median_ms"]
         verdict = lambda ok: "met" if ok else "missed"
-        lines += ["## Targets at BatchSize 6,000", "",
+        small = lambda size: by[("cdc-relay", size)]["median_ms"] / by[("kafkajs-batch", size)]["median_ms"]
+        lines += ["## Targets", "",
                   "| target | measured | |", "|---|---|---|",
-                  f"| >= 10x faster than kafkajs-seed | {ratio('kafkajs-seed'):.1f}x | {verdict(ratio('kafkajs-seed') >= 10)} |",
-                  f"| >= 2x faster than the best peer ({best}) | {ratio(best):.2f}x | {verdict(ratio(best) >= 2)} |",
-                  f"| within 1.25x of raw-rdkafka | {ceiling:.2f}x | {verdict(ceiling <= 1.25)} |",
-                  f"| peak RSS below every peer | {relay['peak_rss_bytes'] / 2**20:.1f} MiB vs lowest peer {lowest_peer_rss / 2**20:.1f} MiB | {verdict(relay['peak_rss_bytes'] < lowest_peer_rss)} |",
-                  f"| first invocation after cold start <= 2x warm | {cold['first_invocation_ms']:.1f} ms vs {cold['warm_median_ms']:.1f} ms ({cold['first_invocation_ms'] / cold['warm_median_ms']:.2f}x) | {verdict(cold['first_invocation_ms'] <= 2 * cold['warm_median_ms'])} |",
-                  f"| decode + transform >= 1,000,000 records/s per core | {result['pipeline_records_per_s_per_core']:,.0f} records/s | {verdict(result['pipeline_records_per_s_per_core'] >= 1e6)} |",
+                  f"| decode + transform >= 1,000,000 records/s per core (criterion, example routes) | {result['pipeline_records_per_s_per_core']:,.0f} records/s | {verdict(result['pipeline_records_per_s_per_core'] >= 1e6)} |",
+                  f"| 6,000 records: <= 1.5x raw-rdkafka (stretch 1.25x) | {ceiling:.2f}x ({relay['median_ms']:.1f} ms vs {by[('raw-rdkafka', 6000)]['median_ms']:.1f} ms) | {verdict(ceiling <= 1.5)} |"]
+        for size in (1, 10):
+            if ("cdc-relay", size) in by and ("kafkajs-batch", size) in by:
+                lines.append(f"| BatchSize {size}: <= 1.0x kafkajs-batch | {small(size):.2f}x ({by[('cdc-relay', size)]['median_ms']:.2f} ms vs {by[('kafkajs-batch', size)]['median_ms']:.2f} ms) | {verdict(small(size) <= 1.0)} |")
+        lines += [f"| 6,000 records: >= 5x faster than the best peer ({best}) | {ratio(best):.2f}x | {verdict(ratio(best) >= 5)} |",
+                  f"| 6,000 records: >= 10x faster than kafkajs-seed | {ratio('kafkajs-seed'):.1f}x | {verdict(ratio('kafkajs-seed') >= 10)} |",
+                  f"| peak RSS at 6,000 <= 0.8x the lowest peer | {relay['peak_rss_bytes'] / 2**20:.1f} MiB vs {lowest_peer_rss / 2**20:.1f} MiB ({rss_ratio:.2f}x) | {verdict(rss_ratio <= 0.8)} |",
+                  f"| first invocation after init <= 1.2x warm (6,000 records) | {cold['first_invocation_ms']:.1f} ms vs {cold['warm_median_ms']:.1f} ms ({cold_ratio:.2f}x) | {verdict(cold_ratio <= 1.2)} |",
                   ""]
     analysis = os.path.join(ROOT, "bench", "analysis.md")
     if os.path.exists(analysis):

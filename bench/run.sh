@@ -14,5 +14,5 @@ command -v go >/dev/null && [ -d /usr/share/gocode/src/github.com/Shopify/sarama
 command -v node >/dev/null || { apt-get update -qq; apt-get install -y -qq nodejs npm >/dev/null; }
 (cd bench/node && npm ci --no-audit --no-fund --silent)
 (cd bench/go && GO111MODULE=off GOPATH="$PWD:/usr/share/gocode" go build -o "$root/target/relaybench" relaybench)
-cargo build --release --locked --bins --examples
+cargo build --release --locked --workspace --bins --examples
 exec python3 bench/bench.py "$@"

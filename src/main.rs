@@ -318,6 +318,8 @@ async fn replay(
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let event: source::MskEvent = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not an MSK event", path.display()))?;
+            // As in Lambda, the payload's bytes are gone once the event is parsed.
+            drop(text);
             let parse_ms = t.elapsed().as_secs_f64() * 1e3;
             let invocation = relay
                 .invoke(LambdaEvent::new(event, local_context("replay", 60_000)))

@@ -200,7 +200,16 @@ async fn bad_inputs_get_their_documented_outcome() {
         let dead = of("dlq", &source, "10");
         match &case.expect {
             Expect::Produced(n) => {
-                assert_eq!((produced.len(), dead.len()), (*n, 0), "{}", case.name)
+                assert_eq!((produced.len(), dead.len()), (*n, 0), "{}", case.name);
+                if case.name.starts_with("deep JSON nesting") {
+                    // Relayed byte for byte: the 100,000-level value is in the event as sent.
+                    let nested = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+                    let value = produced[0].value.as_deref().unwrap_or_default();
+                    assert!(
+                        value.windows(nested.len()).any(|w| w == nested.as_bytes()),
+                        "the nested value was altered"
+                    );
+                }
             }
             Expect::DeadLettered(stage) => {
                 assert_eq!((produced.len(), dead.len()), (0, 1), "{}", case.name);

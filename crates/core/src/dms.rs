@@ -77,12 +77,29 @@ impl<'de: 'a, 'a> Deserialize<'de> for Row<'a> {
                 let mut columns = Vec::with_capacity(map.size_hint().unwrap_or(16));
                 while let Some(Text(name)) = map.next_key::<Text<'a>>()? {
                     let value: &'a RawValue = map.next_value()?;
+                    check_escapes(value).map_err(|e| {
+                        <A::Error as serde::de::Error>::custom(format!("column {name:?}: {e}"))
+                    })?;
                     columns.push(Column { name, value });
                 }
                 Ok(Row { columns })
             }
         }
         deserializer.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Kept values are not parsed, so their escapes are checked here: a `\u` escape must
+/// be a valid code point (no lone surrogate), as a JSON reader downstream requires. Only
+/// values holding a backslash are parsed for it.
+fn check_escapes(value: &RawValue) -> Result<(), serde_json::Error> {
+    let text = value.get();
+    if !text.as_bytes().contains(&b'\\') {
+        return Ok(());
+    }
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).map(drop),
+        _ => serde_json::from_str::<serde_json::Value>(text).map(drop),
     }
 }
 
@@ -553,6 +570,10 @@ mod tests {
                 "unknown record-type",
             ),
             ("{} trailing", "not a DMS JSON record"),
+            (
+                r#"{"data":{"s":"\ud800"},"metadata":{"record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}"#,
+                "hex escape",
+            ),
         ];
         for (doc, expected) in cases {
             let err = Decoder::default().decode(doc.as_bytes()).expect_err(doc);

@@ -237,7 +237,9 @@ fn exact_integer(text: &str) -> Result<Option<String>, &'static str> {
         .checked_sub(lit.frac.len() as i64)
         .ok_or("not an exact 64-bit integer")?;
     if shift < 0 {
-        let cut = digits.len().saturating_sub(shift.unsigned_abs() as usize);
+        let cut = digits
+            .len()
+            .saturating_sub(usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX));
         if !digits[cut..].bytes().all(|b| b == b'0') {
             return Err("not an integer (has a fraction)");
         }
@@ -337,6 +339,13 @@ mod tests {
                 "-9223372036854775808",
                 "-9223372036854775808",
             ),
+            (Coercion::Int, r#"" +12300e-2 ""#, "123"),
+            (Coercion::Int, r#""007""#, "7"),
+            (
+                Coercion::Int,
+                "1.8446744073709551615e19",
+                "18446744073709551615",
+            ),
             (Coercion::Float, r#""19.90""#, "19.90"),
             (Coercion::Float, "19.90", "19.90"),
             (Coercion::Float, r#""+.5""#, "0.5"),
@@ -398,6 +407,8 @@ mod tests {
             (Coercion::Int, "123456789012345678901234567890"),
             (Coercion::Int, "1e400"),
             (Coercion::Int, "1e-99999999999999999999"),
+            (Coercion::Int, "1.8446744073709551616e19"),
+            (Coercion::Int, "12301e-2"),
             (Coercion::Float, r#""NaN-secret""#),
             (Coercion::Float, r#""inf""#),
             (Coercion::Decimal, r#""1.2.3-secret""#),

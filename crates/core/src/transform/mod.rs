@@ -635,35 +635,38 @@ fn select<'r, 'a>(
     route: &'r Route,
     row: &'r Row<'a>,
 ) -> Result<Vec<Cell<'r, 'a>>, (String, String)> {
-    let mut out = Vec::with_capacity(row.columns.len());
-    for column in &row.columns {
-        let source: &'r str = &column.name;
-        let plan = route.plan(source);
-        if !plan.keep {
-            continue;
-        }
-        let value = match plan.coerce {
-            Some(coercion) => match coercion.apply(column.value) {
-                Ok(Cow::Borrowed(text)) if text == column.value.get() => Json::Raw(column.value),
-                Ok(text) => Json::Owned(to_raw(text.into_owned())),
-                Err(reason) => {
-                    return Err((
-                        source.to_owned(),
-                        format!("does not coerce to {}: {reason}", coercion.as_str()),
-                    ))
-                }
-            },
-            None => Json::Raw(column.value),
-        };
-        out.push(Cell {
-            source,
-            name: plan.name.as_deref().unwrap_or(source),
-            value,
-        });
-    }
-    // Stable: of a repeated column the last occurrence is kept, as a JSON reader would.
+    let mut out: Vec<Cell<'r, 'a>> = row
+        .columns
+        .iter()
+        .filter(|column| route.plan(&column.name).keep)
+        .map(|column| Cell {
+            source: &column.name,
+            name: &column.name,
+            value: Json::Raw(column.value),
+        })
+        .collect();
+    // Stable: of a repeated column the last occurrence is kept, as a JSON reader would,
+    // before any coercion sees it.
     out.sort_by(|a, b| a.source.cmp(b.source));
     dedup_keep_last(&mut out, |c| c.source);
+    for cell in &mut out {
+        let plan = route.plan(cell.source);
+        cell.name = plan.name.as_deref().unwrap_or(cell.source);
+        let (Some(coercion), Json::Raw(raw)) = (plan.coerce, &cell.value) else {
+            continue;
+        };
+        let raw: &'a RawValue = raw;
+        cell.value = match coercion.apply(raw) {
+            Ok(Cow::Borrowed(text)) if text == raw.get() => Json::Raw(raw),
+            Ok(text) => Json::Owned(to_raw(text.into_owned())),
+            Err(reason) => {
+                return Err((
+                    cell.source.to_owned(),
+                    format!("does not coerce to {}: {reason}", coercion.as_str()),
+                ))
+            }
+        };
+    }
     Ok(out)
 }
 
@@ -675,15 +678,11 @@ fn sort_cells(cells: &mut Vec<Cell<'_, '_>>) {
     dedup_keep_last(cells, |c| c.name);
 }
 
+/// Keeps the last of each run of equal names (linear: a row may repeat a column many times).
 fn dedup_keep_last<'r, T>(items: &mut Vec<T>, name: impl Fn(&T) -> &'r str) {
-    let mut i = 0;
-    while i + 1 < items.len() {
-        if name(&items[i]) == name(&items[i + 1]) {
-            items.remove(i);
-        } else {
-            i += 1;
-        }
-    }
+    items.reverse();
+    items.dedup_by(|later, earlier| name(later) == name(earlier));
+    items.reverse();
 }
 
 /// Whether two values are the same: the same text, or (for objects, arrays and strings
