@@ -5,7 +5,9 @@
 //!
 //! Concurrency and order: the records are split into chunks of `chunk_size`; each chunk
 //! is decoded and transformed in its own tokio task, at most `concurrency` at once (a
-//! [`Semaphore`] permit travels into each task). Results are consumed chunk by chunk in
+//! [`Semaphore`] permit travels into each task), and at most `concurrency + 1` chunks
+//! ahead of the producing loop, so finished results wait in memory only that far.
+//! Results are consumed chunk by chunk in
 //! source order and handed to the producer in that order, so two messages with the same
 //! key enter the same partition's queue in source-offset order; the idempotent producer
 //! keeps that order on the wire. Producing starts as soon as the first chunk is ready.
@@ -387,7 +389,18 @@ impl Pipeline {
         sink.begin_batch();
         let record_count = records.len();
         let cluster: Arc<str> = Arc::from(context.origin.cluster());
-        let tasks = self.spawn_chunks(&records, &cluster, xray.clone());
+        // Chunks are transformed at most `concurrency + 1` ahead of the producing loop:
+        // results wait in memory only that far, however large the batch.
+        let starts: Vec<usize> = (0..records.len())
+            .step_by(self.options.chunk_size)
+            .collect();
+        let window = self.options.concurrency + 1;
+        let mut tasks: std::collections::VecDeque<JoinHandle<ChunkResult>> = starts
+            .iter()
+            .take(window)
+            .map(|&start| self.spawn_chunk(&records, start, &cluster, xray.clone()))
+            .collect();
+        let mut next_chunk = tasks.len();
         let budget = context.budget;
         let mut run = Run {
             pipeline: self,
@@ -411,7 +424,11 @@ impl Pipeline {
             purged: false,
         };
         let mut failed_partition: Option<Arc<str>> = None;
-        for task in tasks {
+        while let Some(task) = tasks.pop_front() {
+            if let Some(&start) = starts.get(next_chunk) {
+                tasks.push_back(self.spawn_chunk(&run.records, start, &cluster, run.xray.clone()));
+                next_chunk += 1;
+            }
             let results = match task.await {
                 Ok(results) => results,
                 Err(join_error) => {
@@ -477,43 +494,39 @@ impl Pipeline {
         outcome
     }
 
-    fn spawn_chunks(
+    /// Decodes and transforms the chunk of `records` starting at `start` in a task.
+    fn spawn_chunk(
         &self,
         records: &Arc<[SourceRecord]>,
+        start: usize,
         cluster: &Arc<str>,
         xray: Option<Arc<[u8]>>,
-    ) -> Vec<JoinHandle<ChunkResult>> {
-        (0..records.len())
-            .step_by(self.options.chunk_size)
-            .map(|start| {
-                let end = (start + self.options.chunk_size).min(records.len());
-                let records = records.clone();
-                let decoder = self.decoder.clone();
-                let transformer = self.transformer.clone();
-                let permits = self.permits.clone();
-                let xray = xray.clone();
-                let cluster = cluster.clone();
-                let per_table = self.options.per_table;
-                tokio::spawn(async move {
-                    // The semaphore is never closed; if it were, run unthrottled.
-                    let _permit = permits.acquire_owned().await.ok();
-                    records[start..end]
-                        .iter()
-                        .map(|record| {
-                            let mut table = per_table.then_some(None);
-                            let result = traced(
-                                process(&decoder, &transformer, record, &cluster, &mut table),
-                                record,
-                                xray.as_deref(),
-                            );
-                            let table = table
-                                .map(|t| t.map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from));
-                            (table, result)
-                        })
-                        .collect()
+    ) -> JoinHandle<ChunkResult> {
+        let end = (start + self.options.chunk_size).min(records.len());
+        let records = records.clone();
+        let decoder = self.decoder.clone();
+        let transformer = self.transformer.clone();
+        let permits = self.permits.clone();
+        let cluster = cluster.clone();
+        let per_table = self.options.per_table;
+        tokio::spawn(async move {
+            // The semaphore is never closed; if it were, run unthrottled.
+            let _permit = permits.acquire_owned().await.ok();
+            records[start..end]
+                .iter()
+                .map(|record| {
+                    let mut table = per_table.then_some(None);
+                    let result = traced(
+                        process(&decoder, &transformer, record, &cluster, &mut table),
+                        record,
+                        xray.as_deref(),
+                    );
+                    let table =
+                        table.map(|t| t.map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from));
+                    (table, result)
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 }
 
