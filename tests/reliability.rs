@@ -133,6 +133,7 @@ fn cases() -> Vec<Case> {
         case("data is null", value_of(&json!({"data": null, "metadata": meta(json!({}))})), DeadLettered("dms")),
         case("data is an array", value_of(&json!({"data": [1], "metadata": meta(json!({}))})), DeadLettered("dms")),
         case("duplicate top-level data", Some(b64(br#"{"data":{"id":1},"data":{"id":2},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}"#)), DeadLettered("dms")),
+        case("a lone surrogate escape in a column", Some(b64(br#"{"data":{"id":1,"note":"\ud800"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}"#)), DeadLettered("dms")),
         case("deep JSON nesting (100,000 levels)", Some(b64(deep_doc.as_bytes())), Produced(1)),
         case("missing key column", value_of(&doc("insert", "orders", json!({"amount": "1.00"}))), DeadLettered("transform")),
         case("value does not coerce", value_of(&doc("insert", "orders", json!({"id": 1, "amount": "lots"}))), DeadLettered("transform")),
