@@ -49,11 +49,6 @@ impl<'a> Row<'a> {
             .map(|c| c.value)
     }
 
-    /// Whether the row has a column `name`.
-    pub fn contains(&self, name: &str) -> bool {
-        self.columns.iter().any(|c| c.name == name)
-    }
-
     /// The number of columns (repeats counted).
     pub fn len(&self) -> usize {
         self.columns.len()

@@ -502,10 +502,6 @@ impl Json<'_> {
             Json::Owned(b) => b,
         }
     }
-
-    fn text(&self) -> &str {
-        self.raw().get()
-    }
 }
 
 impl Serialize for Json<'_> {
@@ -526,10 +522,8 @@ fn masked() -> &'static RawValue {
 
 /// JSON text the relay wrote itself (a coercion's output, a constant) as a raw value.
 fn to_raw(text: String) -> Box<RawValue> {
-    RawValue::from_string(text).unwrap_or_else(|_| {
-        // Coercions only return valid JSON text; an invalid one must never reach output.
-        RawValue::from_string("null".to_owned()).unwrap_or_default()
-    })
+    // Coercions only return valid JSON text; an invalid one must never reach output.
+    RawValue::from_string(text).unwrap_or_else(|_| null().to_owned())
 }
 
 /// One surviving column: its source name, its downstream name and its value.
@@ -740,7 +734,7 @@ fn find<'c>(cells: &'c [Cell<'_, '_>], source: &str) -> Option<&'c RawValue> {
 /// Mask, then order by downstream name.
 fn finish<'r, 'a>(route: &Route, mut cells: Vec<Cell<'r, 'a>>) -> Vec<Cell<'r, 'a>> {
     for cell in &mut cells {
-        if route.plan(cell.source).mask && Kind::of(cell.value.text()) != Kind::Null {
+        if route.plan(cell.source).mask && Kind::of(cell.value.raw().get()) != Kind::Null {
             cell.value = Json::Raw(masked());
         }
     }
