@@ -35,7 +35,7 @@ log="${state}/tansu.log"
 partitions="${BROKER_PARTITIONS:-3}"
 # Topics the example routes, the dead-letter tests and gen-event events produce to.
 default_topics="orders.changes orders.cache-invalidation users.changes sales.invoices
-  cdc.public.payments cdc.public.users cdc.public.orders schema-changes cdc.dead-letters dlq relay.out"
+  partner.payments hr.employees cdc.public.payments cdc.public.users cdc.public.orders schema-changes cdc.dead-letters dlq relay.out"
 
 say() { echo "broker: $*" >&2; }
 

@@ -82,7 +82,8 @@ def resolve(node, values):
 role = next(r["Properties"] for r in out["Resources"].values() if r["Type"] == "AWS::IAM::Role")
 always = {"kafka:DescribeCluster", "kafka:DescribeClusterV2", "kafka:GetBootstrapBrokers",
           "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
-          "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"}
+          "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+          "secretsmanager:GetSecretValue"}
 iam = {"kafka-cluster:Connect", "kafka-cluster:DescribeTopic", "kafka-cluster:ReadData",
        "kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup", "kafka-cluster:WriteData",
        "kafka-cluster:WriteDataIdempotently"}
@@ -102,7 +103,10 @@ for (mode, variant), (actions, access) in expected.items():
     for policy in policies:
         for statement in policy["PolicyDocument"]["Statement"]:
             granted |= set([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
-            if "secretsmanager:GetSecretValue" in statement["Action"]:
+            if statement.get("Sid") == "HashKeySecret":
+                # The stack's own secret unless HashKeySecretArn names one (checked below).
+                assert evaluate(statement["Resource"], values) == "HashKeySecret", (mode, statement)
+            elif "secretsmanager:GetSecretValue" in statement["Action"]:
                 wanted = params["ScramSecretArn"] if mode == "scram" else params["ClientCertificateSecretArn"]
                 assert evaluate(statement["Resource"], values) == wanted, (mode, statement)
     assert granted == actions, f"Auth={mode} {variant}: extra {granted - actions}, missing {actions - granted}"
@@ -112,8 +116,20 @@ for (mode, variant), (actions, access) in expected.items():
     env = resolve(fn["Environment"]["Variables"], values)
     assert evaluate(env["RELAY_AUTH"], values) == mode, env
     assert ("RELAY_SCRAM_SECRET_ARN" in env) == (mode == "scram"), env
+    assert evaluate(env["RELAY_HASH_KEY"], values) == "HashKeySecret", env
     print(f"template: Auth={mode}{' with client certificate' if variant else ''}: {len(granted)} actions, "
           f"source access {access or 'none'}")
+
+# The hash key: the stack's secret by default; a given HashKeySecretArn replaces it, in the
+# environment and in the one grant, and the stack then creates no secret.
+given = dict(params, HashKeySecretArn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:relay-hash-AbC")
+env = resolve(fn["Environment"]["Variables"], given)
+assert evaluate(env["RELAY_HASH_KEY"], given) == given["HashKeySecretArn"], env
+grants = [st for policy in resolve(role["Policies"], given) for st in policy["PolicyDocument"]["Statement"]
+          if st.get("Sid") == "HashKeySecret"]
+assert [evaluate(st["Resource"], given) for st in grants] == [given["HashKeySecretArn"]], grants
+assert not condition("CreateHashKey", given) and condition("CreateHashKey", params)
+print("template: the hash key is the stack's secret, or HashKeySecretArn when given")
 
 # Auth=iam, resource by resource. `value` resolves the intrinsics the grants use to
 # concrete strings and lists, with the test parameters above.
@@ -131,6 +147,8 @@ def value(node, values):
     if key == "Ref":
         if arg in pseudo:
             return pseudo[arg]
+        if arg in out["Resources"]:
+            return f"<{arg}>"  # a resource of the stack (the hash key secret)
         v = values[arg]
         if out["Parameters"].get(arg, {}).get("Type") == "CommaDelimitedList" and isinstance(v, str):
             return v.split(",")

@@ -138,6 +138,71 @@ fixtures["sample.json"] = event([
     record("dms.public.users", 0, 30, {"data": {"id": 7, "name": "Kim", "email": "kim@example.com", "password_hash": "x1"}, "metadata": meta("insert", "users")}, "public.users"),
 ])
 
+# One update (status PENDING -> PAID) as each engine's before-image shows it.
+full = dict(paid)
+fixtures["before-images.json"] = event([
+    # MySQL: every column.
+    record(T, 0, 400, {"data": full, "before-image": order, "metadata": meta("update", "orders", txid=2001)}, "public.orders"),
+    # PostgreSQL (default REPLICA IDENTITY): the key only.
+    record(T, 0, 401, {"data": full, "before-image": {"id": 46}, "metadata": meta("update", "orders", txid=2002)}, "public.orders"),
+    # Oracle (supplemental logging on the key): the key and the changed columns.
+    record(T, 0, 402, {"data": full, "before-image": {"id": 46, "status": "PENDING"}, "metadata": meta("update", "orders", txid=2003)}, "public.orders"),
+    # MySQL, an update that touched only an excluded column (note): not news under changed_only.
+    record(T, 0, 403, {"data": dict(full, note="gift wrap"), "before-image": full, "metadata": meta("update", "orders", txid=2004)}, "public.orders"),
+])
+
+# IncludeNullAndEmpty=false leaves null columns out; with it on, they are present as null.
+fixtures["absent-columns.json"] = event([
+    record("dms.public.users", 0, 500, {"data": {"id": 21, "email": "lee@example.com"}, "metadata": meta("insert", "users", txid=2101)}, "public.users"),
+    record("dms.public.users", 0, 501, {"data": {"id": 22, "name": None, "email": "park@example.com"}, "metadata": meta("insert", "users", txid=2102)}, "public.users"),
+])
+
+# An Oracle source: upper-case names, string transaction ids; and DMS's own tables.
+H = "dms.hr"
+fixtures["oracle-names.json"] = event([
+    record(H, 0, 600, {"data": {"EMPLOYEE_ID": 101, "EMAIL": "SKING", "FIRST_NAME": "Steven", "SALARY": 24000,
+                                "NOTES": "Leads the executive team and the planning of the yearly budget."},
+                       "metadata": meta("insert", "EMPLOYEES", schema="HR", txid="0A001B00F4070000")}, "HR.EMPLOYEES"),
+    record(H, 0, 601, {"data": {"EMPLOYEE_ID": 101, "EMAIL": "SKING", "FIRST_NAME": "Steven", "SALARY": 25000, "NOTES": "Leads the executive team."},
+                       "before-image": {"EMPLOYEE_ID": 101, "SALARY": 24000},
+                       "metadata": meta("update", "EMPLOYEES", schema="HR", txid="0A001B00F5070000")}, "HR.EMPLOYEES"),
+    record(H, 0, 602, {"data": {"TASK_NAME": "cdc-task", "TABLE_OWNER": "HR", "TABLE_NAME": "EMPLOYEES", "ERROR": "ORA-01400"},
+                       "metadata": meta("insert", "AWSDMS_APPLY_EXCEPTIONS", schema="ADMIN", txid="0A001B00F6070000")}, "ADMIN.AWSDMS_APPLY_EXCEPTIONS"),
+    record(H, 0, 603, {"data": {"SERVER_NAME": "dms-1", "TASK_NAME": "cdc-task", "TASK_STATUS": "RUNNING"},
+                       "metadata": meta("update", "awsdms_status", schema="ADMIN", txid="0A001B00F7070000")}, "ADMIN.awsdms_status"),
+])
+
+# IncludeTransactionDetails: one transaction of two changes, then the next one.
+def tx(commit, position, record_id, prev, prev_record):
+    return {"commit-timestamp": commit, "stream-position": position, "transaction-record-id": record_id,
+            "prev-transaction-id": prev, "prev-transaction-record-id": prev_record}
+
+
+new_order = {"id": 60, "user_id": 9, "status": "NEW", "amount": "5.00", "email": "cho@example.com", "note": None}
+fixtures["transactions.json"] = event([
+    record(T, 0, 700, {"data": new_order, "metadata": meta("insert", "orders", txid=3001, extra=tx(
+        "2024-11-21T15:00:00.000000Z", "00000003/1A000010.1.00000003/1A000010", 1, 3000, 4))}, "public.orders"),
+    record(T, 0, 701, {"data": dict(new_order, id=61, amount="7.50"), "metadata": meta("insert", "orders", txid=3001, extra=tx(
+        "2024-11-21T15:00:00.000000Z", "00000003/1A000010.2.00000003/1A000010", 2, 3000, 4))}, "public.orders"),
+    record(T, 0, 702, {"data": dict(new_order, status="PAID"), "metadata": meta("update", "orders", txid=3002, extra=tx(
+        "2024-11-21T15:00:01.000000Z", "00000003/1A000020.1.00000003/1A000020", 1, 3001, 2))}, "public.orders"),
+])
+
+# A partner feed that wants only paid payments over 100, and deletes (routes.toml's filter).
+P = "dms.public.payments"
+payments = [
+    ("insert", {"id": 1, "status": "PAID", "amount": "250.00", "memo": "Quarterly licence renewal for the analytics suite"}),
+    ("insert", {"id": 2, "status": "PAID", "amount": "50.00", "memo": "Coffee"}),
+    ("insert", {"id": 3, "status": "PENDING", "amount": "500.00", "memo": "Hardware"}),
+    ("update", {"id": 4, "status": "PAID", "amount": "100.00", "memo": "Exactly the limit"}),
+    ("update", {"id": 5, "status": "PAID", "amount": "100.000000000000000001", "memo": "Just over, past what a double can tell"}),
+    ("delete", {"id": 3}),
+]
+fixtures["filtered.json"] = event([
+    record(P, 0, 800 + i, {"data": data, "metadata": meta(op, "payments", txid=4001 + i)}, "public.payments")
+    for i, (op, data) in enumerate(payments)
+])
+
 for name, ev in fixtures.items():
     with open(f"events/{name}", "w") as f:
         json.dump(ev, f, indent=2)

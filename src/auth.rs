@@ -33,6 +33,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use rdkafka::config::ClientConfig;
 
 use crate::error::{ConfigError, Error};
+use crate::transform::HashKey;
 
 /// How long one IAM token generation may take before librdkafka is told it failed
 /// (it retries on its own schedule).
@@ -316,6 +317,13 @@ impl Credentials {
 /// Gives up after [`SECRET_FETCH_TIMEOUT`] (a retryable credentials error), so init fits
 /// Lambda's init phase even when Secrets Manager does not answer.
 pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCredentials, Error> {
+    let text = fetch_secret_string(aws, arn).await?;
+    parse_scram_secret(text.expose())
+        .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
+}
+
+/// A secret's `SecretString`, within [`SECRET_FETCH_TIMEOUT`].
+async fn fetch_secret_string(aws: &SdkConfig, arn: &str) -> Result<Secret, Error> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
     let output = tokio::time::timeout(
         SECRET_FETCH_TIMEOUT,
@@ -339,8 +347,55 @@ pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCrede
             "secret {arn} has no SecretString (binary secrets are not supported)"
         )))
     })?;
-    parse_scram_secret(text)
-        .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
+    Ok(Secret::new(text))
+}
+
+/// A `RELAY_HASH_KEY` value naming a Secrets Manager secret starts with this.
+pub const SECRET_ARN_PREFIX: &str = "arn:aws:secretsmanager:";
+
+pub use crate::transform::personal::LOCAL_HASH_KEY;
+
+/// The key of `hash` pseudonyms: `RELAY_HASH_KEY` itself, or the `SecretString` of the
+/// Secrets Manager secret it names (fetched once, at init); outside Lambda and unset,
+/// [`LOCAL_HASH_KEY`]. `None` inside Lambda when unset: routes using `hash` then fail init.
+pub async fn resolve_hash_key(
+    setting: Option<&Secret>,
+    auth: &AuthSettings,
+) -> Result<Option<HashKey>, Error> {
+    let invalid = |problem: String| Error::Config(ConfigError::Auth(problem));
+    let Some(value) = setting else {
+        return if auth.in_lambda {
+            Ok(None)
+        } else {
+            HashKey::new(LOCAL_HASH_KEY).map(Some).map_err(invalid)
+        };
+    };
+    let value = value.expose();
+    if !value.starts_with(SECRET_ARN_PREFIX) {
+        return HashKey::new(value.as_bytes())
+            .map(Some)
+            .map_err(|p| invalid(format!("RELAY_HASH_KEY: {p}")));
+    }
+    let region = auth.region.clone().or_else(|| {
+        // The ARN names its region: arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME.
+        value.split(':').nth(3).map(str::to_owned)
+    });
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    let aws = tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
+        .await
+        .map_err(|_| {
+            Error::Credentials(format!(
+                "loading the AWS configuration took more than {} s",
+                AWS_CONFIG_TIMEOUT.as_secs()
+            ))
+        })?;
+    let key = fetch_secret_string(&aws, value).await?;
+    HashKey::new(key.expose().as_bytes())
+        .map(Some)
+        .map_err(|p| invalid(format!("secret {value}: {p}")))
 }
 
 /// Parses a SCRAM secret's JSON. The error never quotes the secret's content.

@@ -63,6 +63,9 @@ pub struct Settings {
     pub log_values: bool,
     /// Authentication to the downstream cluster (`RELAY_AUTH` and friends).
     pub auth: AuthSettings,
+    /// The key of `hash` pseudonyms, or the ARN of the Secrets Manager secret holding
+    /// it (`RELAY_HASH_KEY`).
+    pub hash_key: Option<Secret>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -101,6 +104,7 @@ impl std::fmt::Debug for Settings {
             .field("metrics_max_tables", &self.metrics_max_tables)
             .field("log_values", &self.log_values)
             .field("auth", &self.auth)
+            .field("hash_key", &self.hash_key)
             .finish()
     }
 }
@@ -138,6 +142,7 @@ impl Settings {
             metrics_max_tables: 50,
             log_values: false,
             auth: AuthSettings::default(),
+            hash_key: None,
         };
         let mut metrics: Option<bool> = None;
         let mut in_lambda = false;
@@ -184,6 +189,9 @@ impl Settings {
                 "RELAY_SCRAM_USERNAME" => settings.auth.scram_username = non_empty(&name, &value)?,
                 "RELAY_SCRAM_PASSWORD" => {
                     settings.auth.scram_password = (!value.is_empty()).then(|| Secret::new(value))
+                }
+                "RELAY_HASH_KEY" => {
+                    settings.hash_key = (!value.is_empty()).then(|| Secret::new(value))
                 }
                 "AWS_REGION" => settings.auth.region = non_empty(&name, &value)?,
                 "AWS_LAMBDA_FUNCTION_NAME" => {

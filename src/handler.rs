@@ -19,7 +19,8 @@ use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{
-    fetch_scram_secret, resolve_mode, AuthMode, Credentials, ProducerAuth, SECRET_FETCH_TIMEOUT,
+    fetch_scram_secret, resolve_hash_key, resolve_mode, AuthMode, Credentials, ProducerAuth,
+    SECRET_FETCH_TIMEOUT,
 };
 use crate::config::Settings;
 use crate::dms::Decoder;
@@ -28,7 +29,7 @@ use crate::metrics::{emf, emf_tables, TableLabels, Timings};
 use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions, Renew};
 use crate::sink::Sink;
 use crate::source::{self, MskEvent};
-use crate::transform::{Routes, Transformer};
+use crate::transform::{HashKey, Routes, Transformer};
 
 /// The repository's `routes.toml`, compiled in: what a deployed function uses when no
 /// file is shipped beside it and `RELAY_ROUTES` is unset (`sam build` ships only the binary).
@@ -102,9 +103,17 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Builds the relay from settings: loads and validates the routes file.
-    pub fn new(settings: Settings) -> Result<Relay, Error> {
-        let routes = match settings.locate_routes() {
+    /// Builds the relay from settings and the hash key ([`resolve_hash_key`]): loads
+    /// and validates the routes file.
+    pub fn new(settings: Settings, hash_key: Option<HashKey>) -> Result<Relay, Error> {
+        let routes = Relay::load_routes(&settings, hash_key)?;
+        Ok(Relay::with_routes(settings, routes))
+    }
+
+    /// The routes file the settings name (else the built-in one), validated, with its
+    /// hash key.
+    pub fn load_routes(settings: &Settings, hash_key: Option<HashKey>) -> Result<Routes, Error> {
+        let mut routes = match settings.locate_routes() {
             Some(path) => {
                 let routes = Routes::load_with_dlq(&path, settings.dlq_topic.clone())?;
                 tracing::info!(routes = %path.display(), count = routes.routes.len(), "routes loaded");
@@ -121,7 +130,14 @@ impl Relay {
                 )?
             }
         };
-        Ok(Relay::with_routes(settings, routes))
+        let local_key = hash_key.is_some() && settings.hash_key.is_none();
+        if local_key && !routes.hashing_routes().is_empty() {
+            tracing::warn!(
+                "RELAY_HASH_KEY is unset: `hash` uses the published local key, so its pseudonyms hide nothing (set RELAY_HASH_KEY; inside Lambda it is required)"
+            );
+        }
+        routes.set_hash_key(hash_key)?;
+        Ok(routes)
     }
 
     /// Builds the relay over already validated routes.
@@ -148,7 +164,8 @@ impl Relay {
         }
     }
 
-    /// Init-phase work: resolve credentials (the SCRAM secret is fetched here, once),
+    /// Init-phase work: resolve credentials (the SCRAM secret and the hash key are
+    /// fetched here, once),
     /// and when `RELAY_BROKERS` is set, create the producer and connect it. A broker
     /// that is not reachable yet is logged, not fatal: librdkafka keeps trying.
     ///
@@ -156,8 +173,13 @@ impl Relay {
     /// [`INIT_BUDGET`], inside Lambda's 10 s init phase.
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
         let started = Instant::now();
-        let credentials = Credentials::resolve(&settings.auth).await?;
-        let relay = Relay::new(settings)?.with_credentials(credentials);
+        // Side by side: each has its own timeouts, and together they stay within one's.
+        let (credentials, hash_key) = tokio::join!(
+            Credentials::resolve(&settings.auth),
+            resolve_hash_key(settings.hash_key.as_ref(), &settings.auth)
+        );
+        let (credentials, hash_key) = (credentials?, hash_key?);
+        let relay = Relay::new(settings, hash_key)?.with_credentials(credentials);
         if let Some(brokers) = relay.settings.brokers.clone() {
             let sink = relay.sink_for(&brokers, None)?;
             let left = INIT_BUDGET.saturating_sub(started.elapsed());

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use lambda_runtime::LambdaEvent;
 use tracing_subscriber::EnvFilter;
 
+use cdc_relay::auth::resolve_hash_key;
 use cdc_relay::config::Settings;
 use cdc_relay::dms::Decoder;
 use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
@@ -21,7 +22,7 @@ use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
 use cdc_relay::source::{self, MskEvent};
-use cdc_relay::transform::{Routes, Transformer};
+use cdc_relay::transform::Transformer;
 
 #[derive(Parser)]
 #[command(
@@ -104,7 +105,9 @@ fn run() -> anyhow::Result<()> {
             print_messages,
             timeout_ms,
         }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
-        Some(Command::CheckRoutes { routes, event }) => check_routes(routes, event),
+        Some(Command::CheckRoutes { routes, event }) => {
+            runtime.block_on(check_routes(routes, event))
+        }
         Some(Command::Replay {
             events,
             brokers,
@@ -179,9 +182,11 @@ fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
         .with_context(|| format!("{name} is not an MSK event"))
 }
 
-fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    let routes = Routes::load_with_dlq(&routes_path, settings.dlq_topic.clone())?;
+async fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut settings = Settings::from_env()?;
+    settings.routes_path = Some(routes_path.clone());
+    let hash_key = resolve_hash_key(settings.hash_key.as_ref(), &settings.auth).await?;
+    let routes = Relay::load_routes(&settings, hash_key)?;
     eprintln!(
         "{}: valid, {} route(s)",
         routes_path.display(),

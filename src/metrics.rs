@@ -46,6 +46,16 @@ pub fn emf(
             "Count",
             outcome.skipped(SkipReason::Control) as f64,
         ),
+        (
+            "RecordsFiltered",
+            "Count",
+            outcome.skipped(SkipReason::Filter) as f64,
+        ),
+        (
+            "DmsTableRecords",
+            "Count",
+            outcome.skipped(SkipReason::DmsTable) as f64,
+        ),
         ("MessagesProduced", "Count", outcome.messages as f64),
         ("BatchDuration", "Milliseconds", timings.batch_ms),
         ("TransformDuration", "Milliseconds", outcome.transform_ms),

@@ -236,7 +236,7 @@ async fn per_table_metrics_are_bounded_and_valid() {
             0,
             3,
             "insert",
-            "payments",
+            "refunds",
             serde_json::json!({"id": 5}),
         )
         // No user_id: the orders route cannot key it, so it is dead-lettered.
@@ -268,7 +268,7 @@ async fn per_table_metrics_are_bounded_and_valid() {
         (2, 1, 1)
     );
     assert_eq!(count("public.users").produced, 1);
-    assert_eq!(count("public.payments").produced, 1);
+    assert_eq!(count("public.refunds").produced, 1);
     assert_eq!(count(cdc_relay::pipeline::UNDECODED_TABLE).dead_lettered, 1);
     let total: usize = outcome.tables.iter().map(|t| t.records).sum();
     assert_eq!(total, outcome.records);

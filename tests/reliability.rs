@@ -38,6 +38,11 @@ table = "public.lenient"
 topic = "lenient"
 key = ["id"]
 on_poison = "skip"
+
+[[route]]
+table = "public.filtered"
+topic = "filtered"
+filter = { data = { status = ["PAID"] } }
 "#;
 
 fn b64(bytes: &[u8]) -> String {
@@ -139,6 +144,8 @@ fn cases() -> Vec<Case> {
         case("value does not coerce", value_of(&doc("insert", "orders", json!({"id": 1, "amount": "lots"}))), DeadLettered("transform")),
         case("unrouted table (unrouted = dlq)", value_of(&doc("insert", "nowhere", json!({"id": 1}))), DeadLettered("transform")),
         case("poison on an on_poison = skip route", value_of(&doc("insert", "lenient", json!({"no_id": 1}))), Skipped(SkipReason::Poison)),
+        case("a change the route's filter does not match", value_of(&doc("insert", "filtered", json!({"status": "NEW"}))), Skipped(SkipReason::Filter)),
+        case("a change of DMS's own table (under unrouted = dlq)", value_of(&doc("insert", "awsdms_apply_exceptions", json!({"TASK_NAME": "t"}))), Skipped(SkipReason::DmsTable)),
         case("null value (source tombstone)", None, Skipped(SkipReason::SourceTombstone)),
         case("control record", value_of(&json!({"control": {}, "metadata": meta(json!({"record-type": "control", "operation": "drop-table"}))})), Skipped(SkipReason::Control)),
         // Larger than message.max.bytes: poison; its dead letter is cut to fit.

@@ -12,7 +12,7 @@ use base64::Engine;
 use cdc_relay::config::Settings;
 use cdc_relay::handler::{BatchResponse, Relay};
 use cdc_relay::local::{read_topics, ConsumedMessage, EmbeddedKafka};
-use cdc_relay::transform::Routes;
+use cdc_relay::transform::{HashKey, Routes};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -33,8 +33,13 @@ pub fn load_event(name: &str) -> KafkaEvent {
 }
 
 /// The example routes file at the repository root.
+/// The example routes, with the published local hash key (what the golden files use).
 pub fn example_routes() -> Routes {
-    Routes::load(&root().join("routes.toml")).expect("example routes are valid")
+    let mut routes = Routes::load(&root().join("routes.toml")).expect("example routes are valid");
+    routes
+        .set_hash_key(Some(HashKey::local()))
+        .expect("a hash key");
+    routes
 }
 
 /// Settings pointing at `brokers`, with extra `RELAY_*` variables.

@@ -5,13 +5,17 @@
 use std::sync::OnceLock;
 
 use cdc_relay_core::dms::Decoder;
-use cdc_relay_core::transform::{Routes, SourcePosition, Transformer};
+use cdc_relay_core::transform::{HashKey, Routes, SourcePosition, Transformer};
 use libfuzzer_sys::fuzz_target;
 
 fn transformers() -> &'static [Transformer; 2] {
     static T: OnceLock<[Transformer; 2]> = OnceLock::new();
     T.get_or_init(|| {
-        let load = |text: &str| Transformer::new(Routes::parse(text, "fuzz").expect("fixed routes are valid"));
+        let load = |text: &str| {
+            let mut routes = Routes::parse(text, "fuzz").expect("fixed routes are valid");
+            routes.set_hash_key(Some(HashKey::local())).expect("a hash key");
+            Transformer::new(routes)
+        };
         [
             load(include_str!("../../routes.toml")),
             load(include_str!("../../tests/routes/flat.toml")),

@@ -32,6 +32,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORT = os.environ.get("E2E_INVOKE_PORT", "9310")
+# src/auth.rs LOCAL_HASH_KEY: what local runs and the golden files use.
+LOCAL_HASH_KEY = "cdc-relay local runs only: this key is not a secret"
 failures = []
 
 
@@ -62,6 +64,9 @@ def start_function(broker):
         "RELAY_BROKERS": broker,
         "RELAY_PARTIAL_BATCH": "true",
         "RELAY_ROUTES": os.path.join(ROOT, "routes.toml"),
+        # Inside Lambda the hash key is required; the tests' golden pseudonyms are made
+        # with the published local key.
+        "RELAY_HASH_KEY": LOCAL_HASH_KEY,
         "RUST_LOG": "info",
     }
     cmd = ["cargo", "lambda", "watch", "--release", "--invoke-port", PORT, "--ignore-changes"]

@@ -10,7 +10,7 @@ use cdc_relay_core::dms::Decoder;
 use cdc_relay_core::generate::{generate, GenOptions};
 use cdc_relay_core::process;
 use cdc_relay_core::source::{self, SourceRecord};
-use cdc_relay_core::transform::{Routes, SourcePosition, Transformer};
+use cdc_relay_core::transform::{HashKey, Routes, SourcePosition, Transformer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const RECORDS: usize = 6_000;
@@ -40,8 +40,12 @@ fn event() -> (String, Vec<SourceRecord>, Vec<Vec<u8>>) {
 }
 
 fn routes() -> Routes {
-    Routes::parse(include_str!("../../../routes.toml"), "routes.toml")
-        .expect("example routes are valid")
+    let mut routes = Routes::parse(include_str!("../../../routes.toml"), "routes.toml")
+        .expect("example routes are valid");
+    routes
+        .set_hash_key(Some(HashKey::local()))
+        .expect("a hash key");
+    routes
 }
 
 fn stages(c: &mut Criterion) {

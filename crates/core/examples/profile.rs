@@ -13,7 +13,7 @@ use std::hint::black_box;
 use cdc_relay_core::dms::Decoder;
 use cdc_relay_core::generate::{generate, GenOptions};
 use cdc_relay_core::source::{self, MskEvent};
-use cdc_relay_core::transform::{Routes, Transformer};
+use cdc_relay_core::transform::{HashKey, Routes, Transformer};
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -28,8 +28,11 @@ fn main() {
     .to_string();
     let MskEvent(event) = serde_json::from_str(&event).expect("generated event parses");
     let (_, records) = source::records(event);
-    let routes = Routes::parse(include_str!("../../../routes.toml"), "routes.toml")
+    let mut routes = Routes::parse(include_str!("../../../routes.toml"), "routes.toml")
         .expect("example routes are valid");
+    routes
+        .set_hash_key(Some(HashKey::local()))
+        .expect("a hash key");
     let (decoder, transformer) = (Decoder::default(), Transformer::new(routes));
     let cluster = "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5";
     let mut messages = 0;

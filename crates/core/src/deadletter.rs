@@ -220,7 +220,7 @@ pub fn redacted_value<'v>(
     let Some(route) = routes.route_for(&qualified) else {
         return Some(Cow::Borrowed(value));
     };
-    if route.include.is_none() && route.exclude.is_empty() && route.mask.is_empty() {
+    if !route.redacts() {
         return Some(Cow::Borrowed(value));
     }
     let mut out = String::with_capacity(text.len());
@@ -251,7 +251,9 @@ pub fn redacted_value<'v>(
                     }
                     first = false;
                     push_name(&mut out, column);
-                    if plan.mask && cell.get() != "null" {
+                    // A hashed column's dead letter is masked: the value is personal
+                    // data, and a dead letter is read by people, not joined.
+                    if (plan.mask || plan.hash) && cell.get() != "null" {
                         out.push('"');
                         out.push_str(MASK);
                         out.push('"');

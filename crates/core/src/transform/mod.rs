@@ -18,6 +18,8 @@
 //! serialised once per record; each further topic gets a copy with its own id.
 
 pub mod coerce;
+pub mod filter;
+pub mod personal;
 pub mod routes;
 
 use std::borrow::Cow;
@@ -28,12 +30,13 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::dms::{Change, ChangeEvent, Operation, Row};
+use crate::dms::{Change, ChangeEvent, Metadata, Operation, Row};
 use crate::error::{RecordError, Stage};
 pub use coerce::Coercion;
 use coerce::Kind;
+pub use personal::HashKey;
 pub use routes::{
-    DeletePolicy, Envelope, Missing, OnPoison, Route, Routes, TopicTemplate, Unrouted,
+    DeletePolicy, DmsTables, Envelope, Missing, OnPoison, Route, Routes, TopicTemplate, Unrouted,
 };
 
 /// The value masked columns carry downstream.
@@ -57,6 +60,17 @@ pub mod header {
     pub const OPERATION: &str = "relay-op";
     /// `schema.table`.
     pub const TABLE: &str = "relay-table";
+    /// The source transaction id, when DMS sent one (a number as written, a string's
+    /// content).
+    pub const TRANSACTION_ID: &str = "relay-transaction-id";
+    /// With DMS's `IncludeTransactionDetails`: the record's position in its transaction.
+    pub const TRANSACTION_RECORD_ID: &str = "relay-transaction-record-id";
+    /// With `IncludeTransactionDetails`: the previous transaction's id.
+    pub const PREV_TRANSACTION_ID: &str = "relay-prev-transaction-id";
+    /// With `IncludeTransactionDetails`: the commit time at the source.
+    pub const COMMIT_TIMESTAMP: &str = "relay-commit-timestamp";
+    /// With `IncludeTransactionDetails`: the source log position.
+    pub const STREAM_POSITION: &str = "relay-stream-position";
     /// On dead letters: why the record is poison.
     pub const ERROR: &str = "relay-error";
     /// On dead letters: the stage that failed (`source`, `dms`, `transform`, `sink`).
@@ -140,6 +154,10 @@ pub enum SkipReason {
     Unchanged,
     /// A poison record under `on_poison = "skip"`.
     Poison,
+    /// A change the route's `filter` does not match.
+    Filter,
+    /// A change of one of DMS's own tables (`awsdms_*`), under `dms_tables = "skip"`.
+    DmsTable,
 }
 
 impl SkipReason {
@@ -153,6 +171,8 @@ impl SkipReason {
             SkipReason::SourceTombstone => "source-tombstone",
             SkipReason::Unchanged => "unchanged",
             SkipReason::Poison => "poison",
+            SkipReason::Filter => "filter",
+            SkipReason::DmsTable => "dms-table",
         }
     }
 }
@@ -195,6 +215,9 @@ impl Transformer {
         pos: SourcePosition<'_>,
         event: &ChangeEvent<'_>,
     ) -> Result<Transformed, RecordError> {
+        if self.routes.dms_tables == DmsTables::Skip && is_dms_table(&event.table) {
+            return Ok(Transformed::Skipped(SkipReason::DmsTable));
+        }
         let mut qualified = String::with_capacity(event.schema.len() + event.table.len() + 1);
         qualified.push_str(&event.schema);
         qualified.push('.');
@@ -230,6 +253,18 @@ impl Transformer {
         if !route.operations.contains(&op) {
             return Ok(Transformed::Skipped(SkipReason::Operation));
         }
+        if let Some(filter) = &route.filter {
+            let fields = ChangeFields {
+                route,
+                op,
+                data,
+                before,
+                metadata: &event.metadata,
+            };
+            if !filter.matches(&fields) {
+                return Ok(Transformed::Skipped(SkipReason::Filter));
+            }
+        }
         let (emit_event, emit_tombstone) = match (op, route.delete) {
             (Operation::Delete, DeletePolicy::Drop) => {
                 return Ok(Transformed::Skipped(SkipReason::DeleteDropped))
@@ -238,7 +273,8 @@ impl Transformer {
             (Operation::Delete, DeletePolicy::EventAndTombstone) => (true, true),
             _ => (true, false),
         };
-        let key = entity_key(route, pos, qualified, data, before)?;
+        let hash_key = self.routes.hash_key();
+        let key = entity_key(route, hash_key, pos, qualified, data, before)?;
         let column_error = |column: &str, reason: &str| {
             RecordError::permanent(
                 Stage::Transform,
@@ -250,11 +286,11 @@ impl Transformer {
             Some(b) => Some(select(route, b).map_err(|(c, r)| column_error(&c, &r))?),
             None => None,
         };
-        let changed = match (&selected_before, op) {
+        let changes = match (&selected_before, op) {
             (Some(old), Operation::Update) => Some(changed_columns(&selected, old)),
             _ => None,
         };
-        if route.changed_only && changed.as_ref().is_some_and(Vec::is_empty) {
+        if route.changed_only && changes.as_ref().is_some_and(Changes::is_empty) {
             return Ok(Transformed::Skipped(SkipReason::Unchanged));
         }
         if route.missing == Missing::Null {
@@ -262,7 +298,13 @@ impl Transformer {
                 let mut absent: Vec<&str> = include
                     .iter()
                     .map(String::as_str)
-                    .filter(|c| selected.binary_search_by(|s| s.source.cmp(c)).is_err())
+                    .filter(|c| {
+                        if route.ignore_case {
+                            !selected.iter().any(|s| route.same_column(c, s.source))
+                        } else {
+                            selected.binary_search_by(|s| s.source.cmp(c)).is_err()
+                        }
+                    })
                     .collect();
                 absent.sort_unstable();
                 for column in absent {
@@ -275,14 +317,27 @@ impl Transformer {
                 }
             }
         }
-        let mapped_data = finish(route, selected);
-        let mapped_before = selected_before.map(|b| finish(route, b));
-        let changed: Option<Vec<&str>> =
-            changed.map(|cols| cols.into_iter().map(|c| route.output_name(c)).collect());
+        let mapped_data = finish(route, hash_key, selected)?;
+        let mapped_before = match selected_before {
+            Some(b) => Some(finish(route, hash_key, b)?),
+            None => None,
+        };
+        fn output_names<'r>(route: &'r Route, cols: Vec<&'r str>) -> Vec<&'r str> {
+            let mut names: Vec<&str> = cols.into_iter().map(|c| route.output_name(c)).collect();
+            names.sort_unstable();
+            names
+        }
+        let (changed, unknown) = match changes {
+            Some(c) => (
+                Some(output_names(route, c.changed)),
+                Some(output_names(route, c.unknown)),
+            ),
+            None => (None, None),
+        };
 
         let per_topic = usize::from(emit_event) + usize::from(emit_tombstone);
         let mut messages = Vec::with_capacity(route.topics.len() * per_topic);
-        let headers = Headers::new(pos, op.as_str(), qualified);
+        let headers = Headers::new(pos, op.as_str(), qualified, &event.metadata);
         // Serialised once: further topics copy it and, in the relay envelope, patch the id.
         let mut first_value: Option<usize> = None;
         let ids = EventIds::new(pos);
@@ -311,6 +366,7 @@ impl Transformer {
                                 data: Object(&mapped_data),
                                 before: mapped_before.as_deref().map(Object),
                                 changed: changed.as_deref(),
+                                unknown: unknown.as_deref(),
                             }),
                             Envelope::Flat => serialize(&FlatEnvelope {
                                 row: &mapped_data,
@@ -361,7 +417,7 @@ impl Transformer {
             source: SourceInfo::new(pos, event),
         })?;
         let topic = template.render(&event.schema, &event.table);
-        let headers = Headers::new(pos, operation, qualified);
+        let headers = Headers::new(pos, operation, qualified, &event.metadata);
         Ok(Transformed::Messages(vec![headers.message(
             topic,
             qualified.as_bytes(),
@@ -452,11 +508,49 @@ struct Headers<'a> {
     pos: SourcePosition<'a>,
     op: &'a str,
     qualified: &'a str,
+    /// The transaction headers DMS's metadata gives (only those it sent).
+    transaction: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl<'a> Headers<'a> {
-    fn new(pos: SourcePosition<'a>, op: &'a str, qualified: &'a str) -> Headers<'a> {
-        Headers { pos, op, qualified }
+    fn new(
+        pos: SourcePosition<'a>,
+        op: &'a str,
+        qualified: &'a str,
+        metadata: &Metadata<'_>,
+    ) -> Headers<'a> {
+        let mut transaction = Vec::new();
+        let mut add = |name: &'static str, value: Option<Cow<'_, str>>| {
+            if let Some(value) = value {
+                transaction.push((name, value.as_bytes().to_vec()));
+            }
+        };
+        add(
+            header::TRANSACTION_ID,
+            metadata.transaction_id.map(scalar_text),
+        );
+        add(
+            header::TRANSACTION_RECORD_ID,
+            metadata.transaction_record_id.map(scalar_text),
+        );
+        add(
+            header::PREV_TRANSACTION_ID,
+            metadata.prev_transaction_id.map(scalar_text),
+        );
+        add(
+            header::COMMIT_TIMESTAMP,
+            metadata.commit_timestamp.as_deref().map(Cow::Borrowed),
+        );
+        add(
+            header::STREAM_POSITION,
+            metadata.stream_position.as_deref().map(Cow::Borrowed),
+        );
+        Headers {
+            pos,
+            op,
+            qualified,
+            transaction,
+        }
     }
 
     fn message(
@@ -469,23 +563,46 @@ impl<'a> Headers<'a> {
         let mut number = itoa::Buffer::new();
         let partition = number.format(self.pos.partition).as_bytes().to_vec();
         let offset = number.format(self.pos.offset).as_bytes().to_vec();
+        let mut headers = Vec::with_capacity(6 + self.transaction.len());
+        headers.extend([
+            (header::EVENT_ID.into(), id.as_bytes().to_vec()),
+            (
+                header::SOURCE_TOPIC.into(),
+                self.pos.topic.as_bytes().to_vec(),
+            ),
+            (header::SOURCE_PARTITION.into(), partition),
+            (header::SOURCE_OFFSET.into(), offset),
+            (header::OPERATION.into(), self.op.as_bytes().to_vec()),
+            (header::TABLE.into(), self.qualified.as_bytes().to_vec()),
+        ]);
+        headers.extend(
+            self.transaction
+                .iter()
+                .map(|(name, value)| (Cow::Borrowed(*name), value.clone())),
+        );
         OutMessage {
             topic,
             key: Some(key.to_vec()),
             value,
-            headers: vec![
-                (header::EVENT_ID.into(), id.as_bytes().to_vec()),
-                (
-                    header::SOURCE_TOPIC.into(),
-                    self.pos.topic.as_bytes().to_vec(),
-                ),
-                (header::SOURCE_PARTITION.into(), partition),
-                (header::SOURCE_OFFSET.into(), offset),
-                (header::OPERATION.into(), self.op.as_bytes().to_vec()),
-                (header::TABLE.into(), self.qualified.as_bytes().to_vec()),
-            ],
+            headers,
         }
     }
+}
+
+/// A number's text as written, or a string's content (for headers).
+fn scalar_text(value: &RawValue) -> Cow<'_, str> {
+    match Kind::of(value.get()) {
+        Kind::String => coerce::string_of(value).unwrap_or(Cow::Borrowed(value.get())),
+        _ => Cow::Borrowed(value.get()),
+    }
+}
+
+/// Whether `table` is one of DMS's own tables (`awsdms_apply_exceptions`,
+/// `awsdms_status`, ...; upper-case from Oracle).
+pub fn is_dms_table(table: &str) -> bool {
+    table
+        .get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("awsdms_"))
 }
 
 /// A value in the output: the input's raw JSON text, or text a coercion or mask made.
@@ -551,6 +668,7 @@ impl Serialize for Object<'_, '_, '_> {
 /// before-image), joined by [`KEY_SEPARATOR`]; else DMS's Kafka key; else `schema.table`.
 fn entity_key<'r, 'a>(
     route: &'r Route,
+    hash_key: Option<&HashKey>,
     pos: SourcePosition<'_>,
     qualified: &str,
     data: &Row<'a>,
@@ -566,7 +684,7 @@ fn entity_key<'r, 'a>(
         });
     };
     let present = |row: Option<&Row<'a>>, column: &str| {
-        row.and_then(|r| r.get(column))
+        row.and_then(|r| column_value(route, r, column))
             .filter(|v| Kind::of(v.get()) != Kind::Null)
     };
     let mut bytes = Vec::new();
@@ -586,17 +704,23 @@ fn entity_key<'r, 'a>(
         if i > 0 {
             bytes.extend_from_slice(KEY_SEPARATOR.as_bytes());
         }
-        match Kind::of(value.get()) {
-            Kind::String => match coerce::string_of(value) {
+        // A hashed key column keys by its pseudonym: one entity, one key, no personal data.
+        let value = match (route.plan(column).hash, hash_key) {
+            (false, _) => Json::Raw(value),
+            (true, Some(key)) => Json::Owned(to_raw(key.pseudonym(value).unwrap_or_default())),
+            (true, None) => return Err(no_hash_key()),
+        };
+        match Kind::of(value.raw().get()) {
+            Kind::String => match coerce::string_of(value.raw()) {
                 Ok(s) => bytes.extend_from_slice(s.as_bytes()),
-                Err(_) => bytes.extend_from_slice(value.get().as_bytes()),
+                Err(_) => bytes.extend_from_slice(value.raw().get().as_bytes()),
             },
-            Kind::Number | Kind::Bool => bytes.extend_from_slice(value.get().as_bytes()),
+            Kind::Number | Kind::Bool => bytes.extend_from_slice(value.raw().get().as_bytes()),
             // An object or array key: its compact JSON text.
             Kind::Object | Kind::Array | Kind::Null => {
-                match serde_json::from_str::<Value>(value.get()) {
+                match serde_json::from_str::<Value>(value.raw().get()) {
                     Ok(tree) => bytes.extend_from_slice(tree.to_string().as_bytes()),
-                    Err(_) => bytes.extend_from_slice(value.get().as_bytes()),
+                    Err(_) => bytes.extend_from_slice(value.raw().get().as_bytes()),
                 }
             }
         }
@@ -604,7 +728,7 @@ fn entity_key<'r, 'a>(
         object.push(Cell {
             source: column,
             name,
-            value: Json::Raw(value),
+            value,
         });
     }
     sort_cells(&mut object);
@@ -612,6 +736,95 @@ fn entity_key<'r, 'a>(
         bytes,
         object: Some(object),
     })
+}
+
+/// The value of the route's column `column` in `row` (regardless of ASCII case on an
+/// `ignore_case` route; the last occurrence when repeated).
+fn column_value<'a>(route: &Route, row: &Row<'a>, column: &str) -> Option<&'a RawValue> {
+    if route.ignore_case {
+        row.columns
+            .iter()
+            .rev()
+            .find(|c| c.name.eq_ignore_ascii_case(column))
+            .map(|c| c.value)
+    } else {
+        row.get(column)
+    }
+}
+
+/// The change as a route's `filter` reads it: `op`, `data`, `before` and `metadata`
+/// (DMS's field names), by the route's column names.
+struct ChangeFields<'c, 'a> {
+    route: &'c Route,
+    op: Operation,
+    data: &'c Row<'a>,
+    before: Option<&'c Row<'a>>,
+    metadata: &'c Metadata<'a>,
+}
+
+impl<'a> filter::Fields for ChangeFields<'_, 'a> {
+    fn get(&self, key: &str, name: Option<&str>) -> Option<Cow<'_, RawValue>> {
+        let text = |value: &str| {
+            serde_json::to_string(value)
+                .ok()
+                .map(to_raw)
+                .map(Cow::Owned)
+        };
+        let raw = |value: Option<&'a RawValue>| value.map(Cow::Borrowed);
+        match (key, name) {
+            ("op", None) => Some(Cow::Borrowed(op_json(self.op))),
+            ("data", Some(column)) => {
+                column_value(self.route, self.data, column).map(Cow::Borrowed)
+            }
+            ("before", Some(column)) => self
+                .before
+                .and_then(|row| column_value(self.route, row, column))
+                .map(Cow::Borrowed),
+            ("metadata", Some(field)) => {
+                let m = self.metadata;
+                match field {
+                    "timestamp" => m.timestamp.as_deref().and_then(text),
+                    "record-type" => m.record_type.as_deref().and_then(text),
+                    "operation" => m.operation.as_deref().and_then(text),
+                    "partition-key-type" => m.partition_key_type.as_deref().and_then(text),
+                    "schema-name" => m.schema_name.as_deref().and_then(text),
+                    "table-name" => m.table_name.as_deref().and_then(text),
+                    "commit-timestamp" => m.commit_timestamp.as_deref().and_then(text),
+                    "stream-position" => m.stream_position.as_deref().and_then(text),
+                    "partition-key-value" => raw(m.partition_key_value),
+                    "transaction-id" => raw(m.transaction_id),
+                    "transaction-record-id" => raw(m.transaction_record_id),
+                    "prev-transaction-id" => raw(m.prev_transaction_id),
+                    "prev-transaction-record-id" => raw(m.prev_transaction_record_id),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An operation's name as a JSON string, made once.
+fn op_json(op: Operation) -> &'static RawValue {
+    static OPS: std::sync::OnceLock<Vec<(Operation, Box<RawValue>)>> = std::sync::OnceLock::new();
+    OPS.get_or_init(|| {
+        Operation::ALL
+            .iter()
+            .map(|op| (*op, to_raw(format!("\"{}\"", op.as_str()))))
+            .collect()
+    })
+    .iter()
+    .find(|(candidate, _)| *candidate == op)
+    .map_or_else(null, |(_, json)| json)
+}
+
+/// A `hash` column with no key: the routes were never given theirs. Not the record's
+/// fault, so retryable (never dead-lettered); the relay checks the key at init.
+fn no_hash_key() -> RecordError {
+    RecordError::retryable(
+        Stage::Transform,
+        "a route hashes columns but the relay has no hash key (RELAY_HASH_KEY)",
+    )
 }
 
 /// The downstream key of a change.
@@ -701,26 +914,44 @@ fn same_value(a: &RawValue, b: &RawValue) -> bool {
     }
 }
 
-/// Columns (source names, sorted) whose value differs between the selected row and
-/// before-image. A column the before-image lacks counts as changed: PostgreSQL sends only
-/// key columns unless REPLICA IDENTITY FULL, and guessing "unchanged" would drop updates.
-fn changed_columns<'r>(data: &[Cell<'r, '_>], before: &[Cell<'r, '_>]) -> Vec<&'r str> {
-    let mut changed: Vec<&'r str> = data
-        .iter()
-        .filter(|cell| {
-            !find(before, cell.source).is_some_and(|old| same_value(old, cell.value.raw()))
-        })
-        .map(|cell| cell.source)
-        .chain(
-            before
-                .iter()
-                .filter(|cell| find(data, cell.source).is_none())
-                .map(|cell| cell.source),
-        )
-        .collect();
+/// What an update changed, by source column name.
+struct Changes<'r> {
+    /// Columns whose value differs between the row and the before-image (a column the
+    /// row lacks but the before-image has counts: DMS omits null columns).
+    changed: Vec<&'r str>,
+    /// Columns of the row the before-image lacks: whether they changed is not known
+    /// (PostgreSQL sends only key columns unless REPLICA IDENTITY FULL, Oracle only the
+    /// changed ones, and DMS omits nulls without `IncludeNullAndEmpty`).
+    unknown: Vec<&'r str>,
+}
+
+impl Changes<'_> {
+    /// Nothing is known to have changed, and nothing is unknown.
+    fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.unknown.is_empty()
+    }
+}
+
+/// Compares the selected row with the selected before-image (both sorted by source name).
+fn changed_columns<'r>(data: &[Cell<'r, '_>], before: &[Cell<'r, '_>]) -> Changes<'r> {
+    let mut changed = Vec::new();
+    let mut unknown = Vec::new();
+    for cell in data {
+        match find(before, cell.source) {
+            None => unknown.push(cell.source),
+            Some(old) if !same_value(old, cell.value.raw()) => changed.push(cell.source),
+            Some(_) => {}
+        }
+    }
+    changed.extend(
+        before
+            .iter()
+            .filter(|cell| find(data, cell.source).is_none())
+            .map(|cell| cell.source),
+    );
     changed.sort_unstable();
     changed.dedup();
-    changed
+    Changes { changed, unknown }
 }
 
 /// The value of the cell named `source` in cells sorted by source name.
@@ -731,15 +962,31 @@ fn find<'c>(cells: &'c [Cell<'_, '_>], source: &str) -> Option<&'c RawValue> {
         .map(|i| cells[i].value.raw())
 }
 
-/// Mask, then order by downstream name.
-fn finish<'r, 'a>(route: &Route, mut cells: Vec<Cell<'r, 'a>>) -> Vec<Cell<'r, 'a>> {
+/// Truncate, hash, mask, then order by downstream name.
+fn finish<'r, 'a>(
+    route: &Route,
+    hash_key: Option<&HashKey>,
+    mut cells: Vec<Cell<'r, 'a>>,
+) -> Result<Vec<Cell<'r, 'a>>, RecordError> {
     for cell in &mut cells {
-        if route.plan(cell.source).mask && Kind::of(cell.value.raw().get()) != Kind::Null {
+        let plan = route.plan(cell.source);
+        if let Some(max) = plan.truncate {
+            if let Some(cut) = personal::truncated(cell.value.raw(), max) {
+                cell.value = Json::Owned(to_raw(cut));
+            }
+        }
+        if plan.hash {
+            let key = hash_key.ok_or_else(no_hash_key)?;
+            if let Some(token) = key.pseudonym(cell.value.raw()) {
+                cell.value = Json::Owned(to_raw(token));
+            }
+        }
+        if plan.mask && Kind::of(cell.value.raw().get()) != Kind::Null {
             cell.value = Json::Raw(masked());
         }
     }
     sort_cells(&mut cells);
-    cells
+    Ok(cells)
 }
 
 /// The downstream event (`envelope = "relay"`). `id` must stay first: further topics
@@ -754,6 +1001,8 @@ struct RelayEnvelope<'a> {
     before: Option<Object<'a, 'a, 'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<&'a [&'a str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<&'a [&'a str]>,
 }
 
 /// The downstream event (`envelope = "flat"`): the row plus three fields.
@@ -800,6 +1049,14 @@ struct SourceInfo<'a> {
     transaction_id: Option<&'a RawValue>,
     commit_timestamp: Option<&'a str>,
     timestamp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_record_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_transaction_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_transaction_record_id: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_position: Option<&'a str>,
 }
 
 impl<'a> SourceInfo<'a> {
@@ -813,6 +1070,10 @@ impl<'a> SourceInfo<'a> {
             transaction_id: event.metadata.transaction_id,
             commit_timestamp: event.metadata.commit_timestamp.as_deref(),
             timestamp: event.metadata.timestamp.as_deref(),
+            transaction_record_id: event.metadata.transaction_record_id,
+            prev_transaction_id: event.metadata.prev_transaction_id,
+            prev_transaction_record_id: event.metadata.prev_transaction_record_id,
+            stream_position: event.metadata.stream_position.as_deref(),
         }
     }
 }

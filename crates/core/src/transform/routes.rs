@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::coerce::Coercion;
+use super::filter::Filter;
+use super::personal::HashKey;
 use crate::dms::Operation;
 use crate::error::ConfigError;
 
@@ -47,6 +49,17 @@ pub enum Missing {
     Omit,
     /// Present as `null`.
     Null,
+}
+
+/// What happens to changes of DMS's own tables (`awsdms_*`: the apply-exceptions,
+/// status, suspended-tables, history and DDL-audit tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmsTables {
+    /// Counted (`dms-table`) and skipped.
+    Skip,
+    /// Routed like any other table.
+    Route,
 }
 
 /// What happens to a record that can never succeed (poison).
@@ -109,6 +122,8 @@ struct RawDefaults {
     dlq_topic: Option<Spanned<String>>,
     on_poison: Option<OnPoison>,
     dead_letter_value: Option<DeadLetterValue>,
+    ignore_case: Option<bool>,
+    dms_tables: Option<DmsTables>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +147,12 @@ struct RawRoute {
     types: BTreeMap<String, Coercion>,
     missing: Option<Missing>,
     on_poison: Option<OnPoison>,
+    filter: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    hash: Vec<String>,
+    #[serde(default)]
+    truncate: BTreeMap<String, usize>,
+    ignore_case: Option<bool>,
 }
 
 /// A topic name with `{schema}` / `{table}` placeholders, split once at init.
@@ -247,6 +268,14 @@ pub struct Route {
     pub missing: Missing,
     /// Per-route override of `defaults.on_poison`.
     pub on_poison: Option<OnPoison>,
+    /// Only changes matching this pattern are emitted; the rest are skipped (`filter`).
+    pub filter: Option<Filter>,
+    /// Source columns whose values are replaced by a keyed pseudonym.
+    pub hash: HashSet<String>,
+    /// Source column -> most characters kept.
+    pub truncate: BTreeMap<String, usize>,
+    /// Whether the table pattern and column names match regardless of ASCII case.
+    pub ignore_case: bool,
     /// What happens to each column the route names; `other` for the rest. Compiled
     /// once, so the transform looks a column up once.
     plan: ColumnPlans,
@@ -261,6 +290,10 @@ pub struct ColumnPlan {
     pub coerce: Option<Coercion>,
     /// Whether its value is masked.
     pub mask: bool,
+    /// Whether its value is replaced by its pseudonym.
+    pub hash: bool,
+    /// The most characters its (string) value keeps.
+    pub truncate: Option<usize>,
     /// Its downstream name, when renamed.
     pub name: Option<String>,
 }
@@ -274,30 +307,45 @@ struct ColumnPlans {
 }
 
 impl ColumnPlans {
-    fn compile(
-        include: Option<&HashSet<String>>,
-        exclude: &HashSet<String>,
-        rename: &BTreeMap<String, String>,
-        mask: &HashSet<String>,
-        types: &BTreeMap<String, Coercion>,
-    ) -> ColumnPlans {
-        let mut names: HashSet<&String> = exclude.iter().chain(mask).collect();
-        names.extend(include.into_iter().flatten());
-        names.extend(rename.keys());
-        names.extend(types.keys());
+    fn compile(route: &Route) -> ColumnPlans {
+        // Every name as the route compares it (lower-cased on an `ignore_case` route).
+        let set = |names: &HashSet<String>| -> HashSet<String> {
+            names.iter().map(|n| route.fold(n).into_owned()).collect()
+        };
+        let include = route.include.as_ref().map(set);
+        let (exclude, mask, hash) = (set(&route.exclude), set(&route.mask), set(&route.hash));
+        let mut names: HashSet<String> =
+            exclude.iter().chain(&mask).chain(&hash).cloned().collect();
+        names.extend(include.iter().flatten().cloned());
+        names.extend(route.rename.keys().map(|n| route.fold(n).into_owned()));
+        names.extend(route.types.keys().map(|n| route.fold(n).into_owned()));
+        names.extend(route.truncate.keys().map(|n| route.fold(n).into_owned()));
+        fn find<'m, V>(
+            route: &Route,
+            names: &'m BTreeMap<String, V>,
+            column: &str,
+        ) -> Option<&'m V> {
+            names
+                .iter()
+                .find(|(name, _)| route.same_column(name, column))
+                .map(|(_, value)| value)
+        }
         let named = names
             .into_iter()
             .map(|column| {
                 let plan = ColumnPlan {
-                    keep: include.is_none_or(|inc| inc.contains(column))
-                        && !exclude.contains(column),
-                    coerce: types.get(column).copied(),
-                    mask: mask.contains(column),
-                    name: rename.get(column).cloned(),
+                    keep: include.as_ref().is_none_or(|inc| inc.contains(&column))
+                        && !exclude.contains(&column),
+                    coerce: find(route, &route.types, &column).copied(),
+                    mask: mask.contains(&column),
+                    hash: hash.contains(&column),
+                    truncate: find(route, &route.truncate, &column).copied(),
+                    name: find(route, &route.rename, &column).cloned(),
                 };
-                (column.clone(), plan)
+                (column, plan)
             })
             .collect();
+        let include = route.include.as_ref();
         ColumnPlans {
             named,
             other: ColumnPlan {
@@ -308,22 +356,73 @@ impl ColumnPlans {
     }
 }
 
+/// Checks that every column name of `names` is written once (also regardless of ASCII
+/// case on an `ignore_case` route, where `ID` and `id` are one column).
+fn distinct<'n>(
+    what: &str,
+    names: impl IntoIterator<Item = &'n String>,
+    ignore_case: bool,
+) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for name in names {
+        let folded = if ignore_case {
+            name.to_ascii_lowercase()
+        } else {
+            name.clone()
+        };
+        if !seen.insert(folded) {
+            return Err(format!("{what} names column {name:?} twice"));
+        }
+    }
+    Ok(())
+}
+
 impl Route {
     /// What the route does with `column` (a source name).
     pub fn plan(&self, column: &str) -> &ColumnPlan {
-        self.plan.named.get(column).unwrap_or(&self.plan.other)
+        self.plan
+            .named
+            .get(&*self.fold(column))
+            .unwrap_or(&self.plan.other)
     }
 
-    /// The downstream name of `column` (a source name).
+    /// The downstream name of `column` (a source name): its rename, else itself.
     pub fn output_name<'r>(&'r self, column: &'r str) -> &'r str {
-        self.rename.get(column).map_or(column, String::as_str)
+        self.plan(column).name.as_deref().unwrap_or(column)
+    }
+
+    /// A column name as the route compares it: lower-cased on an `ignore_case` route.
+    pub fn fold<'c>(&self, column: &'c str) -> std::borrow::Cow<'c, str> {
+        if self.ignore_case && column.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(column.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(column)
+        }
+    }
+
+    /// Whether the route's column name `named` is the source column `column`.
+    pub fn same_column(&self, named: &str, column: &str) -> bool {
+        if self.ignore_case {
+            named.eq_ignore_ascii_case(column)
+        } else {
+            named == column
+        }
     }
 
     fn matches(&self, qualified: &str) -> bool {
         match &self.matcher {
+            TableMatcher::Exact(name) if self.ignore_case => name.eq_ignore_ascii_case(qualified),
             TableMatcher::Exact(name) => name == qualified,
             TableMatcher::Glob(glob) => glob.is_match(qualified),
         }
+    }
+
+    /// Whether the route removes or hides columns (`include`, `exclude`, `mask`, `hash`).
+    pub fn redacts(&self) -> bool {
+        self.include.is_some()
+            || !self.exclude.is_empty()
+            || !self.mask.is_empty()
+            || !self.hash.is_empty()
     }
 
     /// A route sending everything to `topic`, unmapped.
@@ -343,6 +442,10 @@ impl Route {
             types: BTreeMap::new(),
             missing: Missing::Omit,
             on_poison: None,
+            filter: None,
+            hash: HashSet::new(),
+            truncate: BTreeMap::new(),
+            ignore_case: false,
             plan: ColumnPlans {
                 named: HashMap::default(),
                 other: ColumnPlan {
@@ -375,6 +478,10 @@ pub struct Routes {
     pub on_poison: OnPoison,
     /// What dead letters' values keep (`redacted` unless the file says `original`).
     pub dead_letter_value: DeadLetterValue,
+    /// What changes of DMS's own `awsdms_*` tables get.
+    pub dms_tables: DmsTables,
+    /// The key of `hash` pseudonyms ([`Routes::set_hash_key`]).
+    hash_key: Option<HashKey>,
 }
 
 impl Routes {
@@ -429,6 +536,7 @@ impl Routes {
         };
         let defaults = raw.defaults;
         let missing = defaults.missing.unwrap_or(Missing::Omit);
+        let ignore_case = defaults.ignore_case.unwrap_or(false);
         let unrouted = defaults.unrouted.unwrap_or(Unrouted::Default);
         let mut passthrough = Route::passthrough(default_topic);
         passthrough.missing = missing;
@@ -459,7 +567,7 @@ impl Routes {
                 let line = line_of(text, spanned.span().start);
                 let raw = spanned.into_inner();
                 let table = raw.table.clone();
-                compile_route(raw, missing)
+                compile_route(raw, missing, ignore_case)
                     .map_err(|p| fail(format!("line {line}: route {table:?}: {p}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -475,11 +583,44 @@ impl Routes {
             dead_letter_value: defaults
                 .dead_letter_value
                 .unwrap_or(DeadLetterValue::Redacted),
+            dms_tables: defaults.dms_tables.unwrap_or(DmsTables::Skip),
+            hash_key: None,
         };
         routes
             .set_dlq(dlq_override.or(dlq_topic), defaults.on_poison)
             .map_err(fail)?;
         Ok(routes)
+    }
+
+    /// The routes that replace values by pseudonyms (`hash`), by table pattern.
+    pub fn hashing_routes(&self) -> Vec<&str> {
+        self.routes
+            .iter()
+            .filter(|r| !r.hash.is_empty())
+            .map(|r| r.table.as_str())
+            .collect()
+    }
+
+    /// Gives the routes their hash key. A route using `hash` without a key is a
+    /// configuration error: pseudonyms need a key nobody else has.
+    pub fn set_hash_key(&mut self, key: Option<HashKey>) -> Result<(), ConfigError> {
+        let hashing = self.hashing_routes();
+        if key.is_none() && !hashing.is_empty() {
+            return Err(ConfigError::Routes {
+                path: self.source.clone(),
+                problem: format!(
+                    "route {:?} uses `hash` but no hash key is set (RELAY_HASH_KEY: the key, or a Secrets Manager secret ARN)",
+                    hashing[0]
+                ),
+            });
+        }
+        self.hash_key = key;
+        Ok(())
+    }
+
+    /// The key of `hash` pseudonyms, once set.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        self.hash_key.as_ref()
     }
 
     /// Sets the dead-letter topic and the default poison policy (`dlq` when there is a
@@ -552,9 +693,7 @@ impl Routes {
 
     /// Whether any route removes or masks columns (`include`, `exclude`, `mask`).
     pub fn redacts_columns(&self) -> bool {
-        self.routes
-            .iter()
-            .any(|r| r.include.is_some() || !r.exclude.is_empty() || !r.mask.is_empty())
+        self.routes.iter().any(|r| r.redacts())
     }
 
     /// Whether a route names `schema.table` (the unrouted policy does not count).
@@ -578,12 +717,20 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-fn compile_route(raw: RawRoute, default_missing: Missing) -> Result<Route, String> {
+fn compile_route(
+    raw: RawRoute,
+    default_missing: Missing,
+    default_ignore_case: bool,
+) -> Result<Route, String> {
     if raw.table.trim().is_empty() {
         return Err("`table` must not be empty".to_owned());
     }
+    let ignore_case = raw.ignore_case.unwrap_or(default_ignore_case);
     let matcher = if raw.table.contains(['*', '?', '[', ']', '{', '}']) {
-        let glob = Glob::new(&raw.table).map_err(|e| format!("bad table pattern: {e}"))?;
+        let glob = GlobBuilder::new(&raw.table)
+            .case_insensitive(ignore_case)
+            .build()
+            .map_err(|e| format!("bad table pattern: {e}"))?;
         TableMatcher::Glob(glob.compile_matcher())
     } else {
         TableMatcher::Exact(raw.table.clone())
@@ -609,6 +756,9 @@ fn compile_route(raw: RawRoute, default_missing: Missing) -> Result<Route, Strin
     if raw.include.is_some() && raw.exclude.is_some() {
         return Err("`include` and `exclude` cannot be used together".to_owned());
     }
+    distinct("`rename`", raw.rename.keys(), ignore_case)?;
+    distinct("`types`", raw.types.keys(), ignore_case)?;
+    distinct("`truncate`", raw.truncate.keys(), ignore_case)?;
     let mut targets = HashSet::new();
     for (from, to) in &raw.rename {
         if to.is_empty() {
@@ -641,11 +791,34 @@ fn compile_route(raw: RawRoute, default_missing: Missing) -> Result<Route, Strin
                 .to_owned(),
         );
     }
+    for (column, max) in &raw.truncate {
+        if *max == 0 {
+            return Err(format!(
+                "truncate of {column:?} to 0 characters (exclude the column instead)"
+            ));
+        }
+    }
+    let fold = |c: &String| {
+        if ignore_case {
+            c.to_ascii_lowercase()
+        } else {
+            c.clone()
+        }
+    };
+    let hashed: HashSet<String> = raw.hash.iter().map(fold).collect();
+    if let Some(both) = raw.mask.iter().find(|c| hashed.contains(&fold(c))) {
+        return Err(format!(
+            "column {both:?} is both masked and hashed (the mask would hide the pseudonym)"
+        ));
+    }
+    let filter = match raw.filter {
+        None => None,
+        Some(spanned) => Some(compile_filter(spanned.into_inner())?),
+    };
     let include: Option<HashSet<String>> = raw.include.map(|cols| cols.into_iter().collect());
     let exclude: HashSet<String> = raw.exclude.unwrap_or_default().into_iter().collect();
     let mask: HashSet<String> = raw.mask.into_iter().collect();
-    let plan = ColumnPlans::compile(include.as_ref(), &exclude, &raw.rename, &mask, &raw.types);
-    Ok(Route {
+    let mut route = Route {
         table: raw.table,
         matcher,
         topics,
@@ -660,8 +833,26 @@ fn compile_route(raw: RawRoute, default_missing: Missing) -> Result<Route, Strin
         types: raw.types,
         missing: raw.missing.unwrap_or(default_missing),
         on_poison: raw.on_poison,
-        plan,
-    })
+        filter,
+        hash: raw.hash.into_iter().collect(),
+        truncate: raw.truncate,
+        ignore_case,
+        plan: ColumnPlans::default(),
+    };
+    route.plan = ColumnPlans::compile(&route);
+    Ok(route)
+}
+
+/// A route's `filter`: an inline table in the event-pattern language, or a string
+/// holding the same pattern as JSON (pasted from a Lambda or EventBridge filter).
+fn compile_filter(value: toml::Value) -> Result<Filter, String> {
+    let json: serde_json::Value = match value {
+        toml::Value::String(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("filter: the string is not a JSON pattern: {e}"))?,
+        other => serde_json::to_value(&other)
+            .map_err(|e| format!("filter: cannot be read as a pattern: {e}"))?,
+    };
+    Filter::parse(&json).map_err(|problem| format!("filter: {problem}"))
 }
 
 #[cfg(test)]
@@ -725,6 +916,24 @@ topic = "public.{table}"
         assert!(p.contains("line 4") && p.contains("colour"), "{p}");
     }
 
+    /// A route using `hash` needs a key: without one the routes are refused, naming the
+    /// route and the setting; with one, or without `hash`, they are accepted.
+    #[test]
+    fn hash_needs_a_key() {
+        let text = "[[route]]\ntable = \"public.users\"\ntopic = \"u\"\nhash = [\"email\"]\n";
+        let mut routes = Routes::parse(text, "routes.toml").expect("valid");
+        let err = routes.set_hash_key(None).expect_err("no key").to_string();
+        assert!(
+            err.contains("public.users") && err.contains("RELAY_HASH_KEY"),
+            "{err}"
+        );
+        routes
+            .set_hash_key(Some(HashKey::local()))
+            .expect("a key is enough");
+        let mut plain = Routes::parse("[defaults]\ntopic = \"t\"\n", "t").expect("valid");
+        plain.set_hash_key(None).expect("no route hashes");
+    }
+
     /// Each validation rule rejects what it names.
     #[test]
     fn validation_rules() {
@@ -748,6 +957,16 @@ topic = "public.{table}"
             ("[defaults]\nunrouted = \"dlq\"\n", "no dlq_topic"),
             ("[defaults]\nenvelope = \"nested\"\n", "nested"),
             ("[defaults]\nschema_changes_topic = \"ddl.{db}\"\n", "unknown placeholder"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { amount = [{ numeric = [\">\"] }] } }\n", "filter: data.amount"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { status = [{ prefixx = \"P\" }] } }\n", "prefixx"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = \"{not json\"\n", "not a JSON pattern"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [] }\n", "filter: op"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nmask = [\"email\"]\nhash = [\"email\"]\n", "both masked and hashed"),
+            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nmask = [\"EMAIL\"]\nhash = [\"email\"]\n", "both masked and hashed"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = 0 }\n", "0 characters"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = -1 }\n", "line 4: invalid value"),
+            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nrename = { a = \"x\", A = \"y\" }\n", "names column \"a\" twice"),
+            ("[defaults]\ndms_tables = \"maybe\"\n", "maybe"),
         ];
         for (text, expected) in cases {
             let p = problem(text);
