@@ -312,3 +312,139 @@ fn value_json(value: Option<&[u8]>) -> Value {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
     }
 }
+
+/// What a change of routes does to a batch (`cdc-relay check-routes NEW EVENT --against
+/// OLD`): one line per record, and totals.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// Per record: its outcome before and after, and the messages added, removed and
+    /// changed (field by field).
+    pub lines: Vec<Value>,
+    /// Records whose outcome differs.
+    pub changed_records: usize,
+    /// Messages only the new routes make.
+    pub added: usize,
+    /// Messages only the old routes make.
+    pub removed: usize,
+    /// Messages both make, differently.
+    pub changed: usize,
+}
+
+/// Compares two [`dry_run`]s of the same records (old routes, new routes). Messages are
+/// paired by topic and their order on it; a pair that differs lists each differing
+/// field by its path (`value.data.email`), with its old and new value (absent: left out).
+pub fn compare_runs(old: &[Value], new: &[Value]) -> Comparison {
+    let mut comparison = Comparison::default();
+    for (before, after) in old.iter().zip(new) {
+        let (was, now) = (&before["outcome"], &after["outcome"]);
+        let mut line = serde_json::Map::new();
+        line.insert("record".to_owned(), after["record"].clone());
+        if was == now {
+            line.insert("change".to_owned(), json!("none"));
+            comparison.lines.push(Value::Object(line));
+            continue;
+        }
+        comparison.changed_records += 1;
+        line.insert("change".to_owned(), json!("changed"));
+        line.insert("before".to_owned(), summary(was));
+        line.insert("after".to_owned(), summary(now));
+        let (old_messages, new_messages) = (by_topic(was), by_topic(now));
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        for (slot, message) in &old_messages {
+            match new_messages.get(slot) {
+                None => removed.push(identity(message)),
+                Some(other) => {
+                    let mut fields = Vec::new();
+                    diff(String::new(), Some(message), Some(other), &mut fields);
+                    if !fields.is_empty() {
+                        let mut entry = identity(other);
+                        entry["fields"] = Value::Array(fields);
+                        changed.push(entry);
+                    }
+                }
+            }
+        }
+        for (slot, message) in &new_messages {
+            if !old_messages.contains_key(slot) {
+                added.push(identity(message));
+            }
+        }
+        comparison.added += added.len();
+        comparison.removed += removed.len();
+        comparison.changed += changed.len();
+        for (name, list) in [("added", added), ("removed", removed), ("changed", changed)] {
+            if !list.is_empty() {
+                line.insert(name.to_owned(), Value::Array(list));
+            }
+        }
+        comparison.lines.push(Value::Object(line));
+    }
+    comparison
+}
+
+/// An outcome in a word or two: how many messages, or the skip reason, or the error.
+fn summary(outcome: &Value) -> Value {
+    match outcome.get("produces").and_then(Value::as_array) {
+        Some(messages) => json!({"messages": messages.len()}),
+        None => outcome.clone(),
+    }
+}
+
+/// A record's messages keyed by (topic, how many came before on that topic).
+fn by_topic(outcome: &Value) -> std::collections::BTreeMap<(String, usize), &Value> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    outcome
+        .get("produces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|message| {
+            let topic = message["topic"].as_str().unwrap_or_default().to_owned();
+            let n = seen.entry(topic.clone()).or_default();
+            *n += 1;
+            ((topic, *n - 1), message)
+        })
+        .collect()
+}
+
+fn identity(message: &Value) -> Value {
+    json!({"topic": message["topic"], "key": message["key"]})
+}
+
+/// Appends `{path, before, after}` for every leaf where `a` and `b` differ.
+fn diff(path: String, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Value>) {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (a, b) {
+        (Some(x), Some(y)) if x == y => {}
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                diff(at(key), x.get(key), y.get(key), out);
+            }
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(at(&i.to_string()), Some(p), Some(q), out);
+            }
+        }
+        _ => {
+            let mut field = serde_json::Map::new();
+            field.insert("path".to_owned(), json!(path));
+            if let Some(x) = a {
+                field.insert("before".to_owned(), x.clone());
+            }
+            if let Some(y) = b {
+                field.insert("after".to_owned(), y.clone());
+            }
+            out.push(Value::Object(field));
+        }
+    }
+}

@@ -22,7 +22,7 @@ use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
 use cdc_relay::source::{self, MskEvent};
-use cdc_relay::transform::Transformer;
+use cdc_relay::transform::{Routes, Transformer};
 
 #[derive(Parser)]
 #[command(
@@ -64,12 +64,22 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
-    /// Validate a routes file and, given an MSK event, print what each record becomes.
+    /// Validate a routes file and, given an MSK event, print what each record becomes;
+    /// with --against, what a change of routes does to each record instead.
     CheckRoutes {
         /// The routes file.
         routes: PathBuf,
         /// An MSK event to run through the routes (nothing is produced).
         event: Option<PathBuf>,
+        /// The routes deployed now: print, per record, the messages the change adds,
+        /// removes or changes (field by field).
+        #[arg(long, requires = "event")]
+        against: Option<PathBuf>,
+    },
+    /// Print, per output topic, the JSON Schema of the event values a routes file produces.
+    Schema {
+        /// The routes file.
+        routes: PathBuf,
     },
     /// Write a synthetic MSK event of DMS records (deterministic per seed).
     GenEvent {
@@ -105,9 +115,12 @@ fn run() -> anyhow::Result<()> {
             print_messages,
             timeout_ms,
         }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
-        Some(Command::CheckRoutes { routes, event }) => {
-            runtime.block_on(check_routes(routes, event))
-        }
+        Some(Command::CheckRoutes {
+            routes,
+            event,
+            against,
+        }) => runtime.block_on(check_routes(routes, event, against)),
+        Some(Command::Schema { routes }) => schema(routes),
         Some(Command::Replay {
             events,
             brokers,
@@ -182,32 +195,67 @@ fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
         .with_context(|| format!("{name} is not an MSK event"))
 }
 
-async fn check_routes(routes_path: PathBuf, event: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut settings = Settings::from_env()?;
-    settings.routes_path = Some(routes_path.clone());
+async fn check_routes(
+    routes_path: PathBuf,
+    event: Option<PathBuf>,
+    against: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
     let hash_key = resolve_hash_key(settings.hash_key.as_ref(), &settings.auth).await?;
-    let routes = Relay::load_routes(&settings, hash_key)?;
-    eprintln!(
-        "{}: valid, {} route(s)",
-        routes_path.display(),
-        routes.routes.len()
-    );
+    let pipeline_for = |path: &PathBuf| -> anyhow::Result<Pipeline> {
+        let mut settings = settings.clone();
+        settings.routes_path = Some(path.clone());
+        let routes = Relay::load_routes(&settings, hash_key.clone())?;
+        eprintln!(
+            "{}: valid, {} route(s)",
+            path.display(),
+            routes.routes.len()
+        );
+        Ok(Pipeline::new(
+            Decoder::new(settings.before_image_field.clone()),
+            Transformer::new(routes),
+            PipelineOptions {
+                concurrency: 1,
+                chunk_size: settings.chunk_size,
+                ..PipelineOptions::default()
+            },
+        ))
+    };
+    let pipeline = pipeline_for(&routes_path)?;
+    let old = against.as_ref().map(pipeline_for).transpose()?;
     let Some(event) = event else {
         return Ok(());
     };
     let (origin, records) = source::records(read_event(Some(&event))?);
-    let pipeline = Pipeline::new(
-        Decoder::new(settings.before_image_field.clone()),
-        Transformer::new(routes),
-        PipelineOptions {
-            concurrency: 1,
-            chunk_size: settings.chunk_size,
-            ..PipelineOptions::default()
-        },
-    );
-    for line in local::dry_run(&pipeline, &origin, &records) {
+    let new = local::dry_run(&pipeline, &origin, &records);
+    let Some(old) = old else {
+        for line in new {
+            println!("{line}");
+        }
+        return Ok(());
+    };
+    let old = local::dry_run(&old, &origin, &records);
+    let report = local::compare_runs(&old, &new);
+    for line in &report.lines {
         println!("{line}");
     }
+    eprintln!(
+        "{} record(s): {} unchanged, {} changed ({} message(s) added, {} removed, {} changed)",
+        records.len(),
+        records.len() - report.changed_records,
+        report.changed_records,
+        report.added,
+        report.removed,
+        report.changed,
+    );
+    Ok(())
+}
+
+fn schema(routes_path: PathBuf) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let routes = Routes::load_with_dlq(&routes_path, settings.dlq_topic.clone())?;
+    let schemas = cdc_relay::transform::schema::schemas(&routes);
+    println!("{}", serde_json::to_string_pretty(&schemas)?);
     Ok(())
 }
 

@@ -1,12 +1,17 @@
-//! The routes language through the pipeline: golden output for a second routes file.
+//! The routes language through the pipeline: golden output for a second routes file, the
+//! published schemas against every golden event, and `check-routes --against`.
 //! Schema drift and the transform's properties over generated records and routes are
 //! the core crate's tests (`crates/core/tests/routes.rs`).
 
+use std::collections::BTreeMap;
+
 use cdc_relay::dms::Decoder;
-use cdc_relay::local::dry_run;
+use cdc_relay::local::{compare_runs, dry_run};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
 use cdc_relay::source;
-use cdc_relay::transform::{Routes, Transformer};
+use cdc_relay::transform::schema::schemas;
+use cdc_relay::transform::{HashKey, Routes, TopicTemplate, Transformer};
+use serde_json::{json, Value};
 
 use crate::util;
 
@@ -45,4 +50,153 @@ fn flat_routes_golden_output() {
         }
         util::assert_golden(&format!("flat/{}", name.replace(".json", ".jsonl")), &text);
     }
+}
+
+/// The messages of a golden file: read-back lines (`tests/golden/*.jsonl`) or dry-run
+/// lines (`tests/golden/flat/*.jsonl`, one record each).
+fn golden_messages(dir: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(util::root().join(dir))
+        .expect("golden dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.display().to_string();
+        for line in std::fs::read_to_string(&file).expect("golden").lines() {
+            let line: Value = serde_json::from_str(line).expect("golden line");
+            let messages = match line["outcome"]["produces"].as_array() {
+                Some(produced) => produced.clone(),
+                None if line.get("outcome").is_some() => Vec::new(),
+                None => vec![line],
+            };
+            out.extend(messages.into_iter().map(|m| (name.clone(), m)));
+        }
+    }
+    out
+}
+
+/// The schema `cdc-relay schema` publishes for the topic a message went to.
+fn schema_for<'s>(schemas: &'s BTreeMap<String, Value>, topic: &str) -> &'s Value {
+    schemas
+        .iter()
+        .find(|(template, _)| {
+            TopicTemplate::parse(template)
+                .map(|t| t.matches(topic))
+                .unwrap_or(false)
+        })
+        .map(|(_, schema)| schema)
+        .unwrap_or_else(|| panic!("no schema for topic {topic}"))
+}
+
+/// Every golden event validates against the JSON Schema generated for its routes
+/// (`routes.toml` for `tests/golden/`, `tests/routes/flat.toml` for `tests/golden/flat/`),
+/// and the schemas are not vacuous: an undeclared operation, a column the route leaves
+/// out, and a hashed column that is not a pseudonym are each rejected.
+#[test]
+fn golden_events_match_the_published_schemas() {
+    let cases = [
+        ("tests/golden", util::example_routes()),
+        (
+            "tests/golden/flat",
+            Routes::load(&util::root().join("tests/routes/flat.toml")).expect("valid routes"),
+        ),
+    ];
+    let mut checked = 0;
+    for (dir, routes) in cases {
+        let schemas = schemas(&routes);
+        for (file, message) in golden_messages(dir) {
+            let value = &message["value"];
+            if value.is_null() {
+                continue; // a tombstone: no event
+            }
+            let topic = message["topic"].as_str().expect("topic");
+            let schema = schema_for(&schemas, topic);
+            let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
+            let problems: Vec<String> = validator
+                .iter_errors(value)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                problems.is_empty(),
+                "{file}: {topic}: {value}\n{}",
+                problems.join("\n")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} golden events checked");
+
+    let schemas = schemas(&util::example_routes());
+    let rejects = |topic: &str, value: Value| {
+        let validator = jsonschema::validator_for(schema_for(&schemas, topic)).expect("schema");
+        assert!(!validator.is_valid(&value), "{topic} accepts {value}");
+    };
+    let users = golden_messages("tests/golden")
+        .into_iter()
+        .map(|(_, m)| m)
+        .find(|m| m["topic"] == "users.changes")
+        .expect("a users event");
+    let mut upsert = users["value"].clone();
+    upsert["op"] = json!("upsert");
+    rejects("users.changes", upsert);
+    let mut leaked = users["value"].clone();
+    leaked["data"]["password_hash"] = json!("x1");
+    rejects("users.changes", leaked);
+    let mut clear = users["value"].clone();
+    clear["data"]["email"] = json!("kim@example.com");
+    rejects("users.changes", clear);
+}
+
+/// `check-routes NEW EVENT --against OLD`: a routes change that drops a fan-out topic and
+/// hashes a column instead of masking it shows, per record, the removed message and the
+/// changed fields; records it does not touch show no change.
+#[test]
+fn a_routes_change_is_shown_record_by_record() {
+    let text = std::fs::read_to_string(util::root().join("routes.toml")).expect("routes");
+    let changed = text
+        .replace("mask = [\"email\"]", "hash = [\"email\"]")
+        .replace(
+            "topics = [\"orders.changes\", \"orders.cache-invalidation\"]",
+            "topics = [\"orders.changes\"]",
+        );
+    assert_ne!(
+        changed, text,
+        "the example routes changed shape: update this test"
+    );
+    let mut new_routes = Routes::parse(&changed, "new").expect("valid");
+    new_routes
+        .set_hash_key(Some(HashKey::local()))
+        .expect("a key");
+    let (old, new) = (pipeline(util::example_routes()), pipeline(new_routes));
+    let (origin, records) = source::records(util::load_event("sample.json"));
+    let report = compare_runs(
+        &dry_run(&old, &origin, &records),
+        &dry_run(&new, &origin, &records),
+    );
+    assert_eq!(report.lines.len(), records.len());
+    // Insert, update and delete of an order lose their cache-invalidation message; the
+    // insert's and update's email becomes a pseudonym; the DDL and users records are as before.
+    assert_eq!(
+        (
+            report.changed_records,
+            report.added,
+            report.removed,
+            report.changed
+        ),
+        (3, 0, 3, 2)
+    );
+    let insert = &report.lines[0];
+    assert_eq!(insert["removed"][0]["topic"], "orders.cache-invalidation");
+    let fields = &insert["changed"][0]["fields"];
+    assert_eq!(fields.as_array().map(Vec::len), Some(1), "{insert}");
+    assert_eq!(fields[0]["path"], "value.data.email");
+    assert_eq!(fields[0]["before"], "***");
+    assert_eq!(
+        fields[0]["after"],
+        HashKey::local().token(b"kim@example.com")
+    );
+    assert_eq!(report.lines[3]["change"], "none");
+    assert_eq!(report.lines[4]["change"], "none");
 }

@@ -21,6 +21,7 @@ pub mod coerce;
 pub mod filter;
 pub mod personal;
 pub mod routes;
+pub mod schema;
 
 use std::borrow::Cow;
 use std::sync::Arc;

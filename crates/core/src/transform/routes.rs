@@ -213,6 +213,38 @@ impl TopicTemplate {
         Ok(TopicTemplate { parts, fixed })
     }
 
+    /// The template as written (`cdc.{schema}.{table}`).
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                TopicPart::Literal(s) => s.as_str(),
+                TopicPart::Schema => "{schema}",
+                TopicPart::Table => "{table}",
+            })
+            .collect()
+    }
+
+    /// Whether `topic` is one this template renders (a placeholder stands for any
+    /// non-empty text).
+    pub fn matches(&self, topic: &str) -> bool {
+        fn rest(parts: &[TopicPart], topic: &str) -> bool {
+            match parts.split_first() {
+                None => topic.is_empty(),
+                Some((TopicPart::Literal(s), more)) => topic
+                    .strip_prefix(s.as_str())
+                    .is_some_and(|t| rest(more, t)),
+                Some((_, more)) => topic
+                    .char_indices()
+                    .skip(1)
+                    .map(|(at, _)| at)
+                    .chain([topic.len()])
+                    .any(|at| !topic.is_empty() && rest(more, &topic[at..])),
+            }
+        }
+        rest(&self.parts, topic)
+    }
+
     /// The topic for a change of `schema.table`.
     pub fn render(&self, schema: &str, table: &str) -> Arc<str> {
         if let Some(fixed) = &self.fixed {
@@ -892,6 +924,18 @@ topic = "public.{table}"
         );
         let fallback = routes.route_for("sales.x").expect("default route");
         assert_eq!(&*fallback.topics[0].render("sales", "x"), "raw.sales.x");
+    }
+
+    /// A template matches exactly the topics it renders, and reads back as written.
+    #[test]
+    fn topic_templates_match_what_they_render() {
+        let t = TopicTemplate::parse("cdc.{schema}.{table}").expect("valid");
+        assert_eq!(t.text(), "cdc.{schema}.{table}");
+        assert!(t.matches(&t.render("public", "orders")));
+        assert!(t.matches("cdc.a.b.c"), "a name may hold a dot");
+        assert!(!t.matches("cdc..orders") && !t.matches("cdc.public.") && !t.matches("cd.a.b"));
+        let fixed = TopicTemplate::parse("orders").expect("valid");
+        assert!(fixed.matches("orders") && !fixed.matches("orders2"));
     }
 
     /// `unrouted = "skip"` routes nothing for unmatched tables.

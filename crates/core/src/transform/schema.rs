@@ -1,0 +1,310 @@
+//! Published contracts: per output topic, a JSON Schema (draft 2020-12) of the event
+//! values the routes produce there (`cdc-relay schema routes.toml`).
+//!
+//! The schema says what the relay guarantees, no more: the envelope's fields, the
+//! operations the topic carries, and per column what the route declares (its coercion, a
+//! mask, a pseudonym, a length limit, that it is left out). Columns the route does not
+//! name are whatever DMS sent, so a route without `include` admits further columns. Any
+//! data column may be `null` (DMS sends nulls); key columns never are. A tombstone (a null
+//! value) is not an event and is not described: the schema is for values.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::coerce::Coercion;
+use super::routes::{DeletePolicy, Envelope, Missing, Route, Routes};
+use crate::dms::Operation;
+
+/// The JSON Schema dialect of every schema here.
+pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// Output topic (as the routes write it: `{schema}` and `{table}` are placeholders) ->
+/// the JSON Schema of its values. Topics written by several routes (or also by the
+/// unrouted default) get `anyOf` of each route's events.
+pub fn schemas(routes: &Routes) -> BTreeMap<String, Value> {
+    let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let writers = routes.routes.iter().chain(routes.unrouted_route.as_ref());
+    for route in writers {
+        let Some(event) = route_event(route, routes.envelope) else {
+            continue;
+        };
+        for topic in &route.topics {
+            let events = by_topic.entry(topic.text()).or_default();
+            if !events.contains(&event) {
+                events.push(event.clone());
+            }
+        }
+    }
+    if let Some(topic) = &routes.schema_changes_topic {
+        by_topic
+            .entry(topic.text())
+            .or_default()
+            .push(schema_change_event());
+    }
+    let mut out: BTreeMap<String, Value> = by_topic
+        .into_iter()
+        .map(|(topic, mut events)| {
+            let mut schema = if events.len() == 1 {
+                events.remove(0)
+            } else {
+                json!({"anyOf": events})
+            };
+            if let Value::Object(map) = &mut schema {
+                let mut head = Map::new();
+                head.insert("$schema".to_owned(), json!(DIALECT));
+                head.insert(
+                    "title".to_owned(),
+                    json!(format!("cdc-relay events on {topic}")),
+                );
+                head.append(map);
+                *map = head;
+            }
+            (topic, schema)
+        })
+        .collect();
+    if let Some(dlq) = &routes.dlq_topic {
+        out.entry(dlq.clone()).or_insert_with(|| {
+            json!({
+                "$schema": DIALECT,
+                "title": format!("cdc-relay dead letters on {dlq}"),
+                "description": "The source record's value (redacted, original or withheld: header relay-dead-letter-value), not an event; why it is poison is in the headers relay-error and relay-error-stage."
+            })
+        });
+    }
+    out
+}
+
+/// The events one route writes, or `None` when it writes only tombstones.
+fn route_event(route: &Route, envelope: Envelope) -> Option<Value> {
+    let ops: Vec<&str> = route
+        .operations
+        .iter()
+        .filter(|op| {
+            **op != Operation::Delete
+                || matches!(
+                    route.delete,
+                    DeletePolicy::Event | DeletePolicy::EventAndTombstone
+                )
+        })
+        .map(|op| op.as_str())
+        .collect();
+    if ops.is_empty() {
+        return None;
+    }
+    let row = row_schema(route);
+    Some(match envelope {
+        Envelope::Relay => relay_event(route, &ops, row),
+        Envelope::Flat => flat_event(&ops, row),
+    })
+}
+
+fn relay_event(route: &Route, ops: &[&str], row: Value) -> Value {
+    let key = match &route.key {
+        None => json!({"type": "null"}),
+        Some(columns) => {
+            let properties: Map<String, Value> = columns
+                .iter()
+                .map(|c| {
+                    let plan = route.plan(c);
+                    let value = if plan.hash {
+                        pseudonym()
+                    } else {
+                        json!({"not": {"type": "null"}})
+                    };
+                    (route.output_name(c).to_owned(), value)
+                })
+                .collect();
+            let required: Vec<&String> = properties.keys().collect();
+            json!({"type": "object", "properties": properties, "required": required,
+                "additionalProperties": false})
+        }
+    };
+    let names = json!({"type": "array", "items": {"type": "string"}, "uniqueItems": true});
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "op": {"enum": ops},
+            "source": source_schema(),
+            "key": key,
+            "data": row,
+            "before": {"anyOf": [{"type": "null"}, row]},
+            "changed": names,
+            "unknown": names,
+        },
+        "required": ["id", "op", "source", "key", "data", "before"],
+        "additionalProperties": false,
+    })
+}
+
+fn flat_event(ops: &[&str], mut row: Value) -> Value {
+    if let Some(properties) = row.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.insert("__op".to_owned(), json!({"enum": ops}));
+        properties.insert("__table".to_owned(), json!({"type": "string"}));
+        properties.insert(
+            "__source_ts".to_owned(),
+            json!({"type": ["string", "null"]}),
+        );
+    }
+    if let Some(required) = row.get_mut("required").and_then(Value::as_array_mut) {
+        required.extend([json!("__op"), json!("__table"), json!("__source_ts")]);
+    }
+    row
+}
+
+/// The mapped row: per column the route names, what it declares; `include` closes it.
+fn row_schema(route: &Route) -> Value {
+    let mut properties = Map::new();
+    let mut named: Vec<&String> = route.types.keys().collect();
+    named.extend(&route.mask);
+    named.extend(&route.hash);
+    named.extend(route.truncate.keys());
+    named.extend(route.rename.keys());
+    named.extend(route.include.iter().flatten());
+    for column in named {
+        let plan = route.plan(column);
+        if !plan.keep {
+            continue;
+        }
+        let mut value = if plan.mask {
+            json!({"enum": [super::MASK, null]})
+        } else if plan.hash {
+            json!({"anyOf": [pseudonym(), {"type": "null"}]})
+        } else {
+            nullable(plan.coerce.map_or_else(|| json!({}), coerced))
+        };
+        if let (Some(max), Some(map)) = (plan.truncate, value.as_object_mut()) {
+            if !plan.hash && !plan.mask {
+                // maxLength applies to strings only: other values pass unchanged.
+                map.insert("maxLength".to_owned(), json!(max));
+            }
+        }
+        properties.insert(route.output_name(column).to_owned(), value);
+    }
+    // Left out: excluded columns, and the source names of renamed ones, unless another
+    // column takes that name.
+    let taken: Vec<String> = properties.keys().cloned().collect();
+    let mut gone: Vec<&String> = route.exclude.iter().collect();
+    gone.extend(route.rename.keys());
+    for column in gone {
+        if !taken.contains(column) {
+            properties.insert(column.clone(), Value::Bool(false));
+        }
+    }
+    if route.ignore_case {
+        // The output keeps the source's case (`EMAIL`): name each column by a pattern
+        // that matches it in any ASCII case. Which case arrives is not known, so none
+        // is required.
+        let patterns: Map<String, Value> = properties
+            .into_iter()
+            .map(|(name, schema)| (any_case(&name), schema))
+            .collect();
+        return json!({
+            "type": "object",
+            "patternProperties": patterns,
+            "additionalProperties": route.include.is_none(),
+        });
+    }
+    let required: Vec<Value> = match (&route.include, route.missing) {
+        (Some(include), Missing::Null) => include
+            .iter()
+            .map(|c| json!(route.output_name(c)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": route.include.is_none(),
+    })
+}
+
+/// An ECMA-262 pattern matching exactly `name` in any ASCII case (`id` -> `^[iI][dD]$`).
+fn any_case(name: &str) -> String {
+    let mut pattern = String::from("^");
+    for c in name.chars() {
+        if c.is_ascii_alphabetic() {
+            pattern.push('[');
+            pattern.push(c.to_ascii_lowercase());
+            pattern.push(c.to_ascii_uppercase());
+            pattern.push(']');
+        } else if c.is_ascii_punctuation() && c != '_' {
+            pattern.push('\\');
+            pattern.push(c);
+        } else {
+            pattern.push(c);
+        }
+    }
+    pattern.push('$');
+    pattern
+}
+
+/// What a coercion's output is.
+fn coerced(coercion: Coercion) -> Value {
+    match coercion {
+        Coercion::Int => json!({"type": "integer"}),
+        Coercion::Float => json!({"type": "number"}),
+        Coercion::Decimal => json!({"type": "string", "pattern": "^-?[0-9]"}),
+        Coercion::Bool => json!({"type": "boolean"}),
+        Coercion::Timestamp => json!({"type": "string", "format": "date-time"}),
+        Coercion::Json => json!({}),
+        Coercion::Hex => json!({"type": "string", "contentEncoding": "base64"}),
+    }
+}
+
+fn nullable(schema: Value) -> Value {
+    match schema.as_object() {
+        Some(map) if map.is_empty() => schema,
+        _ => json!({"anyOf": [schema, {"type": "null"}]}),
+    }
+}
+
+fn pseudonym() -> Value {
+    json!({"type": "string", "pattern": "^[0-9a-f]{64}$",
+        "description": "HMAC-SHA-256 pseudonym (hex) under the relay's hash key"})
+}
+
+fn source_schema() -> Value {
+    let text = json!({"type": ["string", "null"]});
+    let id = json!({"type": ["number", "string", "null"]});
+    json!({
+        "type": "object",
+        "properties": {
+            "schema": {"type": "string"},
+            "table": {"type": "string"},
+            "topic": {"type": "string"},
+            "partition": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "transaction_id": id,
+            "commit_timestamp": text,
+            "timestamp": text,
+            "transaction_record_id": id,
+            "prev_transaction_id": id,
+            "prev_transaction_record_id": id,
+            "stream_position": {"type": "string"},
+        },
+        "required": ["schema", "table", "topic", "partition", "offset", "transaction_id",
+            "commit_timestamp", "timestamp"],
+        "additionalProperties": false,
+    })
+}
+
+fn schema_change_event() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "op": {"const": super::SCHEMA_CHANGE},
+            "operation": {"type": "string"},
+            "schema": {"type": "string"},
+            "table": {"type": "string"},
+            "columns": {"type": ["object", "null"]},
+            "primary_key": {"type": ["array", "null"]},
+            "source": source_schema(),
+        },
+        "required": ["id", "op", "operation", "schema", "table", "columns", "primary_key", "source"],
+        "additionalProperties": false,
+    })
+}
