@@ -116,7 +116,7 @@ for (mode, variant), (actions, access) in expected.items():
     env = resolve(fn["Environment"]["Variables"], values)
     assert evaluate(env["RELAY_AUTH"], values) == mode, env
     assert ("RELAY_SCRAM_SECRET_ARN" in env) == (mode == "scram"), env
-    assert evaluate(env["RELAY_HASH_KEY"], values) == "HashKeySecret", env
+    assert evaluate(env["RELAY_HASH_KEY_SECRET_ARN"], values) == "HashKeySecret", env
     print(f"template: Auth={mode}{' with client certificate' if variant else ''}: {len(granted)} actions, "
           f"source access {access or 'none'}")
 
@@ -124,7 +124,7 @@ for (mode, variant), (actions, access) in expected.items():
 # environment and in the one grant, and the stack then creates no secret.
 given = dict(params, HashKeySecretArn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:relay-hash-AbC")
 env = resolve(fn["Environment"]["Variables"], given)
-assert evaluate(env["RELAY_HASH_KEY"], given) == given["HashKeySecretArn"], env
+assert evaluate(env["RELAY_HASH_KEY_SECRET_ARN"], given) == given["HashKeySecretArn"], env
 grants = [st for policy in resolve(role["Policies"], given) for st in policy["PolicyDocument"]["Statement"]
           if st.get("Sid") == "HashKeySecret"]
 assert [evaluate(st["Resource"], given) for st in grants] == [given["HashKeySecretArn"]], grants

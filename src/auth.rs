@@ -32,6 +32,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use rdkafka::config::ClientConfig;
 
+use crate::config::Settings;
 use crate::error::{ConfigError, Error};
 use crate::transform::HashKey;
 
@@ -350,36 +351,45 @@ async fn fetch_secret_string(aws: &SdkConfig, arn: &str) -> Result<Secret, Error
     Ok(Secret::new(text))
 }
 
-/// A `RELAY_HASH_KEY` value naming a Secrets Manager secret starts with this.
-pub const SECRET_ARN_PREFIX: &str = "arn:aws:secretsmanager:";
-
 pub use crate::transform::personal::LOCAL_HASH_KEY;
 
-/// The key of `hash` pseudonyms: `RELAY_HASH_KEY` itself, or the `SecretString` of the
-/// Secrets Manager secret it names (fetched once, at init); outside Lambda and unset,
-/// [`LOCAL_HASH_KEY`]. `None` inside Lambda when unset: routes using `hash` then fail init.
-pub async fn resolve_hash_key(
-    setting: Option<&Secret>,
-    auth: &AuthSettings,
-) -> Result<Option<HashKey>, Error> {
+/// The region of a Secrets Manager secret ARN
+/// (`arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME`), or `None` when `arn` is
+/// not one.
+pub fn secret_region(arn: &str) -> Option<&str> {
+    let mut fields = arn.splitn(7, ':');
+    let well_formed = fields.next() == Some("arn")
+        && fields.next().is_some_and(|p| !p.is_empty())
+        && fields.next() == Some("secretsmanager");
+    let region = fields.next().filter(|r| !r.is_empty())?;
+    let rest_ok = fields.next().is_some_and(|a| !a.is_empty())
+        && fields.next() == Some("secret")
+        && fields.next().is_some_and(|n| !n.is_empty());
+    (well_formed && rest_ok).then_some(region)
+}
+
+/// The key of `hash` pseudonyms: `RELAY_HASH_KEY`, or the `SecretString` of the secret
+/// `RELAY_HASH_KEY_SECRET_ARN` names (fetched once, in the secret's own region, within
+/// [`AWS_CONFIG_TIMEOUT`] + [`SECRET_FETCH_TIMEOUT`]); else, when the settings allow it
+/// (local commands that produce nowhere real), [`LOCAL_HASH_KEY`]; else `None`, which
+/// routes using `hash` refuse.
+pub async fn resolve_hash_key(settings: &Settings) -> Result<Option<HashKey>, Error> {
     let invalid = |problem: String| Error::Config(ConfigError::Auth(problem));
-    let Some(value) = setting else {
-        return if auth.in_lambda {
-            Ok(None)
-        } else {
-            HashKey::new(LOCAL_HASH_KEY).map(Some).map_err(invalid)
-        };
-    };
-    let value = value.expose();
-    if !value.starts_with(SECRET_ARN_PREFIX) {
-        return HashKey::new(value.as_bytes())
+    if let Some(key) = &settings.hash_key {
+        return HashKey::new(key.expose().as_bytes())
             .map(Some)
             .map_err(|p| invalid(format!("RELAY_HASH_KEY: {p}")));
     }
-    let region = auth.region.clone().or_else(|| {
-        // The ARN names its region: arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME.
-        value.split(':').nth(3).map(str::to_owned)
-    });
+    let Some(arn) = &settings.hash_key_secret_arn else {
+        return if settings.local_hash_key {
+            HashKey::new(LOCAL_HASH_KEY).map(Some).map_err(invalid)
+        } else {
+            Ok(None)
+        };
+    };
+    let region = secret_region(arn)
+        .map(str::to_owned)
+        .or_else(|| settings.auth.region.clone());
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
@@ -392,10 +402,15 @@ pub async fn resolve_hash_key(
                 AWS_CONFIG_TIMEOUT.as_secs()
             ))
         })?;
-    let key = fetch_secret_string(&aws, value).await?;
+    fetch_hash_key(&aws, arn).await.map(Some)
+}
+
+/// Reads the hash key from a Secrets Manager secret: its `SecretString`, at least
+/// [`crate::transform::personal::MIN_HASH_KEY_BYTES`] bytes. Errors never quote it.
+pub async fn fetch_hash_key(aws: &SdkConfig, arn: &str) -> Result<HashKey, Error> {
+    let key = fetch_secret_string(aws, arn).await?;
     HashKey::new(key.expose().as_bytes())
-        .map(Some)
-        .map_err(|p| invalid(format!("secret {value}: {p}")))
+        .map_err(|p| Error::Config(ConfigError::Auth(format!("secret {arn}: {p}"))))
 }
 
 /// Parses a SCRAM secret's JSON. The error never quotes the secret's content.

@@ -63,9 +63,15 @@ pub struct Settings {
     pub log_values: bool,
     /// Authentication to the downstream cluster (`RELAY_AUTH` and friends).
     pub auth: AuthSettings,
-    /// The key of `hash` pseudonyms, or the ARN of the Secrets Manager secret holding
-    /// it (`RELAY_HASH_KEY`).
+    /// The key of `hash` pseudonyms (`RELAY_HASH_KEY`).
     pub hash_key: Option<Secret>,
+    /// The Secrets Manager secret holding the key of `hash` pseudonyms
+    /// (`RELAY_HASH_KEY_SECRET_ARN`), read at init when a route hashes.
+    pub hash_key_secret_arn: Option<String>,
+    /// Without a hash key, use the published local one ([`crate::auth::LOCAL_HASH_KEY`]).
+    /// Never read from the environment: set by the local commands that produce nowhere
+    /// real (`check-routes`, `invoke` on the embedded cluster).
+    pub local_hash_key: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -105,6 +111,8 @@ impl std::fmt::Debug for Settings {
             .field("log_values", &self.log_values)
             .field("auth", &self.auth)
             .field("hash_key", &self.hash_key)
+            .field("hash_key_secret_arn", &self.hash_key_secret_arn)
+            .field("local_hash_key", &self.local_hash_key)
             .finish()
     }
 }
@@ -143,6 +151,8 @@ impl Settings {
             log_values: false,
             auth: AuthSettings::default(),
             hash_key: None,
+            hash_key_secret_arn: None,
+            local_hash_key: false,
         };
         let mut metrics: Option<bool> = None;
         let mut in_lambda = false;
@@ -191,7 +201,27 @@ impl Settings {
                     settings.auth.scram_password = (!value.is_empty()).then(|| Secret::new(value))
                 }
                 "RELAY_HASH_KEY" => {
+                    if value.starts_with("arn:") {
+                        // The message shows no value: it may be a key after all.
+                        return Err(invalid(
+                            &name,
+                            "<redacted>",
+                            "looks like an ARN: name a Secrets Manager secret with RELAY_HASH_KEY_SECRET_ARN",
+                        ));
+                    }
                     settings.hash_key = (!value.is_empty()).then(|| Secret::new(value))
+                }
+                "RELAY_HASH_KEY_SECRET_ARN" => {
+                    settings.hash_key_secret_arn = non_empty(&name, &value)?;
+                    if let Some(arn) = &settings.hash_key_secret_arn {
+                        if crate::auth::secret_region(arn).is_none() {
+                            return Err(invalid(
+                                &name,
+                                &value,
+                                "expected a Secrets Manager secret ARN (arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME)",
+                            ));
+                        }
+                    }
                 }
                 "AWS_REGION" => settings.auth.region = non_empty(&name, &value)?,
                 "AWS_LAMBDA_FUNCTION_NAME" => {

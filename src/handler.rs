@@ -29,7 +29,7 @@ use crate::metrics::{emf, emf_tables, TableLabels, Timings};
 use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions, Renew};
 use crate::sink::Sink;
 use crate::source::{self, MskEvent};
-use crate::transform::{HashKey, Routes, Transformer};
+use crate::transform::{Routes, Transformer};
 
 /// The repository's `routes.toml`, compiled in: what a deployed function uses when no
 /// file is shipped beside it and `RELAY_ROUTES` is unset (`sam build` ships only the binary).
@@ -103,17 +103,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Builds the relay from settings and the hash key ([`resolve_hash_key`]): loads
-    /// and validates the routes file.
-    pub fn new(settings: Settings, hash_key: Option<HashKey>) -> Result<Relay, Error> {
-        let routes = Relay::load_routes(&settings, hash_key)?;
-        Ok(Relay::with_routes(settings, routes))
-    }
-
-    /// The routes file the settings name (else the built-in one), validated, with its
-    /// hash key.
-    pub fn load_routes(settings: &Settings, hash_key: Option<HashKey>) -> Result<Routes, Error> {
-        let mut routes = match settings.locate_routes() {
+    /// The routes file the settings name (else the built-in one), validated, without
+    /// a hash key.
+    pub fn read_routes(settings: &Settings) -> Result<Routes, Error> {
+        Ok(match settings.locate_routes() {
             Some(path) => {
                 let routes = Routes::load_with_dlq(&path, settings.dlq_topic.clone())?;
                 tracing::info!(routes = %path.display(), count = routes.routes.len(), "routes loaded");
@@ -129,14 +122,23 @@ impl Relay {
                     settings.dlq_topic.clone(),
                 )?
             }
-        };
-        let local_key = hash_key.is_some() && settings.hash_key.is_none();
-        if local_key && !routes.hashing_routes().is_empty() {
+        })
+    }
+
+    /// [`Relay::read_routes`], with the hash key when a route hashes (resolved only
+    /// then: a function whose routes never hash needs no key and makes no call for one).
+    pub async fn load_routes(settings: &Settings) -> Result<Routes, Error> {
+        let mut routes = Relay::read_routes(settings)?;
+        if routes.hashing_routes().is_empty() {
+            return Ok(routes);
+        }
+        let key = resolve_hash_key(settings).await?;
+        if key.is_some() && settings.hash_key.is_none() && settings.hash_key_secret_arn.is_none() {
             tracing::warn!(
-                "RELAY_HASH_KEY is unset: `hash` uses the published local key, so its pseudonyms hide nothing (set RELAY_HASH_KEY; inside Lambda it is required)"
+                "no hash key is set: `hash` uses the published local key, so its pseudonyms hide nothing (set RELAY_HASH_KEY or RELAY_HASH_KEY_SECRET_ARN)"
             );
         }
-        routes.set_hash_key(hash_key)?;
+        routes.set_hash_key(key)?;
         Ok(routes)
     }
 
@@ -174,12 +176,12 @@ impl Relay {
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
         let started = Instant::now();
         // Side by side: each has its own timeouts, and together they stay within one's.
-        let (credentials, hash_key) = tokio::join!(
+        let (credentials, routes) = tokio::join!(
             Credentials::resolve(&settings.auth),
-            resolve_hash_key(settings.hash_key.as_ref(), &settings.auth)
+            Relay::load_routes(&settings)
         );
-        let (credentials, hash_key) = (credentials?, hash_key?);
-        let relay = Relay::new(settings, hash_key)?.with_credentials(credentials);
+        let (credentials, routes) = (credentials?, routes?);
+        let relay = Relay::with_routes(settings, routes).with_credentials(credentials);
         if let Some(brokers) = relay.settings.brokers.clone() {
             let sink = relay.sink_for(&brokers, None)?;
             let left = INIT_BUDGET.saturating_sub(started.elapsed());

@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 use lambda_runtime::LambdaEvent;
 use tracing_subscriber::EnvFilter;
 
-use cdc_relay::auth::resolve_hash_key;
 use cdc_relay::config::Settings;
 use cdc_relay::dms::Decoder;
 use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
@@ -200,29 +199,35 @@ async fn check_routes(
     event: Option<PathBuf>,
     against: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    let hash_key = resolve_hash_key(settings.hash_key.as_ref(), &settings.auth).await?;
-    let pipeline_for = |path: &PathBuf| -> anyhow::Result<Pipeline> {
+    let mut settings = Settings::from_env()?;
+    // Nothing is produced: without a key, `hash` may use the published local one.
+    settings.local_hash_key = true;
+    let pipeline_for = |path: PathBuf| {
         let mut settings = settings.clone();
         settings.routes_path = Some(path.clone());
-        let routes = Relay::load_routes(&settings, hash_key.clone())?;
-        eprintln!(
-            "{}: valid, {} route(s)",
-            path.display(),
-            routes.routes.len()
-        );
-        Ok(Pipeline::new(
-            Decoder::new(settings.before_image_field.clone()),
-            Transformer::new(routes),
-            PipelineOptions {
-                concurrency: 1,
-                chunk_size: settings.chunk_size,
-                ..PipelineOptions::default()
-            },
-        ))
+        async move {
+            let routes = Relay::load_routes(&settings).await?;
+            eprintln!(
+                "{}: valid, {} route(s)",
+                path.display(),
+                routes.routes.len()
+            );
+            anyhow::Ok(Pipeline::new(
+                Decoder::new(settings.before_image_field.clone()),
+                Transformer::new(routes),
+                PipelineOptions {
+                    concurrency: 1,
+                    chunk_size: settings.chunk_size,
+                    ..PipelineOptions::default()
+                },
+            ))
+        }
     };
-    let pipeline = pipeline_for(&routes_path)?;
-    let old = against.as_ref().map(pipeline_for).transpose()?;
+    let pipeline = pipeline_for(routes_path).await?;
+    let old = match against {
+        Some(path) => Some(pipeline_for(path).await?),
+        None => None,
+    };
     let Some(event) = event else {
         return Ok(());
     };
@@ -276,6 +281,9 @@ async fn invoke(
         let kafka = EmbeddedKafka::start(1)?;
         settings.brokers = Some(kafka.bootstrap_servers());
         embedded = Some(kafka);
+        // Only the in-process cluster sees these messages: without a key, `hash` may
+        // use the published local one.
+        settings.local_hash_key = true;
     }
     let brokers = settings.brokers.clone().unwrap_or_default();
     let relay = Relay::init(settings).await?;

@@ -24,14 +24,15 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use base64::Engine;
 use cdc_relay::auth::{
-    fetch_scram_secret, AuthMode, Credentials, IamTokens, ProducerAuth, ScramCredentials, Secret,
-    TlsFiles,
+    fetch_hash_key, fetch_scram_secret, secret_region, AuthMode, Credentials, IamTokens,
+    ProducerAuth, ScramCredentials, Secret, TlsFiles,
 };
 use cdc_relay::config::Settings;
 use cdc_relay::handler::Relay;
 use cdc_relay::local::EmbeddedKafka;
 use cdc_relay::sink::{producer_config_with, RelayContext, Sink};
 use cdc_relay::source::MskEvent;
+use cdc_relay::transform::HashKey;
 use hmac::{Hmac, KeyInit, Mac};
 use lambda_runtime::LambdaEvent;
 use rdkafka::client::ClientContext;
@@ -410,6 +411,114 @@ async fn scram_secret_comes_from_secrets_manager() {
     );
 }
 
+/// `RELAY_HASH_KEY_SECRET_ARN`: the hash key is the secret's `SecretString`, read through
+/// the AWS SDK; a secret too short to be a key is refused without quoting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_key_comes_from_secrets_manager() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:relay-hash-AbCdEf";
+    let body = |secret: &str| {
+        serde_json::json!({"ARN": arn, "Name": "relay-hash", "SecretString": secret,
+            "VersionId": "v1", "CreatedDate": 1.7e9})
+        .to_string()
+    };
+    let key_text = "Zq8pLr3vN0aXw7Ys2KbT5mHc9Ud4Ee6F";
+    let (endpoint, server) = secrets_manager_stub("200 OK", body(key_text));
+    let key = fetch_hash_key(&sdk_config(&endpoint).await, arn)
+        .await
+        .expect("key fetched");
+    assert_eq!(
+        key.token(b"kim@example.com"),
+        HashKey::new(key_text.as_bytes())
+            .expect("key")
+            .token(b"kim@example.com")
+    );
+    assert!(server.join().expect("stub").contains(arn));
+
+    let (endpoint, server) = secrets_manager_stub("200 OK", body("short-9f"));
+    let error = fetch_hash_key(&sdk_config(&endpoint).await, arn)
+        .await
+        .expect_err("too short");
+    server.join().expect("stub");
+    let text = error.to_string();
+    assert!(
+        text.contains(arn) && text.contains("at least") && !text.contains("short-9f"),
+        "{text}"
+    );
+}
+
+/// The hash key is resolved only when a route hashes: routes without `hash` start with
+/// an unreachable secret named (no call is made); routes with `hash` and no key are
+/// refused naming the settings, unless the command produces nowhere real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_key_only_when_a_route_hashes() {
+    let settings = |routes: &str, vars: &[(&str, &str)]| {
+        let mut all = vec![("RELAY_ROUTES".to_owned(), routes.to_owned())];
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::from_vars(all).expect("valid settings")
+    };
+    let flat = util::root().join("tests/routes/flat.toml");
+    let example = util::root().join("routes.toml");
+    let unreachable = [(
+        "RELAY_HASH_KEY_SECRET_ARN",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nowhere-AbC",
+    )];
+    let started = std::time::Instant::now();
+    Relay::load_routes(&settings(&flat.display().to_string(), &unreachable))
+        .await
+        .expect("no route hashes: no key needed");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a call was made"
+    );
+
+    let example = example.display().to_string();
+    let refused = Relay::load_routes(&settings(&example, &[]))
+        .await
+        .expect_err("hash without a key");
+    assert!(refused.to_string().contains("RELAY_HASH_KEY"), "{refused}");
+    let mut local = settings(&example, &[]);
+    local.local_hash_key = true;
+    Relay::load_routes(&local).await.expect("the local key");
+    Relay::load_routes(&settings(
+        &example,
+        &[("RELAY_HASH_KEY", "a key of thirty-two bytes, exactly")],
+    ))
+    .await
+    .expect("a key");
+}
+
+/// `RELAY_HASH_KEY` that looks like an ARN is refused without being echoed (it belongs
+/// in RELAY_HASH_KEY_SECRET_ARN); that variable takes only Secrets Manager ARNs, in any
+/// partition, and the secret is read in its own region.
+#[test]
+fn hash_key_settings_are_checked() {
+    let vars = |name: &str, value: &str| Settings::from_vars([(name.to_owned(), value.to_owned())]);
+    let arn = "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:relay-hash-AbC";
+    let refused = vars("RELAY_HASH_KEY", arn).expect_err("an ARN as the key");
+    let text = refused.to_string();
+    assert!(
+        text.contains("RELAY_HASH_KEY_SECRET_ARN") && !text.contains("cn-north-1"),
+        "{text}"
+    );
+    assert_eq!(
+        vars("RELAY_HASH_KEY_SECRET_ARN", arn)
+            .expect("an ARN")
+            .hash_key_secret_arn
+            .as_deref(),
+        Some(arn)
+    );
+    assert_eq!(secret_region(arn), Some("cn-north-1"));
+    for wrong in [
+        "prod/relay/hash",
+        "arn:aws:kms:eu-west-1:123456789012:key/k-1",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:",
+        "arn:aws:secretsmanager::123456789012:secret:x",
+    ] {
+        assert!(vars("RELAY_HASH_KEY_SECRET_ARN", wrong).is_err(), "{wrong}");
+        assert_eq!(secret_region(wrong), None, "{wrong}");
+    }
+}
+
 /// A SCRAM login the brokers refuse (after a secret rotation) makes the relay fetch the
 /// secret again before the next batch; when it changed, the producer is replaced, so
 /// that batch logs in with the new secret instead of failing until the environment is
@@ -518,6 +627,8 @@ async fn failing_auth_never_reveals_the_password() {
         ("RELAY_AUTH", "scram"),
         ("RELAY_SCRAM_USERNAME", "relay"),
         ("RELAY_SCRAM_PASSWORD", password),
+        // The example routes hash a column.
+        ("RELAY_HASH_KEY", "a test key of more than 16 bytes"),
         // The mock cluster has no TLS; SASL over plaintext still runs the SCRAM exchange.
         ("RELAY_PRODUCER_SECURITY_PROTOCOL", "sasl_plaintext"),
         ("RELAY_PRODUCER_DEBUG", "security,broker,conf"),

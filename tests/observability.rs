@@ -65,6 +65,51 @@ async fn emf_record_is_valid() {
     assert_eq!(doc["MaxRecordAge"], 3_000.0);
 }
 
+/// Records a route's filter skips and changes of DMS's own tables are counted under
+/// their own reasons, in the outcome and in the EMF record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_and_dms_table_records_are_counted() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(&kafka, util::example_routes(), &[]);
+    let timings = Timings {
+        batch_ms: 1.0,
+        max_record_age_ms: None,
+    };
+    // filtered.json: 6 payments, of which 3 are neither paid over 100 nor deletes.
+    // oracle-names.json: 2 employee changes and 2 changes of awsdms_* tables.
+    for (event, filtered, dms_tables, produced) in [
+        ("filtered.json", 3.0, 0.0, 3.0),
+        ("oracle-names.json", 0.0, 2.0, 2.0),
+    ] {
+        let outcome = relay
+            .process(util::load_event(event), None)
+            .await
+            .expect("processed");
+        let doc = emf(
+            "cdc-relay",
+            0,
+            &[("FunctionName", "relay")],
+            &outcome,
+            &timings,
+        );
+        assert_eq!(
+            (
+                &doc["RecordsFiltered"],
+                &doc["DmsTableRecords"],
+                &doc["RecordsProduced"],
+                &doc["RecordsSkipped"]
+            ),
+            (
+                &Value::from(filtered),
+                &Value::from(dms_tables),
+                &Value::from(produced),
+                &Value::from(filtered + dms_tables)
+            ),
+            "{event}: {doc}"
+        );
+    }
+}
+
 /// A source record's `traceparent` and the invocation's X-Ray trace id travel onto
 /// every message made from it; a record without one gets none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,3 +200,61 @@ fn a_routes_change_is_shown_record_by_record() {
     assert_eq!(report.lines[3]["change"], "none");
     assert_eq!(report.lines[4]["change"], "none");
 }
+
+/// The published schemas hold where the routes' options meet: an `ignore_case` route
+/// (names arrive upper-case, in `data` and in `key`) with `include`, `missing = "null"`,
+/// `hash` and a before-image holding only the key, in both envelopes.
+#[test]
+fn schemas_hold_for_folded_names_and_partial_before_images() {
+    let route = "[[route]]\ntable = \"hr.employees\"\nignore_case = true\ntopic = \"hr\"\nkey = [\"employee_id\"]\ninclude = [\"employee_id\", \"email\", \"salary\", \"manager_id\"]\nmissing = \"null\"\nhash = [\"email\"]\n[route.types]\nsalary = \"decimal\"\n";
+    let insert = r#"{"data":{"EMPLOYEE_ID":101,"EMAIL":"SKING","SALARY":24000,"NOTES":"x"},"metadata":{"record-type":"data","operation":"insert","schema-name":"HR","table-name":"EMPLOYEES"}}"#;
+    let update = r#"{"data":{"EMPLOYEE_ID":101,"EMAIL":"SKING","SALARY":25000},"before-image":{"EMPLOYEE_ID":101},"metadata":{"record-type":"data","operation":"update","schema-name":"HR","table-name":"EMPLOYEES"}}"#;
+    for envelope in ["relay", "flat"] {
+        let mut routes = Routes::parse(
+            &format!("[defaults]\nenvelope = \"{envelope}\"\n{route}"),
+            "t",
+        )
+        .expect("valid");
+        routes.set_hash_key(Some(HashKey::local())).expect("a key");
+        let schema = schemas(&routes)["hr"].clone();
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let transformer = Transformer::new(routes);
+        for doc in [insert, update] {
+            let event = Decoder::default().decode(doc.as_bytes()).expect("valid");
+            let position = cdc_relay::transform::SourcePosition {
+                cluster: "",
+                timestamp_ms: 0,
+                topic: "dms.hr",
+                partition: 0,
+                offset: 1,
+                kafka_key: None,
+            };
+            let messages = match transformer.transform(position, &event).expect("transforms") {
+                cdc_relay::transform::Transformed::Messages(m) => m,
+                other => panic!("{other:?}"),
+            };
+            let value: Value =
+                serde_json::from_slice(messages[0].value.as_deref().expect("value")).expect("json");
+            let problems: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                problems.is_empty(),
+                "{envelope}: {value}\n{}",
+                problems.join("\n")
+            );
+            let mut leaked = value.clone();
+            let row = if envelope == "relay" {
+                &mut leaked["data"]
+            } else {
+                &mut leaked
+            };
+            row["NOTES"] = json!("x");
+            assert!(
+                !validator.is_valid(&leaked),
+                "{envelope}: a column outside include passes"
+            );
+        }
+    }
+}

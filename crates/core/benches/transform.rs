@@ -118,6 +118,23 @@ fn stages(c: &mut Criterion) {
             }
         })
     });
+    // The peers' mapping (bench/routes.toml): include, rename and keys only, none of the
+    // options that cost per record (filter, hash, truncate); what the side-by-side
+    // benchmark runs.
+    let plain = Transformer::new(
+        Routes::parse(
+            include_str!("../../../bench/routes.toml"),
+            "bench/routes.toml",
+        )
+        .expect("bench routes are valid"),
+    );
+    g.bench_function("decode_and_transform_records_bench_routes", |b| {
+        b.iter(|| {
+            for r in &records {
+                let _ = black_box(process(&decoder, &plain, r, CLUSTER, &mut None));
+            }
+        })
+    });
     g.finish();
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p cdc-relay-core --example profile
 //! valgrind --tool=callgrind --toggle-collect='cdc_relay_core::process' \
-//!   target/release/examples/profile 3
+//!   target/release/examples/profile 3 [ROUTES.toml]
 //! ```
 //! Instructions per record = the callgrind total / (6,000 x the rounds argument).
 
@@ -28,8 +28,12 @@ fn main() {
     .to_string();
     let MskEvent(event) = serde_json::from_str(&event).expect("generated event parses");
     let (_, records) = source::records(event);
-    let mut routes = Routes::parse(include_str!("../../../routes.toml"), "routes.toml")
-        .expect("example routes are valid");
+    // A routes file to profile instead of the example (e.g. bench/routes.toml).
+    let text = match std::env::args().nth(2) {
+        Some(path) => std::fs::read_to_string(&path).expect("a readable routes file"),
+        None => include_str!("../../../routes.toml").to_owned(),
+    };
+    let mut routes = Routes::parse(&text, "routes").expect("valid routes");
     routes
         .set_hash_key(Some(HashKey::local()))
         .expect("a hash key");

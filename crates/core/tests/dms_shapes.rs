@@ -176,10 +176,58 @@ fn dms_tables_are_skipped_by_default() {
     }
     let ordinary = record("admin", "awsdms", "insert", json!({"id": 1}), None);
     assert_eq!(messages(&transformer(""), ordinary).len(), 1);
+    // A route naming one exactly routes it; a wildcard route does not.
+    let status = record(
+        "admin",
+        "awsdms_status",
+        "update",
+        json!({"TASK_STATUS": "RUNNING"}),
+        None,
+    );
+    let exact = "[[route]]\ntable = \"admin.awsdms_status\"\ntopic = \"dms-status\"\n";
+    assert_eq!(
+        &*messages(&transformer(exact), status.clone())[0].topic,
+        "dms-status"
+    );
+    assert_eq!(
+        transformer("[[route]]\ntable = \"admin.*\"\ntopic = \"admin\"\n")
+            .transform(POS, &decode(status)),
+        Ok(Transformed::Skipped(SkipReason::DmsTable))
+    );
+}
+
+/// A hashed key column keys by the same token `data` carries, also when the column is
+/// coerced or cut first, so consumers can join the key with the row.
+#[test]
+fn a_hashed_key_is_the_token_in_data() {
+    let t = transformer(
+        "[[route]]\ntable = \"public.users\"\ntopic = \"u\"\nkey = [\"id\", \"email\"]\nhash = [\"id\", \"email\"]\ntruncate = { email = 5 }\n[route.types]\nid = \"int\"\n",
+    );
+    let out = messages(
+        &t,
+        record(
+            "public",
+            "users",
+            "insert",
+            json!({"id": "007", "email": "abcdefg"}),
+            None,
+        ),
+    );
+    let v = value(&out[0]);
+    let (id, email) = (
+        HashKey::local().token(b"7"),
+        HashKey::local().token(b"abcde"),
+    );
+    assert_eq!(v["data"], json!({"id": id, "email": email}));
+    assert_eq!(v["key"], json!({"id": id, "email": email}));
+    assert_eq!(
+        out[0].key.as_deref(),
+        Some(format!("{id}|{email}").as_bytes())
+    );
 }
 
 /// With `IncludeTransactionDetails`, the transaction's fields reach the envelope and the
-/// headers; without them, neither carries them.
+/// headers; without them, neither carries them (the transaction id stays in the envelope).
 #[test]
 fn transaction_details_are_carried() {
     let t = transformer("");
@@ -224,7 +272,11 @@ fn transaction_details_are_carried() {
     let source = &value(&plain[0])["source"];
     assert!(source.get("transaction_record_id").is_none(), "{source}");
     assert!(source.get("stream_position").is_none(), "{source}");
-    assert_eq!(plain[0].header(header::TRANSACTION_ID), Some(&b"7"[..]));
+    assert_eq!(
+        plain[0].header(header::TRANSACTION_ID),
+        None,
+        "without the details, the id is in the envelope only"
+    );
     assert_eq!(plain[0].header(header::STREAM_POSITION), None);
 }
 

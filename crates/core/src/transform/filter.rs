@@ -253,19 +253,26 @@ fn node_matches_value(node: &Node, value: Option<&RawValue>) -> bool {
         b'{' => node.matches(&Scope::Json(value)),
         b'[' => {
             let mut objects = false;
-            match_array(node, value, &mut objects) || (!objects && node.matches(&Scope::Absent))
+            match_array(node, value, &mut objects, 0) || (!objects && node.matches(&Scope::Absent))
         }
         _ => node.matches(&Scope::Absent),
     }
 }
 
-fn match_array(node: &Node, array: &RawValue, objects: &mut bool) -> bool {
+/// How deep arrays inside arrays are searched. Deeper elements match nothing: a column
+/// of `[[[[...` as deep as its bytes allow must not exhaust the stack.
+const MAX_ARRAY_DEPTH: usize = 64;
+
+fn match_array(node: &Node, array: &RawValue, objects: &mut bool, depth: usize) -> bool {
+    if depth >= MAX_ARRAY_DEPTH {
+        return false;
+    }
     each_element(array, &mut |element| match first_byte(element) {
         b'{' => {
             *objects = true;
             node.matches(&Scope::Json(element))
         }
-        b'[' => match_array(node, element, objects),
+        b'[' => match_array(node, element, objects, depth + 1),
         _ => false,
     })
 }
@@ -276,7 +283,7 @@ impl Matchers {
             return self.exists_false;
         };
         let mut leaf_seen = false;
-        let hit = any_leaf(value, &mut |leaf| {
+        let hit = any_leaf(value, 0, &mut |leaf| {
             leaf_seen = true;
             self.exists_true || self.values.iter().any(|m| m.matches(leaf))
         });
@@ -385,7 +392,7 @@ fn first_byte(raw: &RawValue) -> u8 {
 
 /// Calls `f` with each leaf of `raw` (itself, or the leaves of its elements when it is an
 /// array) until `f` returns true; returns whether it did.
-fn any_leaf(raw: &RawValue, f: &mut dyn FnMut(&Leaf<'_>) -> bool) -> bool {
+fn any_leaf(raw: &RawValue, depth: usize, f: &mut dyn FnMut(&Leaf<'_>) -> bool) -> bool {
     let text = raw.get().trim();
     match text.as_bytes().first() {
         Some(b'n') => f(&Leaf::Null),
@@ -395,7 +402,10 @@ fn any_leaf(raw: &RawValue, f: &mut dyn FnMut(&Leaf<'_>) -> bool) -> bool {
             Some(s) => f(&Leaf::Str(s)),
             None => false,
         },
-        Some(b'[') => each_element(raw, &mut |element| any_leaf(element, f)),
+        Some(b'[') if depth < MAX_ARRAY_DEPTH => {
+            each_element(raw, &mut |element| any_leaf(element, depth + 1, f))
+        }
+        Some(b'[') => false,
         Some(b'{') | None => false,
         Some(_) => f(&Leaf::Num(text)),
     }
@@ -1290,6 +1300,26 @@ mod tests {
         fn get(&self, key: &str, name: Option<&str>) -> Option<Cow<'_, RawValue>> {
             self.0.get(key, name).map(|v| Cow::Owned(v.into_owned()))
         }
+    }
+
+    /// Arrays nested as deep as a column's bytes allow are searched to a bound, not
+    /// recursed into until the stack overflows (this test's thread has the default 2 MiB).
+    #[test]
+    fn deep_arrays_are_searched_to_a_bound() {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"data":{{"c":{}"x"{}}}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(check(r#"{"data":{"c":["x"]}}"#, &deep(3)));
+        assert!(!check(r#"{"data":{"c":["x"]}}"#, &deep(100_000)));
+        assert!(!check(r#"{"data":{"c":{"k":["x"]}}}"#, &deep(100_000)));
+        assert!(check(
+            r#"{"data":{"c":[{"exists":false}]}}"#,
+            &deep(100_000)
+        ));
     }
 
     fn compile(pattern: &str) -> Result<Filter, String> {

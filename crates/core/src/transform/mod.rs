@@ -61,8 +61,8 @@ pub mod header {
     pub const OPERATION: &str = "relay-op";
     /// `schema.table`.
     pub const TABLE: &str = "relay-table";
-    /// The source transaction id, when DMS sent one (a number as written, a string's
-    /// content).
+    /// With DMS's `IncludeTransactionDetails`: the source transaction id (a number as
+    /// written, a string's content).
     pub const TRANSACTION_ID: &str = "relay-transaction-id";
     /// With DMS's `IncludeTransactionDetails`: the record's position in its transaction.
     pub const TRANSACTION_RECORD_ID: &str = "relay-transaction-record-id";
@@ -216,13 +216,17 @@ impl Transformer {
         pos: SourcePosition<'_>,
         event: &ChangeEvent<'_>,
     ) -> Result<Transformed, RecordError> {
-        if self.routes.dms_tables == DmsTables::Skip && is_dms_table(&event.table) {
-            return Ok(Transformed::Skipped(SkipReason::DmsTable));
-        }
         let mut qualified = String::with_capacity(event.schema.len() + event.table.len() + 1);
         qualified.push_str(&event.schema);
         qualified.push('.');
         qualified.push_str(&event.table);
+        // DMS's own tables are skipped unless a route names one exactly.
+        if self.routes.dms_tables == DmsTables::Skip
+            && is_dms_table(&event.table)
+            && !self.routes.names_exactly(&qualified)
+        {
+            return Ok(Transformed::Skipped(SkipReason::DmsTable));
+        }
         match &event.change {
             Change::Data { op, data, before } => {
                 self.data_change(pos, event, &qualified, *op, data, before.as_ref())
@@ -521,7 +525,16 @@ impl<'a> Headers<'a> {
         metadata: &Metadata<'_>,
     ) -> Headers<'a> {
         let mut transaction = Vec::new();
+        // Only with DMS's IncludeTransactionDetails: the plain transaction id is in the
+        // envelope already, and every message would carry it.
+        let details = metadata.transaction_record_id.is_some()
+            || metadata.prev_transaction_id.is_some()
+            || metadata.commit_timestamp.is_some()
+            || metadata.stream_position.is_some();
         let mut add = |name: &'static str, value: Option<Cow<'_, str>>| {
+            if !details {
+                return;
+            }
             if let Some(value) = value {
                 transaction.push((name, value.as_bytes().to_vec()));
             }
@@ -672,8 +685,8 @@ fn entity_key<'r, 'a>(
     hash_key: Option<&HashKey>,
     pos: SourcePosition<'_>,
     qualified: &str,
-    data: &Row<'a>,
-    before: Option<&Row<'a>>,
+    data: &'r Row<'a>,
+    before: Option<&'r Row<'a>>,
 ) -> Result<EntityKey<'r, 'a>, RecordError> {
     let Some(columns) = &route.key else {
         let bytes = pos
@@ -684,14 +697,14 @@ fn entity_key<'r, 'a>(
             object: None,
         });
     };
-    let present = |row: Option<&Row<'a>>, column: &str| {
-        row.and_then(|r| column_value(route, r, column))
-            .filter(|v| Kind::of(v.get()) != Kind::Null)
+    let present = |row: Option<&'r Row<'a>>, column: &str| {
+        row.and_then(|r| source_column(route, r, column))
+            .filter(|(_, v)| Kind::of(v.get()) != Kind::Null)
     };
     let mut bytes = Vec::new();
     let mut object: Vec<Cell<'r, 'a>> = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
-        let value = present(Some(data), column)
+        let (source, value) = present(Some(data), column)
             .or_else(|| present(before, column))
             .ok_or_else(|| {
                 RecordError::permanent(
@@ -705,11 +718,12 @@ fn entity_key<'r, 'a>(
         if i > 0 {
             bytes.extend_from_slice(KEY_SEPARATOR.as_bytes());
         }
-        // A hashed key column keys by its pseudonym: one entity, one key, no personal data.
-        let value = match (route.plan(column).hash, hash_key) {
-            (false, _) => Json::Raw(value),
-            (true, Some(key)) => Json::Owned(to_raw(key.pseudonym(value).unwrap_or_default())),
-            (true, None) => return Err(no_hash_key()),
+        // A hashed key column keys by its pseudonym (the same token as in `data`): one
+        // entity, one key, no personal data.
+        let value = if route.plan(column).hash {
+            hashed_key(route, hash_key, qualified, column, value)?
+        } else {
+            Json::Raw(value)
         };
         match Kind::of(value.raw().get()) {
             Kind::String => match coerce::string_of(value.raw()) {
@@ -725,9 +739,10 @@ fn entity_key<'r, 'a>(
                 }
             }
         }
-        let name = route.output_name(column);
+        // The source's spelling (`EMPLOYEE_ID` on an `ignore_case` route), as in `data`.
+        let name = route.output_name(source);
         object.push(Cell {
-            source: column,
+            source,
             name,
             value,
         });
@@ -739,18 +754,62 @@ fn entity_key<'r, 'a>(
     })
 }
 
+/// A hashed key column's pseudonym, made exactly as [`finish`] makes it in `data`:
+/// coercion, truncation, then the keyed hash.
+fn hashed_key<'a>(
+    route: &Route,
+    hash_key: Option<&HashKey>,
+    qualified: &str,
+    column: &str,
+    value: &'a RawValue,
+) -> Result<Json<'a>, RecordError> {
+    let key = hash_key.ok_or_else(no_hash_key)?;
+    let plan = route.plan(column);
+    let problem = |reason: String| {
+        RecordError::permanent(
+            Stage::Transform,
+            format!("{qualified} key column {column:?}: {reason}"),
+        )
+    };
+    let mut prepared = Json::Raw(value);
+    if let Some(coercion) = plan.coerce {
+        let text = coercion.apply(value).map_err(|reason| {
+            problem(format!(
+                "does not coerce to {}: {reason}",
+                coercion.as_str()
+            ))
+        })?;
+        prepared = Json::Owned(to_raw(text.into_owned()));
+    }
+    if let Some(cut) = plan
+        .truncate
+        .and_then(|max| personal::truncated(prepared.raw(), max))
+    {
+        prepared = Json::Owned(to_raw(cut));
+    }
+    let token = key
+        .pseudonym(prepared.raw())
+        .ok_or_else(|| problem("is null once coerced".to_owned()))?;
+    Ok(Json::Owned(to_raw(token)))
+}
+
 /// The value of the route's column `column` in `row` (regardless of ASCII case on an
 /// `ignore_case` route; the last occurrence when repeated).
 fn column_value<'a>(route: &Route, row: &Row<'a>, column: &str) -> Option<&'a RawValue> {
-    if route.ignore_case {
-        row.columns
-            .iter()
-            .rev()
-            .find(|c| c.name.eq_ignore_ascii_case(column))
-            .map(|c| c.value)
-    } else {
-        row.get(column)
-    }
+    source_column(route, row, column).map(|(_, value)| value)
+}
+
+/// [`column_value`], with the column's name as the source spells it.
+fn source_column<'r, 'a>(
+    route: &Route,
+    row: &'r Row<'a>,
+    column: &str,
+) -> Option<(&'r str, &'a RawValue)> {
+    row.columns
+        .iter()
+        .rev()
+        .find(|c| route.same_column(column, &c.name))
+        .map(|c| (&*c.name, c.value))
 }
 
 /// The change as a route's `filter` reads it: `op`, `data`, `before` and `metadata`
@@ -782,6 +841,7 @@ impl<'a> filter::Fields for ChangeFields<'_, 'a> {
                 .and_then(|row| column_value(self.route, row, column))
                 .map(Cow::Borrowed),
             ("metadata", Some(field)) => {
+                // The names are METADATA_FIELDS; the routes refuse any other.
                 let m = self.metadata;
                 match field {
                     "timestamp" => m.timestamp.as_deref().and_then(text),
@@ -804,6 +864,23 @@ impl<'a> filter::Fields for ChangeFields<'_, 'a> {
         }
     }
 }
+
+/// The DMS metadata fields a filter can read (`metadata.table-name`, ...).
+pub const METADATA_FIELDS: [&str; 13] = [
+    "timestamp",
+    "record-type",
+    "operation",
+    "partition-key-type",
+    "partition-key-value",
+    "schema-name",
+    "table-name",
+    "transaction-id",
+    "commit-timestamp",
+    "stream-position",
+    "transaction-record-id",
+    "prev-transaction-id",
+    "prev-transaction-record-id",
+];
 
 /// An operation's name as a JSON string, made once.
 fn op_json(op: Operation) -> &'static RawValue {

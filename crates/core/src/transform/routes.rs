@@ -412,10 +412,25 @@ fn distinct<'n>(
 impl Route {
     /// What the route does with `column` (a source name).
     pub fn plan(&self, column: &str) -> &ColumnPlan {
-        self.plan
-            .named
-            .get(&*self.fold(column))
-            .unwrap_or(&self.plan.other)
+        let found = if self.ignore_case && column.bytes().any(|b| b.is_ascii_uppercase()) {
+            // Folded on the stack: Oracle's names are upper-case, looked up per column
+            // of every record.
+            let mut buffer = [0u8; 64];
+            match buffer.get_mut(..column.len()) {
+                Some(lower) => {
+                    lower.copy_from_slice(column.as_bytes());
+                    lower.make_ascii_lowercase();
+                    // ASCII lower-casing keeps UTF-8 valid.
+                    std::str::from_utf8(lower)
+                        .ok()
+                        .and_then(|folded| self.plan.named.get(folded))
+                }
+                None => self.plan.named.get(&column.to_ascii_lowercase()),
+            }
+        } else {
+            self.plan.named.get(column)
+        };
+        found.unwrap_or(&self.plan.other)
     }
 
     /// The downstream name of `column` (a source name): its rename, else itself.
@@ -641,7 +656,7 @@ impl Routes {
             return Err(ConfigError::Routes {
                 path: self.source.clone(),
                 problem: format!(
-                    "route {:?} uses `hash` but no hash key is set (RELAY_HASH_KEY: the key, or a Secrets Manager secret ARN)",
+                    "route {:?} uses `hash` but no hash key is set (set RELAY_HASH_KEY, or RELAY_HASH_KEY_SECRET_ARN to a Secrets Manager secret holding it)",
                     hashing[0]
                 ),
             });
@@ -728,6 +743,13 @@ impl Routes {
         self.routes.iter().any(|r| r.redacts())
     }
 
+    /// Whether a route names `schema.table` exactly, without wildcards.
+    pub fn names_exactly(&self, qualified: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| matches!(r.matcher, TableMatcher::Exact(_)) && r.matches(qualified))
+    }
+
     /// Whether a route names `schema.table` (the unrouted policy does not count).
     pub fn is_routed(&self, qualified: &str) -> bool {
         self.routes.iter().any(|r| r.matches(qualified))
@@ -805,8 +827,17 @@ fn compile_route(
         Some(include) => include.iter().collect(),
         None => Vec::new(),
     };
+    let folded = |name: &str| {
+        if ignore_case {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_owned()
+        }
+    };
+    let renamed_from: HashSet<String> = raw.rename.keys().map(|k| folded(k)).collect();
+    let target_names: HashSet<String> = targets.iter().map(|t| folded(t)).collect();
     for name in kept_names {
-        if targets.contains(name.as_str()) && !raw.rename.contains_key(name) {
+        if target_names.contains(&folded(name)) && !renamed_from.contains(&folded(name)) {
             return Err(format!(
                 "rename target {name:?} collides with the included column {name:?}"
             ));
@@ -829,6 +860,9 @@ fn compile_route(
                 "truncate of {column:?} to 0 characters (exclude the column instead)"
             ));
         }
+    }
+    if !raw.hash.is_empty() && raw.key.is_none() {
+        return Err("`hash` needs `key`: without it the Kafka key is DMS's, which in full load is the primary key as written".to_owned());
     }
     let fold = |c: &String| {
         if ignore_case {
@@ -884,7 +918,58 @@ fn compile_filter(value: toml::Value) -> Result<Filter, String> {
         other => serde_json::to_value(&other)
             .map_err(|e| format!("filter: cannot be read as a pattern: {e}"))?,
     };
+    check_change_fields(&json, "").map_err(|problem| format!("filter: {problem}"))?;
     Filter::parse(&json).map_err(|problem| format!("filter: {problem}"))
+}
+
+/// A filter names only what a change has: `op` (one of the operations), `data` and
+/// `before` (objects of columns), `metadata` (DMS's field names). A typo would otherwise
+/// match nothing and silently skip every record.
+fn check_change_fields(pattern: &serde_json::Value, path: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let Value::Object(fields) = pattern else {
+        return Ok(()); // Filter::parse says what is wrong
+    };
+    for (name, value) in fields {
+        match (name.as_str(), value) {
+            ("$or", Value::Array(alternatives)) => {
+                for (i, alternative) in alternatives.iter().enumerate() {
+                    check_change_fields(alternative, &format!("{path}$or[{i}]."))?;
+                }
+            }
+            ("op", Value::Array(matchers)) => {
+                for op in matchers.iter().filter_map(Value::as_str) {
+                    if !Operation::ALL.iter().any(|known| known.as_str() == op) {
+                        return Err(format!(
+                            "{path}op: {op:?} is not an operation (load, insert, update, delete)"
+                        ));
+                    }
+                }
+            }
+            ("data" | "before", Value::Object(_)) => {}
+            ("metadata", Value::Object(names)) => {
+                if let Some(unknown) = names
+                    .keys()
+                    .find(|n| *n != "$or" && !super::METADATA_FIELDS.contains(&n.as_str()))
+                {
+                    return Err(format!(
+                        "{path}metadata.{unknown}: not a DMS metadata field ({})",
+                        super::METADATA_FIELDS.join(", ")
+                    ));
+                }
+            }
+            ("op", _) => return Err(format!("{path}op: expected an array of matchers")),
+            ("data" | "before" | "metadata", _) => {
+                return Err(format!("{path}{name}: expected an object of fields"))
+            }
+            _ => {
+                return Err(format!(
+                    "{path}{name}: a change has op, data, before and metadata"
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -964,7 +1049,7 @@ topic = "public.{table}"
     /// route and the setting; with one, or without `hash`, they are accepted.
     #[test]
     fn hash_needs_a_key() {
-        let text = "[[route]]\ntable = \"public.users\"\ntopic = \"u\"\nhash = [\"email\"]\n";
+        let text = "[[route]]\ntable = \"public.users\"\ntopic = \"u\"\nkey = [\"id\"]\nhash = [\"email\"]\n";
         let mut routes = Routes::parse(text, "routes.toml").expect("valid");
         let err = routes.set_hash_key(None).expect_err("no key").to_string();
         assert!(
@@ -1005,12 +1090,19 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { status = [{ prefixx = \"P\" }] } }\n", "prefixx"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = \"{not json\"\n", "not a JSON pattern"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [] }\n", "filter: op"),
-            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nmask = [\"email\"]\nhash = [\"email\"]\n", "both masked and hashed"),
-            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nmask = [\"EMAIL\"]\nhash = [\"email\"]\n", "both masked and hashed"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"id\"]\nmask = [\"email\"]\nhash = [\"email\"]\n", "both masked and hashed"),
+            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nkey = [\"id\"]\nmask = [\"EMAIL\"]\nhash = [\"email\"]\n", "both masked and hashed"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = 0 }\n", "0 characters"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = -1 }\n", "line 4: invalid value"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nrename = { a = \"x\", A = \"y\" }\n", "names column \"a\" twice"),
             ("[defaults]\ndms_tables = \"maybe\"\n", "maybe"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nhash = [\"email\"]\n", "`hash` needs `key`"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [\"INSERT\"] }\n", "\"INSERT\" is not an operation"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { after = { id = [1] } }\n", "after: a change has op, data, before and metadata"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = [\"x\"] }\n", "data: expected an object"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { metadata = { table_name = [\"x\"] } }\n", "metadata.table_name: not a DMS metadata field"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { \"$or\" = [{ op = [\"delete\"] }, { row = { id = [1] } }] }\n", "$or[1].row"),
+            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ninclude = [\"ID\"]\nrename = { name = \"id\" }\n", "collides"),
         ];
         for (text, expected) in cases {
             let p = problem(text);

@@ -92,14 +92,13 @@ fn route_event(route: &Route, envelope: Envelope) -> Option<Value> {
     if ops.is_empty() {
         return None;
     }
-    let row = row_schema(route);
     Some(match envelope {
-        Envelope::Relay => relay_event(route, &ops, row),
-        Envelope::Flat => flat_event(&ops, row),
+        Envelope::Relay => relay_event(route, &ops),
+        Envelope::Flat => flat_event(&ops, row_schema(route, true)),
     })
 }
 
-fn relay_event(route: &Route, ops: &[&str], row: Value) -> Value {
+fn relay_event(route: &Route, ops: &[&str]) -> Value {
     let key = match &route.key {
         None => json!({"type": "null"}),
         Some(columns) => {
@@ -115,9 +114,19 @@ fn relay_event(route: &Route, ops: &[&str], row: Value) -> Value {
                     (route.output_name(c).to_owned(), value)
                 })
                 .collect();
-            let required: Vec<&String> = properties.keys().collect();
-            json!({"type": "object", "properties": properties, "required": required,
-                "additionalProperties": false})
+            if route.ignore_case {
+                // Named as the source spells them: any case, so none can be required.
+                let patterns: Map<String, Value> = properties
+                    .into_iter()
+                    .map(|(name, schema)| (any_case(&name), schema))
+                    .collect();
+                json!({"type": "object", "patternProperties": patterns,
+                    "minProperties": columns.len(), "additionalProperties": false})
+            } else {
+                let required: Vec<&String> = properties.keys().collect();
+                json!({"type": "object", "properties": properties, "required": required,
+                    "additionalProperties": false})
+            }
         }
     };
     let names = json!({"type": "array", "items": {"type": "string"}, "uniqueItems": true});
@@ -128,8 +137,9 @@ fn relay_event(route: &Route, ops: &[&str], row: Value) -> Value {
             "op": {"enum": ops},
             "source": source_schema(),
             "key": key,
-            "data": row,
-            "before": {"anyOf": [{"type": "null"}, row]},
+            "data": row_schema(route, true),
+            // `missing = "null"` fills `data` only: a before-image lacks what DMS left out.
+            "before": {"anyOf": [{"type": "null"}, row_schema(route, false)]},
             "changed": names,
             "unknown": names,
         },
@@ -139,7 +149,14 @@ fn relay_event(route: &Route, ops: &[&str], row: Value) -> Value {
 }
 
 fn flat_event(ops: &[&str], mut row: Value) -> Value {
-    if let Some(properties) = row.get_mut("properties").and_then(Value::as_object_mut) {
+    let Some(map) = row.as_object_mut() else {
+        return row;
+    };
+    if let Some(properties) = map
+        .entry("properties")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+    {
         properties.insert("__op".to_owned(), json!({"enum": ops}));
         properties.insert("__table".to_owned(), json!({"type": "string"}));
         properties.insert(
@@ -147,14 +164,19 @@ fn flat_event(ops: &[&str], mut row: Value) -> Value {
             json!({"type": ["string", "null"]}),
         );
     }
-    if let Some(required) = row.get_mut("required").and_then(Value::as_array_mut) {
+    if let Some(required) = map
+        .entry("required")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+    {
         required.extend([json!("__op"), json!("__table"), json!("__source_ts")]);
     }
     row
 }
 
 /// The mapped row: per column the route names, what it declares; `include` closes it.
-fn row_schema(route: &Route) -> Value {
+/// `filled`: `missing = "null"` applies (the row, not the before-image).
+fn row_schema(route: &Route, filled: bool) -> Value {
     let mut properties = Map::new();
     let mut named: Vec<&String> = route.types.keys().collect();
     named.extend(&route.mask);
@@ -207,7 +229,7 @@ fn row_schema(route: &Route) -> Value {
         });
     }
     let required: Vec<Value> = match (&route.include, route.missing) {
-        (Some(include), Missing::Null) => include
+        (Some(include), Missing::Null) if filled => include
             .iter()
             .map(|c| json!(route.output_name(c)))
             .collect(),
