@@ -328,6 +328,9 @@ impl Transformer {
             None => None,
         };
         fn output_names<'r>(route: &'r Route, cols: Vec<&'r str>) -> Vec<&'r str> {
+            if route.rename.is_empty() && !route.ignore_case {
+                return cols; // sorted already
+            }
             let mut names: Vec<&str> = cols.into_iter().map(|c| route.output_name(c)).collect();
             names.sort_unstable();
             names
@@ -531,34 +534,35 @@ impl<'a> Headers<'a> {
             || metadata.prev_transaction_id.is_some()
             || metadata.commit_timestamp.is_some()
             || metadata.stream_position.is_some();
-        let mut add = |name: &'static str, value: Option<Cow<'_, str>>| {
-            if !details {
-                return;
-            }
-            if let Some(value) = value {
-                transaction.push((name, value.as_bytes().to_vec()));
-            }
-        };
-        add(
-            header::TRANSACTION_ID,
-            metadata.transaction_id.map(scalar_text),
-        );
-        add(
-            header::TRANSACTION_RECORD_ID,
-            metadata.transaction_record_id.map(scalar_text),
-        );
-        add(
-            header::PREV_TRANSACTION_ID,
-            metadata.prev_transaction_id.map(scalar_text),
-        );
-        add(
-            header::COMMIT_TIMESTAMP,
-            metadata.commit_timestamp.as_deref().map(Cow::Borrowed),
-        );
-        add(
-            header::STREAM_POSITION,
-            metadata.stream_position.as_deref().map(Cow::Borrowed),
-        );
+        if details {
+            let fields = [
+                (
+                    header::TRANSACTION_ID,
+                    metadata.transaction_id.map(scalar_text),
+                ),
+                (
+                    header::TRANSACTION_RECORD_ID,
+                    metadata.transaction_record_id.map(scalar_text),
+                ),
+                (
+                    header::PREV_TRANSACTION_ID,
+                    metadata.prev_transaction_id.map(scalar_text),
+                ),
+                (
+                    header::COMMIT_TIMESTAMP,
+                    metadata.commit_timestamp.as_deref().map(Cow::Borrowed),
+                ),
+                (
+                    header::STREAM_POSITION,
+                    metadata.stream_position.as_deref().map(Cow::Borrowed),
+                ),
+            ];
+            transaction.extend(
+                fields
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value?.as_bytes().to_vec()))),
+            );
+        }
         Headers {
             pos,
             op,
@@ -720,7 +724,7 @@ fn entity_key<'r, 'a>(
         }
         // A hashed key column keys by its pseudonym (the same token as in `data`): one
         // entity, one key, no personal data.
-        let value = if route.plan(column).hash {
+        let value = if !route.hash.is_empty() && route.plan(column).hash {
             hashed_key(route, hash_key, qualified, column, value)?
         } else {
             Json::Raw(value)

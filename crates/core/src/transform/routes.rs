@@ -435,6 +435,9 @@ impl Route {
 
     /// The downstream name of `column` (a source name): its rename, else itself.
     pub fn output_name<'r>(&'r self, column: &'r str) -> &'r str {
+        if !self.ignore_case {
+            return self.rename.get(column).map_or(column, String::as_str);
+        }
         self.plan(column).name.as_deref().unwrap_or(column)
     }
 
