@@ -283,19 +283,7 @@ impl Credentials {
             || (settings.mode == AuthMode::Auto && settings.in_lambda && settings.region.is_some())
             || (settings.mode == AuthMode::Scram && settings.scram_secret_arn.is_some());
         if needs_aws {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
-            if let Some(region) = &settings.region {
-                loader = loader.region(Region::new(region.clone()));
-            }
-            let loaded = tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
-                .await
-                .map_err(|_| {
-                    Error::Credentials(format!(
-                        "loading the AWS configuration took more than {} s",
-                        AWS_CONFIG_TIMEOUT.as_secs()
-                    ))
-                })?;
-            credentials.aws = Some(loaded);
+            credentials.aws = Some(load_aws_config(settings.region.clone()).await?);
         }
         if settings.mode == AuthMode::Scram {
             credentials.scram = Some(match (&settings.scram_secret_arn, &credentials.aws) {
@@ -390,19 +378,25 @@ pub async fn resolve_hash_key(settings: &Settings) -> Result<Option<HashKey>, Er
     let region = secret_region(arn)
         .map(str::to_owned)
         .or_else(|| settings.auth.region.clone());
+    let aws = load_aws_config(region).await?;
+    fetch_hash_key(&aws, arn).await.map(Some)
+}
+
+/// The AWS configuration (credential chain, `region` when given), within
+/// [`AWS_CONFIG_TIMEOUT`] (a retryable credentials error after it).
+async fn load_aws_config(region: Option<String>) -> Result<SdkConfig, Error> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
-    let aws = tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
+    tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
         .await
         .map_err(|_| {
             Error::Credentials(format!(
                 "loading the AWS configuration took more than {} s",
                 AWS_CONFIG_TIMEOUT.as_secs()
             ))
-        })?;
-    fetch_hash_key(&aws, arn).await.map(Some)
+        })
 }
 
 /// Reads the hash key from a Secrets Manager secret: its `SecretString`, at least
