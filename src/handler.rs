@@ -175,7 +175,7 @@ impl Relay {
     /// [`INIT_BUDGET`], inside Lambda's 10 s init phase.
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
         let started = Instant::now();
-        // Side by side: each has its own timeouts, and together they stay within one's.
+        // Side by side: each has its own timeouts, so init waits only for the slower.
         let (credentials, routes) = tokio::join!(
             Credentials::resolve(&settings.auth),
             Relay::load_routes(&settings)

@@ -8,7 +8,8 @@
 //!
 //! - [`source`]: MSK `KafkaEvent` -> ordered [`source::SourceRecord`]s; base64 and headers.
 //! - [`dms`]: DMS JSON -> [`dms::ChangeEvent`], borrowed: rows are raw JSON text per column.
-//! - [`transform`]: the routes file; change -> [`transform::OutMessage`]s.
+//! - [`transform`]: the routes file (filters, pseudonyms, JSON Schemas of the output);
+//!   change -> [`transform::OutMessage`]s.
 //! - [`deadletter`]: poison records -> dead-letter messages with the reason and origin.
 //! - [`generate`]: synthetic MSK events of DMS records (benchmarks, load tests).
 //! - [`error`]: typed record and configuration errors (retryable or permanent).

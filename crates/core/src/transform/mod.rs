@@ -4,13 +4,16 @@
 //! randomness, so the same source record always yields byte-identical messages, with
 //! the same event ids, on every retry. The routes file format lives in [`routes`].
 //!
-//! What a data change becomes, in order: find the route (first match on
-//! `schema.table`), drop operations the route does not emit, compute the key from the
-//! source row, select the columns (include/exclude) and coerce them (`types`), work out
-//! which changed (`changed`, `changed_only`), mask and rename them, wrap them in the
-//! envelope, and emit one message per topic (plus a tombstone when the delete policy asks
-//! for one). All names in a route are source column names. A control (DDL) record becomes
-//! a schema-change event when `schema_changes_topic` is set.
+//! What a data change becomes, in order: skip DMS's own `awsdms_*` tables, find the
+//! route (first match on `schema.table`), drop operations the route does not emit and
+//! changes its `filter` does not match ([`filter`]), compute the key from the source row,
+//! select the columns (include/exclude) and coerce them (`types`), work out which changed
+//! and which cannot be known (`changed`, `unknown`, `changed_only`), truncate, hash and
+//! mask them ([`personal`]), rename them, wrap them in the envelope, and emit one message
+//! per topic (plus a tombstone when the delete policy asks for one). All names in a route
+//! are source column names, compared regardless of ASCII case on an `ignore_case` route.
+//! A control (DDL) record becomes a schema-change event when `schema_changes_topic` is
+//! set. [`schema`] publishes what the events of each topic look like.
 //!
 //! Values stay the raw JSON text the decoder borrowed: a column no coercion or mask
 //! touches leaves byte for byte as DMS wrote it. Only coerced columns are parsed, and
