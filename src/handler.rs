@@ -218,15 +218,12 @@ impl Relay {
         if let Some(sink) = slot.as_ref() {
             return Ok(sink.clone());
         }
-        let from_event = self.settings.brokers.is_none();
-        let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
-        let credentials = self
-            .credentials
-            .read()
-            .map_err(|_| Error::Producer("credentials lock poisoned by a panic".to_owned()))?;
-        let auth = ProducerAuth::for_mode(mode, &self.settings.auth, &credentials)?;
-        drop(credentials);
-        tracing::info!(brokers, auth = mode.as_str(), "creating the producer");
+        let auth = self.client_auth(brokers, event_source_arn)?;
+        tracing::info!(
+            brokers,
+            auth = auth.mode().as_str(),
+            "creating the producer"
+        );
         let sink = Arc::new(Sink::connect_with(
             brokers,
             auth,
@@ -236,9 +233,43 @@ impl Relay {
         Ok(sink)
     }
 
+    /// The security settings of a Kafka client of `brokers`: the producer's, and in
+    /// `serve` the source consumer's too (one `RELAY_AUTH` for both).
+    pub fn client_auth(
+        &self,
+        brokers: &str,
+        event_source_arn: Option<&str>,
+    ) -> Result<ProducerAuth, Error> {
+        let from_event = self.settings.brokers.is_none();
+        let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
+        let credentials = self
+            .credentials
+            .read()
+            .map_err(|_| Error::Producer("credentials lock poisoned by a panic".to_owned()))?;
+        Ok(ProducerAuth::for_mode(
+            mode,
+            &self.settings.auth,
+            &credentials,
+        )?)
+    }
+
+    /// The producer for `brokers`, created on first use (the one [`Relay::process`] uses).
+    pub fn producer(&self, brokers: &str) -> Result<Arc<Sink>, Error> {
+        self.sink_for(brokers, None)
+    }
+
+    /// What gives a batch on `brokers` a new producer when its own turns fatal.
+    pub fn renewal<'a>(&'a self, brokers: &'a str) -> impl Renew + 'a {
+        Renewal {
+            relay: self,
+            brokers,
+            event_source_arn: None,
+        }
+    }
+
     /// Drops `sink` as the producer (after a fatal error): the next batch creates a new
     /// one. librdkafka's teardown may block, so it runs off the async workers.
-    fn retire(&self, sink: Arc<Sink>) {
+    pub fn retire(&self, sink: Arc<Sink>) {
         if let Ok(mut slot) = self.sink.lock() {
             if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sink)) {
                 *slot = None;

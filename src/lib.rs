@@ -15,6 +15,9 @@
 //! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
 //! - [`local`]: running the handler outside Lambda (embedded mock cluster, read-back).
 //! - [`metrics`]: one CloudWatch Embedded Metric Format record per invocation.
+//! - [`serve`]: the long-running shell: a consumer group feeding the same pipeline,
+//!   committing offsets (or transactions) only for records that are done.
+//! - [`ops`]: `serve`'s `/healthz` and Prometheus `/metrics`.
 //! - [`error`]: invocation-level errors; the core's record and configuration errors.
 
 pub mod auth;
@@ -23,7 +26,9 @@ pub mod error;
 pub mod handler;
 pub mod local;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
+pub mod serve;
 pub mod sink;
 
 pub use cdc_relay_core::{deadletter, dms, generate, source, transform};

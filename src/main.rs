@@ -14,12 +14,14 @@ use clap::{Parser, Subcommand};
 use lambda_runtime::LambdaEvent;
 use tracing_subscriber::EnvFilter;
 
-use cdc_relay::config::Settings;
+use cdc_relay::config::{ServeSettings, Settings};
 use cdc_relay::dms::Decoder;
 use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
+use cdc_relay::ops;
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
+use cdc_relay::serve::Server;
 use cdc_relay::source::{self, MskEvent};
 use cdc_relay::transform::{Routes, Transformer};
 
@@ -80,6 +82,10 @@ enum Command {
         /// The routes file.
         routes: PathBuf,
     },
+    /// Run as a long-lived consumer: read the DMS topics with a consumer group, relay
+    /// them through the same pipeline, commit what is done (configured by environment:
+    /// RELAY_SOURCE_TOPICS, RELAY_GROUP_ID, RELAY_SOURCE_BROKERS, RELAY_EXACTLY_ONCE...).
+    Serve,
     /// Write a synthetic MSK event of DMS records (deterministic per seed).
     GenEvent {
         #[command(flatten)]
@@ -126,6 +132,7 @@ fn run() -> anyhow::Result<()> {
             rounds,
         }) => runtime.block_on(replay(events, brokers, rounds)),
         Some(Command::GenEvent { options, out }) => gen_event(options, out),
+        Some(Command::Serve) => runtime.block_on(serve()),
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
             runtime.block_on(run_lambda())
         }
@@ -180,6 +187,40 @@ async fn run_lambda() -> anyhow::Result<()> {
     }))
     .await
     .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let serve_settings = ServeSettings::from_env()?;
+    let mut settings = Settings::from_env()?;
+    settings
+        .producer_overrides
+        .extend(Server::producer_overrides(&serve_settings));
+    let http = serve_settings.http_addr;
+    let relay = Arc::new(Relay::init(settings).await?);
+    let server = Server::new(relay, serve_settings)?;
+    if let Some(addr) = http {
+        ops::listen(addr, server.metrics())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (RELAY_HTTP_ADDR)"))?;
+    }
+    server.run(termination()).await?;
+    Ok(())
+}
+
+/// SIGTERM (what a container runtime sends) or Ctrl-C.
+async fn termination() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+    }
 }
 
 fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {

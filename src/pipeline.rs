@@ -541,10 +541,10 @@ fn traced(
         return result;
     };
     let traceparent = record
-        .headers_raw
+        .headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
-        .map(|(_, bytes)| bytes.iter().map(|b| *b as u8).collect::<Vec<u8>>());
+        .map(|(_, bytes)| bytes.clone());
     for message in &mut messages {
         if let Some(tp) = &traceparent {
             message.headers.push((TRACEPARENT.into(), tp.clone()));

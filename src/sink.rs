@@ -251,6 +251,13 @@ impl Sink {
         })
     }
 
+    /// The transactional producer's calls (`serve` with exactly-once: the producer
+    /// then has a `transactional.id`). Each blocks up to its timeout: call them off the
+    /// async workers.
+    pub fn transactions(&self) -> &FutureProducer<RelayContext> {
+        &self.producer
+    }
+
     /// Forgets the topics the cluster refused: a new batch asks about them again, so a
     /// grant added or a topic created between invocations takes effect at once.
     pub fn begin_batch(&self) {

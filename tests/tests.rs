@@ -10,5 +10,6 @@ mod observability;
 mod ordering;
 mod reliability;
 mod retry_loop;
+mod serve;
 mod transform;
 mod trust;

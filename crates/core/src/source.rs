@@ -144,7 +144,17 @@ impl EventOrigin {
     }
 }
 
-/// One Kafka record as Lambda delivered it, still base64-encoded.
+/// A record's key or value as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Base64 text, as Lambda sends it in an MSK event; decoded per record.
+    Base64(String),
+    /// The bytes themselves, as a Kafka consumer reads them.
+    Bytes(Vec<u8>),
+}
+
+/// One Kafka record: as Lambda delivered it (key and value still base64-encoded), or as
+/// a consumer read it.
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
     /// The `"<topic>-<partition>"` key of the event's `records` map: the identifier Lambda
@@ -158,12 +168,12 @@ pub struct SourceRecord {
     pub offset: i64,
     /// Record timestamp, epoch milliseconds.
     pub timestamp_ms: i64,
-    /// Base64 key; `None` when the record has none.
-    pub key_b64: Option<String>,
-    /// Base64 value; `None` for a Kafka tombstone.
-    pub value_b64: Option<String>,
-    /// Headers as Lambda sends them: name -> signed bytes (Java `byte`).
-    pub headers_raw: Vec<(String, Vec<i8>)>,
+    /// The key; `None` when the record has none.
+    pub key: Option<Payload>,
+    /// The value; `None` for a Kafka tombstone.
+    pub value: Option<Payload>,
+    /// Headers in the order they were sent (Lambda's signed bytes already made bytes).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A record's key, value and headers as bytes.
@@ -210,12 +220,14 @@ pub fn records(event: KafkaEvent) -> (EventOrigin, Vec<SourceRecord>) {
                 partition: record.partition,
                 offset: record.offset,
                 timestamp_ms: record.timestamp.timestamp_millis(),
-                key_b64: record.key,
-                value_b64: record.value,
-                headers_raw: record
+                key: record.key.map(Payload::Base64),
+                value: record.value.map(Payload::Base64),
+                // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
+                headers: record
                     .headers
                     .into_iter()
                     .flat_map(|h| h.into_iter())
+                    .map(|(name, bytes)| (name, bytes.into_iter().map(|b| b as u8).collect()))
                     .collect(),
             });
         }
@@ -236,9 +248,9 @@ impl SourceRecord {
     /// source stage.
     pub fn decode(&self) -> Result<DecodedRecord, RecordError> {
         Ok(DecodedRecord {
-            key: decode_b64(self.key_b64.as_deref(), "key")?,
-            value: decode_b64(self.value_b64.as_deref(), "value")?,
-            headers: self.decoded_headers(),
+            key: decode_payload(self.key.as_ref(), "key")?,
+            value: decode_payload(self.value.as_ref(), "value")?,
+            headers: self.headers.clone(),
         })
     }
 }
@@ -247,29 +259,26 @@ impl SourceRecord {
     /// Key, value and headers for a dead letter: each decoded when it decodes, else the
     /// base64 text Lambda sent, so nothing of the original is lost.
     pub fn original_parts(&self) -> DecodedRecord {
-        let part = |text: Option<&str>, what| {
-            decode_b64(text, what).unwrap_or_else(|_| text.map(|t| t.as_bytes().to_vec()))
+        let part = |payload: Option<&Payload>, what| {
+            decode_payload(payload, what).unwrap_or_else(|_| match payload {
+                Some(Payload::Base64(text)) => Some(text.as_bytes().to_vec()),
+                Some(Payload::Bytes(bytes)) => Some(bytes.clone()),
+                None => None,
+            })
         };
         DecodedRecord {
-            key: part(self.key_b64.as_deref(), "key"),
-            value: part(self.value_b64.as_deref(), "value"),
-            headers: self.decoded_headers(),
+            key: part(self.key.as_ref(), "key"),
+            value: part(self.value.as_ref(), "value"),
+            headers: self.headers.clone(),
         }
-    }
-
-    fn decoded_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.headers_raw
-            .iter()
-            // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
-            .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
-            .collect()
     }
 }
 
-fn decode_b64(text: Option<&str>, what: &str) -> Result<Option<Vec<u8>>, RecordError> {
-    match text {
+fn decode_payload(payload: Option<&Payload>, what: &str) -> Result<Option<Vec<u8>>, RecordError> {
+    match payload {
         None => Ok(None),
-        Some(text) => base64::engine::general_purpose::STANDARD
+        Some(Payload::Bytes(bytes)) => Ok(Some(bytes.clone())),
+        Some(Payload::Base64(text)) => base64::engine::general_purpose::STANDARD
             .decode(text)
             .map(Some)
             .map_err(|e| {

@@ -1,0 +1,227 @@
+//! `serve`'s operations endpoints: `/healthz` and Prometheus `/metrics`.
+//!
+//! - `GET /healthz`: 200 while the process runs (liveness), with a JSON body saying
+//!   whether it is ready.
+//! - `GET /healthz/ready`: 200 when partitions are assigned and the producer has
+//!   reached a broker, else 503 (readiness).
+//! - `GET /metrics`: the counters below in the Prometheus text format.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::BatchOutcome;
+
+/// A source partition, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+}
+
+/// What a serving process counts, and whether it is ready.
+pub struct Metrics {
+    registry: Registry,
+    /// Source records processed (each attempt counts).
+    pub records: Counter,
+    /// Records whose messages were all acknowledged (exactly once: and committed).
+    pub produced: Counter,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: Counter,
+    /// Records the routes skip.
+    pub skipped: Counter,
+    /// Records not done in their batch, read again after a backoff.
+    pub failed: Counter,
+    /// Transactions aborted (exactly once).
+    pub aborted: Counter,
+    /// Seconds from a batch's processing start to its commit.
+    pub batch_seconds: Histogram,
+    /// Consumer lag per assigned partition, from librdkafka's statistics.
+    pub lag: Family<PartitionLabel, Gauge>,
+    /// Partitions assigned to this member.
+    pub assigned: Gauge,
+    /// Whether the producer has reached a broker.
+    pub producer_ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// The metrics, registered under the `cdc_relay` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cdc_relay");
+        let metrics = Metrics {
+            records: Counter::default(),
+            produced: Counter::default(),
+            dead_lettered: Counter::default(),
+            skipped: Counter::default(),
+            failed: Counter::default(),
+            aborted: Counter::default(),
+            // 1 ms to about 33 s.
+            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            lag: Family::default(),
+            assigned: Gauge::default(),
+            producer_ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        let counters: [(&str, &str, &Counter); 6] = [
+            (
+                "records",
+                "Source records processed (retries count again)",
+                &metrics.records,
+            ),
+            (
+                "records_produced",
+                "Records whose messages the broker acknowledged",
+                &metrics.produced,
+            ),
+            (
+                "records_dead_lettered",
+                "Records sent to the dead-letter topic",
+                &metrics.dead_lettered,
+            ),
+            (
+                "records_skipped",
+                "Records the routes skip",
+                &metrics.skipped,
+            ),
+            (
+                "records_failed",
+                "Records not done in their batch, read again after a backoff",
+                &metrics.failed,
+            ),
+            (
+                "transactions_aborted",
+                "Transactions aborted (exactly once)",
+                &metrics.aborted,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "batch_seconds",
+            "Seconds from a batch's start to its commit",
+            metrics.batch_seconds.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Records between the committed offset and the end of each assigned source partition",
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "assigned_partitions",
+            "Source partitions assigned to this member",
+            metrics.assigned.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Counts a batch's outcome.
+    pub fn count(&self, outcome: &BatchOutcome) {
+        self.records.inc_by(outcome.records as u64);
+        self.produced.inc_by(outcome.produced as u64);
+        self.dead_lettered.inc_by(outcome.dead_lettered as u64);
+        self.skipped.inc_by(outcome.skipped_total() as u64);
+        self.failed.inc_by(outcome.not_done as u64);
+    }
+
+    /// Ready: partitions are assigned and the producer has reached a broker.
+    pub fn ready(&self) -> bool {
+        self.assigned.get() > 0 && self.producer_ready.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `/healthz`, `/healthz/ready` and `/metrics` on `addr` until the process ends.
+/// Returns once the listener is bound (the address in use, for port 0).
+pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "serving /healthz and /metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
+        ("GET", "/healthz") => (
+            StatusCode::OK,
+            "application/json",
+            format!(
+                r#"{{"live":true,"ready":{},"assigned_partitions":{}}}"#,
+                metrics.ready(),
+                metrics.assigned.get()
+            ),
+        ),
+        ("GET", "/healthz/ready") if metrics.ready() => {
+            (StatusCode::OK, "text/plain", "ready\n".to_owned())
+        }
+        ("GET", "/healthz/ready") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: no partitions assigned or no broker reached yet\n".to_owned(),
+        ),
+        ("GET", "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
