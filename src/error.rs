@@ -20,6 +20,15 @@ pub enum Error {
     /// The Kafka client could not be created or configured.
     #[error("kafka producer: {0}")]
     Producer(String),
+    /// The source consumer (`serve`, `esm`) could not be created or failed a call.
+    #[error("kafka consumer: {0}")]
+    Consumer(String),
+    /// A transaction (`serve` with exactly once) could not begin or commit.
+    #[error("transaction: {0}")]
+    Transaction(String),
+    /// The function (`esm`) could not be invoked or failed.
+    #[error("invoke: {0}")]
+    Invoke(String),
     /// Credentials could not be fetched (e.g. Secrets Manager unreachable). Never
     /// carries a secret value.
     #[error("credentials: {0}")]
@@ -43,7 +52,12 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Config(_) | Error::Event(_) | Error::NoBrokers => false,
-            Error::Producer(_) | Error::Credentials(_) | Error::BatchFailed { .. } => true,
+            Error::Producer(_)
+            | Error::Consumer(_)
+            | Error::Transaction(_)
+            | Error::Invoke(_)
+            | Error::Credentials(_)
+            | Error::BatchFailed { .. } => true,
         }
     }
 }

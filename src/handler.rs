@@ -575,6 +575,9 @@ impl From<Error> for lambda_runtime::Diagnostic {
             Error::Event(_) => "InvalidEvent",
             Error::NoBrokers => "NoBrokers",
             Error::Producer(_) => "ProducerError",
+            Error::Consumer(_) => "ConsumerError",
+            Error::Transaction(_) => "TransactionError",
+            Error::Invoke(_) => "InvokeError",
             Error::Credentials(_) => "CredentialsError",
             Error::BatchFailed { .. } => "BatchFailed",
         };

@@ -15,6 +15,8 @@
 //! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
 //! - [`local`]: running the handler outside Lambda (embedded mock cluster, read-back).
 //! - [`metrics`]: one CloudWatch Embedded Metric Format record per invocation.
+//! - [`consumer`]: the source consumer group `serve` and `esm` share: batches in,
+//!   offsets committed only for records done.
 //! - [`serve`]: the long-running shell: a consumer group feeding the same pipeline,
 //!   committing offsets (or transactions) only for records that are done.
 //! - [`ops`]: `serve`'s `/healthz` and Prometheus `/metrics`.
@@ -22,6 +24,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod handler;
 pub mod local;

@@ -1,0 +1,592 @@
+//! The source consumer both long-running shells share (`serve` and `esm`): a consumer
+//! group over the DMS topics that reads batches and commits only what is done.
+//!
+//! The batch is the unit of everything: the consumer is polled only between batches
+//! (or while a shell waits, through [`Source::wait`]), so a rebalance, which librdkafka
+//! delivers inside a poll, never lands while a batch is in flight, and a partition's
+//! records are never processed after it is lost. Records read but not processed when
+//! their partition is revoked are dropped; their offsets were never committed, so the
+//! partition's new owner reads them. Offsets of records done whose commit failed are
+//! committed again before the next batch, and before their partition is revoked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+    StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
+
+use crate::auth::ProducerAuth;
+use crate::error::Error;
+use crate::ops::{Metrics, PartitionLabel};
+use crate::sink::RelayContext;
+use crate::source::{Payload, SourceRecord};
+
+/// How long a commit, seek or pause may block.
+const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a [`Source`] reads and how it batches.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// The source cluster.
+    pub brokers: String,
+    /// The topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group.
+    pub group_id: String,
+    /// Most records per batch.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill after its first record.
+    pub batch_window: Duration,
+    /// Most bytes per batch, as [`SourceOptions::record_size`] counts them.
+    pub batch_max_bytes: usize,
+    /// A record's size towards `batch_max_bytes`.
+    pub record_size: fn(&SourceRecord) -> usize,
+    /// librdkafka properties applied last (`RELAY_CONSUMER_*`).
+    pub overrides: Vec<(String, String)>,
+}
+
+/// What the loop and the consumer's context share: partitions revoked since the loop
+/// last looked (the context writes them during a poll), and offsets of records done but
+/// not committed yet (a commit failed), which a revocation commits before the
+/// partition goes.
+#[derive(Default)]
+struct Shared {
+    revoked: Vec<(String, i32)>,
+    uncommitted: HashMap<(String, i32), i64>,
+}
+
+#[derive(Default)]
+struct Group(Mutex<Shared>);
+
+impl Group {
+    fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.0
+            .lock()
+            .map(|mut g| std::mem::take(&mut g.revoked))
+            .unwrap_or_default()
+    }
+
+    /// Notes `next` as the partition's offset to commit (never moving it back).
+    fn done(&self, topic: &str, partition: i32, next: i64) {
+        if let Ok(mut g) = self.0.lock() {
+            let entry = g
+                .uncommitted
+                .entry((topic.to_owned(), partition))
+                .or_insert(next);
+            *entry = (*entry).max(next);
+        }
+    }
+
+    /// Commits the offsets noted (only those of `partitions` when given); forgets
+    /// those committed.
+    fn commit<C: Consumer<SourceContext>>(
+        &self,
+        consumer: &C,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<(), KafkaError> {
+        let Ok(mut g) = self.0.lock() else {
+            return Ok(());
+        };
+        let chosen: Vec<((String, i32), i64)> = g
+            .uncommitted
+            .iter()
+            .filter(|(k, _)| partitions.is_none_or(|p| p.contains(k)))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &chosen {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        consumer.commit(&offsets, CommitMode::Sync)?;
+        for (key, next) in chosen {
+            if g.uncommitted.get(&key) == Some(&next) {
+                g.uncommitted.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The source consumer's librdkafka context: the producer's logging, redaction and
+/// IAM tokens, plus the group's rebalances and lag.
+pub struct SourceContext {
+    inner: RelayContext,
+    group: Arc<Group>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for SourceContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.inner.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.inner.error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.lag.clear();
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                // librdkafka lists partition -1 (the topic's unassigned messages) and
+                // partitions this member does not consume, with lag -1.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    let label = PartitionLabel {
+                        topic: topic.clone(),
+                        partition,
+                    };
+                    self.metrics.lag.get_or_create(&label).set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn generate_oauth_token(
+        &self,
+        oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.inner.generate_oauth_token(oauthbearer_config)
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let list: Vec<(String, i32)> = partitions
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            let lost = consumer.assignment_lost();
+            tracing::info!(partitions = ?list, lost, "partitions revoked");
+            // Done but not committed yet (a commit failed): commit before they go.
+            if !lost {
+                if let Err(error) = self.group.commit(consumer, Some(&list)) {
+                    tracing::warn!(%error, "commit before the revocation failed; the new owner reads those records again");
+                }
+            }
+            if let Ok(mut g) = self.group.0.lock() {
+                for partition in &list {
+                    g.uncommitted.remove(partition);
+                }
+                g.revoked.extend(list);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            let elements = partitions.elements();
+            let list: Vec<(&str, i32)> = elements
+                .iter()
+                .map(|e| (e.topic(), e.partition()))
+                .collect();
+            tracing::info!(partitions = ?list, "partitions assigned");
+        }
+        if let Rebalance::Error(error) = rebalance {
+            tracing::warn!(%error, "rebalance failed");
+        }
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        self.metrics.assigned.set(assigned as i64);
+    }
+}
+
+/// One partition's records in a batch.
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// `"<topic>-<partition>"`, as in the records.
+    pub batch_partition: Arc<str>,
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// First offset in the batch.
+    pub first: i64,
+    /// Last offset in the batch.
+    pub last: i64,
+}
+
+/// Each partition's first and last offset in records sorted by partition and offset.
+pub fn spans(records: &[SourceRecord]) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for r in records {
+        match spans.last_mut() {
+            Some(span) if span.batch_partition == r.batch_partition => span.last = r.offset,
+            _ => spans.push(Span {
+                batch_partition: r.batch_partition.clone(),
+                topic: r.topic.clone(),
+                partition: r.partition as i32,
+                first: r.offset,
+                last: r.offset,
+            }),
+        }
+    }
+    spans
+}
+
+/// A record read from the source, with what only a consumer knows of it.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// The record.
+    pub record: SourceRecord,
+    /// Whether the broker set the timestamp (`LOG_APPEND_TIME`) rather than the producer.
+    pub log_append_time: bool,
+}
+
+/// A partition read back to an offset and paused until its backoff ends.
+struct Paused {
+    topic: String,
+    partition: i32,
+    until: Instant,
+}
+
+/// Per source partition, the shared `"<topic>-<partition>"` and topic strings.
+type Names = HashMap<(String, i32), (Arc<str>, Arc<str>)>;
+
+/// The consumer group over the source topics.
+pub struct Source {
+    consumer: StreamConsumer<SourceContext>,
+    group: Arc<Group>,
+    options: SourceOptions,
+    names: Names,
+    paused: Vec<Paused>,
+    /// Failures in a row per partition, for the backoff.
+    failures: HashMap<(Arc<str>, i32), u32>,
+    /// A record read that did not fit in the last batch: the first of the next.
+    carried: Option<Read>,
+}
+
+impl Source {
+    /// Creates the consumer (cooperative-sticky assignment, offsets committed only by
+    /// [`Source::done`] + [`Source::commit`]) and subscribes.
+    pub fn new(
+        options: SourceOptions,
+        auth: &ProducerAuth,
+        metrics: Arc<Metrics>,
+    ) -> Result<Source, Error> {
+        let group = Arc::new(Group::default());
+        let context = SourceContext {
+            inner: RelayContext::new(auth),
+            group: group.clone(),
+            metrics,
+        };
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &options.brokers)
+            .set("group.id", &options.group_id)
+            // Offsets are committed by the loop, only for records that are done.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A new group starts at the beginning: DMS topics are the change log.
+            .set("auto.offset.reset", "earliest")
+            // Rebalances move only the partitions that change owner.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A transactional source is read as committed.
+            .set("isolation.level", "read_committed")
+            // Lag per partition for /metrics.
+            .set("statistics.interval.ms", "5000");
+        auth.apply(&mut config);
+        for (name, value) in &options.overrides {
+            config.set(name, value);
+        }
+        let consumer: StreamConsumer<SourceContext> =
+            config.create_with_context(context).map_err(|e| {
+                Error::Consumer(format!(
+                    "cannot create the consumer for {}: {e}",
+                    options.brokers
+                ))
+            })?;
+        let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::Consumer(format!("cannot subscribe to {topics:?}: {e}")))?;
+        Ok(Source {
+            consumer,
+            group,
+            options,
+            names: HashMap::new(),
+            paused: Vec::new(),
+            failures: HashMap::new(),
+            carried: None,
+        })
+    }
+
+    /// Reads one batch: waits for the first record (or the next paused partition's
+    /// resume), then fills until the size, byte or window limit. Records of partitions
+    /// revoked meanwhile are dropped; the rest come sorted by partition and offset.
+    pub async fn read_batch(&mut self) -> Vec<Read> {
+        self.resume_due();
+        self.commit();
+        let mut batch: Vec<Read> = Vec::new();
+        let mut bytes = 0;
+        let mut window_end: Option<tokio::time::Instant> = None;
+        loop {
+            let read = match self.carried.take() {
+                Some(read) => read,
+                None => {
+                    let wake = self.paused.iter().map(|p| p.until).min();
+                    let until = match (window_end, wake) {
+                        (Some(end), _) => Some(end),
+                        (None, Some(w)) => Some(tokio::time::Instant::from_std(w)),
+                        (None, None) => None,
+                    };
+                    let received = match until {
+                        Some(at) => tokio::time::timeout_at(at, self.consumer.recv()).await.ok(),
+                        None => Some(self.consumer.recv().await),
+                    };
+                    match received {
+                        None => break,
+                        Some(Ok(message)) => read(&mut self.names, &message),
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "source consumer error");
+                            if batch.is_empty() {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let size = (self.options.record_size)(&read.record);
+            if !batch.is_empty() && bytes + size > self.options.batch_max_bytes {
+                self.carried = Some(read);
+                break;
+            }
+            bytes += size;
+            batch.push(read);
+            if window_end.is_none() {
+                window_end = Some(tokio::time::Instant::now() + self.options.batch_window);
+            }
+            if batch.len() >= self.options.batch_size || bytes >= self.options.batch_max_bytes {
+                break;
+            }
+        }
+        self.drop_revoked(&mut batch);
+        // Each partition's records together, in offset order (the pipeline's contract).
+        batch.sort_by(|a, b| {
+            (&a.record.batch_partition, a.record.offset)
+                .cmp(&(&b.record.batch_partition, b.record.offset))
+        });
+        batch
+    }
+
+    /// Drops from `batch` (and from what is carried or paused) the records of
+    /// partitions revoked since the last look.
+    pub fn drop_revoked(&mut self, batch: &mut Vec<Read>) {
+        let revoked = self.group.take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let gone = |topic: &str, partition: i64| {
+            revoked
+                .iter()
+                .any(|(t, p)| t == topic && i64::from(*p) == partition)
+        };
+        let before = batch.len();
+        batch.retain(|r| !gone(&r.record.topic, r.record.partition));
+        if self
+            .carried
+            .as_ref()
+            .is_some_and(|r| gone(&r.record.topic, r.record.partition))
+        {
+            self.carried = None;
+        }
+        self.paused
+            .retain(|p| !gone(&p.topic, i64::from(p.partition)));
+        if batch.len() < before {
+            tracing::info!(
+                dropped = before - batch.len(),
+                "records of revoked partitions dropped before processing"
+            );
+        }
+    }
+
+    /// Notes that a partition's records before `next` are done (committed by
+    /// [`Source::commit`]).
+    pub fn done(&self, topic: &str, partition: i32, next: i64) {
+        self.group.done(topic, partition, next);
+    }
+
+    /// Commits the offsets of records done. On failure they stay noted: retried before
+    /// the next batch, at a revocation and at shutdown.
+    pub fn commit(&self) {
+        if self.consumer.assignment_lost() {
+            tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
+            return;
+        }
+        if let Err(error) = tokio::task::block_in_place(|| self.group.commit(&self.consumer, None))
+        {
+            tracing::warn!(%error, "commit failed; retried before the next batch");
+        }
+    }
+
+    /// Whether the group took this member's partitions away (a session timeout).
+    pub fn assignment_lost(&self) -> bool {
+        self.consumer.assignment_lost()
+    }
+
+    /// The group's metadata, for a transaction's offsets.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
+    /// Seeks every partition of `spans` found in `from` back to its offset there and
+    /// pauses it for its backoff (`first`, doubling per failure in a row, up to `max`);
+    /// a partition not in `from` had no failure.
+    pub fn read_again(
+        &mut self,
+        spans: &[Span],
+        from: &HashMap<Arc<str>, i64>,
+        first: Duration,
+        max: Duration,
+    ) {
+        for span in spans {
+            let key = (span.topic.clone(), span.partition);
+            let Some(&offset) = from.get(&span.batch_partition) else {
+                self.failures.remove(&key);
+                continue;
+            };
+            let failures = self.failures.entry(key).or_insert(0);
+            *failures = failures.saturating_add(1);
+            let backoff = first
+                .saturating_mul(1u32 << (*failures - 1).min(16))
+                .min(max);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&span.topic, span.partition);
+            let result = tokio::task::block_in_place(|| {
+                self.consumer.pause(&tpl)?;
+                self.consumer.seek(
+                    &span.topic,
+                    span.partition,
+                    Offset::Offset(offset),
+                    CONSUMER_CALL_TIMEOUT,
+                )
+            });
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        topic = %span.topic, partition = span.partition, offset,
+                        backoff_ms = backoff.as_millis() as u64,
+                        "partition read again from the first record not done, after a backoff"
+                    );
+                    self.paused.push(Paused {
+                        topic: span.topic.to_string(),
+                        partition: span.partition,
+                        until: Instant::now() + backoff,
+                    });
+                }
+                // Not assigned any more: its new owner starts from the committed offset.
+                Err(error) => {
+                    tracing::warn!(topic = %span.topic, partition = span.partition, %error, "cannot read the partition again here");
+                }
+            }
+        }
+    }
+
+    /// Resumes the paused partitions whose backoff has ended.
+    fn resume_due(&mut self) {
+        let now = Instant::now();
+        let (due, waiting): (Vec<Paused>, Vec<Paused>) = std::mem::take(&mut self.paused)
+            .into_iter()
+            .partition(|p| p.until <= now);
+        self.paused = waiting;
+        for p in due {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&p.topic, p.partition);
+            if let Err(error) = self.consumer.resume(&tpl) {
+                tracing::debug!(topic = %p.topic, partition = p.partition, %error, "resume");
+            }
+        }
+    }
+
+    /// Waits `duration` while serving the group's events (rebalances, heartbeats),
+    /// every assigned partition paused; a record read meanwhile is kept for the next
+    /// batch.
+    pub async fn wait(&mut self, duration: Duration) {
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let _ = self.consumer.pause(&assignment);
+        let until = tokio::time::Instant::now() + duration;
+        while self.carried.is_none() {
+            match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Ok(message)) => self.carried = Some(read(&mut self.names, &message)),
+                Ok(Err(error)) => tracing::debug!(%error, "source consumer error"),
+            }
+        }
+        tokio::time::sleep_until(until).await;
+        // Partitions paused for their own backoff stay paused.
+        let mut resume = TopicPartitionList::new();
+        for e in assignment.elements() {
+            if !self
+                .paused
+                .iter()
+                .any(|p| p.topic == e.topic() && p.partition == e.partition())
+            {
+                resume.add_partition(e.topic(), e.partition());
+            }
+        }
+        let _ = self.consumer.resume(&resume);
+    }
+
+    /// Commits what is done and leaves the group (its partitions go to the other
+    /// members at once).
+    pub async fn leave(self) {
+        tracing::info!("leaving the consumer group");
+        self.commit();
+        self.consumer.unsubscribe();
+        // Serve the revocation the unsubscribe triggers, so the group rebalances now
+        // rather than after the session timeout.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.consumer.recv()).await;
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    }
+}
+
+/// A consumed message as a source record.
+fn read(names: &mut Names, message: &BorrowedMessage<'_>) -> Read {
+    let (batch_partition, topic) = names
+        .entry((message.topic().to_owned(), message.partition()))
+        .or_insert_with(|| {
+            (
+                Arc::from(format!("{}-{}", message.topic(), message.partition())),
+                Arc::from(message.topic()),
+            )
+        })
+        .clone();
+    let timestamp = message.timestamp();
+    Read {
+        record: SourceRecord {
+            batch_partition,
+            topic,
+            partition: i64::from(message.partition()),
+            offset: message.offset(),
+            timestamp_ms: timestamp.to_millis().unwrap_or(0),
+            key: message.key().map(|k| Payload::Bytes(k.to_vec())),
+            value: message.payload().map(|v| Payload::Bytes(v.to_vec())),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        log_append_time: matches!(timestamp, Timestamp::LogAppendTime(_)),
+    }
+}
