@@ -19,6 +19,8 @@
 //!   offsets committed only for records done.
 //! - [`serve`]: the long-running shell: a consumer group feeding the same pipeline,
 //!   committing offsets (or transactions) only for records that are done.
+//! - [`esm`]: Lambda's Kafka event source mapping, locally: the same consumer
+//!   invoking a function endpoint with MSK events, honouring its answers.
 //! - [`ops`]: `serve`'s `/healthz` and Prometheus `/metrics`.
 //! - [`error`]: invocation-level errors; the core's record and configuration errors.
 
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod esm;
 pub mod handler;
 pub mod local;
 pub mod metrics;

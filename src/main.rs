@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use cdc_relay::config::{ServeSettings, Settings};
 use cdc_relay::dms::Decoder;
+use cdc_relay::esm::{EsmOptions, Mapping};
 use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::handler::Relay;
 use cdc_relay::local::{self, EmbeddedKafka};
@@ -86,6 +87,12 @@ enum Command {
     /// them through the same pipeline, commit what is done (configured by environment:
     /// RELAY_SOURCE_TOPICS, RELAY_GROUP_ID, RELAY_SOURCE_BROKERS, RELAY_EXACTLY_ONCE...).
     Serve,
+    /// Run Lambda's Kafka event source mapping locally: poll the DMS topics and invoke a
+    /// function endpoint (`cargo lambda watch`) with MSK events, honouring its answers.
+    Esm {
+        #[command(flatten)]
+        options: EsmOptions,
+    },
     /// Write a synthetic MSK event of DMS records (deterministic per seed).
     GenEvent {
         #[command(flatten)]
@@ -133,6 +140,10 @@ fn run() -> anyhow::Result<()> {
         }) => runtime.block_on(replay(events, brokers, rounds)),
         Some(Command::GenEvent { options, out }) => gen_event(options, out),
         Some(Command::Serve) => runtime.block_on(serve()),
+        Some(Command::Esm { options }) => runtime.block_on(async {
+            Mapping::new(options)?.run(termination()).await?;
+            anyhow::Ok(())
+        }),
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
             runtime.block_on(run_lambda())
         }

@@ -17,14 +17,14 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
-const SOURCE: &str = "dms.orders";
+pub const SOURCE: &str = "dms.orders";
 const OUT: &str = "orders.out";
 const PARTITIONS: i32 = 3;
 const ROUTES: &str =
     "[[route]]\ntable = \"public.orders\"\ntopic = \"orders.out\"\nkey = [\"id\"]\n";
 
 /// The mock cluster with the source and output topics.
-fn cluster() -> EmbeddedKafka {
+pub fn cluster() -> EmbeddedKafka {
     let kafka = EmbeddedKafka::start(3).expect("mock cluster");
     for topic in [SOURCE, OUT] {
         kafka
@@ -37,7 +37,7 @@ fn cluster() -> EmbeddedKafka {
 
 /// Produces `count` DMS insert records for `public.orders` into the source topic,
 /// spread over its partitions, starting at order id `first`.
-fn produce_source(kafka: &EmbeddedKafka, first: u64, count: u64) {
+pub fn produce_source(kafka: &EmbeddedKafka, first: u64, count: u64) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())
         .create()
@@ -93,7 +93,7 @@ fn wait_for(kafka: &EmbeddedKafka, count: usize, timeout: Duration) -> Vec<Consu
 }
 
 /// The group's committed offset per source partition (`None`: nothing committed).
-fn committed(kafka: &EmbeddedKafka, group: &str) -> Vec<Option<i64>> {
+pub fn committed(kafka: &EmbeddedKafka, group: &str) -> Vec<Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())
         .set("group.id", group)

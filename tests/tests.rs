@@ -5,6 +5,7 @@ mod util;
 
 mod auth;
 mod delivery;
+mod esm;
 mod events;
 mod observability;
 mod ordering;

@@ -1,0 +1,719 @@
+//! `cdc-relay esm`: Lambda's Kafka event source mapping, on a laptop.
+//!
+//! A consumer group over the DMS topics (the same [`Source`] as `serve`) that invokes a
+//! Lambda endpoint (the `cargo lambda watch` emulator, or any Runtime Interface
+//! Emulator) with real MSK events, as the mapping does:
+//!
+//! - **Batching**: up to `--batch-size` records (1-10,000, default 100), waiting at most
+//!   `--maximum-batching-window-in-seconds` (0-300, default 0.5) after the first, and
+//!   never more than the 6 MB invocation payload: a record that would push the event
+//!   past it starts the next batch.
+//! - **The event**: records grouped by `"<topic>-<partition>"`, in offset order, key,
+//!   value and headers as Lambda encodes them (base64; header bytes as signed Java
+//!   bytes), with `eventSource`, `eventSourceArn` (`--event-source-arn`, else
+//!   `SelfManagedKafka`) and `bootstrapServers`.
+//! - **Answers**: an HTTP error status or an `X-Amz-Function-Error` header is a
+//!   function error: the whole batch is retried. With `--report-batch-item-failures`, a
+//!   `batchItemFailures` list resumes each partition it names from the offset it names;
+//!   a list naming a partition or offset not in the event is invalid and fails the
+//!   whole batch, as Lambda does.
+//! - **Retries**: after a backoff, the same records again (a partial failure: only the
+//!   named partitions, from the named offsets). `--maximum-retry-attempts` (-1 =
+//!   infinite, the default; 10 when infinite with an on-failure destination) and
+//!   `--maximum-record-age-in-seconds` bound them; `--bisect-batch-on-function-error`
+//!   splits a failing batch in two halves, first half first, without counting a retry.
+//! - **Discarded records** (retries or age exhausted) go to `--on-failure kafka://TOPIC`
+//!   on the source cluster: the record as it was, with its source and the failure in
+//!   `esm-*` headers. Without a destination they are logged and skipped, as Lambda
+//!   skips them.
+//!
+//! A batch's offsets are committed once every record in it is done or discarded. An
+//! endpoint that cannot be reached (the emulator still building) is retried without
+//! counting.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::auth::ProducerAuth;
+use crate::consumer::{spans, Read, Source, SourceOptions};
+use crate::error::Error;
+use crate::ops::Metrics;
+use crate::source::{Payload, SourceRecord};
+
+/// Lambda's invocation payload limit (6 MB).
+pub const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+
+/// Room kept in [`PAYLOAD_LIMIT`] for the event's envelope.
+const ENVELOPE_ROOM: usize = 16 * 1024;
+
+/// Retries applied when retries are infinite and an on-failure destination is set.
+const RETRIES_WITH_DESTINATION: i64 = 10;
+
+/// The event source mapping's settings, named as in `CreateEventSourceMapping`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EsmOptions {
+    /// The function's invoke URL (`cargo lambda watch` listens on port 9000 by default).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9000/2015-03-31/functions/cdc-relay/invocations"
+    )]
+    pub function_url: String,
+    /// The source cluster's bootstrap servers.
+    #[arg(long, env = "RELAY_SOURCE_BROKERS")]
+    pub brokers: String,
+    /// The topics to consume (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        env = "RELAY_SOURCE_TOPICS"
+    )]
+    pub topics: Vec<String>,
+    /// The consumer group (a mapping's is its UUID).
+    #[arg(long, default_value = "cdc-relay-esm")]
+    pub group: String,
+    /// The MSK cluster ARN to put in `eventSourceArn`; without it the events say
+    /// `SelfManagedKafka`.
+    #[arg(long)]
+    pub event_source_arn: Option<String>,
+    /// BatchSize (1-10,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// MaximumBatchingWindowInSeconds (0-300).
+    #[arg(long, default_value_t = 0.5)]
+    pub maximum_batching_window_in_seconds: f64,
+    /// FunctionResponseTypes ReportBatchItemFailures: honour `batchItemFailures`.
+    #[arg(long)]
+    pub report_batch_item_failures: bool,
+    /// MaximumRetryAttempts (-1 = infinite, or 0-10,000).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..=10_000))]
+    pub maximum_retry_attempts: i64,
+    /// MaximumRecordAgeInSeconds (-1 = infinite, or 60-604,800).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub maximum_record_age_in_seconds: i64,
+    /// BisectBatchOnFunctionError.
+    #[arg(long)]
+    pub bisect_batch_on_function_error: bool,
+    /// DestinationConfig OnFailure: `kafka://TOPIC` on the source cluster.
+    #[arg(long)]
+    pub on_failure: Option<String>,
+    /// How long an invocation may take before it counts as a function error.
+    #[arg(long, default_value_t = 900)]
+    pub function_timeout_seconds: u64,
+    /// Wait before a retry, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub retry_backoff_ms: u64,
+}
+
+impl EsmOptions {
+    /// Checks the ranges the mapping's API checks.
+    pub fn validate(&self) -> Result<(), Error> {
+        let window = self.maximum_batching_window_in_seconds;
+        if !(0.0..=300.0).contains(&window) {
+            return Err(Error::Invoke(format!(
+                "--maximum-batching-window-in-seconds {window}: expected 0 to 300"
+            )));
+        }
+        let age = self.maximum_record_age_in_seconds;
+        if age != -1 && !(60..=604_800).contains(&age) {
+            return Err(Error::Invoke(format!(
+                "--maximum-record-age-in-seconds {age}: expected -1 or 60 to 604800"
+            )));
+        }
+        if let Some(destination) = &self.on_failure {
+            let topic = destination.strip_prefix("kafka://").unwrap_or_default();
+            if topic.is_empty() {
+                return Err(Error::Invoke(format!(
+                    "--on-failure {destination}: expected kafka://TOPIC"
+                )));
+            }
+            if self.topics.iter().any(|t| t == topic) {
+                return Err(Error::Invoke(format!(
+                    "--on-failure {destination}: the destination must not be a source topic"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The retries allowed (`None`: infinite).
+    fn retries(&self) -> Option<i64> {
+        match (self.maximum_retry_attempts, &self.on_failure) {
+            (-1, Some(_)) => Some(RETRIES_WITH_DESTINATION),
+            (-1, None) => None,
+            (n, _) => Some(n),
+        }
+    }
+}
+
+/// What an invocation came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// Every record done, or these partitions not done from these offsets.
+    Done(HashMap<Arc<str>, i64>),
+    /// A function error (or an invalid response): the whole batch failed.
+    FunctionError(String),
+    /// The endpoint could not be reached: nothing was invoked.
+    Unreachable(String),
+}
+
+/// Records still to be done, and how often they were retried.
+struct Attempt {
+    reads: Vec<Read>,
+    retries: i64,
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// The local event source mapping.
+pub struct Mapping {
+    options: EsmOptions,
+    source: Source,
+    client: Client,
+    url: hyper::Uri,
+    destination: Option<(FutureProducer, String)>,
+}
+
+impl Mapping {
+    /// Subscribes to the source topics (plaintext).
+    pub fn new(options: EsmOptions) -> Result<Mapping, Error> {
+        options.validate()?;
+        let url: hyper::Uri = options
+            .function_url
+            .parse()
+            .map_err(|e| Error::Invoke(format!("--function-url {}: {e}", options.function_url)))?;
+        let source = Source::new(
+            SourceOptions {
+                brokers: options.brokers.clone(),
+                topics: options.topics.clone(),
+                group_id: options.group.clone(),
+                batch_size: options.batch_size as usize,
+                batch_window: Duration::from_secs_f64(options.maximum_batching_window_in_seconds),
+                batch_max_bytes: PAYLOAD_LIMIT - ENVELOPE_ROOM,
+                record_size: event_bytes,
+                overrides: Vec::new(),
+            },
+            &ProducerAuth::None,
+            Arc::new(Metrics::new()),
+        )?;
+        let destination = match &options.on_failure {
+            None => None,
+            Some(d) => {
+                let topic = d.trim_start_matches("kafka://").to_owned();
+                let producer: FutureProducer = crate::sink::producer_config(&options.brokers, &[])
+                    .create()
+                    .map_err(|e| Error::Producer(format!("on-failure destination: {e}")))?;
+                Some((producer, topic))
+            }
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        tracing::info!(
+            url = %url, topics = ?options.topics, batch_size = options.batch_size,
+            window_s = options.maximum_batching_window_in_seconds,
+            report_batch_item_failures = options.report_batch_item_failures,
+            "event source mapping started"
+        );
+        Ok(Mapping {
+            options,
+            source,
+            client,
+            url,
+            destination,
+        })
+    }
+
+    /// Polls and invokes until `shutdown` completes (between batches), then commits
+    /// what is done and leaves the group.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        tokio::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                batch = self.source.read_batch() => batch,
+                () = &mut shutdown => break,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let records: Vec<SourceRecord> = batch.iter().map(|r| r.record.clone()).collect();
+            let spans = spans(&records);
+            let not_done = tokio::select! {
+                not_done = self.resolve(batch) => not_done,
+                () = &mut shutdown => break,
+            };
+            for span in &spans {
+                let next = not_done
+                    .get(&span.batch_partition)
+                    .copied()
+                    .unwrap_or(span.last + 1);
+                if next > span.first {
+                    self.source.done(&span.topic, span.partition, next);
+                }
+            }
+            self.source.commit();
+            let backoff = Duration::from_millis(self.options.retry_backoff_ms);
+            self.source
+                .read_again(&spans, &not_done, backoff, backoff * 60);
+        }
+        self.source.leave().await;
+        Ok(())
+    }
+
+    /// Invokes until every record of `batch` is done or discarded. Returns, per
+    /// partition, the first offset neither (a discarded record the destination did not
+    /// take): read again after a backoff.
+    async fn resolve(&mut self, batch: Vec<Read>) -> HashMap<Arc<str>, i64> {
+        let mut not_done: HashMap<Arc<str>, i64> = HashMap::new();
+        let mut work = VecDeque::from([Attempt {
+            reads: batch,
+            retries: 0,
+        }]);
+        let backoff = Duration::from_millis(self.options.retry_backoff_ms);
+        while let Some(mut attempt) = work.pop_front() {
+            self.source.drop_revoked(&mut attempt.reads);
+            attempt
+                .reads
+                .retain(|r| !not_done.contains_key(&r.record.batch_partition));
+            let (old, young) = self.split_by_age(attempt.reads);
+            if !old.is_empty() {
+                self.discard(old, "record age exceeded", attempt.retries, &mut not_done)
+                    .await;
+            }
+            attempt.reads = young;
+            if attempt.reads.is_empty() {
+                continue;
+            }
+            let failed = match self.invoke(&attempt.reads).await {
+                Answer::Done(failures) if failures.is_empty() => continue,
+                Answer::Done(failures) => {
+                    tracing::info!(partitions = failures.len(), "partial batch failure: the reported partitions are retried from the reported offsets");
+                    attempt
+                        .reads
+                        .into_iter()
+                        .filter(|r| {
+                            failures
+                                .get(&r.record.batch_partition)
+                                .is_some_and(|&from| r.record.offset >= from)
+                        })
+                        .collect::<Vec<_>>()
+                }
+                Answer::Unreachable(error) => {
+                    tracing::warn!(%error, url = %self.url, "function not reachable; invoking again");
+                    self.source.wait(backoff).await;
+                    work.push_front(attempt);
+                    continue;
+                }
+                Answer::FunctionError(error) => {
+                    tracing::warn!(%error, records = attempt.reads.len(), "function error");
+                    if self.options.bisect_batch_on_function_error && attempt.reads.len() > 1 {
+                        let second = attempt.reads.split_off(attempt.reads.len() / 2);
+                        work.push_front(Attempt {
+                            reads: second,
+                            retries: attempt.retries,
+                        });
+                        work.push_front(Attempt {
+                            reads: attempt.reads,
+                            retries: attempt.retries,
+                        });
+                        continue;
+                    }
+                    attempt.reads
+                }
+            };
+            let retries = attempt.retries + 1;
+            if self.options.retries().is_some_and(|max| retries > max) {
+                self.discard(failed, "retries exhausted", attempt.retries, &mut not_done)
+                    .await;
+                continue;
+            }
+            self.source.wait(backoff).await;
+            work.push_front(Attempt {
+                reads: failed,
+                retries,
+            });
+        }
+        not_done
+    }
+
+    /// Splits off the records older than `--maximum-record-age-in-seconds`.
+    fn split_by_age(&self, reads: Vec<Read>) -> (Vec<Read>, Vec<Read>) {
+        let max_age = self.options.maximum_record_age_in_seconds;
+        if max_age < 0 {
+            return (Vec::new(), reads);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        reads
+            .into_iter()
+            .partition(|r| now_ms - r.record.timestamp_ms > max_age * 1000)
+    }
+
+    /// One invocation with `reads` as an MSK event.
+    async fn invoke(&self, reads: &[Read]) -> Answer {
+        let body = match serde_json::to_vec(&event(reads, &self.options)) {
+            Ok(body) => body,
+            Err(e) => return Answer::FunctionError(format!("event not serialisable: {e}")),
+        };
+        let request = hyper::Request::post(self.url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return Answer::Unreachable(e.to_string()),
+        };
+        let timeout = Duration::from_secs(self.options.function_timeout_seconds);
+        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => return Answer::FunctionError(format!("timed out after {timeout:?}")),
+            Ok(Err(e)) => return Answer::Unreachable(e.to_string()),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        let function_error = response
+            .headers()
+            .get("x-amz-function-error")
+            .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
+        let body = match tokio::time::timeout(timeout, response.into_body().collect()).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) => return Answer::FunctionError(format!("response body: {e}")),
+            Err(_) => return Answer::FunctionError("response body timed out".to_owned()),
+        };
+        if !status.is_success() || function_error.is_some() {
+            return Answer::FunctionError(format!(
+                "{status} {}: {}",
+                function_error.unwrap_or_default(),
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            ));
+        }
+        if !self.options.report_batch_item_failures {
+            return Answer::Done(HashMap::new());
+        }
+        batch_item_failures(&body, reads)
+    }
+
+    /// Sends discarded records to the on-failure destination (or logs them when there
+    /// is none). A record the destination does not take stays not done, with the rest
+    /// of its partition.
+    async fn discard(
+        &self,
+        reads: Vec<Read>,
+        reason: &str,
+        retries: i64,
+        not_done: &mut HashMap<Arc<str>, i64>,
+    ) {
+        let Some((producer, topic)) = &self.destination else {
+            for r in &reads {
+                tracing::warn!(
+                    topic = %r.record.topic, partition = r.record.partition,
+                    offset = r.record.offset, reason, retries,
+                    "record discarded (no on-failure destination)"
+                );
+            }
+            return;
+        };
+        for r in reads {
+            let record = &r.record;
+            let parts = record.original_parts();
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in &parts.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value),
+                });
+            }
+            let partition = record.partition.to_string();
+            let offset = record.offset.to_string();
+            let retries = retries.to_string();
+            for (key, value) in [
+                ("esm-source-topic", &*record.topic),
+                ("esm-source-partition", &partition),
+                ("esm-source-offset", &offset),
+                ("esm-failure", reason),
+                ("esm-retry-attempts", &retries),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut message: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(topic).headers(headers);
+            if let Some(key) = parts.key.as_deref() {
+                message = message.key(key);
+            }
+            if let Some(value) = parts.value.as_deref() {
+                message = message.payload(value);
+            }
+            match producer.send(message, Duration::from_secs(30)).await {
+                Ok(_) => tracing::warn!(
+                    topic = %record.topic, partition = record.partition, offset = record.offset,
+                    reason, destination = %topic, "record sent to the on-failure destination"
+                ),
+                Err((error, _)) => {
+                    tracing::error!(
+                        topic = %record.topic, partition = record.partition, offset = record.offset,
+                        %error, "the on-failure destination refused the record; read again later"
+                    );
+                    not_done
+                        .entry(record.batch_partition.clone())
+                        .or_insert(record.offset);
+                }
+            }
+        }
+    }
+}
+
+/// The event Lambda's mapping sends for `reads` (sorted by partition and offset).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    event_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_source_arn: Option<&'a str>,
+    bootstrap_servers: &'a str,
+    records: BTreeMap<&'a str, Vec<EventRecord<'a>>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRecord<'a> {
+    topic: &'a str,
+    partition: i64,
+    offset: i64,
+    timestamp: i64,
+    timestamp_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    headers: Vec<BTreeMap<&'a str, Vec<i8>>>,
+}
+
+fn event<'a>(reads: &'a [Read], options: &'a EsmOptions) -> Event<'a> {
+    let mut records: BTreeMap<&str, Vec<EventRecord<'_>>> = BTreeMap::new();
+    for r in reads {
+        let record = &r.record;
+        records
+            .entry(&record.batch_partition)
+            .or_default()
+            .push(EventRecord {
+                topic: &record.topic,
+                partition: record.partition,
+                offset: record.offset,
+                timestamp: record.timestamp_ms,
+                timestamp_type: if r.log_append_time {
+                    "LOG_APPEND_TIME"
+                } else {
+                    "CREATE_TIME"
+                },
+                key: record.key.as_ref().map(base64),
+                value: record.value.as_ref().map(base64),
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|(name, bytes)| {
+                        BTreeMap::from([(name.as_str(), bytes.iter().map(|b| *b as i8).collect())])
+                    })
+                    .collect(),
+            });
+    }
+    Event {
+        event_source: if options.event_source_arn.is_some() {
+            "aws:kafka"
+        } else {
+            "SelfManagedKafka"
+        },
+        event_source_arn: options.event_source_arn.as_deref(),
+        bootstrap_servers: &options.brokers,
+        records,
+    }
+}
+
+fn base64(payload: &Payload) -> String {
+    match payload {
+        Payload::Base64(text) => text.clone(),
+        Payload::Bytes(bytes) => base64::engine::general_purpose::STANDARD.encode(bytes),
+    }
+}
+
+/// A record's most bytes in the event: base64 key and value, each header byte as up to
+/// four characters and a comma, and the fields around them.
+fn event_bytes(record: &SourceRecord) -> usize {
+    let b64 = |p: &Option<Payload>| match p {
+        Some(Payload::Bytes(b)) => b.len().div_ceil(3) * 4 + 10,
+        Some(Payload::Base64(t)) => t.len() + 10,
+        None => 0,
+    };
+    2 * record.batch_partition.len()
+        + record.topic.len()
+        + b64(&record.key)
+        + b64(&record.value)
+        + record
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + 10 + 5 * v.len())
+            .sum::<usize>()
+        + 160
+}
+
+/// The partial batch response: per partition, the lowest offset reported. An entry
+/// naming a partition or an offset that is not in the event makes the whole response
+/// invalid (a function error), as Lambda treats it.
+fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Response {
+        #[serde(default)]
+        batch_item_failures: Option<Vec<Failure>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Failure {
+        item_identifier: Option<Identifier>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Identifier {
+        partition: String,
+        offset: i64,
+    }
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() || text.trim() == "null" {
+        return Answer::Done(HashMap::new());
+    }
+    let response: Response = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Answer::FunctionError(format!("invalid partial batch response: {e}")),
+    };
+    let mut failures: HashMap<Arc<str>, i64> = HashMap::new();
+    for failure in response.batch_item_failures.unwrap_or_default() {
+        let Some(id) = failure.item_identifier else {
+            return Answer::FunctionError(
+                "invalid partial batch response: an item without itemIdentifier".to_owned(),
+            );
+        };
+        let Some(read) = reads
+            .iter()
+            .find(|r| *r.record.batch_partition == *id.partition && r.record.offset == id.offset)
+        else {
+            return Answer::FunctionError(format!(
+                "invalid partial batch response: {} offset {} is not in the event",
+                id.partition, id.offset
+            ));
+        };
+        let entry = failures
+            .entry(read.record.batch_partition.clone())
+            .or_insert(id.offset);
+        *entry = (*entry).min(id.offset);
+    }
+    Answer::Done(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(partition: i64, offset: i64) -> Read {
+        Read {
+            record: SourceRecord {
+                batch_partition: Arc::from(format!("dms.orders-{partition}")),
+                topic: Arc::from("dms.orders"),
+                partition,
+                offset,
+                timestamp_ms: 1_732_200_000_000,
+                key: Some(Payload::Bytes(b"k".to_vec())),
+                value: Some(Payload::Bytes(vec![0xC3, 0xAB])),
+                headers: vec![("traceparent".to_owned(), vec![0xC3, 0xAB])],
+            },
+            log_append_time: false,
+        }
+    }
+
+    /// The partial batch response is read as Lambda reads it: the lowest offset per
+    /// partition, and anything not in the event invalidates the whole answer.
+    #[test]
+    fn partial_batch_responses() {
+        let reads = [read(0, 5), read(0, 6), read(0, 7), read(1, 9)];
+        let answer = |json: &str| batch_item_failures(json.as_bytes(), &reads);
+        assert_eq!(answer(""), Answer::Done(HashMap::new()));
+        assert_eq!(
+            answer(r#"{"batchItemFailures":[]}"#),
+            Answer::Done(HashMap::new())
+        );
+        assert_eq!(
+            answer(
+                r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-0","offset":7}},
+                   {"itemIdentifier":{"partition":"dms.orders-0","offset":6}}]}"#
+            ),
+            Answer::Done(HashMap::from([(Arc::from("dms.orders-0"), 6)]))
+        );
+        for invalid in [
+            r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-0","offset":8}}]}"#,
+            r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-2","offset":5}}]}"#,
+            r#"{"batchItemFailures":[{}]}"#,
+            r#"{"batchItemFailures":"#,
+        ] {
+            assert!(
+                matches!(answer(invalid), Answer::FunctionError(_)),
+                "{invalid}"
+            );
+        }
+    }
+
+    /// The event is an MSK event the relay's own parser reads back to the same records,
+    /// and its size never exceeds what [`event_bytes`] counted.
+    #[test]
+    fn events_are_msk_events_within_the_counted_size() {
+        let reads = [read(0, 5), read(0, 6), read(1, 9)];
+        let options = EsmOptions {
+            function_url: String::new(),
+            brokers: "b-1:9092".to_owned(),
+            topics: vec!["dms.orders".to_owned()],
+            group: "g".to_owned(),
+            event_source_arn: None,
+            batch_size: 100,
+            maximum_batching_window_in_seconds: 0.5,
+            report_batch_item_failures: true,
+            maximum_retry_attempts: -1,
+            maximum_record_age_in_seconds: -1,
+            bisect_batch_on_function_error: false,
+            on_failure: None,
+            function_timeout_seconds: 1,
+            retry_backoff_ms: 1,
+        };
+        let json = serde_json::to_string(&event(&reads, &options)).expect("serialises");
+        assert!(
+            json.len() <= reads.iter().map(|r| event_bytes(&r.record)).sum::<usize>() + 200,
+            "{} bytes",
+            json.len()
+        );
+        let crate::source::MskEvent(parsed) = serde_json::from_str(&json).expect("an MSK event");
+        assert_eq!(parsed.event_source.as_deref(), Some("SelfManagedKafka"));
+        assert_eq!(parsed.bootstrap_servers.as_deref(), Some("b-1:9092"));
+        let (_, records) = crate::source::records(parsed);
+        assert_eq!(records.len(), 3);
+        for (got, want) in records.iter().zip(&reads) {
+            assert_eq!(
+                (&*got.batch_partition, got.offset),
+                (&*want.record.batch_partition, want.record.offset)
+            );
+            assert_eq!(
+                got.decode().expect("decodes"),
+                want.record.decode().expect("decodes")
+            );
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! `cdc-relay esm` against the mock cluster: what it sends a function endpoint, and
+//! what it does with each kind of answer. The endpoint here is a scripted function (an
+//! HTTP server answering per event); the real function behind `cargo lambda watch` is
+//! the end-to-end tier's.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use cdc_relay::esm::{EsmOptions, Mapping, PAYLOAD_LIMIT};
+use cdc_relay::local::{read_topics, EmbeddedKafka};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+use crate::serve::{cluster, committed, produce_source, SOURCE};
+
+/// How the scripted function answers an event: HTTP status and body.
+type Script = dyn Fn(&Value, usize) -> (u16, String) + Send + Sync;
+
+/// A function endpoint on loopback that records every event it is sent.
+struct Function {
+    url: String,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Function {
+    async fn start(
+        script: impl Fn(&Value, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> Function {
+        let script: Arc<Script> = Arc::new(script);
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/2015-03-31/functions/cdc-relay/invocations",
+            listener.local_addr().expect("address")
+        );
+        let recorded = events.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (script, recorded) = (script.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (script, recorded) = (script.clone(), recorded.clone());
+                            async move {
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .expect("body")
+                                    .to_bytes();
+                                let event: Value =
+                                    serde_json::from_slice(&body).expect("event is JSON");
+                                let (status, answer) = {
+                                    let mut events = recorded.lock().expect("events");
+                                    events.push(event.clone());
+                                    script(&event, events.len())
+                                };
+                                let mut response =
+                                    hyper::Response::new(Full::new(Bytes::from(answer)));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).expect("status");
+                                Ok::<_, Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Function { url, events }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("events").clone()
+    }
+}
+
+/// `(partition, offset)` of every record of an event, in the event's order.
+fn positions(event: &Value) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for (key, records) in event["records"].as_object().expect("records map") {
+        for r in records.as_array().expect("list") {
+            let partition = r["partition"].as_i64().expect("partition");
+            assert_eq!(
+                key,
+                &format!("{SOURCE}-{partition}"),
+                "grouped by topic-partition"
+            );
+            out.push((partition, r["offset"].as_i64().expect("offset")));
+        }
+    }
+    out
+}
+
+fn has(event: &Value, partition: i64, offset: i64) -> bool {
+    positions(event).contains(&(partition, offset))
+}
+
+fn options(kafka: &EmbeddedKafka, function: &Function, group: &str) -> EsmOptions {
+    EsmOptions {
+        function_url: function.url.clone(),
+        brokers: kafka.bootstrap_servers(),
+        topics: vec![SOURCE.to_owned()],
+        group: group.to_owned(),
+        event_source_arn: None,
+        batch_size: 100,
+        maximum_batching_window_in_seconds: 0.1,
+        report_batch_item_failures: true,
+        maximum_retry_attempts: -1,
+        maximum_record_age_in_seconds: -1,
+        bisect_batch_on_function_error: false,
+        on_failure: None,
+        function_timeout_seconds: 10,
+        retry_backoff_ms: 20,
+    }
+}
+
+/// Runs the mapping until the group has committed `end` on every partition.
+async fn run_until_committed(kafka: &EmbeddedKafka, options: EsmOptions, end: i64) {
+    let group = options.group.clone();
+    let mapping = Mapping::new(options).expect("mapping");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(mapping.run(async move {
+        let _ = stopped.await;
+    }));
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < until {
+        last = tokio::task::block_in_place(|| committed(kafka, &group));
+        if last.iter().all(|c| *c == Some(end)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    task.await.expect("task").expect("mapping ends cleanly");
+    assert_eq!(
+        last,
+        vec![Some(end); 3],
+        "every partition committed to its end"
+    );
+}
+
+/// Every record reaches the function once, in events of at most BatchSize records
+/// grouped by topic-partition in offset order, shaped as Lambda shapes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esm_invokes_with_msk_events_and_commits() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 240);
+    let function = Function::start(|_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned())).await;
+    run_until_committed(&kafka, options(&kafka, &function, "plain"), 80).await;
+    let events = function.events();
+    let mut seen: HashMap<(i64, i64), usize> = HashMap::new();
+    for event in &events {
+        assert_eq!(event["eventSource"], "SelfManagedKafka");
+        assert_eq!(event["bootstrapServers"], kafka.bootstrap_servers());
+        let positions = positions(event);
+        assert!(
+            positions.len() <= 100,
+            "BatchSize honoured: {}",
+            positions.len()
+        );
+        for pair in positions.windows(2) {
+            assert!(pair[0] < pair[1], "offset order within a partition");
+        }
+        for p in positions {
+            *seen.entry(p).or_default() += 1;
+        }
+        let record = &event["records"][format!("{SOURCE}-0")][0];
+        if !record.is_null() {
+            assert_eq!(record["timestampType"], "CREATE_TIME");
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(record["value"].as_str().expect("base64 value"))
+                .expect("base64");
+            let doc: Value = serde_json::from_slice(&value).expect("the DMS record");
+            assert_eq!(doc["metadata"]["table-name"], "orders");
+        }
+    }
+    assert_eq!(seen.len(), 240, "every record sent");
+    assert!(seen.values().all(|&n| n == 1), "no record sent twice");
+}
+
+/// With ReportBatchItemFailures, a reported offset resumes its partition from there
+/// (and only that partition); without it, the same answer means success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_failures_resume_their_partition_from_the_reported_offset() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 60);
+    let report = |event: &Value, n: usize| {
+        if n == 1 && has(event, 1, 7) {
+            (
+                200,
+                format!(
+                    r#"{{"batchItemFailures":[{{"itemIdentifier":{{"partition":"{SOURCE}-1","offset":7}}}}]}}"#
+                ),
+            )
+        } else {
+            (200, r#"{"batchItemFailures":[]}"#.to_owned())
+        }
+    };
+    let function = Function::start(report).await;
+    let mut opts = options(&kafka, &function, "partial");
+    opts.batch_size = 60;
+    opts.maximum_batching_window_in_seconds = 1.0;
+    run_until_committed(&kafka, opts, 20).await;
+    let events = function.events();
+    assert!(events.len() >= 2, "{} invocations", events.len());
+    assert!(
+        has(&events[0], 1, 7),
+        "the first event held the reported record"
+    );
+    let retried = positions(&events[1]);
+    let expected: Vec<(i64, i64)> = (7..20).map(|o| (1, o)).collect();
+    assert_eq!(
+        retried, expected,
+        "only partition 1, from offset 7 to the batch's end"
+    );
+
+    let kafka = cluster();
+    produce_source(&kafka, 0, 60);
+    let function = Function::start(report).await;
+    let mut opts = options(&kafka, &function, "ignored");
+    opts.report_batch_item_failures = false;
+    opts.batch_size = 60;
+    opts.maximum_batching_window_in_seconds = 1.0;
+    run_until_committed(&kafka, opts, 20).await;
+    let sent: usize = function.events().iter().map(|e| positions(e).len()).sum();
+    assert_eq!(
+        sent, 60,
+        "without ReportBatchItemFailures the answer is a success"
+    );
+}
+
+/// A function error retries the whole batch; after MaximumRetryAttempts the records go
+/// to the on-failure topic with their source and the failure, and the partitions move
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_bounded_and_discarded_records_reach_the_destination() {
+    let kafka = cluster();
+    kafka
+        .cluster()
+        .create_topic("esm.failed", 1, 1)
+        .expect("topic");
+    produce_source(&kafka, 0, 30);
+    let function = Function::start(|event, _| {
+        if has(event, 2, 4) {
+            (
+                500,
+                r#"{"errorType":"Poison","errorMessage":"p2 o4"}"#.to_owned(),
+            )
+        } else {
+            (200, String::new())
+        }
+    })
+    .await;
+    let mut opts = options(&kafka, &function, "bounded");
+    opts.batch_size = 30;
+    opts.maximum_batching_window_in_seconds = 1.0;
+    opts.maximum_retry_attempts = 2;
+    opts.on_failure = Some("kafka://esm.failed".to_owned());
+    run_until_committed(&kafka, opts, 10).await;
+    let failing: Vec<_> = function
+        .events()
+        .into_iter()
+        .filter(|e| has(e, 2, 4))
+        .collect();
+    assert_eq!(failing.len(), 3, "the first attempt and 2 retries");
+    let discarded = tokio::task::block_in_place(|| {
+        read_topics(
+            &kafka.bootstrap_servers(),
+            &["esm.failed"],
+            Duration::from_secs(10),
+        )
+    })
+    .expect("read the destination");
+    assert_eq!(
+        discarded.len(),
+        failing[0]["records"].as_object().map_or(0, |r| r
+            .values()
+            .map(|l| l.as_array().map_or(0, Vec::len))
+            .sum()),
+        "the whole batch discarded"
+    );
+    let poison = discarded
+        .iter()
+        .find(|m| {
+            m.header("esm-source-partition") == Some("2")
+                && m.header("esm-source-offset") == Some("4")
+        })
+        .expect("the failing record is in the destination");
+    assert_eq!(poison.header("esm-source-topic"), Some(SOURCE));
+    assert_eq!(poison.header("esm-failure"), Some("retries exhausted"));
+    assert_eq!(poison.header("esm-retry-attempts"), Some("2"));
+    let value: Value = serde_json::from_slice(poison.value.as_deref().expect("value"))
+        .expect("the record as it was");
+    assert_eq!(
+        value["data"]["id"], 14,
+        "id 14 is partition 2's fifth record"
+    );
+}
+
+/// With BisectBatchOnFunctionError, a failing batch is halved until the failing record
+/// is alone: only it is discarded; every other record is invoked and done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bisection_isolates_the_failing_record() {
+    let kafka = cluster();
+    kafka
+        .cluster()
+        .create_topic("esm.failed", 1, 1)
+        .expect("topic");
+    produce_source(&kafka, 0, 48);
+    let function = Function::start(|event, _| {
+        if has(event, 0, 9) {
+            (500, r#"{"errorType":"Poison"}"#.to_owned())
+        } else {
+            (200, String::new())
+        }
+    })
+    .await;
+    let mut opts = options(&kafka, &function, "bisect");
+    opts.batch_size = 48;
+    opts.maximum_batching_window_in_seconds = 1.0;
+    opts.maximum_retry_attempts = 1;
+    opts.bisect_batch_on_function_error = true;
+    opts.on_failure = Some("kafka://esm.failed".to_owned());
+    run_until_committed(&kafka, opts, 16).await;
+    let discarded = tokio::task::block_in_place(|| {
+        read_topics(
+            &kafka.bootstrap_servers(),
+            &["esm.failed"],
+            Duration::from_secs(10),
+        )
+    })
+    .expect("read the destination");
+    let where_: Vec<_> = discarded
+        .iter()
+        .map(|m| {
+            (
+                m.header("esm-source-partition").map(str::to_owned),
+                m.header("esm-source-offset").map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        where_,
+        vec![(Some("0".to_owned()), Some("9".to_owned()))],
+        "only the failing record"
+    );
+    let events = function.events();
+    let alone = events
+        .iter()
+        .filter(|e| positions(e) == vec![(0, 9)])
+        .count();
+    assert_eq!(alone, 2, "the failing record alone: once, then one retry");
+    let done: std::collections::HashSet<(i64, i64)> = events
+        .iter()
+        .filter(|e| !has(e, 0, 9))
+        .flat_map(positions)
+        .collect();
+    assert_eq!(
+        done.len(),
+        47,
+        "every other record succeeded once bisected away"
+    );
+}
+
+/// Events stay within the 6 MB invocation payload: a record that would push one past
+/// it starts the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stay_within_the_payload_limit() {
+    let kafka = cluster();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    let value = vec![b'x'; 700_000];
+    for i in 0..24_i32 {
+        producer
+            .send(
+                BaseRecord::<str, [u8]>::to(SOURCE)
+                    .key("k")
+                    .payload(&value)
+                    .partition(i % 3),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let seen = sizes.clone();
+    let function = Function::start(move |event, _| {
+        seen.lock().expect("sizes").push(event.to_string().len());
+        (200, String::new())
+    })
+    .await;
+    let mut opts = options(&kafka, &function, "payload");
+    opts.maximum_batching_window_in_seconds = 2.0;
+    run_until_committed(&kafka, opts, 8).await;
+    let sizes = sizes.lock().expect("sizes").clone();
+    assert!(sizes.iter().all(|&s| s <= PAYLOAD_LIMIT), "{sizes:?}");
+    assert!(
+        sizes.len() >= 4,
+        "24 records of 933 KB in base64 need at least 4 events: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().any(|&s| s > PAYLOAD_LIMIT / 2),
+        "events are filled: {sizes:?}"
+    );
+}
