@@ -33,9 +33,11 @@ tools="${root}/target/tools"
 pidfile="${state}/tansu.pid"
 log="${state}/tansu.log"
 partitions="${BROKER_PARTITIONS:-3}"
-# Topics the example routes, the dead-letter tests and gen-event events produce to.
+# Topics the example routes, the dead-letter tests and gen-event events produce to, and the
+# source topics the end-to-end tier feeds `esm` and `serve` from.
 default_topics="orders.changes orders.cache-invalidation users.changes sales.invoices
-  partner.payments hr.employees cdc.public.payments cdc.public.users cdc.public.orders schema-changes cdc.dead-letters dlq relay.out"
+  partner.payments hr.employees cdc.public.payments cdc.public.users cdc.public.orders schema-changes cdc.dead-letters dlq relay.out
+  dms.esm dms.serve"
 
 say() { echo "broker: $*" >&2; }
 

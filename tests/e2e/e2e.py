@@ -10,7 +10,14 @@ an independent client (confluent-kafka) reading the output.
    the golden files, the response JSON, and per-key order;
 4. runs a 6,000-record generated event the same way and checks nothing was lost,
    duplicated or reordered;
-5. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
+5. `cdc-relay esm` -> `cargo lambda watch`: DMS records produced to a source topic on the
+   broker reach the function through the local event source mapping, and every planned
+   message appears once;
+6. `cdc-relay serve`, two processes in one group: records produced in three rounds (one
+   process; a second joins and the partitions are rebalanced; the first is killed with
+   SIGKILL and restarted) all appear, `/healthz/ready` and `/metrics` answer, and SIGTERM
+   ends both cleanly;
+7. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
    RELAY_AUTH=scram against it: the right password delivers the fixture (read back by a
    client that logs in too), a wrong one fails every record and never shows in the logs.
    (tansu 0.6 has no TLS listener, so SCRAM runs over plaintext here. It needs a tansu
@@ -142,6 +149,160 @@ def check_per_key_order(messages, label):
         last[key] = (m["partition"], offset)
 
 
+BINARY = os.path.join(ROOT, "target", "release", "cdc-relay")
+
+
+def generated_rounds(topic, records, seed):
+    """The records of a generated MSK event, in three rounds."""
+    path = os.path.join(ROOT, "target", f"e2e-{topic}.json")
+    subprocess.run([BINARY, "gen-event", "--records", str(records), "--seed", str(seed), "-o", path], check=True)
+    generated = json.load(open(path))
+    flat = sorted((r for rs in generated["records"].values() for r in rs), key=lambda r: (r["offset"], r["partition"]))
+    return [flat[0::3], flat[1::3], flat[2::3]]
+
+
+def produce_round(broker, topic, records):
+    """Produces generated records to `topic` (3 partitions, as the generator spread
+    them); returns the MSK event of what landed (the broker's partitions, offsets and
+    timestamps), for `check-routes`."""
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": broker, "enable.idempotence": True})
+    landed = []
+
+    def delivered(error, message):
+        check(error is None, f"{topic}: produce failed: {error}")
+        if error is None:
+            landed.append(message)
+    for r in records:
+        producer.produce(topic, key=base64.b64decode(r["key"]), value=base64.b64decode(r["value"]),
+                         partition=r["partition"] % 3, on_delivery=delivered)
+    producer.flush(30)
+    event = {"eventSource": "SelfManagedKafka", "bootstrapServers": broker, "records": {}}
+    for m in landed:
+        event["records"].setdefault(f"{m.topic()}-{m.partition()}", []).append({
+            "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
+            "timestamp": m.timestamp()[1], "timestampType": "CREATE_TIME",
+            "key": base64.b64encode(m.key()).decode(), "value": base64.b64encode(m.value()).decode(),
+            "headers": []})
+    return event
+
+
+def planned_ids(event):
+    """(topic, event id) of every message the routes make of `event` (a dry run)."""
+    path = os.path.join(ROOT, "target", "e2e-planned.json")
+    json.dump(event, open(path, "w"))
+    dry = run([BINARY, "check-routes", "routes.toml", path])
+    check(dry.returncode == 0, f"check-routes failed: {dry.stderr[-300:]}")
+    return {(m["topic"], m["headers"]["relay-event-id"])
+            for line in dry.stdout.splitlines() for m in json.loads(line)["outcome"].get("produces", [])}
+
+
+def wait_for_ids(broker, planned, timeout=180):
+    """Reads the planned topics until every planned message is there (or `timeout`);
+    returns how often each planned message was read."""
+    topics = sorted({t for t, _ in planned})
+    deadline = time.time() + timeout
+    while True:
+        counts = defaultdict(int)
+        for m in read_all(broker, topics, idle_seconds=1.0):
+            key = (m["topic"], m["headers"].get("relay-event-id"))
+            if key in planned:
+                counts[key] += 1
+        if set(counts) == planned or time.time() > deadline:
+            return counts
+
+
+def http_get(port, path):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError as e:
+        return None, str(e)
+
+
+def esm_round_trip(broker):
+    """DMS records on a source topic -> cdc-relay esm -> cargo lambda watch -> output."""
+    planned = set().union(*(planned_ids(produce_round(broker, "dms.esm", part))
+                            for part in generated_rounds("dms.esm", 900, 11)))
+    log = open(os.path.join(ROOT, "target", "e2e-esm.log"), "w")
+    url = f"http://127.0.0.1:{PORT}/2015-03-31/functions/cdc-relay/invocations"
+    esm = subprocess.Popen([BINARY, "esm", "--function-url", url, "--brokers", broker, "--topics", "dms.esm",
+                            "--group", "e2e-esm", "--report-batch-item-failures", "--batch-size", "250",
+                            "--maximum-batching-window-in-seconds", "0.2"],
+                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    started = time.time()
+    counts = wait_for_ids(broker, planned)
+    elapsed = time.time() - started
+    esm.send_signal(signal.SIGTERM)
+    check(esm.wait(30) == 0, "esm: SIGTERM did not end it cleanly")
+    check(set(counts) == planned, f"esm: {len(planned - set(counts))} of {len(planned)} planned messages missing")
+    check(all(n == 1 for n in counts.values()), f"esm: {sum(n > 1 for n in counts.values())} messages duplicated")
+    print(f"e2e: esm: 900 records -> {len(counts)} messages through cargo lambda watch in {elapsed:.1f} s", flush=True)
+
+
+def serve_round_trip(broker):
+    """Two `cdc-relay serve` processes in one group: a rebalance, a SIGKILL and a restart."""
+    env = dict(os.environ, RELAY_BROKERS=broker, RELAY_SOURCE_TOPICS="dms.serve", RELAY_GROUP_ID="e2e-serve",
+               RELAY_ROUTES=os.path.join(ROOT, "routes.toml"), RELAY_HASH_KEY=LOCAL_HASH_KEY, RUST_LOG="info",
+               RELAY_BATCH_SIZE="100", RELAY_CONSUMER_SESSION_TIMEOUT_MS="6000",
+               RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS="1000", RELAY_CONSUMER_STATISTICS_INTERVAL_MS="1000")
+    ports = {"a": 9391, "b": 9392}
+
+    def start(name):
+        log = open(os.path.join(ROOT, "target", f"e2e-serve-{name}.log"), "a")
+        return subprocess.Popen([BINARY, "serve"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(env, RELAY_HTTP_ADDR=f"127.0.0.1:{ports[name]}"))
+
+    def assigned(name):
+        status, text = http_get(ports[name], "/metrics")
+        for line in text.splitlines() if status == 200 else []:
+            if line.startswith("cdc_relay_assigned_partitions "):
+                return int(line.split()[1])
+        return 0
+
+    rounds = generated_rounds("dms.serve", 900, 12)
+    planned = [planned_ids(produce_round(broker, "dms.serve", rounds[0]))]
+    a = start("a")
+    b = None
+    try:
+        counts = wait_for_ids(broker, planned[0])
+        check(set(counts) == planned[0], f"serve: round 1: {len(planned[0] - set(counts))} messages missing")
+        b = start("b")
+        deadline = time.time() + 60
+        while time.time() < deadline and not (assigned("b") > 0 and assigned("a") + assigned("b") == 3):
+            time.sleep(0.5)
+        shares = (assigned("a"), assigned("b"))
+        check(shares[1] > 0 and sum(shares) == 3, f"serve: no rebalance to the second process: {shares}")
+        planned.append(planned_ids(produce_round(broker, "dms.serve", rounds[1])))
+        counts = wait_for_ids(broker, planned[0] | planned[1])
+        check(set(counts) == planned[0] | planned[1], "serve: round 2: messages missing after the rebalance")
+        # Round 3 is produced and the first process killed at once, likely mid-batch.
+        last_round = produce_round(broker, "dms.serve", rounds[2])
+        a.kill()
+        a.wait(10)
+        planned.append(planned_ids(last_round))
+        a = start("a")
+        counts = wait_for_ids(broker, planned[0] | planned[1] | planned[2])
+        everything = planned[0] | planned[1] | planned[2]
+        check(set(counts) == everything, f"serve: {len(everything - set(counts))} of {len(everything)} messages missing after the restart")
+        repeated = sum(n > 1 for n in counts.values())
+        status, _ = http_get(ports["b"], "/healthz/ready")
+        check(status == 200, f"serve: /healthz/ready answered {status}")
+        status, metrics = http_get(ports["b"], "/metrics")
+        check(status == 200 and "cdc_relay_records_total" in metrics, "serve: /metrics did not answer")
+        print(f"e2e: serve: 900 records -> {len(counts)} messages over a rebalance ({shares[0]}+{shares[1]} "
+              f"partitions) and a SIGKILL + restart; {repeated} delivered twice (at least once)", flush=True)
+    finally:
+        for proc, name in ((a, "a"), (b, "b")):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                check(proc.wait(30) == 0, f"serve: SIGTERM did not end {name} cleanly")
+
+
 def scram_round_trip():
     """RELAY_AUTH=scram against a broker that requires it (SCRAM users come from the
     environment here; Secrets Manager is covered by the integration tests)."""
@@ -249,6 +410,8 @@ def main():
         check(all(n == 1 for n in seen.values()), "6000: duplicated messages")
         check_per_key_order(after, "6000")
         print(f"e2e: 6000 records -> {len(after)} messages in {elapsed:.2f} s (cargo lambda invoke, wall)", flush=True)
+        esm_round_trip(broker)
+        serve_round_trip(broker)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
@@ -257,9 +420,9 @@ def main():
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
     if scram == "skipped":
-        print("e2e: 2 passed, 0 failed, 1 skipped (scram)")
+        print("e2e: 4 passed, 0 failed, 1 skipped (scram)")
     else:
-        print("e2e: 3 passed, 0 failed")
+        print("e2e: 5 passed, 0 failed")
 
 
 if __name__ == "__main__":
