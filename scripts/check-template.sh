@@ -4,7 +4,10 @@
 # the event source mapping's properties asserted, each Auth mode's exact permissions, and
 # for Auth=iam where they apply: WriteDataIdempotently on the cluster, writes on the
 # downstream topics only (never the source topic), and a DownstreamTopics default equal to
-# the topics routes.toml writes.
+# the topics routes.toml writes. Then the container deployment of `serve`: ecs.yaml through
+# cfn-lint, and the promises it and the Dockerfile make checked against each other and the
+# code (a stop timeout longer than the shutdown timeout, non-root, the health check in
+# exec form, at most one task per source partition, only variables the relay reads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-eu-west-1}" SAM_CLI_TELEMETRY=0
@@ -244,4 +247,31 @@ assert not rule_holds(dict(iam_values, DownstreamTopics="orders.changes,dms.cdc"
 assert not rule_holds(dict(iam_values, DownstreamTopics="*"))
 print(f"template: Auth=iam: WriteDataIdempotently on the cluster; WriteData on {len(written)} topics "
       f"({', '.join(default)}), none of them the source topic {iam_values['SourceTopic']}; the same topics as routes.toml")
+PY
+
+cfn-lint ecs.yaml
+python3 - <<'PY'
+import re
+from samcli.yamlhelper import yaml_parse
+
+ecs = yaml_parse(open("ecs.yaml").read())
+resources = ecs["Resources"]
+container, = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+env = {e["Name"]: e["Value"] for e in container["Environment"]}
+shutdown_ms = int(env["RELAY_SHUTDOWN_TIMEOUT_MS"])
+assert container["StopTimeout"] * 1000 > shutdown_ms, "SIGKILL would come before serve's shutdown timeout"
+assert container["User"] == "65532" and container["ReadonlyRootFilesystem"] is True, container
+assert container["HealthCheck"]["Command"] == ["CMD", "/cdc-relay", "health"], container["HealthCheck"]
+assert resources["ScalableTarget"]["Properties"]["MaxCapacity"] == {"Ref": "SourcePartitions"}
+assert resources["TaskDefinition"]["Properties"]["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
+code = "".join(open(f"src/{f}").read() for f in ["config.rs", "auth.rs", "main.rs"])
+unknown = sorted(n for n in env if n.startswith("RELAY_") and f'"{n}"' not in code)
+assert not unknown, f"ecs.yaml sets variables the relay does not read: {unknown}"
+docker = open("Dockerfile").read()
+assert re.search(r"^USER nonroot$", docker, re.M) and "distroless" in docker, "the image must run as non-root, shell-less"
+assert 'HEALTHCHECK' in docker and '["/cdc-relay", "health"]' in docker
+assert 'ENTRYPOINT ["/cdc-relay", "serve"]' in docker
+assert "--locked" in docker
+print(f"ecs: cfn-lint ok; stop timeout {container['StopTimeout']} s > shutdown {shutdown_ms} ms; non-root, "
+      f"read-only root, exec health check; at most SourcePartitions tasks; {len(env)} variables the relay reads")
 PY

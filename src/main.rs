@@ -87,6 +87,13 @@ enum Command {
     /// them through the same pipeline, commit what is done (configured by environment:
     /// RELAY_SOURCE_TOPICS, RELAY_GROUP_ID, RELAY_SOURCE_BROKERS, RELAY_EXACTLY_ONCE...).
     Serve,
+    /// Exit 0 when a serving process's health endpoint answers 200 (the container
+    /// health check; the image has no shell or curl).
+    Health {
+        /// The endpoint: /healthz (live) or /healthz/ready.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Run Lambda's Kafka event source mapping locally: poll the DMS topics and invoke a
     /// function endpoint (`cargo lambda watch`) with MSK events, honouring its answers.
     Esm {
@@ -140,6 +147,11 @@ fn run() -> anyhow::Result<()> {
         }) => runtime.block_on(replay(events, brokers, rounds)),
         Some(Command::GenEvent { options, out }) => gen_event(options, out),
         Some(Command::Serve) => runtime.block_on(serve()),
+        Some(Command::Health { url }) => {
+            let healthy = runtime.block_on(ops::probe(&url, Duration::from_secs(3)))?;
+            anyhow::ensure!(healthy, "{url} is not healthy");
+            Ok(())
+        }
         Some(Command::Esm { options }) => runtime.block_on(async {
             Mapping::new(options)?.run(termination()).await?;
             anyhow::Ok(())

@@ -186,6 +186,27 @@ pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<
     Ok(bound)
 }
 
+/// Asks a serving process's `/healthz` (the container health check: the image has no
+/// shell or curl). `Ok(true)` on 200.
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<bool, crate::Error> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| crate::Error::Invoke(format!("{url}: {e}")))?;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = hyper::Request::get(uri)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| crate::Error::Invoke(e.to_string()))?;
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => Ok(response.status() == StatusCode::OK),
+        Ok(Err(e)) => Err(crate::Error::Invoke(format!("{url}: {e}"))),
+        Err(_) => Err(crate::Error::Invoke(format!(
+            "{url}: no answer within {timeout:?}"
+        ))),
+    }
+}
+
 fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
         ("GET", "/healthz") => (
