@@ -337,6 +337,14 @@ async fn health_and_metrics_report_the_loop() {
     assert!(get(addr, "/healthz/ready")
         .await
         .starts_with("HTTP/1.1 200"));
+    // `cdc-relay health`, the container's health check, asks the same endpoints.
+    let ready = format!("http://{addr}/healthz/ready");
+    assert_eq!(
+        cdc_relay::ops::probe(&ready, Duration::from_secs(3))
+            .await
+            .ok(),
+        Some(true)
+    );
     let health = get(addr, "/healthz").await;
     assert!(
         health.contains(r#""live":true,"ready":true,"assigned_partitions":3"#),
@@ -362,6 +370,13 @@ async fn health_and_metrics_report_the_loop() {
         "{metrics}"
     );
     assert!(get(addr, "/nothing").await.starts_with("HTTP/1.1 404"));
+    let missing = format!("http://{addr}/nothing");
+    assert_eq!(
+        cdc_relay::ops::probe(&missing, Duration::from_secs(3))
+            .await
+            .ok(),
+        Some(false)
+    );
 }
 
 /// One HTTP/1.1 GET; the whole response as text.
