@@ -255,6 +255,12 @@ impl Mapping {
                 not_done = self.resolve(batch) => not_done,
                 () = &mut shutdown => break,
             };
+            tracing::info!(
+                records = records.len(),
+                partitions = spans.len(),
+                not_done = not_done.len(),
+                "batch finished"
+            );
             for span in &spans {
                 let next = not_done
                     .get(&span.batch_partition)
