@@ -259,7 +259,7 @@ resources = ecs["Resources"]
 container, = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
 env = {e["Name"]: e["Value"] for e in container["Environment"]}
 shutdown_ms = int(env["RELAY_SHUTDOWN_TIMEOUT_MS"])
-assert container["StopTimeout"] * 1000 > shutdown_ms, "SIGKILL would come before serve's shutdown timeout"
+assert container["StopTimeout"] * 1000 >= shutdown_ms + 5000, "SIGKILL would come before serve finishes: shutdown timeout, then leaving the group and flushing (up to 3 s)"
 assert container["User"] == "65532" and container["ReadonlyRootFilesystem"] is True, container
 assert container["HealthCheck"]["Command"] == ["CMD", "/cdc-relay", "health"], container["HealthCheck"]
 assert resources["ScalableTarget"]["Properties"]["MaxCapacity"] == {"Ref": "SourcePartitions"}

@@ -327,7 +327,7 @@ pub struct ServeSettings {
     /// its predecessor's open transaction at once instead of after its timeout.
     pub transactional_id: Option<String>,
     /// Time SIGTERM gives the in-flight batch before it is abandoned
-    /// (`RELAY_SHUTDOWN_TIMEOUT_MS`, default 25,000: containers get 30 s).
+    /// (`RELAY_SHUTDOWN_TIMEOUT_MS`, default 20,000: containers get 30 s, and leaving the group and flushing take a few more).
     pub shutdown_timeout: Duration,
     /// Where `/healthz` and `/metrics` listen (`RELAY_HTTP_ADDR`, default
     /// `0.0.0.0:8080`; `off` for nowhere).
@@ -362,7 +362,7 @@ impl ServeSettings {
             retry_backoff_max: Duration::from_secs(30),
             exactly_once: false,
             transactional_id: None,
-            shutdown_timeout: Duration::from_secs(25),
+            shutdown_timeout: Duration::from_secs(20),
             http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
             consumer_overrides: Vec::new(),
         };
@@ -390,7 +390,12 @@ impl ServeSettings {
                 "RELAY_BATCH_SIZE" => settings.batch_size = positive(&name, &value)?,
                 "RELAY_BATCH_WINDOW_MS" => settings.batch_window = millis(&name, &value)?,
                 "RELAY_BATCH_MAX_BYTES" => settings.batch_max_bytes = positive(&name, &value)?,
-                "RELAY_BATCH_TIMEOUT_MS" => settings.batch_timeout = millis(&name, &value)?,
+                "RELAY_BATCH_TIMEOUT_MS" => {
+                    settings.batch_timeout = millis(&name, &value)?;
+                    if settings.batch_timeout.is_zero() {
+                        return Err(invalid(&name, &value, "must be greater than 0"));
+                    }
+                }
                 "RELAY_RETRY_BACKOFF_MS" => settings.retry_backoff = millis(&name, &value)?,
                 "RELAY_RETRY_BACKOFF_MAX_MS" => settings.retry_backoff_max = millis(&name, &value)?,
                 "RELAY_EXACTLY_ONCE" => settings.exactly_once = boolean(&name, &value)?,
@@ -443,11 +448,12 @@ impl ServeSettings {
                 "serve needs the source cluster (RELAY_SOURCE_BROKERS, or RELAY_BROKERS for both)",
             ));
         }
-        if settings.exactly_once && settings.batch_timeout >= Duration::from_secs(60) {
+        if settings.exactly_once && settings.batch_timeout > Duration::from_secs(30) {
             return Err(invalid(
                 "RELAY_BATCH_TIMEOUT_MS",
                 &settings.batch_timeout.as_millis().to_string(),
-                "with RELAY_EXACTLY_ONCE a batch must end well inside the transaction timeout (60 s)",
+                "with RELAY_EXACTLY_ONCE a batch, its offsets and its commit must end well inside \
+                 the transaction timeout (librdkafka's 60 s): at most 30000",
             ));
         }
         settings.consumer_overrides.sort();

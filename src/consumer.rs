@@ -54,13 +54,16 @@ pub struct SourceOptions {
     pub overrides: Vec<(String, String)>,
 }
 
-/// What the loop and the consumer's context share: partitions revoked since the loop
-/// last looked (the context writes them during a poll), and offsets of records done but
-/// not committed yet (a commit failed), which a revocation commits before the
-/// partition goes.
+/// What the loop and the consumer's context share (the context writes during a poll):
+///
+/// - per partition, how many times it was revoked (its *epoch*): a record read under an
+///   older epoch belongs to an assignment that was lost, even when the partition has
+///   been assigned back since;
+/// - offsets of records done but not committed yet (a commit failed), which a
+///   revocation commits before the partition goes.
 #[derive(Default)]
 struct Shared {
-    revoked: Vec<(String, i32)>,
+    epochs: HashMap<(String, i32), u64>,
     uncommitted: HashMap<(String, i32), i64>,
 }
 
@@ -68,20 +71,23 @@ struct Shared {
 struct Group(Mutex<Shared>);
 
 impl Group {
-    fn take_revoked(&self) -> Vec<(String, i32)> {
+    fn epoch(&self, topic: &str, partition: i32) -> u64 {
         self.0
             .lock()
-            .map(|mut g| std::mem::take(&mut g.revoked))
-            .unwrap_or_default()
+            .ok()
+            .and_then(|g| g.epochs.get(&(topic.to_owned(), partition)).copied())
+            .unwrap_or(0)
     }
 
-    /// Notes `next` as the partition's offset to commit (never moving it back).
-    fn done(&self, topic: &str, partition: i32, next: i64) {
+    /// Notes `next` as the partition's offset to commit (never moving it back), unless
+    /// the partition was revoked since `epoch`.
+    fn done(&self, topic: &str, partition: i32, next: i64, epoch: u64) {
         if let Ok(mut g) = self.0.lock() {
-            let entry = g
-                .uncommitted
-                .entry((topic.to_owned(), partition))
-                .or_insert(next);
+            let key = (topic.to_owned(), partition);
+            if g.epochs.get(&key).copied().unwrap_or(0) != epoch {
+                return;
+            }
+            let entry = g.uncommitted.entry(key).or_insert(next);
             *entry = (*entry).max(next);
         }
     }
@@ -125,6 +131,8 @@ pub struct SourceContext {
     inner: RelayContext,
     group: Arc<Group>,
     metrics: Arc<Metrics>,
+    /// The partitions the lag gauge shows.
+    lag_labels: Mutex<Vec<PartitionLabel>>,
 }
 
 impl ClientContext for SourceContext {
@@ -139,7 +147,10 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        self.metrics.lag.clear();
+        let Ok(mut shown) = self.lag_labels.lock() else {
+            return;
+        };
+        let mut now = Vec::new();
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 // librdkafka lists partition -1 (the topic's unassigned messages) and
@@ -150,9 +161,16 @@ impl ClientContext for SourceContext {
                         partition,
                     };
                     self.metrics.lag.get_or_create(&label).set(p.consumer_lag);
+                    now.push(label);
                 }
             }
         }
+        // Partitions no longer reported (revoked) leave the gauge; the others were
+        // overwritten in place, so a scrape never sees them missing.
+        for gone in shown.iter().filter(|l| !now.contains(l)) {
+            self.metrics.lag.remove(gone);
+        }
+        *shown = now;
     }
 
     fn generate_oauth_token(
@@ -180,10 +198,10 @@ impl ConsumerContext for SourceContext {
                 }
             }
             if let Ok(mut g) = self.group.0.lock() {
-                for partition in &list {
-                    g.uncommitted.remove(partition);
+                for partition in list {
+                    g.uncommitted.remove(&partition);
+                    *g.epochs.entry(partition).or_insert(0) += 1;
                 }
-                g.revoked.extend(list);
             }
         }
     }
@@ -196,6 +214,12 @@ impl ConsumerContext for SourceContext {
                 .map(|e| (e.topic(), e.partition()))
                 .collect();
             tracing::info!(partitions = ?list, "partitions assigned");
+            // librdkafka keeps a partition the application paused paused across a
+            // revocation and a new assignment; a new assignment starts from the
+            // committed offset, unpaused.
+            if let Err(error) = consumer.resume(partitions) {
+                tracing::debug!(%error, "resume on assignment");
+            }
         }
         if let Rebalance::Error(error) = rebalance {
             tracing::warn!(%error, "rebalance failed");
@@ -218,12 +242,15 @@ pub struct Span {
     pub first: i64,
     /// Last offset in the batch.
     pub last: i64,
+    /// The partition's epoch when the records were read.
+    pub epoch: u64,
 }
 
-/// Each partition's first and last offset in records sorted by partition and offset.
-pub fn spans(records: &[SourceRecord]) -> Vec<Span> {
+/// Each partition's first and last offset in a batch sorted by partition and offset.
+pub fn spans(reads: &[Read]) -> Vec<Span> {
     let mut spans: Vec<Span> = Vec::new();
-    for r in records {
+    for read in reads {
+        let r = &read.record;
         match spans.last_mut() {
             Some(span) if span.batch_partition == r.batch_partition => span.last = r.offset,
             _ => spans.push(Span {
@@ -232,6 +259,7 @@ pub fn spans(records: &[SourceRecord]) -> Vec<Span> {
                 partition: r.partition as i32,
                 first: r.offset,
                 last: r.offset,
+                epoch: read.epoch,
             }),
         }
     }
@@ -245,12 +273,17 @@ pub struct Read {
     pub record: SourceRecord,
     /// Whether the broker set the timestamp (`LOG_APPEND_TIME`) rather than the producer.
     pub log_append_time: bool,
+    /// The partition's epoch when the record was read (see [`Source::done`]).
+    pub epoch: u64,
 }
 
 /// A partition read back to an offset and paused until its backoff ends.
 struct Paused {
     topic: String,
     partition: i32,
+    /// Where it is read again from (sought again on resume when the first seek failed).
+    offset: i64,
+    epoch: u64,
     until: Instant,
 }
 
@@ -283,6 +316,7 @@ impl Source {
             inner: RelayContext::new(auth),
             group: group.clone(),
             metrics,
+            lag_labels: Mutex::new(Vec::new()),
         };
         let mut config = ClientConfig::new();
         config
@@ -350,7 +384,7 @@ impl Source {
                     };
                     match received {
                         None => break,
-                        Some(Ok(message)) => read(&mut self.names, &message),
+                        Some(Ok(message)) => read(&mut self.names, &self.group, &message),
                         Some(Err(error)) => {
                             tracing::warn!(%error, "source consumer error");
                             if batch.is_empty() {
@@ -375,7 +409,7 @@ impl Source {
                 break;
             }
         }
-        self.drop_revoked(&mut batch);
+        self.drop_stale(&mut batch);
         // Each partition's records together, in offset order (the pipeline's contract).
         batch.sort_by(|a, b| {
             (&a.record.batch_partition, a.record.offset)
@@ -384,41 +418,66 @@ impl Source {
         batch
     }
 
-    /// Drops from `batch` (and from what is carried or paused) the records of
-    /// partitions revoked since the last look.
-    pub fn drop_revoked(&mut self, batch: &mut Vec<Read>) {
-        let revoked = self.group.take_revoked();
-        if revoked.is_empty() {
-            return;
-        }
-        let gone = |topic: &str, partition: i64| {
-            revoked
-                .iter()
-                .any(|(t, p)| t == topic && i64::from(*p) == partition)
+    /// Drops from `batch` (and from what is carried or paused) what belongs to an
+    /// assignment since lost, and records of partitions paused for a read-again (read
+    /// before the pause took effect; the partition is sought back to before them).
+    pub fn drop_stale(&mut self, batch: &mut Vec<Read>) {
+        let stale = |group: &Group, paused: &[Paused], r: &Read| {
+            r.epoch != group.epoch(&r.record.topic, r.record.partition as i32)
+                || paused.iter().any(|p| {
+                    *p.topic == *r.record.topic && i64::from(p.partition) == r.record.partition
+                })
         };
         let before = batch.len();
-        batch.retain(|r| !gone(&r.record.topic, r.record.partition));
+        batch.retain(|r| !stale(&self.group, &self.paused, r));
         if self
             .carried
             .as_ref()
-            .is_some_and(|r| gone(&r.record.topic, r.record.partition))
+            .is_some_and(|r| stale(&self.group, &self.paused, r))
         {
             self.carried = None;
         }
+        let group = &self.group;
         self.paused
-            .retain(|p| !gone(&p.topic, i64::from(p.partition)));
+            .retain(|p| p.epoch == group.epoch(&p.topic, p.partition));
         if batch.len() < before {
             tracing::info!(
                 dropped = before - batch.len(),
-                "records of revoked partitions dropped before processing"
+                "records of revoked or paused partitions dropped before processing"
             );
         }
     }
 
-    /// Notes that a partition's records before `next` are done (committed by
-    /// [`Source::commit`]).
-    pub fn done(&self, topic: &str, partition: i32, next: i64) {
-        self.group.done(topic, partition, next);
+    /// The group's committed offset of each span's partition (read as stable: a
+    /// pending transactional commit settles first). A partition with no committed
+    /// offset is read again from the span's first record.
+    pub fn committed(&self, spans: &[Span]) -> Result<HashMap<Arc<str>, i64>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for span in spans {
+            tpl.add_partition(&span.topic, span.partition);
+        }
+        let committed = tokio::task::block_in_place(|| {
+            self.consumer.committed_offsets(tpl, CONSUMER_CALL_TIMEOUT)
+        })?;
+        Ok(spans
+            .iter()
+            .map(|span| {
+                let offset = match committed
+                    .find_partition(&span.topic, span.partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => span.first,
+                };
+                (span.batch_partition.clone(), offset)
+            })
+            .collect())
+    }
+
+    /// Notes that a partition's records before `next`, read under `epoch`, are done
+    /// (committed by [`Source::commit`]); ignored when the partition was revoked since.
+    pub fn done(&self, topic: &str, partition: i32, next: i64, epoch: u64) {
+        self.group.done(topic, partition, next, epoch);
     }
 
     /// Commits the offsets of records done. On failure they stay noted: retried before
@@ -446,7 +505,8 @@ impl Source {
 
     /// Seeks every partition of `spans` found in `from` back to its offset there and
     /// pauses it for its backoff (`first`, doubling per failure in a row, up to `max`);
-    /// a partition not in `from` had no failure.
+    /// a partition not in `from` had no failure. A record carried over for such a
+    /// partition is dropped (it comes again after the seek).
     pub fn read_again(
         &mut self,
         spans: &[Span],
@@ -460,57 +520,83 @@ impl Source {
                 self.failures.remove(&key);
                 continue;
             };
+            if self.carried.as_ref().is_some_and(|r| {
+                *r.record.topic == *span.topic && r.record.partition == i64::from(span.partition)
+            }) {
+                self.carried = None;
+            }
             let failures = self.failures.entry(key).or_insert(0);
             *failures = failures.saturating_add(1);
             let backoff = first
                 .saturating_mul(1u32 << (*failures - 1).min(16))
                 .min(max);
+            let epoch = self.group.epoch(&span.topic, span.partition);
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&span.topic, span.partition);
-            let result = tokio::task::block_in_place(|| {
-                self.consumer.pause(&tpl)?;
-                self.consumer.seek(
-                    &span.topic,
-                    span.partition,
-                    Offset::Offset(offset),
-                    CONSUMER_CALL_TIMEOUT,
-                )
-            });
-            match result {
-                Ok(()) => {
-                    tracing::info!(
-                        topic = %span.topic, partition = span.partition, offset,
-                        backoff_ms = backoff.as_millis() as u64,
-                        "partition read again from the first record not done, after a backoff"
-                    );
-                    self.paused.push(Paused {
-                        topic: span.topic.to_string(),
-                        partition: span.partition,
-                        until: Instant::now() + backoff,
-                    });
-                }
+            if let Err(error) = self.consumer.pause(&tpl) {
                 // Not assigned any more: its new owner starts from the committed offset.
-                Err(error) => {
-                    tracing::warn!(topic = %span.topic, partition = span.partition, %error, "cannot read the partition again here");
-                }
+                tracing::warn!(topic = %span.topic, partition = span.partition, %error, "cannot pause the partition to read it again here");
+                continue;
+            }
+            self.paused
+                .retain(|p| !(*p.topic == *span.topic && p.partition == span.partition));
+            self.paused.push(Paused {
+                topic: span.topic.to_string(),
+                partition: span.partition,
+                offset,
+                epoch,
+                until: Instant::now() + backoff,
+            });
+            match self.seek(&span.topic, span.partition, offset) {
+                Ok(()) => tracing::info!(
+                    topic = %span.topic, partition = span.partition, offset,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "partition read again from the first record not done, after a backoff"
+                ),
+                Err(error) => tracing::warn!(
+                    topic = %span.topic, partition = span.partition, offset, %error,
+                    "seek failed; the partition stays paused and is sought again before it resumes"
+                ),
             }
         }
     }
 
-    /// Resumes the paused partitions whose backoff has ended.
+    fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        tokio::task::block_in_place(|| {
+            self.consumer.seek(
+                topic,
+                partition,
+                Offset::Offset(offset),
+                CONSUMER_CALL_TIMEOUT,
+            )
+        })
+    }
+
+    /// Resumes the paused partitions whose backoff has ended, seeking each to its
+    /// offset first (again: the first seek may have failed); one whose seek fails stays
+    /// paused for another second.
     fn resume_due(&mut self) {
         let now = Instant::now();
-        let (due, waiting): (Vec<Paused>, Vec<Paused>) = std::mem::take(&mut self.paused)
+        let (due, mut waiting): (Vec<Paused>, Vec<Paused>) = std::mem::take(&mut self.paused)
             .into_iter()
             .partition(|p| p.until <= now);
-        self.paused = waiting;
-        for p in due {
+        for mut p in due {
+            if p.epoch != self.group.epoch(&p.topic, p.partition) {
+                continue;
+            }
+            if let Err(error) = self.seek(&p.topic, p.partition, p.offset) {
+                tracing::warn!(topic = %p.topic, partition = p.partition, offset = p.offset, %error, "seek failed; still paused");
+                p.until = now + Duration::from_secs(1);
+                waiting.push(p);
+                continue;
+            }
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&p.topic, p.partition);
             if let Err(error) = self.consumer.resume(&tpl) {
                 tracing::debug!(topic = %p.topic, partition = p.partition, %error, "resume");
             }
         }
+        self.paused = waiting;
     }
 
     /// Waits `duration` while serving the group's events (rebalances, heartbeats),
@@ -523,7 +609,9 @@ impl Source {
         while self.carried.is_none() {
             match tokio::time::timeout_at(until, self.consumer.recv()).await {
                 Err(_) => break,
-                Ok(Ok(message)) => self.carried = Some(read(&mut self.names, &message)),
+                Ok(Ok(message)) => {
+                    self.carried = Some(read(&mut self.names, &self.group, &message))
+                }
                 Ok(Err(error)) => tracing::debug!(%error, "source consumer error"),
             }
         }
@@ -557,7 +645,7 @@ impl Source {
 }
 
 /// A consumed message as a source record.
-fn read(names: &mut Names, message: &BorrowedMessage<'_>) -> Read {
+fn read(names: &mut Names, group: &Group, message: &BorrowedMessage<'_>) -> Read {
     let (batch_partition, topic) = names
         .entry((message.topic().to_owned(), message.partition()))
         .or_insert_with(|| {
@@ -588,5 +676,6 @@ fn read(names: &mut Names, message: &BorrowedMessage<'_>) -> Read {
                 .unwrap_or_default(),
         },
         log_append_time: matches!(timestamp, Timestamp::LogAppendTime(_)),
+        epoch: group.epoch(message.topic(), message.partition()),
     }
 }

@@ -249,14 +249,14 @@ impl Mapping {
             if batch.is_empty() {
                 continue;
             }
-            let records: Vec<SourceRecord> = batch.iter().map(|r| r.record.clone()).collect();
-            let spans = spans(&records);
+            let records = batch.len();
+            let spans = spans(&batch);
             let not_done = tokio::select! {
                 not_done = self.resolve(batch) => not_done,
                 () = &mut shutdown => break,
             };
             tracing::info!(
-                records = records.len(),
+                records,
                 partitions = spans.len(),
                 not_done = not_done.len(),
                 "batch finished"
@@ -267,7 +267,8 @@ impl Mapping {
                     .copied()
                     .unwrap_or(span.last + 1);
                 if next > span.first {
-                    self.source.done(&span.topic, span.partition, next);
+                    self.source
+                        .done(&span.topic, span.partition, next, span.epoch);
                 }
             }
             self.source.commit();
@@ -290,7 +291,7 @@ impl Mapping {
         }]);
         let backoff = Duration::from_millis(self.options.retry_backoff_ms);
         while let Some(mut attempt) = work.pop_front() {
-            self.source.drop_revoked(&mut attempt.reads);
+            self.source.drop_stale(&mut attempt.reads);
             attempt
                 .reads
                 .retain(|r| !not_done.contains_key(&r.record.batch_partition));
@@ -364,9 +365,10 @@ impl Mapping {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        reads
-            .into_iter()
-            .partition(|r| now_ms - r.record.timestamp_ms > max_age * 1000)
+        // A record without a timestamp (0) has no age.
+        reads.into_iter().partition(|r| {
+            r.record.timestamp_ms > 0 && now_ms - r.record.timestamp_ms > max_age * 1000
+        })
     }
 
     /// One invocation with `reads` as an MSK event.
@@ -385,7 +387,10 @@ impl Mapping {
         let timeout = Duration::from_secs(self.options.function_timeout_seconds);
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => return Answer::FunctionError(format!("timed out after {timeout:?}")),
-            Ok(Err(e)) => return Answer::Unreachable(e.to_string()),
+            // Not connected: nothing was invoked. Any other failure (the connection
+            // reset mid-invocation) counts as a function error.
+            Ok(Err(e)) if e.is_connect() => return Answer::Unreachable(e.to_string()),
+            Ok(Err(e)) => return Answer::FunctionError(e.to_string()),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -393,7 +398,9 @@ impl Mapping {
             .headers()
             .get("x-amz-function-error")
             .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
-        let body = match tokio::time::timeout(timeout, response.into_body().collect()).await {
+        // Lambda's response payload limit is 6 MB too.
+        let limited = http_body_util::Limited::new(response.into_body(), PAYLOAD_LIMIT);
+        let body = match tokio::time::timeout(timeout, limited.collect()).await {
             Ok(Ok(body)) => body.to_bytes(),
             Ok(Err(e)) => return Answer::FunctionError(format!("response body: {e}")),
             Err(_) => return Answer::FunctionError("response body timed out".to_owned()),
@@ -433,6 +440,10 @@ impl Mapping {
         };
         for r in reads {
             let record = &r.record;
+            // After a refusal, the partition's later records wait for the read-again too.
+            if not_done.contains_key(&record.batch_partition) {
+                continue;
+            }
             let parts = record.original_parts();
             let mut headers = OwnedHeaders::new();
             for (name, value) in &parts.headers {
@@ -645,6 +656,7 @@ mod tests {
                 headers: vec![("traceparent".to_owned(), vec![0xC3, 0xAB])],
             },
             log_append_time: false,
+            epoch: 0,
         }
     }
 

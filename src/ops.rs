@@ -23,6 +23,15 @@ use prometheus_client::registry::Registry;
 
 use crate::pipeline::BatchOutcome;
 
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 32;
+
+/// How long a client has to send its request headers.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a connection may stay open.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A source partition, as a metric label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -166,9 +175,21 @@ pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, "serving /healthz and /metrics");
+    // At most this many connections at once, each with a few seconds to send its
+    // request: a slow or hostile client cannot take the descriptors librdkafka needs.
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, for example: wait instead of spinning.
+                    tracing::warn!(%error, "cannot accept a connection on the metrics listener");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
                 continue;
             };
             let metrics = metrics.clone();
@@ -177,9 +198,12 @@ pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<
                     let metrics = metrics.clone();
                     async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(REQUEST_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                drop(permit);
             });
         }
     });

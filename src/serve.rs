@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -38,7 +39,7 @@ use crate::sink::Sink;
 use crate::source::{EventOrigin, Payload, SourceRecord};
 
 /// How long a transactional call (init, send offsets, commit, abort) may block.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The serving loop: a consumer group over the DMS topics feeding the relay's pipeline.
 pub struct Server {
@@ -51,6 +52,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// The transactional producer `init_transactions` has run on (exactly once).
     initialised: Option<Arc<Sink>>,
+    /// Whether the last batch got records through (readiness).
+    through: bool,
 }
 
 /// What a batch came to.
@@ -119,6 +122,7 @@ impl Server {
             origin,
             metrics,
             initialised: None,
+            through: false,
         })
     }
 
@@ -185,7 +189,7 @@ impl Server {
         let relay = self.relay.clone();
         self.source.leave().await;
         if let Some(sink) = relay.sink() {
-            let _ = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(5))).await;
+            let _ = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(2))).await;
         }
         Ok(())
     }
@@ -194,8 +198,8 @@ impl Server {
     /// after `RELAY_BATCH_TIMEOUT_MS`.
     async fn process(&mut self, batch: Vec<Read>) -> Result<Committed, Error> {
         let started = Instant::now();
+        let spans = spans(&batch);
         let records: Vec<SourceRecord> = batch.into_iter().map(|r| r.record).collect();
-        let spans = spans(&records);
         let budget = started + self.settings.batch_timeout;
         let context = BatchContext {
             origin: self.origin.clone(),
@@ -206,7 +210,7 @@ impl Server {
         let sink = match self.relay.producer(&self.brokers) {
             Ok(sink) => sink,
             Err(error) => {
-                self.read_again(&spans, &HashMap::new());
+                self.read_again(&spans, &first_offsets(&spans));
                 return Err(error);
             }
         };
@@ -221,14 +225,27 @@ impl Server {
                 .run(sink.clone(), &relay.renewal(&brokers), &context, records)
                 .await;
             self.metrics.count(&outcome);
+            // Anything done shows the producer gets through.
+            if outcome.not_done < outcome.records {
+                self.through = true;
+            } else if !outcome.failures.is_empty() {
+                self.through = false;
+            }
             Ok(self.commit_done(&spans, &outcome))
         };
         if let Some(fatal) = sink.fatal_error() {
             tracing::warn!(error = %fatal, "the producer is in a fatal state: the next batch gets a new one");
             self.relay.retire(sink);
             self.initialised = None;
+            self.metrics.producer_ready.store(false, Ordering::Relaxed);
         } else {
-            self.metrics.producer_ready.store(true, Ordering::Relaxed);
+            // Ready once a batch got through; not while nothing does.
+            if matches!(result, Ok(Committed::All)) {
+                self.through = true;
+            }
+            self.metrics
+                .producer_ready
+                .store(self.through, Ordering::Relaxed);
         }
         self.metrics
             .batch_seconds
@@ -250,7 +267,8 @@ impl Server {
                 .copied()
                 .unwrap_or(span.last + 1);
             if next > span.first {
-                self.source.done(&span.topic, span.partition, next);
+                self.source
+                    .done(&span.topic, span.partition, next, span.epoch);
             }
         }
         self.source.commit();
@@ -279,10 +297,7 @@ impl Server {
         spans: &[Span],
         records: Vec<SourceRecord>,
     ) -> Result<Committed, Error> {
-        let everything_again: HashMap<Arc<str>, i64> = spans
-            .iter()
-            .map(|s| (s.batch_partition.clone(), s.first))
-            .collect();
+        let everything_again = first_offsets(spans);
         if let Err(error) = self.begin(sink) {
             self.read_again(spans, &everything_again);
             return Err(error);
@@ -295,29 +310,49 @@ impl Server {
             .run(sink.clone(), &NoRenewal, context, records)
             .await;
         let done = outcome.failures.is_empty() && outcome.not_done == 0;
-        let committed = if done {
+        let end = if done {
             self.commit_transaction(sink, spans)
         } else {
-            Err(Error::Producer(format!(
+            TxnEnd::Aborted(Error::Transaction(format!(
                 "{} records not done: the transaction is aborted",
                 outcome.not_done
             )))
         };
-        match committed {
-            Ok(()) => {
+        match end {
+            TxnEnd::Committed => {
                 self.metrics.count(&outcome);
                 self.read_again(spans, &HashMap::new());
                 Ok(Committed::All)
             }
-            Err(error) => {
+            TxnEnd::Aborted(error) => {
+                self.through = false;
                 self.abort(sink);
-                self.metrics.records.inc_by(outcome.records as u64);
-                self.metrics.failed.inc_by(outcome.records as u64);
-                self.metrics.aborted.inc();
+                self.count_aborted(&outcome);
                 self.read_again(spans, &everything_again);
                 Err(error)
             }
+            TxnEnd::Unknown(error) => {
+                // Committed or not, only the coordinator knows: the next producer's
+                // init_transactions settles it, and the group's committed offsets
+                // (read as stable) say where to go on.
+                tracing::warn!(%error, "the transaction's outcome is unknown: replacing the producer; reading again from the committed offsets");
+                self.relay.retire(sink.clone());
+                self.initialised = None;
+                self.count_aborted(&outcome);
+                let from = self.source.committed(spans).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "committed offsets unknown: reading again from the batch's first records");
+                    everything_again
+                });
+                self.read_again(spans, &from);
+                Err(error)
+            }
         }
+    }
+
+    fn count_aborted(&self, outcome: &BatchOutcome) {
+        self.metrics.records.inc_by(outcome.records as u64);
+        self.metrics.failed.inc_by(outcome.records as u64);
+        self.metrics.aborted.inc();
     }
 
     /// Initialises the transactional producer once, then begins a transaction.
@@ -336,28 +371,61 @@ impl Server {
             .map_err(|e| Error::Transaction(format!("begin_transaction: {e}")))
     }
 
-    fn commit_transaction(&self, sink: &Arc<Sink>, spans: &[Span]) -> Result<(), Error> {
+    /// Sends the batch's offsets to the transaction and commits it. A commit that
+    /// times out is retried (librdkafka resumes it); one whose result is unknown after
+    /// that is [`TxnEnd::Unknown`], never aborted: the commit may have happened.
+    fn commit_transaction(&self, sink: &Arc<Sink>, spans: &[Span]) -> TxnEnd {
         if self.source.assignment_lost() {
-            return Err(Error::Producer(
+            return TxnEnd::Aborted(Error::Transaction(
                 "the group took the partitions away during the batch".to_owned(),
             ));
         }
         let mut offsets = TopicPartitionList::new();
         for span in spans {
-            offsets
-                .add_partition_offset(&span.topic, span.partition, Offset::Offset(span.last + 1))
-                .map_err(|e| Error::Producer(format!("offset list: {e}")))?;
+            if let Err(e) = offsets.add_partition_offset(
+                &span.topic,
+                span.partition,
+                Offset::Offset(span.last + 1),
+            ) {
+                return TxnEnd::Aborted(Error::Transaction(format!("offset list: {e}")));
+            }
         }
-        let group = self
-            .source
-            .group_metadata()
-            .ok_or_else(|| Error::Producer("no consumer group metadata".to_owned()))?;
+        let Some(group) = self.source.group_metadata() else {
+            return TxnEnd::Aborted(Error::Transaction("no consumer group metadata".to_owned()));
+        };
         let txn = sink.transactions();
         tokio::task::block_in_place(|| {
-            txn.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                .map_err(|e| Error::Transaction(format!("send_offsets_to_transaction: {e}")))?;
-            txn.commit_transaction(TRANSACTION_TIMEOUT)
-                .map_err(|e| Error::Transaction(format!("commit_transaction: {e}")))
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match txn.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT) {
+                    Ok(()) => break,
+                    Err(e) if retriable(&e) && attempts < COMMIT_ATTEMPTS => continue,
+                    Err(e) => {
+                        return TxnEnd::Aborted(Error::Transaction(format!(
+                            "send_offsets_to_transaction: {e}"
+                        )))
+                    }
+                }
+            }
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match txn.commit_transaction(TRANSACTION_TIMEOUT) {
+                    Ok(()) => return TxnEnd::Committed,
+                    Err(e) if retriable(&e) && attempts < COMMIT_ATTEMPTS => continue,
+                    Err(e) if requires_abort(&e) => {
+                        return TxnEnd::Aborted(Error::Transaction(format!(
+                            "commit_transaction: {e}"
+                        )))
+                    }
+                    Err(e) => {
+                        return TxnEnd::Unknown(Error::Transaction(format!(
+                            "commit_transaction: {e}"
+                        )))
+                    }
+                }
+            }
         })
     }
 
@@ -373,6 +441,34 @@ impl Server {
             self.initialised = None;
         }
     }
+}
+
+/// How a transaction ended.
+enum TxnEnd {
+    Committed,
+    /// Not committed: to be aborted.
+    Aborted(Error),
+    /// The commit's result is unknown.
+    Unknown(Error),
+}
+
+/// Attempts at sending offsets and at committing while librdkafka says retry.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+fn retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(e) if e.is_retriable())
+}
+
+fn requires_abort(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(e) if e.txn_requires_abort())
+}
+
+/// Every span's first offset: the whole batch read again.
+fn first_offsets(spans: &[Span]) -> HashMap<Arc<str>, i64> {
+    spans
+        .iter()
+        .map(|s| (s.batch_partition.clone(), s.first))
+        .collect()
 }
 
 /// Exactly once: a fatal producer is not replaced within a transaction.

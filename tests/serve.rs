@@ -285,10 +285,12 @@ async fn a_rebalance_neither_loses_nor_repeats_records() {
     assert_eq!(committed, vec![Some(120); 3]);
 }
 
-/// Exactly once on the mock cluster: the transactional producer, offsets sent to the
-/// transaction, every record relayed once. (The mock cluster accepts transactions but
-/// neither stores transactional offsets nor hides aborted messages, so the crash proof
-/// runs against the real broker in the end-to-end tier.)
+/// Exactly once on the mock cluster: batches go through the transactional producer
+/// (begin, produce, offsets to the transaction, commit) and every record is relayed
+/// once, none aborted. What this cannot show: the mock cluster accepts transactions but
+/// neither stores transactional offsets nor hides aborted messages, so a plain producer
+/// would pass too; the crash proof needs a broker that implements transactions, and
+/// none runs here (README, "Exactly once").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_relays_through_transactions() {
     let kafka = cluster();
@@ -313,7 +315,6 @@ async fn exactly_once_relays_through_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_report_the_loop() {
     let kafka = cluster();
-    produce_source(&kafka, 0, 90);
     // Statistics (the lag) every 100 ms instead of every 5 s.
     let serving = Serving::start(
         &kafka,
@@ -332,6 +333,7 @@ async fn health_and_metrics_report_the_loop() {
             .starts_with("HTTP/1.1 503"),
         "not ready before any batch"
     );
+    produce_source(&kafka, 0, 90);
     tokio::task::block_in_place(|| wait_for(&kafka, 90, Duration::from_secs(30)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(get(addr, "/healthz/ready")
@@ -491,4 +493,122 @@ async fn a_killed_process_loses_nothing() {
         vec![Some(200); 3],
         "SIGTERM committed everything done"
     );
+}
+
+/// A batch cut at the byte limit carries its next record over. When the batch fails in
+/// that record's partition, the carried record must not go ahead of the records before
+/// it: they are read again first, and every record is relayed once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_record_waits_for_the_records_before_it() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    for topic in [SOURCE, OUT, "users.out"] {
+        kafka.cluster().create_topic(topic, 1, 1).expect("topic");
+    }
+    // Even offsets are orders, odd offsets users; users.out refuses the relay at first.
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .create()
+        .expect("source producer");
+    for id in 0..30_u64 {
+        let table = if id % 2 == 0 { "orders" } else { "users" };
+        let value = json!({
+            "data": {"id": id},
+            "metadata": {"timestamp": "2026-11-23T10:00:00Z", "record-type": "data",
+                         "operation": "insert", "partition-key-type": "schema-table",
+                         "schema-name": "public", "table-name": table},
+        })
+        .to_string();
+        producer
+            .send(BaseRecord::to(SOURCE).key("k").payload(&value).partition(0))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    kafka
+        .cluster()
+        .topic_error(
+            "users.out",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    let brokers = kafka.bootstrap_servers();
+    let vars = [
+        ("RELAY_BROKERS", brokers.as_str()),
+        ("RELAY_SOURCE_TOPICS", SOURCE),
+        ("RELAY_GROUP_ID", "carried"),
+        ("RELAY_HTTP_ADDR", "off"),
+        // About two records per batch: the third is read and carried over.
+        ("RELAY_BATCH_MAX_BYTES", "400"),
+        ("RELAY_BATCH_WINDOW_MS", "50"),
+        ("RELAY_RETRY_BACKOFF_MS", "50"),
+        ("RELAY_RETRY_BACKOFF_MAX_MS", "200"),
+    ];
+    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let routes = Routes::parse(
+        "[[route]]\ntable = \"public.orders\"\ntopic = \"orders.out\"\nkey = [\"id\"]\n\
+         [[route]]\ntable = \"public.users\"\ntopic = \"users.out\"\nkey = [\"id\"]\n",
+        "test",
+    )
+    .expect("routes");
+    let relay = Arc::new(Relay::with_routes(
+        Settings::from_vars(pairs()).expect("settings"),
+        routes,
+    ));
+    let server =
+        Server::new(relay, ServeSettings::from_vars(pairs()).expect("serve")).expect("server");
+    let metrics = server.metrics();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let until = Instant::now() + Duration::from_secs(20);
+    while metrics.failed.get() < 3 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metrics.failed.get() >= 3,
+        "the users record failed and was retried"
+    );
+    kafka
+        .cluster()
+        .topic_error("users.out", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear topic error");
+    let read = || {
+        read_topics(
+            &kafka.bootstrap_servers(),
+            &[OUT, "users.out"],
+            Duration::from_secs(10),
+        )
+        .expect("read back")
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut messages = tokio::task::block_in_place(read);
+    while messages.len() < 30 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        messages = tokio::task::block_in_place(read);
+    }
+    let _ = stop.send(());
+    task.await.expect("task").expect("serve ends cleanly");
+    let ids = ids(&messages);
+    assert_eq!(ids.len(), 30, "every record relayed: {:?}", {
+        let mut missing: Vec<u64> = (0..30).filter(|i| !ids.contains_key(i)).collect();
+        missing.sort();
+        missing
+    });
+    assert!(ids.values().all(|&n| n == 1), "no record relayed twice");
+    let committed = tokio::task::block_in_place(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka.bootstrap_servers())
+            .set("group.id", "carried")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(SOURCE, 0);
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed")
+            .find_partition(SOURCE, 0)
+            .map(|e| e.offset())
+    });
+    assert_eq!(committed, Some(Offset::Offset(30)));
 }

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""The seed's comparison, on lag: DMS-shaped records fed to a source topic at a steady
+rate, relayed by each contender, read back by an independent consumer.
+
+    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,esm,kafkajs] [--smoke]
+
+Contenders, each consuming the same kind of source topic on the same broker (tansu on
+loopback, scripts/broker.sh) and applying the same mapping (bench/routes.toml,
+bench/mapping.json):
+
+- serve:   `cdc-relay serve` (at least once)
+- esm:     the Lambda path: `cdc-relay esm` invoking `cargo lambda watch`
+- kafkajs: bench/node/server.js, a kafkajs consumer group (eachBatch + one sendBatch),
+           the seed's winner
+
+Per run: a fresh source topic (3 partitions); the contender is started and ready; a
+reader subscribes to the output topics; scripts/feed.py produces at the rate for the
+duration, stamping each record with the time it is produced; the reader records when
+it reads each output message (matched to its source record by the relay-source-*
+headers). Lag = read time - source record timestamp: p50, p99 and max. CPU: the
+contender's processes' user + system seconds over the run, per second of feeding (1.0 =
+one core). Memory: their peak RSS (VmHWM). Results: bench/results/lag.json; --smoke runs
+one short run per contender and writes nothing.
+
+`cdc-relay serve` with exactly once is not measured: tansu 0.6 does not serve EndTxn, so
+no transaction can commit against it (README, "Exactly once").
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "cdc-relay")
+OUTPUTS = ["bench.orders", "bench.users", "bench.payments", "bench.invoices"]
+ESM_PORT = 9390
+SERVE_HTTP = "127.0.0.1:9389"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def create_topic(broker, name):
+    admin = AdminClient({"bootstrap.servers": broker})
+    for future in admin.create_topics([NewTopic(name, 3, 1)]).values():
+        future.result(30)
+
+
+def process_tree(pid):
+    """`pid` and its descendants."""
+    out, frontier = [pid], [pid]
+    while frontier:
+        children = []
+        for p in frontier:
+            try:
+                with open(f"/proc/{p}/task/{p}/children") as f:
+                    children += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+        out += children
+        frontier = children
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_mib(pids):
+    total = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class Reader(threading.Thread):
+    """Reads the output topics from their end; keeps (source partition, offset) -> read
+    time (ms) for messages made from `source_topic`."""
+
+    def __init__(self, broker, source_topic):
+        super().__init__(daemon=True)
+        self.source_topic = source_topic
+        self.read = {}
+        self.stop = False
+        self.ready = threading.Event()
+        self.consumer = Consumer({"bootstrap.servers": broker, "group.id": f"lag-reader-{source_topic}",
+                                  "auto.offset.reset": "latest", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+
+    def run(self):
+        self.consumer.subscribe(OUTPUTS, on_assign=lambda c, parts: self.ready.set())
+        while not self.stop:
+            for m in self.consumer.consume(1000, 0.05):
+                now = time.time() * 1000
+                if m.error():
+                    continue
+                headers = dict(m.headers() or [])
+                if headers.get("relay-source-topic", b"").decode() != self.source_topic:
+                    continue
+                key = (int(headers["relay-source-partition"]), int(headers["relay-source-offset"]))
+                self.read.setdefault(key, now)
+        self.consumer.close()
+
+
+def source_timestamps(broker, topic, expected):
+    """(partition, offset) -> timestamp (ms) of every record of the source topic."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"lag-source-{topic}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+    out, idle = {}, time.time()
+    while len(out) < expected and time.time() - idle < 5:
+        for m in consumer.consume(10000, 0.2):
+            if not m.error():
+                out[(m.partition(), m.offset())] = m.timestamp()[1]
+                idle = time.time()
+    consumer.close()
+    return out
+
+
+def start(contender, broker, topic, logs):
+    log = open(os.path.join(logs, f"{topic}.log"), "w")
+    group = f"group-{topic}"
+    if contender == "serve":
+        env = dict(os.environ, RELAY_BROKERS=broker, RELAY_SOURCE_TOPICS=topic, RELAY_GROUP_ID=group,
+                   RELAY_ROUTES=os.path.join(ROOT, "bench", "routes.toml"), RELAY_HTTP_ADDR=SERVE_HTTP,
+                   RUST_LOG="warn")
+        proc = subprocess.Popen([BINARY, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait(lambda: http_ok(f"http://{SERVE_HTTP}/healthz/ready"), f"{topic}: serve never ready")
+        return [proc]
+    if contender == "esm":
+        url = f"http://127.0.0.1:{ESM_PORT}/2015-03-31/functions/cdc-relay/invocations"
+        esm = subprocess.Popen([BINARY, "esm", "--function-url", url, "--brokers", broker, "--topics", topic,
+                                "--group", group, "--report-batch-item-failures"],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(3)  # the mapping joins its group
+        return [esm]
+    if contender == "kafkajs":
+        proc = subprocess.Popen(["node", os.path.join(ROOT, "bench", "node", "server.js"), broker, topic, group],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        line = proc.stdout.readline()
+        if "ready" not in line:
+            sys.exit(f"{topic}: kafkajs server did not start: {line}")
+        return [proc]
+    raise ValueError(contender)
+
+
+def http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait(condition, message, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            sys.exit(message)
+        time.sleep(0.2)
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def start_function(broker, logs):
+    """cargo lambda watch on ESM_PORT with the bench routes (the esm contender's function)."""
+    log = open(os.path.join(logs, "watch.log"), "w")
+    cmd = ["cargo", "lambda", "watch", "--release", "--invoke-port", str(ESM_PORT), "--ignore-changes",
+           "--env-var", f"RELAY_BROKERS={broker}", "--env-var", "RELAY_PARTIAL_BATCH=true",
+           "--env-var", f"RELAY_ROUTES={os.path.join(ROOT, 'bench', 'routes.toml')}", "--env-var", "RUST_LOG=warn"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    probe = {"eventSource": "SelfManagedKafka", "bootstrapServers": broker, "records": {}}
+    url = f"http://127.0.0.1:{ESM_PORT}/2015-03-31/functions/cdc-relay/invocations"
+
+    def answers():
+        try:
+            request = urllib.request.Request(url, data=json.dumps(probe).encode(), method="POST")
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    wait(answers, "cargo lambda watch never answered", timeout=900)
+    return proc
+
+
+def run_one(contender, broker, rate, seconds, logs, function_proc):
+    topic = f"lag.{contender}.{rate}.{int(time.time())}"
+    create_topic(broker, topic)
+    procs = start(contender, broker, topic, logs)
+    reader = Reader(broker, topic)
+    reader.start()
+    reader.ready.wait(60)
+    time.sleep(1)
+    pids = [q for p in procs for q in process_tree(p.pid)]
+    if contender == "esm":
+        pids += process_tree(function_proc.pid)
+    cpu_before = cpu_seconds(pids)
+    fed = json.loads(sh(["python3", "scripts/feed.py", broker, topic, "--records", "20000", "--tables", "4",
+                         "--seed", "5", "--rate", str(rate), "--seconds", str(seconds)]).strip().splitlines()[-1])
+    feed_end = time.time()
+    idle = time.time()
+    last = -1
+    while time.time() - idle < 5 and time.time() - feed_end < 120:
+        if len(reader.read) != last:
+            last, idle = len(reader.read), time.time()
+        if len(reader.read) >= fed["records"]:
+            break
+        time.sleep(0.2)
+    cpu = cpu_seconds(pids) - cpu_before
+    rss = peak_rss_mib(pids)
+    reader.stop = True
+    reader.join(10)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    stamps = source_timestamps(broker, topic, fed["records"])
+    lags = [reader.read[k] - stamps[k] for k in reader.read if k in stamps]
+    missing = fed["records"] - len(reader.read)
+    result = {"contender": contender, "rate": rate, "seconds": seconds, "fed": fed["records"],
+              "fed_rate": fed["rate"], "read": len(reader.read), "missing": missing,
+              "lag_ms": {"p50": round(percentile(lags, 50), 1), "p99": round(percentile(lags, 99), 1),
+                         "max": round(max(lags), 1)} if lags else None,
+              "cpu_cores": round(cpu / max(fed["seconds"], 1e-9), 3),
+              "peak_rss_mib": round(rss, 1) if contender != "esm" else round(rss, 1)}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rates", default="500,2000,10000")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--contenders", default="serve,esm,kafkajs")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    contenders = args.contenders.split(",")
+    if args.smoke:
+        rates, args.seconds = [200], 3
+    logs = os.path.join(ROOT, "target", "lag")
+    os.makedirs(logs, exist_ok=True)
+    broker = sh(["scripts/broker.sh", "start"] + OUTPUTS).strip().splitlines()[-1]
+    function_proc = start_function(broker, logs) if "esm" in contenders else None
+    results = []
+    try:
+        for rate in rates:
+            for contender in contenders:
+                results.append(run_one(contender, broker, rate, args.seconds, logs, function_proc))
+    finally:
+        if function_proc:
+            os.killpg(function_proc.pid, signal.SIGTERM)
+    failed = [r for r in results if r["missing"] != 0 or r["lag_ms"] is None]
+    if not args.smoke:
+        out = {"machine": f"{os.cpu_count()} cores", "broker": "tansu 0.6.0 (memory storage), loopback",
+               "results": results}
+        json.dump(out, open(os.path.join(ROOT, "bench", "results", "lag.json"), "w"), indent=1)
+    if failed:
+        sys.exit(f"lag: {len(failed)} runs lost messages or read none: {failed}")
+
+
+if __name__ == "__main__":
+    main()
