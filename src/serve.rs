@@ -38,6 +38,9 @@ use crate::pipeline::{BatchContext, BatchOutcome, Renew};
 use crate::sink::Sink;
 use crate::source::{EventOrigin, Payload, SourceRecord};
 
+/// How long the producer may take to reach a broker before the first batch.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a transactional call (init, send offsets, commit, abort) may block.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -150,6 +153,17 @@ impl Server {
     /// partitions' next owner (exactly once: its transaction is aborted by the broker).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
+        // Ready needs a producer that reaches a broker: ask before the first batch.
+        match self.relay.producer(&self.brokers) {
+            Ok(sink) => match sink.warm_up(WARM_UP_TIMEOUT).await {
+                Ok(()) => self.through = true,
+                Err(error) => tracing::warn!(%error, "the producer has not reached a broker yet"),
+            },
+            Err(error) => tracing::warn!(%error, "no producer yet"),
+        }
+        self.metrics
+            .producer_ready
+            .store(self.through, Ordering::Relaxed);
         'serving: loop {
             let batch = tokio::select! {
                 batch = self.source.read_batch() => batch,

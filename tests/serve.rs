@@ -311,10 +311,19 @@ async fn exactly_once_relays_through_transactions() {
 }
 
 /// `/metrics` counts what the loop did and shows lag per partition; `/healthz/ready`
-/// says ready once partitions are assigned and the producer reached a broker.
+/// says ready while partitions are assigned and records get through, and not while the
+/// output topic refuses every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_report_the_loop() {
     let kafka = cluster();
+    // The output topic refuses the relay until the middle of the test.
+    kafka
+        .cluster()
+        .topic_error(
+            OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
     // Statistics (the lag) every 100 ms instead of every 5 s.
     let serving = Serving::start(
         &kafka,
@@ -327,26 +336,47 @@ async fn health_and_metrics_report_the_loop() {
     )
     .await
     .expect("listen");
-    assert!(
-        get(addr, "/healthz/ready")
+    let ready = format!("http://{addr}/healthz/ready");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !get(addr, "/healthz/ready")
+        .await
+        .starts_with("HTTP/1.1 200")
+        && Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // `cdc-relay health`, the container's health check, asks the same endpoint.
+    assert_eq!(
+        cdc_relay::ops::probe(&ready, Duration::from_secs(3))
             .await
-            .starts_with("HTTP/1.1 503"),
-        "not ready before any batch"
+            .ok(),
+        Some(true),
+        "ready once assigned with a producer that reached the broker (before any record)"
     );
     produce_source(&kafka, 0, 90);
+    let until = Instant::now() + Duration::from_secs(20);
+    while serving.metrics.failed.get() < 90 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = get(addr, "/healthz/ready").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "not ready while nothing gets through: {answer}\n{}",
+        serving.metrics.render()
+    );
+    assert!(
+        get(addr, "/healthz").await.starts_with("HTTP/1.1 200"),
+        "still live"
+    );
+    kafka
+        .cluster()
+        .topic_error(OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear topic error");
     tokio::task::block_in_place(|| wait_for(&kafka, 90, Duration::from_secs(30)));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(get(addr, "/healthz/ready")
         .await
         .starts_with("HTTP/1.1 200"));
-    // `cdc-relay health`, the container's health check, asks the same endpoints.
-    let ready = format!("http://{addr}/healthz/ready");
-    assert_eq!(
-        cdc_relay::ops::probe(&ready, Duration::from_secs(3))
-            .await
-            .ok(),
-        Some(true)
-    );
     let health = get(addr, "/healthz").await;
     assert!(
         health.contains(r#""live":true,"ready":true,"assigned_partitions":3"#),
@@ -354,10 +384,20 @@ async fn health_and_metrics_report_the_loop() {
     );
     let metrics = get(addr, "/metrics").await;
     serving.stop().await;
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cdc_relay_records_failed_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("failed counter");
+    assert!(failed >= 90, "{failed}");
+    let total = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cdc_relay_records_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("records counter");
+    assert!(total >= 90 + failed, "retries count again: {total}");
     for line in [
-        "cdc_relay_records_total 90",
         "cdc_relay_records_produced_total 90",
-        "cdc_relay_records_failed_total 0",
         "cdc_relay_assigned_partitions 3",
         r#"cdc_relay_consumer_lag{topic="dms.orders",partition="0"} 0"#,
         r#"cdc_relay_consumer_lag{topic="dms.orders",partition="2"} 0"#,
