@@ -19,7 +19,7 @@ duration, stamping each record with the time it is produced; the reader records 
 it reads each output message (matched to its source record by the relay-source-*
 headers). Lag = read time - source record timestamp: p50, p99 and max. CPU: the
 contender's processes' user + system seconds over the run, per second of feeding (1.0 =
-one core). Memory: their peak RSS (VmHWM). Results: bench/results/lag.json; --smoke runs
+one core). Memory: their peak RSS (VmHWM). Results: bench/results/lag-BROKER.json and .md, a section of BENCHMARKS.md and a chart; --smoke runs
 one short run per contender and writes nothing.
 
 `cdc-relay serve` with exactly once is not measured: tansu 0.6 does not serve EndTxn, so
@@ -147,7 +147,11 @@ def start(contender, broker, topic, logs):
                    RELAY_ROUTES=os.path.join(ROOT, "bench", "routes.toml"), RELAY_HTTP_ADDR=SERVE_HTTP,
                    RUST_LOG="warn")
         proc = subprocess.Popen([BINARY, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait(lambda: http_ok(f"http://{SERVE_HTTP}/healthz/ready"), f"{topic}: serve never ready")
+        try:
+            wait(lambda: http_ok(f"http://{SERVE_HTTP}/healthz/ready"), f"{topic}: serve never ready")
+        except SystemExit:
+            proc.kill()
+            raise
         return [proc]
     if contender == "esm":
         url = f"http://127.0.0.1:{ESM_PORT}/2015-03-31/functions/cdc-relay/invocations"
@@ -254,12 +258,91 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
     return result
 
 
+BROKERS = {"tansu": "tansu 0.6.0 (memory storage), loopback"}
+
+NAMES = {"serve": "cdc-relay serve", "esm": "Lambda path (esm + cargo lambda watch)",
+         "kafkajs": "kafkajs server (eachBatch + sendBatch)"}
+
+
+def section(result, broker):
+    """The lag comparison as a BENCHMARKS.md section."""
+    mark, end = markers(broker)
+    rows = result["results"]
+    by = {(r["contender"], r["rate"]): r for r in rows}
+    rates = sorted({r["rate"] for r in rows})
+    lines = [mark, f"## Lag under steady traffic, on {broker} (`bench/lag.py --broker {broker}`)", "",
+             f"{result['date']}, commit `{result['commit']}`, {result['machine']}, {result['broker']}. DMS-shaped records",
+             "(4 tables; inserts, updates, deletes from `cdc-relay gen-event`) are fed to a fresh 3-partition source topic",
+             f"at a steady rate for {result['seconds']:.0f} s by `scripts/feed.py`, which stamps each with the time it is",
+             "produced. Each contender consumes it with a consumer group and applies the same mapping",
+             "(`bench/routes.toml` = `bench/mapping.json`). An independent consumer reads the outputs; lag is its read time",
+             "minus the source record's timestamp. CPU is the contender's processes' user + system time per second of",
+             "feeding (1.0 = one core; the Lambda path counts `cdc-relay esm` and the function process); memory is their",
+             f"peak RSS. One run per cell, contenders in turn at each rate; raw numbers in `bench/results/lag-{broker}.json`.", "",
+             "| rate (records/s) | contender | lag p50 ms | p99 ms | max ms | CPU (cores) | peak RSS MiB | delivered |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rate in rates:
+        for c in NAMES:
+            r = by.get((c, rate))
+            if not r:
+                continue
+            lag = r["lag_ms"] or {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+            lines.append(f"| {rate:,} | {NAMES[c]} | {lag['p50']:.0f} | {lag['p99']:.0f} | {lag['max']:.0f} | "
+                         f"{r['cpu_cores']:.3f} | {r['peak_rss_mib']:.1f} | {r['read']:,} of {r['fed']:,} |")
+    lines += ["", f"![lag p99 per rate](bench/results/lag-{broker}.png)", "", "Targets:", ""]
+    for rate in rates:
+        s, k = by.get(("serve", rate)), by.get(("kafkajs", rate))
+        if s and k and s["lag_ms"] and k["lag_ms"]:
+            met = lambda ok: "met" if ok else "missed"
+            lines.append(f"- {rate:,} records/s: serve p99 {s['lag_ms']['p99']:.0f} ms vs kafkajs {k['lag_ms']['p99']:.0f} ms "
+                         f"({met(s['lag_ms']['p99'] < k['lag_ms']['p99'])}); CPU {s['cpu_cores']:.3f} vs {k['cpu_cores']:.3f} "
+                         f"({met(s['cpu_cores'] < k['cpu_cores'])}); peak RSS {s['peak_rss_mib']:.1f} vs {k['peak_rss_mib']:.1f} MiB "
+                         f"({met(s['peak_rss_mib'] < k['peak_rss_mib'])})")
+    lines += ["- Exactly once within 2x of at-least-once p99: not measured. tansu 0.6 does not serve `EndTxn`, so no",
+              "  transaction commits against it, and librdkafka's mock cluster does not implement transactions (README).",
+              "", end]
+    return "\n".join(lines)
+
+
+def markers(broker):
+    return f"<!-- lag {broker}: written by bench/lag.py -->", f"<!-- /lag {broker} -->"
+
+
+def publish(result, broker):
+    """Writes the section into bench/results/lag-BROKER.md and BENCHMARKS.md, and the chart."""
+    text = section(result, broker)
+    mark, end = markers(broker)
+    open(os.path.join(ROOT, "bench", "results", f"lag-{broker}.md"), "w").write(text + "\n")
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    doc = open(path).read()
+    if mark in doc and end in doc:
+        doc = doc[:doc.index(mark)] + text + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
+    open(path, "w").write(doc)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for c, name in NAMES.items():
+        pts = sorted((r["rate"], r["lag_ms"]["p99"]) for r in result["results"] if r["contender"] == c and r["lag_ms"])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("source rate (records/s)"); ax.set_ylabel("end-to-end lag p99 (ms)")
+    ax.set_title(f"Lag under steady traffic on {broker}, same mapping (lower is better)")
+    ax.grid(True, which="both", alpha=0.3); ax.legend()
+    ax.set_yscale("log")
+    fig.tight_layout(); fig.savefig(os.path.join(ROOT, "bench", "results", f"lag-{broker}.png"), dpi=110)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="500,2000,10000")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--contenders", default="serve,esm,kafkajs")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--broker", choices=["tansu"], default="tansu", help="tansu (scripts/broker.sh)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     contenders = args.contenders.split(",")
@@ -279,9 +362,12 @@ def main():
             os.killpg(function_proc.pid, signal.SIGTERM)
     failed = [r for r in results if r["missing"] != 0 or r["lag_ms"] is None]
     if not args.smoke:
-        out = {"machine": f"{os.cpu_count()} cores", "broker": "tansu 0.6.0 (memory storage), loopback",
-               "results": results}
-        json.dump(out, open(os.path.join(ROOT, "bench", "results", "lag.json"), "w"), indent=1)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        out = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": f"{os.cpu_count()} cores",
+               "broker": BROKERS[args.broker], "seconds": args.seconds, "results": results}
+        json.dump(out, open(os.path.join(ROOT, "bench", "results", f"lag-{args.broker}.json"), "w"), indent=1)
+        publish(out, args.broker)
     if failed:
         sys.exit(f"lag: {len(failed)} runs lost messages or read none: {failed}")
 

@@ -332,7 +332,11 @@ impl Source {
             // A transactional source is read as committed.
             .set("isolation.level", "read_committed")
             // Lag per partition for /metrics.
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // A fetch that finds nothing waits at most this long for new records (the
+            // default, 500 ms, is latency a relay does not need; brokers that answer
+            // only at the end of the wait make it the lag's floor).
+            .set("fetch.wait.max.ms", "100");
         auth.apply(&mut config);
         for (name, value) in &options.overrides {
             config.set(name, value);
