@@ -484,6 +484,20 @@ impl Source {
         self.group.done(topic, partition, next, epoch);
     }
 
+    /// Notes every span's records done, except, per partition in `not_done`, those
+    /// from the offset there on.
+    pub fn done_except(&self, spans: &[Span], not_done: &HashMap<Arc<str>, i64>) {
+        for span in spans {
+            let next = not_done
+                .get(&span.batch_partition)
+                .copied()
+                .unwrap_or(span.last + 1);
+            if next > span.first {
+                self.done(&span.topic, span.partition, next, span.epoch);
+            }
+        }
+    }
+
     /// Commits the offsets of records done. On failure they stay noted: retried before
     /// the next batch, at a revocation and at shutdown.
     pub fn commit(&self) {

@@ -261,16 +261,7 @@ impl Mapping {
                 not_done = not_done.len(),
                 "batch finished"
             );
-            for span in &spans {
-                let next = not_done
-                    .get(&span.batch_partition)
-                    .copied()
-                    .unwrap_or(span.last + 1);
-                if next > span.first {
-                    self.source
-                        .done(&span.topic, span.partition, next, span.epoch);
-                }
-            }
+            self.source.done_except(&spans, &not_done);
             self.source.commit();
             let backoff = Duration::from_millis(self.options.retry_backoff_ms);
             self.source

@@ -275,16 +275,7 @@ impl Server {
             .iter()
             .map(|f| (f.batch_partition.clone(), f.offset))
             .collect();
-        for span in spans {
-            let next = failed
-                .get(&span.batch_partition)
-                .copied()
-                .unwrap_or(span.last + 1);
-            if next > span.first {
-                self.source
-                    .done(&span.topic, span.partition, next, span.epoch);
-            }
-        }
+        self.source.done_except(spans, &failed);
         self.source.commit();
         self.read_again(spans, &failed);
         if failed.is_empty() {

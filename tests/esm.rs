@@ -128,6 +128,18 @@ fn options(kafka: &EmbeddedKafka, function: &Function, group: &str) -> EsmOption
     }
 }
 
+/// The on-failure topic `esm.failed`, read from the start.
+fn destination(kafka: &EmbeddedKafka) -> Vec<cdc_relay::local::ConsumedMessage> {
+    tokio::task::block_in_place(|| {
+        read_topics(
+            &kafka.bootstrap_servers(),
+            &["esm.failed"],
+            Duration::from_secs(10),
+        )
+    })
+    .expect("read the destination")
+}
+
 /// Runs the mapping until the group has committed `end` on every partition.
 async fn run_until_committed(kafka: &EmbeddedKafka, options: EsmOptions, end: i64) {
     let group = options.group.clone();
@@ -278,14 +290,7 @@ async fn retries_are_bounded_and_discarded_records_reach_the_destination() {
         .filter(|e| has(e, 2, 4))
         .collect();
     assert_eq!(failing.len(), 3, "the first attempt and 2 retries");
-    let discarded = tokio::task::block_in_place(|| {
-        read_topics(
-            &kafka.bootstrap_servers(),
-            &["esm.failed"],
-            Duration::from_secs(10),
-        )
-    })
-    .expect("read the destination");
+    let discarded = destination(&kafka);
     assert_eq!(
         discarded.len(),
         failing[0]["records"].as_object().map_or(0, |r| r
@@ -337,14 +342,7 @@ async fn bisection_isolates_the_failing_record() {
     opts.bisect_batch_on_function_error = true;
     opts.on_failure = Some("kafka://esm.failed".to_owned());
     run_until_committed(&kafka, opts, 16).await;
-    let discarded = tokio::task::block_in_place(|| {
-        read_topics(
-            &kafka.bootstrap_servers(),
-            &["esm.failed"],
-            Duration::from_secs(10),
-        )
-    })
-    .expect("read the destination");
+    let discarded = destination(&kafka);
     let where_: Vec<_> = discarded
         .iter()
         .map(|m| {

@@ -94,19 +94,24 @@ fn wait_for(kafka: &EmbeddedKafka, count: usize, timeout: Duration) -> Vec<Consu
 
 /// The group's committed offset per source partition (`None`: nothing committed).
 pub fn committed(kafka: &EmbeddedKafka, group: &str) -> Vec<Option<i64>> {
+    committed_in(kafka, group, PARTITIONS)
+}
+
+/// The group's committed offset in each of the source topic's first `partitions`.
+fn committed_in(kafka: &EmbeddedKafka, group: &str, partitions: i32) -> Vec<Option<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())
         .set("group.id", group)
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         tpl.add_partition(SOURCE, p);
     }
     let offsets = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
-    (0..PARTITIONS)
+    (0..partitions)
         .map(
             |p| match offsets.find_partition(SOURCE, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
@@ -636,19 +641,6 @@ async fn a_carried_record_waits_for_the_records_before_it() {
         missing
     });
     assert!(ids.values().all(|&n| n == 1), "no record relayed twice");
-    let committed = tokio::task::block_in_place(|| {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka.bootstrap_servers())
-            .set("group.id", "carried")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(SOURCE, 0);
-        consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed")
-            .find_partition(SOURCE, 0)
-            .map(|e| e.offset())
-    });
-    assert_eq!(committed, Some(Offset::Offset(30)));
+    let committed = tokio::task::block_in_place(|| committed_in(&kafka, "carried", 1));
+    assert_eq!(committed, vec![Some(30)]);
 }
