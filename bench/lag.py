@@ -360,6 +360,7 @@ def main():
     finally:
         if function_proc:
             os.killpg(function_proc.pid, signal.SIGTERM)
+        subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
     failed = [r for r in results if r["missing"] != 0 or r["lag_ms"] is None]
     if not args.smoke:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
