@@ -130,6 +130,16 @@ struct Serving {
 
 impl Serving {
     fn start(kafka: &EmbeddedKafka, group: &str, vars: &[(&str, &str)]) -> Serving {
+        Serving::start_with(kafka, group, ROUTES, vars)
+    }
+
+    /// With other routes; `vars` override the defaults here.
+    fn start_with(
+        kafka: &EmbeddedKafka,
+        group: &str,
+        routes: &str,
+        vars: &[(&str, &str)],
+    ) -> Serving {
         let brokers = kafka.bootstrap_servers();
         let mut all = vec![
             ("RELAY_BROKERS", brokers.as_str()),
@@ -150,7 +160,7 @@ impl Serving {
         settings
             .producer_overrides
             .extend(Server::producer_overrides(&serve));
-        let routes = Routes::parse(ROUTES, "test").expect("routes");
+        let routes = Routes::parse(routes, "test").expect("routes");
         let relay = Arc::new(Relay::with_routes(settings, routes));
         let server = Server::new(relay, serve).expect("server");
         let metrics = server.metrics();
@@ -576,36 +586,20 @@ async fn a_carried_record_waits_for_the_records_before_it() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
         )
         .expect("topic error");
-    let brokers = kafka.bootstrap_servers();
-    let vars = [
-        ("RELAY_BROKERS", brokers.as_str()),
-        ("RELAY_SOURCE_TOPICS", SOURCE),
-        ("RELAY_GROUP_ID", "carried"),
-        ("RELAY_HTTP_ADDR", "off"),
-        // About two records per batch: the third is read and carried over.
-        ("RELAY_BATCH_MAX_BYTES", "400"),
-        ("RELAY_BATCH_WINDOW_MS", "50"),
-        ("RELAY_RETRY_BACKOFF_MS", "50"),
-        ("RELAY_RETRY_BACKOFF_MAX_MS", "200"),
-    ];
-    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let routes = Routes::parse(
+    let serving = Serving::start_with(
+        &kafka,
+        "carried",
         "[[route]]\ntable = \"public.orders\"\ntopic = \"orders.out\"\nkey = [\"id\"]\n\
          [[route]]\ntable = \"public.users\"\ntopic = \"users.out\"\nkey = [\"id\"]\n",
-        "test",
-    )
-    .expect("routes");
-    let relay = Arc::new(Relay::with_routes(
-        Settings::from_vars(pairs()).expect("settings"),
-        routes,
-    ));
-    let server =
-        Server::new(relay, ServeSettings::from_vars(pairs()).expect("serve")).expect("server");
-    let metrics = server.metrics();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
+        &[
+            // About two records per batch: the third is read and carried over.
+            ("RELAY_BATCH_MAX_BYTES", "400"),
+            ("RELAY_BATCH_WINDOW_MS", "50"),
+            ("RELAY_RETRY_BACKOFF_MS", "50"),
+            ("RELAY_RETRY_BACKOFF_MAX_MS", "200"),
+        ],
+    );
+    let metrics = serving.metrics.clone();
     let until = Instant::now() + Duration::from_secs(20);
     while metrics.failed.get() < 3 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -632,8 +626,7 @@ async fn a_carried_record_waits_for_the_records_before_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         messages = tokio::task::block_in_place(read);
     }
-    let _ = stop.send(());
-    task.await.expect("task").expect("serve ends cleanly");
+    serving.stop().await;
     let ids = ids(&messages);
     assert_eq!(ids.len(), 30, "every record relayed: {:?}", {
         let mut missing: Vec<u64> = (0..30).filter(|i| !ids.contains_key(i)).collect();
