@@ -5,6 +5,7 @@
 #                                        answers, create the topics; last line: host:port
 #   scripts/broker.sh stop
 #   scripts/broker.sh status
+#   scripts/broker.sh install            build the pinned broker only (start does it when needed)
 #   scripts/broker.sh start-scram USER PASSWORD [TOPIC...]
 #                                        a second broker that requires SASL/SCRAM-SHA-512
 #                                        (plaintext: tansu 0.6 has no TLS listener), with
@@ -13,13 +14,23 @@
 #   scripts/broker.sh install-scram      build the pinned tansu with SQLite storage, which the
 #                                        SCRAM broker needs (about 17 CPU-minutes, once)
 #
-# The broker is tansu (memory storage), built from crates.io with cargo. Quirks of tansu
-# 0.6: topics are not auto-created (this script creates them), and the high watermark it
-# reports is not reliable (readers should read until idle). SCRAM users live in the
-# broker's storage and can only be created before authentication is switched on, so the
-# SCRAM broker keeps them in SQLite: started open, the user created, restarted closed.
+# The broker is nisshi 0.7.0 (memory storage; the project was called tansu before),
+# built from crates.io with cargo. It implements Kafka transactions far enough for exactly
+# once: commit and abort markers, transactional offset commits, and a last stable offset
+# held back by open transactions. Its Fetch answers never list aborted transactions, so
+# stock read_committed clients also read aborted records (tests/e2e/committed.py applies
+# the markers itself). nisshi 0.8 refuses transactional producers, hence the pin. Topics
+# are not auto-created (this script creates them), and the high watermark it reports is
+# not reliable (readers should read until idle). nisshi needs rustc 1.96 or later to
+# build: with an older stable it is built with the nightly toolchain if there is one,
+# else with 1.96.0 installed by rustup.
+#
+# The SCRAM broker is tansu 0.6 with SQLite storage (install-scram). SCRAM users live in
+# the broker's storage and can only be created before authentication is switched on, so
+# it is started open, the user created, restarted closed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+NISSHI_VERSION=0.7.0
 TANSU_VERSION=0.6.0
 port="${BROKER_PORT:-19092}"
 case "${1:-}" in
@@ -30,29 +41,52 @@ address="127.0.0.1:${port}"
 state="${root}/target/broker"
 [ "${variant}" = scram ] && state="${state}-scram"
 tools="${root}/target/tools"
-pidfile="${state}/tansu.pid"
-log="${state}/tansu.log"
+pidfile="${state}/broker.pid"
+log="${state}/broker.log"
 partitions="${BROKER_PARTITIONS:-3}"
 # Topics the example routes, the dead-letter tests and gen-event events produce to, and the
 # source topics the end-to-end tier feeds `esm` and `serve` from.
 default_topics="orders.changes orders.cache-invalidation users.changes sales.invoices
   partner.payments hr.employees cdc.public.payments cdc.public.users cdc.public.orders schema-changes cdc.dead-letters dlq relay.out
-  dms.esm dms.serve"
+  dms.esm dms.serve dms.eos"
 
 say() { echo "broker: $*" >&2; }
 
-# The pinned tansu: target/tools-scram (built by install-scram, memory and SQLite storage),
-# else target/tools, else one of the same version on PATH, else built into target/tools
-# with memory storage only (once; about 8 minutes on 2 cores).
-tansu_bin() {
-  if [ -x "${tools}-scram/bin/tansu" ]; then echo "${tools}-scram/bin/tansu"; return; fi
-  if [ -x "${tools}/bin/tansu" ]; then echo "${tools}/bin/tansu"; return; fi
-  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "${TANSU_VERSION}"; then
-    command -v tansu; return
+# The pinned nisshi in target/tools-nisshi, or one of the same version on PATH, else
+# built there with memory storage only (once; about 15 minutes on 2 cores).
+nisshi_bin() {
+  local bin="${tools}-nisshi/bin/nisshi" toolchain=""
+  if [ -x "${bin}" ]; then echo "${bin}"; return; fi
+  if command -v nisshi >/dev/null && nisshi --version 2>/dev/null | grep -q "${NISSHI_VERSION}"; then
+    command -v nisshi; return
   fi
-  say "installing tansu ${TANSU_VERSION} into ${tools} (once; several minutes)"
-  cargo install tansu --version "${TANSU_VERSION}" --locked --features dynostore --root "${tools}" >&2
-  echo "${tools}/bin/tansu"
+  if ! recent_enough rustc; then
+    if recent_enough rustup run nightly rustc; then
+      toolchain=+nightly
+    else
+      rustup toolchain install 1.96.0 --profile minimal >&2 || { say "cannot install rustc 1.96.0"; return 1; }
+      toolchain=+1.96.0
+    fi
+  fi
+  say "installing nisshi ${NISSHI_VERSION} into ${tools}-nisshi (once; several minutes)"
+  cargo ${toolchain} install nisshi --version "${NISSHI_VERSION}" --locked --no-default-features \
+    --features dynostore --root "${tools}-nisshi" >&2 || { say "building nisshi failed"; return 1; }
+  [ -x "${bin}" ] || { say "no ${bin} after the build"; return 1; }
+  echo "${bin}"
+}
+
+# Whether the rustc that "$@" runs is 1.96 or later (nisshi's dependencies need it).
+recent_enough() {
+  "$@" --version 2>/dev/null | awk '{ split($2, v, "."); ok = (v[1] > 1 || v[2] >= 96) } END { exit !ok }'
+}
+
+# The SCRAM broker: tansu with SQLite storage in target/tools-scram (install-scram).
+tansu_scram_bin() {
+  [ -x "${tools}-scram/bin/tansu" ] && echo "${tools}-scram/bin/tansu"
+}
+
+broker_bin() {
+  if [ "${variant}" = scram ]; then tansu_scram_bin; else nisshi_bin; fi
 }
 
 running() { [ -f "${pidfile}" ] && kill -0 "$(cat "${pidfile}")" 2>/dev/null; }
@@ -85,21 +119,21 @@ PY
 wait_ready() {
   for _ in $(seq 1 60); do
     if ! running; then
-      say "tansu exited; last log lines:"; tail -n 20 "${log}" >&2 || true
+      say "the broker exited; last log lines:"; tail -n 20 "${log}" >&2 || true
       return 1
     fi
     if kafka_admin 2>/dev/null; then return 0; fi
     sleep 1
   done
-  say "tansu did not answer on ${address} within 60 s"
+  say "the broker did not answer on ${address} within 60 s"
   return 1
 }
 
-# Starts tansu on ${address}; extra arguments go to `tansu broker`.
+# Starts the broker on ${address}; extra arguments go to its `broker` command.
 launch() {
   local bin
-  bin="$(tansu_bin)"
-  say "starting $("${bin}" --version 2>/dev/null || echo tansu) on ${address} $*"
+  bin="$(broker_bin)" || { say "no broker binary"; return 3; }
+  say "starting $("${bin}" --version 2>/dev/null || echo "${bin}") on ${address} $*"
   cd "${state}"
   nohup "${bin}" broker --listener-url "tcp://${address}" \
     --advertised-listener-url "tcp://${address}" "$@" >"${log}" 2>&1 &
@@ -126,12 +160,16 @@ case "${1:-status}" in
     if running; then
       say "already running (pid $(cat "${pidfile}"))"
     else
-      launch --storage-engine memory://tansu/
+      launch --storage-engine memory://nisshi/
     fi
     wait_ready || { say "cannot start the broker"; exit 1; }
     # shellcheck disable=SC2086
     kafka_admin ${default_topics} "$@" || { say "cannot create topics"; exit 1; }
     echo "${address}"
+    ;;
+  install)
+    bin="$(nisshi_bin)" || exit 1
+    say "nisshi: ${bin}"
     ;;
   install-scram)
     if [ ! -x "${tools}-scram/bin/tansu" ]; then
@@ -148,6 +186,10 @@ case "${1:-status}" in
     [ $# -ge 3 ] || { echo "usage: $0 start-scram USER PASSWORD [TOPIC...]" >&2; exit 2; }
     user="$2" password="$3"; shift 3
     python3 -c "import confluent_kafka" 2>/dev/null || { say "python3 confluent-kafka is required (pip install confluent-kafka)"; exit 1; }
+    tansu_scram_bin >/dev/null || {
+      say "no tansu with SQLite storage here, which the SCRAM broker needs: scripts/broker.sh install-scram"
+      exit 3
+    }
     stop_running 2>/dev/null
     mkdir -p "${state}" && rm -f "${state}"/scram.db*
     launch --storage-engine sqlite://scram.db
@@ -160,7 +202,7 @@ case "${1:-status}" in
     fi
     # shellcheck disable=SC2086
     kafka_admin ${default_topics} "$@" || { say "cannot create topics"; exit 1; }
-    "$(tansu_bin)" user create --broker "tcp://${address}" --mechanism scram512 "${user}" "${password}" >&2 \
+    "$(tansu_scram_bin)" user create --broker "tcp://${address}" --mechanism scram512 "${user}" "${password}" >&2 \
       || { say "cannot create the SCRAM user"; exit 1; }
     stop_running 2>/dev/null
     launch --storage-engine sqlite://scram.db --authentication
@@ -175,6 +217,6 @@ case "${1:-status}" in
     fi
     ;;
   *)
-    echo "usage: $0 start [TOPIC...] | stop | status | start-scram USER PASSWORD [TOPIC...] | stop-scram | install-scram" >&2; exit 2
+    echo "usage: $0 start [TOPIC...] | stop | status | install | start-scram USER PASSWORD [TOPIC...] | stop-scram | install-scram" >&2; exit 2
     ;;
 esac

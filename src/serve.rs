@@ -154,11 +154,23 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
         // Ready needs a producer that reaches a broker: ask before the first batch.
+        // Exactly once initialises its transactions at once too, not at the first
+        // batch: a restarted instance may get no partitions, or only partitions whose
+        // committed offsets its predecessor's open transaction holds back.
         match self.relay.producer(&self.brokers) {
-            Ok(sink) => match sink.warm_up(WARM_UP_TIMEOUT).await {
-                Ok(()) => self.through = true,
-                Err(error) => tracing::warn!(%error, "the producer has not reached a broker yet"),
-            },
+            Ok(sink) => {
+                match sink.warm_up(WARM_UP_TIMEOUT).await {
+                    Ok(()) => self.through = true,
+                    Err(error) => {
+                        tracing::warn!(%error, "the producer has not reached a broker yet")
+                    }
+                }
+                if self.settings.exactly_once {
+                    if let Err(error) = self.initialise(&sink) {
+                        tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
+                    }
+                }
+            }
             Err(error) => tracing::warn!(%error, "no producer yet"),
         }
         self.metrics
@@ -360,19 +372,30 @@ impl Server {
         self.metrics.aborted.inc();
     }
 
-    /// Initialises the transactional producer once, then begins a transaction.
-    fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
-        let txn = sink.transactions();
-        if !self
+    /// Runs `init_transactions` once per producer. The broker then fences any earlier
+    /// producer with this `transactional.id` and aborts its open transaction, which
+    /// would otherwise hold back read_committed readers, and the committed offsets of
+    /// the partitions it had, until the transaction timeout.
+    fn initialise(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+        if self
             .initialised
             .as_ref()
             .is_some_and(|s| Arc::ptr_eq(s, sink))
         {
-            tokio::task::block_in_place(|| txn.init_transactions(TRANSACTION_TIMEOUT))
-                .map_err(|e| Error::Transaction(format!("init_transactions: {e}")))?;
-            self.initialised = Some(sink.clone());
+            return Ok(());
         }
-        txn.begin_transaction()
+        let txn = sink.transactions();
+        tokio::task::block_in_place(|| txn.init_transactions(TRANSACTION_TIMEOUT))
+            .map_err(|e| Error::Transaction(format!("init_transactions: {e}")))?;
+        self.initialised = Some(sink.clone());
+        Ok(())
+    }
+
+    /// Initialises the transactional producer if needed, then begins a transaction.
+    fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+        self.initialise(sink)?;
+        sink.transactions()
+            .begin_transaction()
             .map_err(|e| Error::Transaction(format!("begin_transaction: {e}")))
     }
 

@@ -304,8 +304,8 @@ async fn a_rebalance_neither_loses_nor_repeats_records() {
 /// (begin, produce, offsets to the transaction, commit) and every record is relayed
 /// once, none aborted. What this cannot show: the mock cluster accepts transactions but
 /// neither stores transactional offsets nor hides aborted messages, so a plain producer
-/// would pass too; the crash proof needs a broker that implements transactions, and
-/// none runs here (README, "Exactly once").
+/// would pass too. The crash test, against a broker that writes transaction markers, is
+/// `exactly_once_crash` in the end-to-end tier (README, "Exactly once").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_relays_through_transactions() {
     let kafka = cluster();

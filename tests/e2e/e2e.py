@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """End to end through parts nobody on this team wrote: a real Kafka-protocol broker
-(tansu), the Lambda runtime emulator (`cargo lambda watch`), `cargo lambda invoke`, and
+(nisshi, scripts/broker.sh), the Lambda runtime emulator (`cargo lambda watch`), `cargo lambda invoke`, and
 an independent client (confluent-kafka) reading the output.
 
 1. starts the broker (scripts/broker.sh) and `cargo lambda watch --release` with the
@@ -17,12 +17,17 @@ an independent client (confluent-kafka) reading the output.
    process; a second joins and the partitions are rebalanced; the first is killed with
    SIGKILL and restarted) all appear, `/healthz/ready` and `/metrics` answer, and SIGTERM
    ends both cleanly;
-7. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
+7. exactly once (RELAY_EXACTLY_ONCE=true), two `serve` processes: three SIGKILLs while a
+   transaction is open, each followed by a restart with the same transactional id, and a
+   rebalance; a read_committed reader that applies the transaction markers itself
+   (committed.py: the broker does not list aborted transactions) finds every planned
+   message exactly once and in per-key order;
+8. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
    RELAY_AUTH=scram against it: the right password delivers the fixture (read back by a
    client that logs in too), a wrong one fails every record and never shows in the logs.
-   (tansu 0.6 has no TLS listener, so SCRAM runs over plaintext here. It needs a tansu
-   with SQLite storage, `scripts/broker.sh install-scram`; without one this part is
-   reported as skipped.)
+   (that broker is tansu 0.6 with SQLite storage, which has no TLS listener, so SCRAM runs
+   over plaintext here; `scripts/broker.sh install-scram` builds it, and without it this
+   part is reported as skipped.)
 
 Without a broker it prints why and exits 0, unless CI=true (then it fails).
 """
@@ -36,6 +41,8 @@ import time
 from collections import defaultdict
 
 from confluent_kafka import Consumer, TopicPartition
+
+import committed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORT = os.environ.get("E2E_INVOKE_PORT", "9310")
@@ -234,6 +241,15 @@ def http_get(port, path):
         return None, str(e)
 
 
+def metric(port, name):
+    """A metric's value from a `serve` process's /metrics (0 when it does not answer)."""
+    status, text = http_get(port, "/metrics")
+    for line in text.splitlines() if status == 200 else []:
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return 0
+
+
 def esm_round_trip(broker):
     """DMS records on a source topic -> cdc-relay esm -> cargo lambda watch -> output."""
     planned = set().union(*(planned_ids(produce_round(broker, "dms.esm", part))
@@ -268,11 +284,7 @@ def serve_round_trip(broker):
                                 env=dict(env, RELAY_HTTP_ADDR=f"127.0.0.1:{ports[name]}"))
 
     def assigned(name):
-        status, text = http_get(ports[name], "/metrics")
-        for line in text.splitlines() if status == 200 else []:
-            if line.startswith("cdc_relay_assigned_partitions "):
-                return int(line.split()[1])
-        return 0
+        return metric(ports[name], "cdc_relay_assigned_partitions")
 
     rounds = generated_rounds("dms.serve", 900, 12)
     planned = [planned_ids(produce_round(broker, "dms.serve", rounds[0]))]
@@ -311,6 +323,120 @@ def serve_round_trip(broker):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 check(proc.wait(30) == 0, f"serve: SIGTERM did not end {name} cleanly")
+
+
+def exactly_once_crash(broker):
+    """RELAY_EXACTLY_ONCE=true under crashes: two `serve` processes in one group. Three
+    times, a backlog is produced and a member that owns partitions is killed with SIGKILL
+    while a transaction is open, then restarted with the same transactional id; the second
+    process joins after the first crash (a rebalance). A read_committed reader that applies
+    the log's markers itself (tests/e2e/committed.py) must then find every planned message
+    exactly once, in per-key order."""
+    env = dict(os.environ, RELAY_BROKERS=broker, RELAY_SOURCE_TOPICS="dms.eos", RELAY_GROUP_ID="e2e-eos",
+               RELAY_ROUTES=os.path.join(ROOT, "routes.toml"), RELAY_HASH_KEY=LOCAL_HASH_KEY, RUST_LOG="info",
+               RELAY_EXACTLY_ONCE="true", RELAY_BATCH_SIZE="10", RELAY_CONSUMER_SESSION_TIMEOUT_MS="6000",
+               RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS="1000")
+    procs, ports = {}, {"a": 9393, "b": 9394}
+
+    def start(name):
+        log = open(os.path.join(ROOT, "target", f"e2e-eos-{name}.log"), "a")
+        procs[name] = subprocess.Popen([BINARY, "serve"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                       env=dict(env, RELAY_TRANSACTIONAL_ID=f"e2e-eos-{name}",
+                                                RELAY_HTTP_ADDR=f"127.0.0.1:{ports[name]}"))
+
+    def crash_one(busiest):
+        """SIGKILL a member that owns partitions once it has relayed 20 more records of the
+        backlog and a transaction with records written is open (an output partition's
+        last stable offset behind its high watermark); restart it. Returns its name and
+        whether an open transaction was seen."""
+        before = {n: metric(ports[n], "cdc_relay_records_total") for n in procs}
+        deadline = time.time() + 30
+        while True:
+            owners = [n for n in procs if metric(ports[n], "cdc_relay_assigned_partitions") > 0]
+            busy = [n for n in owners if metric(ports[n], "cdc_relay_records_total") >= before[n] + 20]
+            if busy or time.time() > deadline:
+                break
+            time.sleep(0.02)
+        name = (busy or owners or ["a"])[0]
+        relay_aborts.append(sum(metric(ports[n], "cdc_relay_transactions_aborted_total") for n in procs))
+        # Killed at once when seen: a transaction lasts milliseconds.
+        seen = committed.wait_for_open_transaction(broker, busiest, 3, time.time() + 10)
+        procs[name].kill()
+        procs[name].wait(10)
+        start(name)
+        return name, seen
+
+    def read_back(topics):
+        counts, stats, ours = defaultdict(int), defaultdict(int), []
+        for topic in topics:
+            messages, seen = committed.read_committed(broker, topic, 3, idle_seconds=1.0)
+            for k, v in seen.items():
+                stats[k] += v
+            for m in messages:
+                headers = {k: (v or b"").decode() for k, v in m["headers"].items()}
+                key = (topic, headers.get("relay-event-id"))
+                if key in planned:
+                    counts[key] += 1
+                    ours.append(dict(m, topic=topic, key=(m["key"] or b"").decode(), headers=headers))
+        return counts, stats, ours
+
+    def settled():
+        """Both members idle (nothing relayed for 2 s) and no transaction open."""
+        deadline = time.time() + 60
+        last = None
+        while time.time() < deadline:
+            now = [metric(ports[n], "cdc_relay_records_total") for n in procs]
+            if now == last and not committed.wait_for_open_transaction(broker, busiest, 3, time.time() + 0.1):
+                return True
+            last = now
+            time.sleep(2)
+        return False
+
+    rounds = generated_rounds("dms.eos", 1800, 13)
+    planned, kills, relay_aborts = set(), [], []
+    try:
+        for i, records in enumerate(rounds):
+            planned |= planned_ids(produce_round(broker, "dms.eos", records))
+            busiest = max({t for t, _ in planned}, key=lambda t: sum(topic == t for topic, _ in planned))
+            if i == 0:
+                start("a")
+            if i == 1:
+                start("b")
+            kills.append(crash_one(busiest))
+        topics = sorted({t for t, _ in planned})
+        deadline = time.time() + 240
+        try:
+            while True:
+                counts, stats, ours = read_back(topics)
+                if set(counts) == planned or time.time() > deadline:
+                    break
+                time.sleep(2)
+            # Every message is there: once both members are idle, read again, so that a
+            # copy committed late is counted too.
+            check(settled(), "exactly once: the members did not settle")
+            counts, stats, ours = read_back(topics)
+        except (OSError, RuntimeError) as e:
+            check(False, f"exactly once: reading back as committed failed: {e}")
+            return
+        missing = len(planned - set(counts))
+        duplicated = sum(n > 1 for n in counts.values())
+        hits = sum(seen for _, seen in kills)
+        check(missing == 0, f"exactly once: {missing} of {len(planned)} planned messages missing after the crashes")
+        check(duplicated == 0, f"exactly once: {duplicated} messages read twice by a read_committed reader")
+        check(hits > 0, "exactly once: no kill found a transaction open")
+        check(stats["aborted"] > 0, "exactly once: nothing was aborted")
+        check(stats["open"] == 0, f"exactly once: {stats['open']} records left in transactions never ended")
+        check_per_key_order(ours, "exactly once")
+        print(f"e2e: exactly once: 1,800 records -> {len(counts)} messages; SIGKILL + restart of "
+              f"{', '.join(n for n, _ in kills)} ({hits} of {len(kills)} with a transaction seen open), a "
+              f"rebalance; read_committed: {missing} missing, {duplicated} twice; {stats['aborted']} records of "
+              f"aborted transactions dropped by their markers (the broker listed {stats['reported']} aborted "
+              f"transactions; the relays aborted {max(relay_aborts or [0])} themselves)", flush=True)
+    finally:
+        for name, proc in procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                check(proc.wait(30) == 0, f"exactly once: SIGTERM did not end {name} cleanly")
 
 
 def scram_round_trip():
@@ -422,6 +548,7 @@ def main():
         print(f"e2e: 6000 records -> {len(after)} messages in {elapsed:.2f} s (cargo lambda invoke, wall)", flush=True)
         esm_round_trip(broker)
         serve_round_trip(broker)
+        exactly_once_crash(broker)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
@@ -430,9 +557,9 @@ def main():
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
     if scram == "skipped":
-        print("e2e: 4 passed, 0 failed, 1 skipped (scram)")
+        print("e2e: 5 passed, 0 failed, 1 skipped (scram)")
     else:
-        print("e2e: 5 passed, 0 failed")
+        print("e2e: 6 passed, 0 failed")
 
 
 if __name__ == "__main__":
