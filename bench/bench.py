@@ -3,7 +3,7 @@
 
 Every contender gets the same generated MSK events of DMS records, applies the same
 mapping (bench/routes.toml, bench/mapping.json) and produces to the same real broker
-(tansu, started by scripts/broker.sh), waiting for every acknowledgement. Each run is a
+(started by scripts/broker.sh), waiting for every acknowledgement. Each run is a
 fresh process (one execution environment) that invokes its batches one after another;
 contenders are interleaved in a shuffled order per repetition.
 """
@@ -173,7 +173,7 @@ def versions():
         "rustc": first_line(["rustc", "--version"]), "rdkafka": crate("rdkafka"), "librdkafka": crate("rdkafka-sys"),
         "node": first_line(["node", "--version"]), "kafkajs": json.load(open(os.path.join(ROOT, "bench", "node", "node_modules", "kafkajs", "package.json")))["version"],
         "go": first_line(["go", "version"]), "sarama": sarama,
-        "broker": first_line([os.path.join(ROOT, "target", "tools", "bin", "tansu"), "--version"]) if os.path.exists(os.path.join(ROOT, "target", "tools", "bin", "tansu")) else first_line(["tansu", "--version"]),
+        "broker": first_line([os.path.join(ROOT, "target", "tools-nisshi", "bin", "nisshi"), "--version"]) if os.path.exists(os.path.join(ROOT, "target", "tools-nisshi", "bin", "nisshi")) else first_line(["nisshi", "--version"]),
     }
 
 
@@ -194,7 +194,7 @@ def report(result):
              "Every contender gets the same input files: MSK events of DMS records from `cdc-relay gen-event`",
              "(400-byte values, 4 tables, inserts, updates with before-image and deletes), decodes base64, parses",
              "the DMS JSON, applies the same mapping (`bench/routes.toml` = `bench/mapping.json`: table -> topic, key",
-             "columns, include, rename) and produces to the same real broker (tansu on loopback), waiting for every",
+             "columns, include, rename) and produces to the same real broker (scripts/broker.sh, on loopback; its version above), waiting for every",
              "acknowledgement (acks=all). Each run is a fresh process (one execution environment) that connects,",
              "then invokes its batches one after another; the first invocation is reported separately (cold) and",
              "the rest give the warm median and p95. Contenders run interleaved in a shuffled order, "
@@ -242,7 +242,7 @@ def report(result):
                   f"| peak RSS at 6,000 <= 0.8x the lowest peer | {relay['peak_rss_bytes'] / 2**20:.1f} MiB vs {lowest_peer_rss / 2**20:.1f} MiB ({rss_ratio:.2f}x) | {verdict(rss_ratio <= 0.8)} |",
                   f"| first invocation after init <= 1.2x warm (6,000 records) | {cold['first_invocation_ms']:.1f} ms vs {cold['warm_median_ms']:.1f} ms ({cold_ratio:.2f}x) | {verdict(cold_ratio <= 1.2)} |",
                   ""]
-    for broker in ("tansu",):
+    for broker in ("tansu", "nisshi"):
         lag = os.path.join(ROOT, "bench", "results", f"lag-{broker}.md")
         if os.path.exists(lag):
             lines += [open(lag).read().strip(), ""]

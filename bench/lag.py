@@ -2,16 +2,17 @@
 """The seed's comparison, on lag: DMS-shaped records fed to a source topic at a steady
 rate, relayed by each contender, read back by an independent consumer.
 
-    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,esm,kafkajs] [--smoke]
+    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,serve-eos,esm,kafkajs] [--smoke]
 
-Contenders, each consuming the same kind of source topic on the same broker (tansu on
+Contenders, each consuming the same kind of source topic on the same broker (nisshi on
 loopback, scripts/broker.sh) and applying the same mapping (bench/routes.toml,
 bench/mapping.json):
 
-- serve:   `cdc-relay serve` (at least once)
-- esm:     the Lambda path: `cdc-relay esm` invoking `cargo lambda watch`
-- kafkajs: bench/node/server.js, a kafkajs consumer group (eachBatch + one sendBatch),
-           the seed's winner
+- serve:     `cdc-relay serve` (at least once)
+- serve-eos: `cdc-relay serve` with RELAY_EXACTLY_ONCE=true (read back as committed)
+- esm:       the Lambda path: `cdc-relay esm` invoking `cargo lambda watch`
+- kafkajs:   bench/node/server.js, a kafkajs consumer group (eachBatch + one sendBatch),
+             the seed's winner
 
 Per run: a fresh source topic (3 partitions); the contender is started and ready; a
 reader subscribes to the output topics; scripts/feed.py produces at the rate for the
@@ -22,8 +23,10 @@ contender's processes' user + system seconds over the run, per second of feeding
 one core). Memory: their peak RSS (VmHWM). Results: bench/results/lag-BROKER.json and .md, a section of BENCHMARKS.md and a chart; --smoke runs
 one short run per contender and writes nothing.
 
-`cdc-relay serve` with exactly once is not measured: tansu 0.6 does not serve EndTxn, so
-no transaction can commit against it (README, "Exactly once").
+The reader reads as committed (isolation.level=read_committed), so exactly once's lag
+includes waiting for the transaction to commit. Each exactly-once run records how many
+transactions it aborted (`transactions_aborted`): with none, the broker not listing
+aborted transactions to readers (scripts/broker.sh) cannot have shown them anything extra.
 """
 import argparse
 import json
@@ -107,7 +110,8 @@ class Reader(threading.Thread):
         self.ready = threading.Event()
         self.consumer = Consumer({"bootstrap.servers": broker, "group.id": f"lag-reader-{source_topic}",
                                   "auto.offset.reset": "latest", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1,
+                                  "isolation.level": "read_committed"})
 
     def run(self):
         self.consumer.subscribe(OUTPUTS, on_assign=lambda c, parts: self.ready.set())
@@ -142,10 +146,12 @@ def source_timestamps(broker, topic, expected):
 def start(contender, broker, topic, logs):
     log = open(os.path.join(logs, f"{topic}.log"), "w")
     group = f"group-{topic}"
-    if contender == "serve":
+    if contender in ("serve", "serve-eos"):
         env = dict(os.environ, RELAY_BROKERS=broker, RELAY_SOURCE_TOPICS=topic, RELAY_GROUP_ID=group,
                    RELAY_ROUTES=os.path.join(ROOT, "bench", "routes.toml"), RELAY_HTTP_ADDR=SERVE_HTTP,
                    RUST_LOG="warn")
+        if contender == "serve-eos":
+            env.update(RELAY_EXACTLY_ONCE="true", RELAY_TRANSACTIONAL_ID=f"lag-{topic}")
         proc = subprocess.Popen([BINARY, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait(lambda: http_ok(f"http://{SERVE_HTTP}/healthz/ready"), f"{topic}: serve never ready")
@@ -176,6 +182,18 @@ def http_ok(url):
             return r.status == 200
     except OSError:
         return False
+
+
+def metric(url, name):
+    """A counter's value from a Prometheus text endpoint (None when unreadable)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return int(float(line.split()[1]))
+    except OSError:
+        pass
+    return None
 
 
 def wait(condition, message, timeout=120):
@@ -237,6 +255,8 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
         time.sleep(0.2)
     cpu = cpu_seconds(pids) - cpu_before
     rss = peak_rss_mib(pids)
+    aborted = metric(f"http://{SERVE_HTTP}/metrics", "cdc_relay_transactions_aborted_total") \
+        if contender == "serve-eos" else None
     reader.stop = True
     reader.join(10)
     for p in procs:
@@ -253,14 +273,16 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
               "lag_ms": {"p50": round(percentile(lags, 50), 1), "p99": round(percentile(lags, 99), 1),
                          "max": round(max(lags), 1)} if lags else None,
               "cpu_cores": round(cpu / max(fed["seconds"], 1e-9), 3),
-              "peak_rss_mib": round(rss, 1) if contender != "esm" else round(rss, 1)}
+              "peak_rss_mib": round(rss, 1)}
+    if aborted is not None:
+        result["transactions_aborted"] = aborted
     print(json.dumps(result), flush=True)
     return result
 
 
-BROKERS = {"tansu": "tansu 0.6.0 (memory storage), loopback"}
+BROKERS = {"nisshi": "nisshi 0.7.0 (memory storage), loopback"}
 
-NAMES = {"serve": "cdc-relay serve", "esm": "Lambda path (esm + cargo lambda watch)",
+NAMES = {"serve": "cdc-relay serve", "serve-eos": "cdc-relay serve, exactly once", "esm": "Lambda path (esm + cargo lambda watch)",
          "kafkajs": "kafkajs server (eachBatch + sendBatch)"}
 
 
@@ -298,9 +320,14 @@ def section(result, broker):
                          f"({met(s['lag_ms']['p99'] < k['lag_ms']['p99'])}); CPU {s['cpu_cores']:.3f} vs {k['cpu_cores']:.3f} "
                          f"({met(s['cpu_cores'] < k['cpu_cores'])}); peak RSS {s['peak_rss_mib']:.1f} vs {k['peak_rss_mib']:.1f} MiB "
                          f"({met(s['peak_rss_mib'] < k['peak_rss_mib'])})")
-    lines += ["- Exactly once within 2x of at-least-once p99: not measured. tansu 0.6 does not serve `EndTxn`, so no",
-              "  transaction commits against it, and librdkafka's mock cluster does not implement transactions (README).",
-              "", end]
+    for rate in rates:
+        s, e = by.get(("serve", rate)), by.get(("serve-eos", rate))
+        if s and e and s["lag_ms"] and e["lag_ms"]:
+            ratio = e["lag_ms"]["p99"] / max(s["lag_ms"]["p99"], 1e-9)
+            lines.append(f"- {rate:,} records/s: exactly once p99 {e['lag_ms']['p99']:.0f} ms vs at least once "
+                         f"{s['lag_ms']['p99']:.0f} ms: {ratio:.2f}x ({'met' if ratio <= 2 else 'missed'}: within 2x); "
+                         f"transactions aborted: {e.get('transactions_aborted', 'unknown')}")
+    lines += ["", end]
     return "\n".join(lines)
 
 
@@ -340,9 +367,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="500,2000,10000")
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--contenders", default="serve,esm,kafkajs")
+    parser.add_argument("--contenders", default="serve,serve-eos,esm,kafkajs")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--broker", choices=["tansu"], default="tansu", help="tansu (scripts/broker.sh)")
+    parser.add_argument("--broker", choices=["nisshi"], default="nisshi", help="nisshi (scripts/broker.sh)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     contenders = args.contenders.split(",")
