@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use cdc_relay::sink::producer_config;
+use cdc_relay::kafka::producer::producer_config;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;

@@ -6,36 +6,28 @@
 //!
 //! The pure stages live in the core crate ([`cdc_relay_core`], re-exported here as
 //! [`source`], [`dms`], [`transform`], [`deadletter`] and [`generate`]): they know nothing
-//! of Lambda, Kafka clients or tokio. This crate wires them to the outside world:
+//! of Lambda, Kafka clients or tokio. This crate wires them to the outside world; its
+//! modules depend only downwards: `modes -> relay -> pipeline -> kafka -> secrets, config`.
 //!
 //! - [`config`]: environment -> validated [`config::Settings`] (fail at init, not per record).
-//! - [`auth`]: `RELAY_AUTH` (none, tls, scram, iam) -> the producer's security settings.
-//! - [`sink`]: the rdkafka producer; enqueue, await acknowledgements, classify errors.
-//! - [`pipeline`]: one batch end to end, concurrent and order-preserving; no Lambda types.
-//! - [`handler`]: Lambda glue; `LambdaEvent` -> pipeline -> partial batch response.
-//! - [`local`]: running the handler outside Lambda (embedded mock cluster, read-back).
-//! - [`metrics`]: one CloudWatch Embedded Metric Format record per invocation.
-//! - [`consumer`]: the source consumer group `serve` and `esm` share: batches in,
-//!   offsets committed only for records done.
-//! - [`serve`]: the long-running shell: a consumer group feeding the same pipeline,
-//!   committing offsets (or transactions) only for records that are done.
-//! - [`esm`]: Lambda's Kafka event source mapping, locally: the same consumer
-//!   invoking a function endpoint with MSK events, honouring its answers.
-//! - [`ops`]: `serve`'s `/healthz` and Prometheus `/metrics`.
+//! - [`secrets`]: Secrets Manager and the AWS configuration: SCRAM credentials, the hash key.
+//! - [`kafka`]: everything that speaks to a broker: client authentication and context,
+//!   the producer, transactions, the source consumer group.
+//! - [`pipeline`]: one batch end to end, concurrent and order-preserving, with its pure
+//!   ledger of each record's state; no mode's types.
+//! - [`relay`]: the composition root every mode builds: settings, routes, producer.
+//! - [`ops`]: Prometheus metrics and readiness, `/healthz` and `/metrics`.
+//! - [`modes`]: the ways to run a relay: Lambda, `serve`, `esm`, local tools.
 //! - [`error`]: invocation-level errors; the core's record and configuration errors.
 
-pub mod auth;
 pub mod config;
-pub mod consumer;
 pub mod error;
-pub mod esm;
-pub mod handler;
-pub mod local;
-pub mod metrics;
+pub mod kafka;
+pub mod modes;
 pub mod ops;
 pub mod pipeline;
-pub mod serve;
-pub mod sink;
+pub mod relay;
+pub mod secrets;
 
 pub use cdc_relay_core::{deadletter, dms, generate, source, transform};
 

@@ -1,30 +1,23 @@
-//! The `cdc-relay` binary: the Lambda bootstrap and the local tools.
+//! The `cdc-relay` binary: parses the command line and dispatches; the commands live
+//! in [`cli`].
 //!
 //! In Lambda (`AWS_LAMBDA_RUNTIME_API` set) it runs the runtime loop. Locally,
-//! `cdc-relay invoke [EVENT]` runs one invocation through the same handler, against
+//! `cdc-relay invoke [EVENT]` runs one invocation through the same function, against
 //! `--brokers` or an embedded in-process Kafka.
 
+mod cli;
+
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_lambda_events::event::kafka::KafkaEvent;
 use clap::{Parser, Subcommand};
-use lambda_runtime::LambdaEvent;
 use tracing_subscriber::EnvFilter;
 
-use cdc_relay::config::{ServeSettings, Settings};
-use cdc_relay::dms::Decoder;
-use cdc_relay::esm::{EsmOptions, Mapping};
-use cdc_relay::generate::{generate, GenOptions, LAMBDA_PAYLOAD_LIMIT};
-use cdc_relay::handler::Relay;
-use cdc_relay::local::{self, EmbeddedKafka};
+use cdc_relay::generate::GenOptions;
+#[cfg(feature = "esm")]
+use cdc_relay::modes::esm::{EsmOptions, Mapping};
 use cdc_relay::ops;
-use cdc_relay::pipeline::{Pipeline, PipelineOptions};
-use cdc_relay::serve::Server;
-use cdc_relay::source::{self, MskEvent};
-use cdc_relay::transform::{Routes, Transformer};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +89,7 @@ enum Command {
     },
     /// Run Lambda's Kafka event source mapping locally: poll the DMS topics and invoke a
     /// function endpoint (`cargo lambda watch`) with MSK events, honouring its answers.
+    #[cfg(feature = "esm")]
     Esm {
         #[command(flatten)]
         options: EsmOptions,
@@ -133,31 +127,32 @@ fn run() -> anyhow::Result<()> {
             brokers,
             print_messages,
             timeout_ms,
-        }) => runtime.block_on(invoke(event, brokers, print_messages, timeout_ms)),
+        }) => runtime.block_on(cli::invoke(event, brokers, print_messages, timeout_ms)),
         Some(Command::CheckRoutes {
             routes,
             event,
             against,
-        }) => runtime.block_on(check_routes(routes, event, against)),
-        Some(Command::Schema { routes }) => schema(routes),
+        }) => runtime.block_on(cli::check_routes(routes, event, against)),
+        Some(Command::Schema { routes }) => cli::schema(routes),
         Some(Command::Replay {
             events,
             brokers,
             rounds,
-        }) => runtime.block_on(replay(events, brokers, rounds)),
-        Some(Command::GenEvent { options, out }) => gen_event(options, out),
-        Some(Command::Serve) => runtime.block_on(serve()),
+        }) => runtime.block_on(cli::replay(events, brokers, rounds)),
+        Some(Command::GenEvent { options, out }) => cli::gen_event(options, out),
+        Some(Command::Serve) => runtime.block_on(cli::serve()),
         Some(Command::Health { url }) => {
             let healthy = runtime.block_on(ops::probe(&url, Duration::from_secs(3)))?;
             anyhow::ensure!(healthy, "{url} is not healthy");
             Ok(())
         }
+        #[cfg(feature = "esm")]
         Some(Command::Esm { options }) => runtime.block_on(async {
-            Mapping::new(options)?.run(termination()).await?;
+            Mapping::new(options)?.run(cli::termination()).await?;
             anyhow::Ok(())
         }),
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
-            runtime.block_on(run_lambda())
+            runtime.block_on(cli::run_lambda())
         }
         None => {
             use clap::CommandFactory;
@@ -193,272 +188,4 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         builder.with_ansi(false).init();
     }
     guard
-}
-
-async fn run_lambda() -> anyhow::Result<()> {
-    let relay = Arc::new(Relay::init(Settings::from_env()?).await?);
-    let shutdown_relay = relay.clone();
-    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
-        if let Some(sink) = shutdown_relay.sink() {
-            let _ = sink.flush(Duration::from_millis(500));
-        }
-    })
-    .await;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-        let relay = relay.clone();
-        async move { relay.handle(event).await }
-    }))
-    .await
-    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
-}
-
-async fn serve() -> anyhow::Result<()> {
-    let serve_settings = ServeSettings::from_env()?;
-    let mut settings = Settings::from_env()?;
-    settings
-        .producer_overrides
-        .extend(Server::producer_overrides(&serve_settings));
-    let http = serve_settings.http_addr;
-    let relay = Arc::new(Relay::init(settings).await?);
-    let server = Server::new(relay, serve_settings)?;
-    if let Some(addr) = http {
-        ops::listen(addr, server.metrics())
-            .await
-            .with_context(|| format!("cannot listen on {addr} (RELAY_HTTP_ADDR)"))?;
-    }
-    server.run(termination()).await?;
-    Ok(())
-}
-
-/// SIGTERM (what a container runtime sends) or Ctrl-C.
-async fn termination() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-    }
-}
-
-fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
-    let text = match path {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read event file {}", path.display()))?,
-        None => local::SAMPLE_EVENT.to_owned(),
-    };
-    let name = path.map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
-    serde_json::from_str::<source::MskEvent>(&text)
-        .map(|e| e.0)
-        .with_context(|| format!("{name} is not an MSK event"))
-}
-
-async fn check_routes(
-    routes_path: PathBuf,
-    event: Option<PathBuf>,
-    against: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let mut settings = Settings::from_env()?;
-    // Nothing is produced: without a key, `hash` may use the published local one.
-    settings.local_hash_key = true;
-    let pipeline_for = |path: PathBuf| {
-        let mut settings = settings.clone();
-        settings.routes_path = Some(path.clone());
-        async move {
-            let routes = Relay::load_routes(&settings).await?;
-            eprintln!(
-                "{}: valid, {} route(s)",
-                path.display(),
-                routes.routes.len()
-            );
-            anyhow::Ok(Pipeline::new(
-                Decoder::new(settings.before_image_field.clone()),
-                Transformer::new(routes),
-                PipelineOptions {
-                    concurrency: 1,
-                    chunk_size: settings.chunk_size,
-                    ..PipelineOptions::default()
-                },
-            ))
-        }
-    };
-    let pipeline = pipeline_for(routes_path).await?;
-    let old = match against {
-        Some(path) => Some(pipeline_for(path).await?),
-        None => None,
-    };
-    let Some(event) = event else {
-        return Ok(());
-    };
-    let (origin, records) = source::records(read_event(Some(&event))?);
-    let new = local::dry_run(&pipeline, &origin, &records);
-    let Some(old) = old else {
-        for line in new {
-            println!("{line}");
-        }
-        return Ok(());
-    };
-    let old = local::dry_run(&old, &origin, &records);
-    let report = local::compare_runs(&old, &new);
-    for line in &report.lines {
-        println!("{line}");
-    }
-    eprintln!(
-        "{} record(s): {} unchanged, {} changed ({} message(s) added, {} removed, {} changed)",
-        records.len(),
-        records.len() - report.changed_records,
-        report.changed_records,
-        report.added,
-        report.removed,
-        report.changed,
-    );
-    Ok(())
-}
-
-fn schema(routes_path: PathBuf) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    let routes = Routes::load_with_dlq(&routes_path, settings.dlq_topic.clone())?;
-    let schemas = cdc_relay::transform::schema::schemas(&routes);
-    println!("{}", serde_json::to_string_pretty(&schemas)?);
-    Ok(())
-}
-
-async fn invoke(
-    event: Option<PathBuf>,
-    brokers: Option<String>,
-    print_messages: bool,
-    timeout_ms: u64,
-) -> anyhow::Result<()> {
-    let payload = read_event(event.as_ref())?;
-
-    let mut settings = Settings::from_env()?;
-    // The embedded cluster must outlive the producer: it lives until this function returns.
-    let mut embedded = None;
-    if let Some(brokers) = brokers {
-        settings.brokers = Some(brokers);
-    } else if settings.brokers.is_none() {
-        let kafka = EmbeddedKafka::start(1)?;
-        settings.brokers = Some(kafka.bootstrap_servers());
-        embedded = Some(kafka);
-        // Only the in-process cluster sees these messages: without a key, `hash` may
-        // use the published local one.
-        settings.local_hash_key = true;
-    }
-    let brokers = settings.brokers.clone().unwrap_or_default();
-    let relay = Relay::init(settings).await?;
-    // The same entry point Lambda calls: span, cold-start flag, metrics, answer.
-    let invocation = relay
-        .invoke(LambdaEvent::new(
-            MskEvent(payload),
-            local_context("local-invoke", timeout_ms),
-        ))
-        .await;
-    if print_messages {
-        let deliveries = invocation
-            .outcome
-            .as_ref()
-            .map_or(&[][..], |o| o.deliveries.as_slice());
-        for message in local::read_back(&brokers, deliveries, Duration::from_secs(30))? {
-            println!("{}", message.to_json());
-        }
-    }
-    let result = invocation.response;
-    drop(relay);
-    drop(embedded);
-    match result {
-        Ok(response) => {
-            println!("{}", serde_json::to_string(&response)?);
-            Ok(())
-        }
-        Err(error) => {
-            let diagnostic = lambda_runtime::Diagnostic::from(error);
-            println!(
-                "{}",
-                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message})
-            );
-            std::process::exit(1);
-        }
-    }
-}
-
-/// A Lambda context for a local invocation: a request id and a deadline `timeout_ms`
-/// from now.
-fn local_context(request_id: &str, timeout_ms: u64) -> lambda_runtime::Context {
-    let deadline = SystemTime::now() + Duration::from_millis(timeout_ms);
-    let mut context = lambda_runtime::Context::default();
-    context.request_id = request_id.to_owned();
-    context.deadline = deadline
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    context
-}
-
-fn gen_event(options: GenOptions, out: Option<PathBuf>) -> anyhow::Result<()> {
-    let text = serde_json::to_string(&generate(&options))?;
-    if text.len() > LAMBDA_PAYLOAD_LIMIT {
-        eprintln!(
-            "note: the event is {} bytes, over Lambda's {} byte invocation payload limit; \
-             Lambda would never deliver a batch this large",
-            text.len(),
-            LAMBDA_PAYLOAD_LIMIT
-        );
-    }
-    match out {
-        Some(path) => std::fs::write(&path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => println!("{text}"),
-    }
-    Ok(())
-}
-
-/// Init (timed), then each event as one invocation: read + parse + handle, timed.
-async fn replay(
-    events: Vec<PathBuf>,
-    brokers: Option<String>,
-    rounds: usize,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut settings = Settings::from_env()?;
-    if brokers.is_some() {
-        settings.brokers = brokers;
-    }
-    anyhow::ensure!(
-        settings.brokers.is_some(),
-        "replay needs --brokers or RELAY_BROKERS"
-    );
-    let relay = Relay::init(settings).await?;
-    println!(
-        "{}",
-        serde_json::json!({"init_ms": started.elapsed().as_secs_f64() * 1e3})
-    );
-    for round in 0..rounds {
-        for path in &events {
-            let t = std::time::Instant::now();
-            let text =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let event: source::MskEvent = serde_json::from_slice(&text)
-                .with_context(|| format!("{} is not an MSK event", path.display()))?;
-            // As in Lambda, the payload's bytes are gone once the event is parsed.
-            drop(text);
-            let parse_ms = t.elapsed().as_secs_f64() * 1e3;
-            let invocation = relay
-                .invoke(LambdaEvent::new(event, local_context("replay", 60_000)))
-                .await;
-            let outcome = invocation.outcome.unwrap_or_default();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "round": round, "event": path.display().to_string(), "ms": t.elapsed().as_secs_f64() * 1e3,
-                    "parse_ms": parse_ms, "transform_ms": outcome.transform_ms, "produce_ms": outcome.produce_ms,
-                    "records": outcome.records, "messages": outcome.messages, "ok": invocation.response.is_ok(),
-                })
-            );
-        }
-    }
-    Ok(())
 }

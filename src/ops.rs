@@ -21,8 +21,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::BatchOutcome;
-
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 32;
 
@@ -144,15 +142,6 @@ impl Metrics {
             registry,
             ..metrics
         }
-    }
-
-    /// Counts a batch's outcome.
-    pub fn count(&self, outcome: &BatchOutcome) {
-        self.records.inc_by(outcome.records as u64);
-        self.produced.inc_by(outcome.produced as u64);
-        self.dead_lettered.inc_by(outcome.dead_lettered as u64);
-        self.skipped.inc_by(outcome.skipped_total() as u64);
-        self.failed.inc_by(outcome.not_done as u64);
     }
 
     /// Ready: partitions are assigned and the producer has reached a broker.

@@ -23,14 +23,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use base64::Engine;
-use cdc_relay::auth::{
-    fetch_hash_key, fetch_scram_secret, secret_region, AuthMode, Credentials, IamTokens,
-    ProducerAuth, ScramCredentials, Secret, TlsFiles,
+use cdc_relay::config::{Overrides, Settings};
+use cdc_relay::kafka::producer::{producer_config_with, Sink};
+use cdc_relay::kafka::RelayContext;
+use cdc_relay::kafka::{AuthMode, ClientAuth, IamTokens, Secret, TlsFiles};
+use cdc_relay::modes::lambda::Function;
+use cdc_relay::modes::local::EmbeddedKafka;
+use cdc_relay::relay::Relay;
+use cdc_relay::secrets::{
+    fetch_hash_key, fetch_scram_secret, secret_region, Credentials, ScramCredentials,
 };
-use cdc_relay::config::Settings;
-use cdc_relay::handler::Relay;
-use cdc_relay::local::EmbeddedKafka;
-use cdc_relay::sink::{producer_config_with, RelayContext, Sink};
 use cdc_relay::source::MskEvent;
 use cdc_relay::transform::HashKey;
 use hmac::{Hmac, KeyInit, Mac};
@@ -86,16 +88,16 @@ async fn each_mode_configures_librdkafka() {
         username: "relay".to_owned(),
         password: Secret::new("pw-9f3a"),
     };
-    let cases: Vec<(ProducerAuth, Expected)> = vec![
+    let cases: Vec<(ClientAuth, Expected)> = vec![
         (
-            ProducerAuth::None,
+            ClientAuth::None,
             vec![
                 ("security.protocol", Some("plaintext".into())),
                 ("sasl.mechanisms", None),
             ],
         ),
         (
-            ProducerAuth::Tls(tls_files(true)),
+            ClientAuth::Tls(tls_files(true)),
             vec![
                 ("security.protocol", Some("ssl".into())),
                 ("sasl.mechanisms", None),
@@ -114,7 +116,7 @@ async fn each_mode_configures_librdkafka() {
             ],
         ),
         (
-            ProducerAuth::Scram(tls_files(false), scram),
+            ClientAuth::Scram(tls_files(false), scram),
             vec![
                 ("security.protocol", Some("sasl_ssl".into())),
                 ("sasl.mechanisms", Some("SCRAM-SHA-512".into())),
@@ -124,7 +126,7 @@ async fn each_mode_configures_librdkafka() {
             ],
         ),
         (
-            ProducerAuth::Iam(TlsFiles::default(), iam_tokens()),
+            ClientAuth::Iam(TlsFiles::default(), iam_tokens()),
             vec![
                 ("security.protocol", Some("sasl_ssl".into())),
                 ("sasl.mechanisms", Some("OAUTHBEARER".into())),
@@ -149,7 +151,7 @@ async fn each_mode_configures_librdkafka() {
     // RELAY_PRODUCER_* overrides come last and win (e.g. SASL without TLS for a lab broker).
     let overridden = producer_config_with(
         "127.0.0.1:9",
-        &ProducerAuth::Iam(TlsFiles::default(), iam_tokens()),
+        &ClientAuth::Iam(TlsFiles::default(), iam_tokens()),
         &[("security.protocol".to_owned(), "sasl_plaintext".to_owned())],
     );
     assert_eq!(overridden.get("security.protocol"), Some("sasl_plaintext"));
@@ -158,7 +160,7 @@ async fn each_mode_configures_librdkafka() {
         ca_file: Some(util::root().join("routes.toml")),
         ..TlsFiles::default()
     };
-    assert!(Sink::connect_with("127.0.0.1:9", ProducerAuth::Tls(bad), &[]).is_err());
+    assert!(Sink::connect_with("127.0.0.1:9", ClientAuth::Tls(bad), &[]).is_err());
 }
 
 /// RFC 3986 encoding as SigV4 canonicalisation wants it.
@@ -270,7 +272,7 @@ async fn iam_token_is_a_presigned_connect_url() {
 /// runtime (a flush from async code), without needing a tokio worker to block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_refresh_callback_supplies_tokens() {
-    let context = RelayContext::new(&ProducerAuth::Iam(TlsFiles::default(), iam_tokens()));
+    let context = RelayContext::new(&ClientAuth::Iam(TlsFiles::default(), iam_tokens()));
     let from_thread = std::thread::scope(|s| {
         s.spawn(|| {
             context
@@ -295,7 +297,7 @@ async fn token_refresh_callback_supplies_tokens() {
     assert!(!inside.token.is_empty());
 
     // Without IAM there is no token to give: librdkafka is told so.
-    let plain = RelayContext::new(&ProducerAuth::None);
+    let plain = RelayContext::new(&ClientAuth::None);
     let refused = plain
         .generate_oauth_token(None)
         .map(|_| ())
@@ -476,8 +478,14 @@ async fn hash_key_only_when_a_route_hashes() {
         .await
         .expect_err("hash without a key");
     assert!(refused.to_string().contains("RELAY_HASH_KEY"), "{refused}");
-    let mut local = settings(&example, &[]);
-    local.local_hash_key = true;
+    let local = Settings::from_vars_with(
+        [("RELAY_ROUTES", example.as_str())],
+        Overrides {
+            local_hash_key: true,
+            ..Overrides::default()
+        },
+    )
+    .expect("valid settings");
     Relay::load_routes(&local).await.expect("the local key");
     Relay::load_routes(&settings(
         &example,
@@ -503,6 +511,7 @@ fn hash_key_settings_are_checked() {
     assert_eq!(
         vars("RELAY_HASH_KEY_SECRET_ARN", arn)
             .expect("an ARN")
+            .routes
             .hash_key_secret_arn
             .as_deref(),
         Some(arn)
@@ -566,7 +575,7 @@ async fn refused_scram_login_fetches_the_secret_again() {
         !response.batch_item_failures.is_empty(),
         "no login, nothing produced"
     );
-    let refused = relay.sink().expect("the producer");
+    let refused = relay.relay().sink().expect("the producer");
     assert!(refused.login_refused());
     assert_eq!(served.load(Ordering::SeqCst), 1, "fetched once, at init");
     batch().await.expect("an answer");
@@ -575,7 +584,7 @@ async fn refused_scram_login_fetches_the_secret_again() {
         2,
         "the secret was fetched again"
     );
-    let current = relay.sink().expect("a producer");
+    let current = relay.relay().sink().expect("a producer");
     assert!(
         !Arc::ptr_eq(&refused, &current),
         "the producer with the old secret was replaced"
@@ -608,7 +617,7 @@ async fn secret_fetch_gives_up_in_time() {
     assert!(error.is_retryable(), "{error}");
     assert!(error.to_string().contains("no answer within"), "{error}");
     assert!(
-        elapsed <= cdc_relay::auth::SECRET_FETCH_TIMEOUT + Duration::from_millis(500),
+        elapsed <= cdc_relay::secrets::SECRET_FETCH_TIMEOUT + Duration::from_millis(500),
         "{elapsed:?}"
     );
 }
@@ -637,7 +646,7 @@ async fn failing_auth_never_reveals_the_password() {
     ])
     .expect("settings");
     assert_eq!(settings.auth.mode, AuthMode::Scram);
-    let relay = Relay::init(settings)
+    let relay = Function::init(settings)
         .await
         .expect("init survives a failing login");
     let mut context = util::context(4_000);
@@ -668,7 +677,7 @@ async fn failing_auth_never_reveals_the_password() {
     assert!(!logs.contains(password), "the password reached the logs");
     let debug = format!("{relay:?}");
     assert!(!debug.contains(password), "the password is in Debug output");
-    let sink = relay.sink().expect("producer created at init");
+    let sink = relay.relay().sink().expect("producer created at init");
     let warm = sink.warm_up(Duration::from_millis(500)).await;
     if let Err(e) = warm {
         assert!(!e.to_string().contains(password));

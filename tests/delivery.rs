@@ -5,8 +5,8 @@ use cdc_relay::source::MskEvent;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cdc_relay::handler::BatchResponse;
-use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::modes::lambda::BatchResponse;
+use cdc_relay::modes::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::transform::{header, Routes};
 use lambda_runtime::LambdaEvent;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};

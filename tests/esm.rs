@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use cdc_relay::esm::{EsmOptions, Mapping, PAYLOAD_LIMIT};
-use cdc_relay::local::{read_topics, EmbeddedKafka};
+use cdc_relay::modes::esm::{EsmOptions, Mapping};
+use cdc_relay::modes::local::{read_topics, EmbeddedKafka};
+use cdc_relay::source::LAMBDA_PAYLOAD_LIMIT;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -129,7 +130,7 @@ fn options(kafka: &EmbeddedKafka, function: &Function, group: &str) -> EsmOption
 }
 
 /// The on-failure topic `esm.failed`, read from the start.
-fn destination(kafka: &EmbeddedKafka) -> Vec<cdc_relay::local::ConsumedMessage> {
+fn destination(kafka: &EmbeddedKafka) -> Vec<cdc_relay::modes::local::ConsumedMessage> {
     tokio::task::block_in_place(|| {
         read_topics(
             &kafka.bootstrap_servers(),
@@ -409,13 +410,16 @@ async fn events_stay_within_the_payload_limit() {
     opts.maximum_batching_window_in_seconds = 2.0;
     run_until_committed(&kafka, opts, 8).await;
     let sizes = sizes.lock().expect("sizes").clone();
-    assert!(sizes.iter().all(|&s| s <= PAYLOAD_LIMIT), "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&s| s <= LAMBDA_PAYLOAD_LIMIT),
+        "{sizes:?}"
+    );
     assert!(
         sizes.len() >= 4,
         "24 records of 933 KB in base64 need at least 4 events: {sizes:?}"
     );
     assert!(
-        sizes.iter().any(|&s| s > PAYLOAD_LIMIT / 2),
+        sizes.iter().any(|&s| s > LAMBDA_PAYLOAD_LIMIT / 2),
         "events are filled: {sizes:?}"
     );
 }

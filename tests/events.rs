@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::modes::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::transform::header;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;

@@ -5,8 +5,10 @@ use cdc_relay::source::MskEvent;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cdc_relay::local::EmbeddedKafka;
-use cdc_relay::metrics::{emf, emf_tables, TableLabels, Timings, OTHER_TABLES, UNROUTED_TABLES};
+use cdc_relay::modes::lambda::emf::{
+    emf, emf_tables, TableLabels, Timings, OTHER_TABLES, UNROUTED_TABLES,
+};
+use cdc_relay::modes::local::EmbeddedKafka;
 use cdc_relay::pipeline::{TRACEPARENT, XRAY_TRACE_ID};
 use cdc_relay::transform::header;
 use lambda_runtime::LambdaEvent;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use cdc_relay::local::EmbeddedKafka;
+use cdc_relay::modes::local::EmbeddedKafka;
 use cdc_relay::transform::{header, Routes};
 use serde_json::json;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use cdc_relay::generate::{generate, GenOptions};
-use cdc_relay::handler::{BatchResponse, Relay};
-use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::modes::lambda::{BatchResponse, Function};
+use cdc_relay::modes::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::pipeline::BatchOutcome;
 use cdc_relay::source;
 use cdc_relay::transform::{header, Routes, SkipReason};
@@ -339,7 +339,7 @@ async fn batch_level_inputs() {
     }
 }
 
-async fn process(relay: &Relay, event: KafkaEvent) -> BatchOutcome {
+async fn process(relay: &Function, event: KafkaEvent) -> BatchOutcome {
     relay.process(event, None).await.expect("processed")
 }
 
@@ -348,7 +348,7 @@ async fn process(relay: &Relay, event: KafkaEvent) -> BatchOutcome {
 /// count once), its dead letter in the dead-letter topic, or was skipped by
 /// configuration. Returns how many records were done.
 fn assert_invariant(
-    relay: &Relay,
+    relay: &Function,
     event: &KafkaEvent,
     response: &BatchResponse,
     consumed: &[ConsumedMessage],
@@ -387,7 +387,10 @@ fn assert_invariant(
             continue;
         }
         done += 1;
-        let expected = relay.pipeline().expected_ids(record, &cluster, true);
+        let expected = relay
+            .relay()
+            .pipeline()
+            .expected_ids(record, &cluster, true);
         for id in &expected {
             assert!(
                 ids.contains(id.as_str()),
@@ -432,7 +435,7 @@ fn consume_all(kafka: &EmbeddedKafka) -> Vec<ConsumedMessage> {
 async fn with_fault(
     inject: impl Fn(&EmbeddedKafka),
     deadline_ms: u64,
-) -> (Relay, KafkaEvent, BatchResponse, Vec<ConsumedMessage>) {
+) -> (Function, KafkaEvent, BatchResponse, Vec<ConsumedMessage>) {
     let kafka = EmbeddedKafka::start(1).expect("mock cluster");
     kafka.cluster().create_topic("out", 3, 1).expect("topic");
     kafka.cluster().create_topic("dlq", 1, 1).expect("topic");

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use cdc_relay::generate::{generate, GenOptions, PartitionBy};
-use cdc_relay::handler::Relay;
-use cdc_relay::local::{read_topics, EmbeddedKafka};
+use cdc_relay::modes::lambda::Function;
+use cdc_relay::modes::local::{read_topics, EmbeddedKafka};
 use cdc_relay::source::{self, MskEvent};
 use cdc_relay::transform::{header, Routes};
 use lambda_runtime::LambdaEvent;
@@ -288,7 +288,7 @@ fn event_of(template: &Value, pending: &BTreeMap<String, VecDeque<Value>>) -> Ms
     serde_json::from_value(event).expect("driver builds valid events")
 }
 
-fn new_relay(kafka: &EmbeddedKafka, scenario: &Scenario) -> Relay {
+fn new_relay(kafka: &EmbeddedKafka, scenario: &Scenario) -> Function {
     let mut text = String::new();
     if scenario.dead_letters {
         text.push_str("[defaults]\ndlq_topic = \"dlq\"\n");
@@ -321,7 +321,7 @@ async fn run(scenario: &Scenario, count: usize) -> Report {
     let mut report = Report::default();
     let mut given_up: HashSet<(String, i64)> = HashSet::new();
     let mut last_report: HashMap<String, (i64, usize)> = HashMap::new();
-    let mut relay: Option<Relay> = None;
+    let mut relay: Option<Function> = None;
     let max_invocations = if scenario.poison && !scenario.dead_letters {
         MAX_INVOCATIONS + count / POISON_EVERY * (MAX_RETRIES + 1)
     } else {
@@ -462,16 +462,18 @@ fn check(
     let relay = new_relay(kafka, scenario);
     let mut expected_dead_letters: HashSet<String> = HashSet::new();
     for record in &records {
-        let expected = relay
-            .pipeline()
-            .expected_ids(record, &cluster, scenario.dead_letters);
-        if scenario.dead_letters && relay.pipeline().process(record, &cluster).is_err() {
+        let expected =
+            relay
+                .relay()
+                .pipeline()
+                .expected_ids(record, &cluster, scenario.dead_letters);
+        if scenario.dead_letters && relay.relay().pipeline().process(record, &cluster).is_err() {
             expected_dead_letters.extend(expected.iter().cloned());
         }
         let gave_up = given_up.contains(&(record.batch_partition.to_string(), record.offset));
         if gave_up {
             report.given_up += 1;
-            if relay.pipeline().process(record, &cluster).is_ok() {
+            if relay.relay().pipeline().process(record, &cluster).is_ok() {
                 report.given_up_not_poison += 1;
             }
             continue;

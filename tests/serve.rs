@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdc_relay::config::{ServeSettings, Settings};
-use cdc_relay::handler::Relay;
-use cdc_relay::local::{read_topics, ConsumedMessage, EmbeddedKafka};
+use cdc_relay::config::{Overrides, ServeSettings, Settings};
+use cdc_relay::modes::local::{read_topics, ConsumedMessage, EmbeddedKafka};
+use cdc_relay::modes::serve::Server;
 use cdc_relay::ops::Metrics;
-use cdc_relay::serve::Server;
+use cdc_relay::relay::Relay;
 use cdc_relay::transform::{header, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -156,10 +156,14 @@ impl Serving {
         all.extend_from_slice(vars);
         let pairs = || all.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
-        let mut settings = Settings::from_vars(pairs()).expect("settings");
-        settings
-            .producer_overrides
-            .extend(Server::producer_overrides(&serve));
+        let settings = Settings::from_vars_with(
+            pairs(),
+            Overrides {
+                managed_producer: Server::producer_overrides(&serve),
+                ..Overrides::default()
+            },
+        )
+        .expect("settings");
         let routes = Routes::parse(routes, "test").expect("routes");
         let relay = Arc::new(Relay::with_routes(settings, routes));
         let server = Server::new(relay, serve).expect("server");

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use cdc_relay::dms::Decoder;
-use cdc_relay::local::{compare_runs, dry_run};
+use cdc_relay::modes::local::{compare_runs, dry_run};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
 use cdc_relay::source;
 use cdc_relay::transform::schema::schemas;
@@ -221,7 +221,7 @@ fn schemas_hold_for_folded_names_and_partial_before_images() {
         let transformer = Transformer::new(routes);
         for doc in [insert, update] {
             let event = Decoder::default().decode(doc.as_bytes()).expect("valid");
-            let position = cdc_relay::transform::SourcePosition {
+            let position = cdc_relay::source::SourcePosition {
                 cluster: "",
                 timestamp_ms: 0,
                 topic: "dms.hr",

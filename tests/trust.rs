@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use cdc_relay::handler::{BatchResponse, Relay};
-use cdc_relay::local::{ConsumedMessage, EmbeddedKafka};
+use cdc_relay::modes::lambda::{BatchResponse, Function};
+use cdc_relay::modes::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::source::MskEvent;
 use cdc_relay::transform::{header, Routes};
 use lambda_runtime::LambdaEvent;
@@ -64,7 +64,7 @@ fn two_brokers(topics: &[(&str, i32)]) -> EmbeddedKafka {
 /// Calls the handler with a deadline `deadline_ms` from now; fails the test if the call
 /// itself outlives that deadline by more than a few seconds (a wait without a bound).
 async fn handle_by(
-    relay: &Relay,
+    relay: &Function,
     event: KafkaEvent,
     deadline_ms: u64,
 ) -> (Result<BatchResponse, cdc_relay::Error>, Duration) {

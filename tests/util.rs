@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use cdc_relay::config::Settings;
-use cdc_relay::handler::{BatchResponse, Relay};
-use cdc_relay::local::{read_topics, ConsumedMessage, EmbeddedKafka};
+use cdc_relay::modes::lambda::{BatchResponse, Function};
+use cdc_relay::modes::local::{read_topics, ConsumedMessage, EmbeddedKafka};
 use cdc_relay::transform::{HashKey, Routes};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
@@ -51,8 +51,8 @@ pub fn settings(brokers: &str, vars: &[(&str, &str)]) -> Settings {
 }
 
 /// A relay over the mock cluster, with the given routes and variables.
-pub fn relay(kafka: &EmbeddedKafka, routes: Routes, vars: &[(&str, &str)]) -> Relay {
-    Relay::with_routes(settings(&kafka.bootstrap_servers(), vars), routes)
+pub fn relay(kafka: &EmbeddedKafka, routes: Routes, vars: &[(&str, &str)]) -> Function {
+    Function::with_routes(settings(&kafka.bootstrap_servers(), vars), routes)
 }
 
 /// A Lambda context whose deadline is `ms` from now.
@@ -68,7 +68,10 @@ pub fn context(ms: u64) -> Context {
 }
 
 /// Invokes the Lambda handler with a 60 s deadline.
-pub async fn invoke(relay: &Relay, event: KafkaEvent) -> Result<BatchResponse, cdc_relay::Error> {
+pub async fn invoke(
+    relay: &Function,
+    event: KafkaEvent,
+) -> Result<BatchResponse, cdc_relay::Error> {
     relay
         .handle(LambdaEvent::new(MskEvent(event), context(60_000)))
         .await

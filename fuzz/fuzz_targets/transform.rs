@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 
 use cdc_relay_core::dms::Decoder;
-use cdc_relay_core::transform::{HashKey, Routes, SourcePosition, Transformer};
+use cdc_relay_core::source::SourcePosition;
+use cdc_relay_core::transform::{HashKey, Routes, Transformer};
 use libfuzzer_sys::fuzz_target;
 
 fn transformers() -> &'static [Transformer; 2] {

@@ -9,8 +9,9 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use cdc_relay_core::dms::Decoder;
 use cdc_relay_core::generate::{generate, GenOptions};
 use cdc_relay_core::process;
+use cdc_relay_core::source::SourcePosition;
 use cdc_relay_core::source::{self, SourceRecord};
-use cdc_relay_core::transform::{HashKey, Routes, SourcePosition, Transformer};
+use cdc_relay_core::transform::{HashKey, Routes, Transformer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const RECORDS: usize = 6_000;
@@ -104,7 +105,7 @@ fn stages(c: &mut Criterion) {
             || records.clone(),
             |records| {
                 for r in &records {
-                    let _ = black_box(process(&decoder, &transformer, r, CLUSTER, &mut None));
+                    let _ = black_box(process(&decoder, &transformer, r, CLUSTER, false).result);
                 }
             },
             BatchSize::LargeInput,
@@ -114,7 +115,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("decode_and_transform_records", |b| {
         b.iter(|| {
             for r in &records {
-                let _ = black_box(process(&decoder, &transformer, r, CLUSTER, &mut None));
+                let _ = black_box(process(&decoder, &transformer, r, CLUSTER, false).result);
             }
         })
     });
@@ -131,7 +132,7 @@ fn stages(c: &mut Criterion) {
     g.bench_function("decode_and_transform_records_bench_routes", |b| {
         b.iter(|| {
             for r in &records {
-                let _ = black_box(process(&decoder, &plain, r, CLUSTER, &mut None));
+                let _ = black_box(process(&decoder, &plain, r, CLUSTER, false).result);
             }
         })
     });

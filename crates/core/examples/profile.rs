@@ -43,7 +43,7 @@ fn main() {
     for _ in 0..rounds {
         for record in &records {
             if let Ok(cdc_relay_core::transform::Transformed::Messages(m)) = black_box(
-                cdc_relay_core::process(&decoder, &transformer, record, cluster, &mut None),
+                cdc_relay_core::process(&decoder, &transformer, record, cluster, false).result,
             ) {
                 messages += m.len();
             }

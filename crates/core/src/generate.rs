@@ -11,9 +11,6 @@ use std::hash::{Hash, Hasher};
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// Lambda's invocation payload limit (6 MB); larger events never reach the function.
-pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
-
 /// How DMS chooses the Kafka key (and so the partition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]

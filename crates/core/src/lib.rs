@@ -29,14 +29,44 @@ use dms::Decoder;
 use source::SourceRecord;
 use transform::{SkipReason, Transformed, Transformer};
 
-/// Decodes and transforms one record: base64, DMS JSON, routes. `table`: when `Some`,
-/// receives the record's `schema.table` once it is known (for per-table counts).
+/// What [`process`] made of one record.
+#[derive(Debug)]
+pub struct Processed {
+    /// Its messages, why it is skipped, or its error.
+    pub result: Result<Transformed, RecordError>,
+    /// Its `schema.table` once known, when asked for (per-table counts); `None` when
+    /// not asked for or when the record failed before its table was known.
+    pub table: Option<String>,
+}
+
+/// Decodes and transforms one record: base64, DMS JSON, routes. `with_table`: also
+/// name the record's table ([`Processed::table`]).
 pub fn process(
     decoder: &Decoder,
     transformer: &Transformer,
     record: &SourceRecord,
     cluster: &str,
-    table: &mut Option<Option<String>>,
+    with_table: bool,
+) -> Processed {
+    let mut table = None;
+    let result = transform_record(
+        decoder,
+        transformer,
+        record,
+        cluster,
+        with_table,
+        &mut table,
+    );
+    Processed { result, table }
+}
+
+fn transform_record(
+    decoder: &Decoder,
+    transformer: &Transformer,
+    record: &SourceRecord,
+    cluster: &str,
+    with_table: bool,
+    table: &mut Option<String>,
 ) -> Result<Transformed, RecordError> {
     let decoded = record.decode()?;
     let Some(value) = decoded.value.as_deref() else {
@@ -44,8 +74,8 @@ pub fn process(
     };
     let change = decoder.decode(value)?;
     let qualified = || format!("{}.{}", change.schema, change.table);
-    if let Some(slot) = table {
-        *slot = Some(qualified());
+    if with_table {
+        *table = Some(qualified());
     }
     let position = record.position(cluster, decoded.key.as_deref());
     transformer

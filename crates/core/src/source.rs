@@ -17,7 +17,6 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::{RecordError, Stage};
-use crate::transform::SourcePosition;
 
 /// The MSK event as the handler receives it: an `aws_lambda_events` [`KafkaEvent`],
 /// deserialised without panicking.
@@ -103,6 +102,116 @@ pub struct EventOrigin {
     pub event_source_arn: Option<String>,
     /// The source cluster's bootstrap servers, used downstream when `RELAY_BROKERS` is unset.
     pub bootstrap_servers: Option<String>,
+}
+
+/// The largest payload Lambda passes to one invocation (and takes back as its
+/// answer): 6 MiB. An MSK event is never larger.
+pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+
+/// Per source partition of a batch (its `"<topic>-<partition>"` key), the first record
+/// not done: where the partition resumes, and why that record failed when known. What
+/// the pipeline reports, Lambda's `batchItemFailures` are made of, and `serve` and
+/// `esm` commit and seek by. Partitions keep the order they were first marked in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotDone(Vec<FirstNotDone>);
+
+/// One partition of [`NotDone`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstNotDone {
+    /// The `"<topic>-<partition>"` key of the batch.
+    pub batch_partition: Arc<str>,
+    /// The lowest offset not done: the partition resumes here.
+    pub offset: i64,
+    /// Why that record failed, when known (a function's answer does not say).
+    pub error: Option<RecordError>,
+}
+
+impl NotDone {
+    /// Nothing not done.
+    pub fn new() -> NotDone {
+        NotDone::default()
+    }
+
+    /// Marks `offset` of `batch_partition` not done. The lowest offset of a partition
+    /// stands (with its error).
+    pub fn mark(&mut self, batch_partition: Arc<str>, offset: i64, error: Option<RecordError>) {
+        match self
+            .0
+            .iter_mut()
+            .find(|f| f.batch_partition == batch_partition)
+        {
+            Some(first) if offset < first.offset => {
+                first.offset = offset;
+                first.error = error;
+            }
+            Some(_) => {}
+            None => self.0.push(FirstNotDone {
+                batch_partition,
+                offset,
+                error,
+            }),
+        }
+    }
+
+    /// The first offset not done of `batch_partition`, if it has one.
+    pub fn get(&self, batch_partition: &str) -> Option<i64> {
+        self.0
+            .iter()
+            .find(|f| &*f.batch_partition == batch_partition)
+            .map(|f| f.offset)
+    }
+
+    /// Whether every partition is done.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Partitions with a record not done.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The partitions with a record not done, in the order they were first marked.
+    pub fn iter(&self) -> std::slice::Iter<'_, FirstNotDone> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<(Arc<str>, i64)> for NotDone {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, i64)>>(iter: I) -> NotDone {
+        let mut not_done = NotDone::new();
+        for (partition, offset) in iter {
+            not_done.mark(partition, offset, None);
+        }
+        not_done
+    }
+}
+
+impl<'a> IntoIterator for &'a NotDone {
+    type Item = &'a FirstNotDone;
+    type IntoIter = std::slice::Iter<'a, FirstNotDone>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The source coordinates of the record being transformed.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcePosition<'a> {
+    /// The source cluster: the event source ARN, else the event's bootstrap servers,
+    /// else empty. Part of the event id, so two clusters never share ids.
+    pub cluster: &'a str,
+    /// The record's Kafka timestamp (epoch ms). Part of the event id, so a recreated
+    /// topic, whose offsets start again, does not repeat the ids of the old one.
+    pub timestamp_ms: i64,
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i64,
+    /// Source offset.
+    pub offset: i64,
+    /// The Kafka key DMS set (its partition key), used when a route names no key columns.
+    pub kafka_key: Option<&'a [u8]>,
 }
 
 impl SourceRecord {
@@ -366,5 +475,40 @@ mod tests {
         let err = recs[0].decode().expect_err("must fail");
         assert_eq!(err.stage, Stage::Source);
         assert!(!err.is_retryable());
+    }
+
+    /// The lowest offset of a partition stands, with its error; partitions keep the
+    /// order they were first marked in.
+    #[test]
+    fn not_done_keeps_the_lowest_offset_per_partition() {
+        let error = |m: &str| Some(RecordError::retryable(Stage::Sink, m));
+        let mut not_done = NotDone::new();
+        assert!(not_done.is_empty());
+        not_done.mark(Arc::from("t-1"), 9, error("nine"));
+        not_done.mark(Arc::from("t-0"), 5, error("five"));
+        not_done.mark(Arc::from("t-1"), 4, error("four"));
+        not_done.mark(Arc::from("t-1"), 7, error("seven"));
+        assert_eq!(not_done.len(), 2);
+        assert_eq!(not_done.get("t-1"), Some(4));
+        assert_eq!(not_done.get("t-0"), Some(5));
+        assert_eq!(not_done.get("t-2"), None);
+        let order: Vec<(&str, i64, Option<&str>)> = not_done
+            .iter()
+            .map(|f| {
+                (
+                    &*f.batch_partition,
+                    f.offset,
+                    f.error.as_ref().map(|e| e.message.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![("t-1", 4, Some("four")), ("t-0", 5, Some("five"))]
+        );
+        let collected: NotDone = [(Arc::from("a-0"), 3), (Arc::from("a-0"), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(collected.get("a-0"), Some(1));
     }
 }

@@ -2,8 +2,9 @@
 //! tables, transaction details, and columns DMS leaves out.
 
 use cdc_relay_core::dms::{ChangeEvent, Decoder};
+use cdc_relay_core::source::SourcePosition;
 use cdc_relay_core::transform::{
-    header, HashKey, OutMessage, Routes, SkipReason, SourcePosition, Transformed, Transformer,
+    header, HashKey, OutMessage, Routes, SkipReason, Transformed, Transformer,
 };
 use serde_json::{json, Value};
 

@@ -2,7 +2,8 @@
 //! and a coercion either gives the exact value or refuses. Nothing goes through a float.
 
 use cdc_relay_core::dms::Decoder;
-use cdc_relay_core::transform::{Routes, SourcePosition, Transformed, Transformer};
+use cdc_relay_core::source::SourcePosition;
+use cdc_relay_core::transform::{Routes, Transformed, Transformer};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 

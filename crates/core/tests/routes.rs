@@ -5,9 +5,8 @@
 use std::collections::BTreeSet;
 
 use cdc_relay_core::dms::{ChangeEvent, Decoder};
-use cdc_relay_core::transform::{
-    HashKey, Routes, SkipReason, SourcePosition, Transformed, Transformer, MASK,
-};
+use cdc_relay_core::source::SourcePosition;
+use cdc_relay_core::transform::{HashKey, Routes, SkipReason, Transformed, Transformer, MASK};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

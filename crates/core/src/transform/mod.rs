@@ -36,6 +36,7 @@ use serde_json::Value;
 
 use crate::dms::{Change, ChangeEvent, Metadata, Operation, Row};
 use crate::error::{RecordError, Stage};
+use crate::source::SourcePosition;
 pub use coerce::Coercion;
 use coerce::Kind;
 pub use personal::HashKey;
@@ -97,25 +98,6 @@ pub mod header {
 /// Namespace of event ids, so they never collide with other UUID v5 users.
 const EVENT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6364_632d_7265_6c61_7900_0000_0000_0001);
-
-/// The source coordinates of the record being transformed.
-#[derive(Debug, Clone, Copy)]
-pub struct SourcePosition<'a> {
-    /// The source cluster: the event source ARN, else the event's bootstrap servers,
-    /// else empty. Part of the event id, so two clusters never share ids.
-    pub cluster: &'a str,
-    /// The record's Kafka timestamp (epoch ms). Part of the event id, so a recreated
-    /// topic, whose offsets start again, does not repeat the ids of the old one.
-    pub timestamp_ms: i64,
-    /// Source topic.
-    pub topic: &'a str,
-    /// Source partition.
-    pub partition: i64,
-    /// Source offset.
-    pub offset: i64,
-    /// The Kafka key DMS set (its partition key), used when a route names no key columns.
-    pub kafka_key: Option<&'a [u8]>,
-}
 
 /// One message to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]

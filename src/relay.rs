@@ -1,34 +1,26 @@
-//! Lambda glue: `LambdaEvent<MskEvent>` (a `KafkaEvent`) -> [`Pipeline`] -> [`BatchResponse`].
+//! [`Relay`]: what every mode builds and shares: the validated settings, the compiled
+//! routes in a [`Pipeline`], the credentials and the one producer. No mode's types here:
+//! Lambda ([`crate::modes::lambda`]), `serve`, `invoke` and `replay` all run their
+//! batches through one `Relay`.
 //!
-//! [`Relay`] is built once per execution environment (Lambda's init phase) and shared
-//! by every invocation. It owns the one producer: created at init when `RELAY_BROKERS`
-//! is set (and connected there, so the first batch does not pay for it), else on the
-//! first invocation from the event's `bootstrapServers`; never per invocation.
-//!
-//! The answer: all records done -> an empty `batchItemFailures`. Otherwise, with
-//! `RELAY_PARTIAL_BATCH=true`, one item per source partition naming its lowest offset not
-//! done; without it, an error, so Lambda retries the whole batch (a partial response is
-//! ignored by a mapping without `ReportBatchItemFailures`, which would drop records).
+//! It is built once per process (Lambda: per execution environment, in the init phase).
+//! It owns the one producer: created at init when `RELAY_BROKERS` is set (and connected
+//! there, so the first batch does not pay for it), else on the first batch from its
+//! origin's `bootstrapServers`; never per batch. A producer in a fatal state is retired
+//! and the next batch gets a new one; a refused SCRAM login fetches the secret again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use aws_lambda_events::event::kafka::KafkaEvent;
-use lambda_runtime::LambdaEvent;
-use serde::{Deserialize, Serialize};
-
-use crate::auth::{
-    fetch_scram_secret, resolve_hash_key, resolve_mode, AuthMode, Credentials, ProducerAuth,
-    SECRET_FETCH_TIMEOUT,
-};
+use crate::config::auth::AuthMode;
 use crate::config::Settings;
 use crate::dms::Decoder;
 use crate::error::Error;
-use crate::metrics::{emf, emf_tables, TableLabels, Timings};
+use crate::kafka::producer::Sink;
+use crate::kafka::{resolve_mode, ClientAuth};
 use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions, Renew};
-use crate::sink::Sink;
-use crate::source::{self, MskEvent};
+use crate::secrets::{fetch_scram_secret, resolve_hash_key, Credentials, SECRET_FETCH_TIMEOUT};
+use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{Routes, Transformer};
 
 /// The repository's `routes.toml`, compiled in: what a deployed function uses when no
@@ -45,45 +37,7 @@ const SECRET_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest init waits for the brokers when warming the producer up.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The partial batch response for Kafka event sources.
-///
-/// The shape Powertools and the upstream Lambda runtime use: `partition` is the
-/// `"<topic>-<partition>"` key of the event, `offset` a number. Kept in this one type so
-/// it can follow AWS if the spelling ever changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchResponse {
-    /// Per partition with a failure, the first offset Lambda must deliver again.
-    pub batch_item_failures: Vec<BatchItemFailure>,
-}
-
-/// One entry of [`BatchResponse`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemFailure {
-    /// The record to resume from.
-    pub item_identifier: ItemIdentifier,
-}
-
-/// A record of a Kafka batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemIdentifier {
-    /// `"<topic>-<partition>"`, as the event's `records` map names it.
-    pub partition: String,
-    /// The record's offset.
-    pub offset: i64,
-}
-
-/// One invocation's answer and, when the batch ran, what happened to it.
-#[derive(Debug)]
-pub struct Invocation {
-    /// What Lambda receives.
-    pub response: Result<BatchResponse, Error>,
-    /// The batch's outcome; `None` when it failed before running.
-    pub outcome: Option<BatchOutcome>,
-}
-
-/// The function: configuration, pipeline and producer, shared by all invocations.
+/// The relay: configuration, pipeline, credentials and producer, shared by every batch.
 #[derive(Debug)]
 pub struct Relay {
     settings: Settings,
@@ -96,10 +50,6 @@ pub struct Relay {
     credentials: RwLock<Credentials>,
     /// When the SCRAM secret was last fetched again after a refused login.
     last_secret_fetch: Mutex<Option<Instant>>,
-    /// Bounded table names for per-table metrics.
-    table_labels: TableLabels,
-    /// Set by the first invocation: every later one is warm.
-    invoked: AtomicBool,
 }
 
 impl Relay {
@@ -108,7 +58,7 @@ impl Relay {
     pub fn read_routes(settings: &Settings) -> Result<Routes, Error> {
         Ok(match settings.locate_routes() {
             Some(path) => {
-                let routes = Routes::load_with_dlq(&path, settings.dlq_topic.clone())?;
+                let routes = Routes::load_with_dlq(&path, settings.routes.dlq_topic.clone())?;
                 tracing::info!(routes = %path.display(), count = routes.routes.len(), "routes loaded");
                 routes
             }
@@ -119,7 +69,7 @@ impl Relay {
                 Routes::parse_with_dlq(
                     BUILT_IN_ROUTES,
                     "<built-in routes.toml>",
-                    settings.dlq_topic.clone(),
+                    settings.routes.dlq_topic.clone(),
                 )?
             }
         })
@@ -133,7 +83,10 @@ impl Relay {
             return Ok(routes);
         }
         let key = resolve_hash_key(settings).await?;
-        if key.is_some() && settings.hash_key.is_none() && settings.hash_key_secret_arn.is_none() {
+        if key.is_some()
+            && settings.routes.hash_key.is_none()
+            && settings.routes.hash_key_secret_arn.is_none()
+        {
             tracing::warn!(
                 "no hash key is set: `hash` uses the published local key, so its pseudonyms hide nothing (set RELAY_HASH_KEY or RELAY_HASH_KEY_SECRET_ARN)"
             );
@@ -145,24 +98,21 @@ impl Relay {
     /// Builds the relay over already validated routes.
     pub fn with_routes(settings: Settings, routes: Routes) -> Relay {
         let pipeline = Pipeline::new(
-            Decoder::new(settings.before_image_field.clone()),
+            Decoder::new(settings.routes.before_image_field.clone()),
             Transformer::new(routes),
             PipelineOptions {
-                concurrency: settings.concurrency,
-                chunk_size: settings.chunk_size,
-                per_table: settings.metrics && settings.metrics_per_table,
-                log_values: settings.log_values,
+                concurrency: settings.pipeline.concurrency,
+                chunk_size: settings.pipeline.chunk_size,
+                per_table: settings.metrics.enabled && settings.metrics.per_table,
+                log_values: settings.pipeline.log_values,
             },
         );
-        let table_labels = TableLabels::new(settings.metrics_max_tables);
         Relay {
             settings,
             pipeline,
             sink: Mutex::new(None),
             credentials: RwLock::new(Credentials::default()),
-            table_labels,
             last_secret_fetch: Mutex::new(None),
-            invoked: AtomicBool::new(false),
         }
     }
 
@@ -239,14 +189,14 @@ impl Relay {
         &self,
         brokers: &str,
         event_source_arn: Option<&str>,
-    ) -> Result<ProducerAuth, Error> {
+    ) -> Result<ClientAuth, Error> {
         let from_event = self.settings.brokers.is_none();
         let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
         let credentials = self
             .credentials
             .read()
             .map_err(|_| Error::Producer("credentials lock poisoned by a panic".to_owned()))?;
-        Ok(ProducerAuth::for_mode(
+        Ok(ClientAuth::for_mode(
             mode,
             &self.settings.auth,
             &credentials,
@@ -283,58 +233,14 @@ impl Relay {
         self.sink.lock().ok().and_then(|s| s.clone())
     }
 
-    /// Lambda entry point. Every log line of the invocation carries its request id and
-    /// whether it is the execution environment's first (cold) invocation.
-    pub async fn handle(&self, event: LambdaEvent<MskEvent>) -> Result<BatchResponse, Error> {
-        self.invoke(event).await.response
-    }
-
-    /// [`Relay::handle`], also returning the batch's outcome: what the local `invoke`
-    /// command calls, so that it runs exactly the Lambda path (span, cold-start flag,
-    /// metrics) and can still read back what was produced.
-    pub async fn invoke(&self, event: LambdaEvent<MskEvent>) -> Invocation {
-        use tracing::Instrument;
-        let cold_start = !self.invoked.swap(true, Ordering::Relaxed);
-        let (MskEvent(payload), context) = event.into_parts();
-        let span = tracing::info_span!("invocation", request_id = %context.request_id, cold_start);
-        let deadline = arrival_deadline(context.deadline);
-        let xray = context
-            .xray_trace_id
-            .clone()
-            .or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok());
-        async move {
-            let started = Instant::now();
-            match self.process_traced(payload, deadline, xray).await {
-                Ok(outcome) => {
-                    self.emit_metrics(&outcome, started.elapsed());
-                    Invocation {
-                        response: self.respond(&outcome),
-                        outcome: Some(outcome),
-                    }
-                }
-                Err(error) => Invocation {
-                    response: Err(error),
-                    outcome: None,
-                },
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Runs one event through the pipeline. `deadline` is the invocation deadline; the
-    /// relay stops waiting `RELAY_DEADLINE_MARGIN_MS` before it.
-    pub async fn process(
+    /// Runs one batch from `origin` through the pipeline, producing to `RELAY_BROKERS`
+    /// (else the origin's `bootstrapServers`). `deadline` is when the batch must have
+    /// answered: the relay stops waiting `RELAY_DEADLINE_MARGIN_MS` before it.
+    /// `xray_trace_id` is added to every message. What every mode with a deadline calls.
+    pub async fn run(
         &self,
-        event: KafkaEvent,
-        deadline: Option<SystemTime>,
-    ) -> Result<BatchOutcome, Error> {
-        self.process_traced(event, deadline, None).await
-    }
-
-    async fn process_traced(
-        &self,
-        event: KafkaEvent,
+        origin: EventOrigin,
+        records: Vec<SourceRecord>,
         deadline: Option<SystemTime>,
         xray_trace_id: Option<String>,
     ) -> Result<BatchOutcome, Error> {
@@ -343,7 +249,6 @@ impl Relay {
             d.duration_since(SystemTime::now())
                 .map_or(0, |r| r.as_millis() as u64)
         });
-        let (origin, records) = source::records(event);
         let brokers = match (&self.settings.brokers, &origin.bootstrap_servers) {
             (Some(b), _) => b.clone(),
             (None, Some(b)) if !b.trim().is_empty() => b.clone(),
@@ -354,7 +259,7 @@ impl Relay {
                 return Err(Error::NoBrokers);
             }
         };
-        let margin = self.settings.deadline_margin;
+        let margin = self.settings.pipeline.deadline_margin;
         if let Some(sink) = self.sink() {
             if sink.login_refused() {
                 let budget = deadline.map(|d| budget_instant(d, margin));
@@ -446,78 +351,6 @@ impl Relay {
         drop(credentials);
         self.retire(sink.clone());
     }
-
-    /// Writes the invocation's EMF record to stdout (in Lambda, or with RELAY_METRICS=true).
-    fn emit_metrics(&self, outcome: &BatchOutcome, elapsed: Duration) {
-        if !self.settings.metrics {
-            return;
-        }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let timings = Timings {
-            batch_ms: elapsed.as_secs_f64() * 1e3,
-            max_record_age_ms: outcome
-                .oldest_timestamp_ms
-                .map(|t| (now_ms - t).max(0) as f64),
-        };
-        let dimensions = [("FunctionName", self.settings.function_name.as_str())];
-        let doc = emf(
-            &self.settings.metrics_namespace,
-            now_ms,
-            &dimensions,
-            outcome,
-            &timings,
-        );
-        // One write for all documents, so lines of concurrent writers never interleave.
-        let mut text = doc.to_string();
-        if self.settings.metrics_per_table {
-            let routes = self.pipeline.transformer().routes();
-            let tables = self
-                .table_labels
-                .fold(&outcome.tables, |table| routes.is_routed(table));
-            for doc in emf_tables(
-                &self.settings.metrics_namespace,
-                now_ms,
-                &dimensions,
-                &tables,
-            ) {
-                text.push('\n');
-                text.push_str(&doc.to_string());
-            }
-        }
-        println!("{text}");
-    }
-
-    /// The answer to Lambda for an outcome.
-    pub fn respond(&self, outcome: &BatchOutcome) -> Result<BatchResponse, Error> {
-        if outcome.failures.is_empty() {
-            return Ok(BatchResponse::default());
-        }
-        if !self.settings.partial_batch {
-            let first = &outcome.failures[0];
-            return Err(Error::BatchFailed {
-                failed: outcome.not_done,
-                total: outcome.records,
-                first: format!(
-                    "{} offset {}: {}",
-                    first.batch_partition, first.offset, first.error
-                ),
-            });
-        }
-        Ok(BatchResponse {
-            batch_item_failures: outcome
-                .failures
-                .iter()
-                .map(|f| BatchItemFailure {
-                    item_identifier: ItemIdentifier {
-                        partition: f.batch_partition.to_string(),
-                        offset: f.offset,
-                    },
-                })
-                .collect(),
-        })
-    }
 }
 
 /// Gives the pipeline's recovery round a new producer: the fatal one is retired and the
@@ -538,81 +371,11 @@ impl Renew for Renewal<'_> {
     }
 }
 
-/// When this invocation must have answered. Lambda always sends a deadline in the
-/// future; one that is missing or already past on arrival (seen from local emulators)
-/// is replaced by [`FALLBACK_TIMEOUT`] from now, with a warning, rather than failing
-/// every record at once.
-fn arrival_deadline(deadline_epoch_ms: u64) -> Option<SystemTime> {
-    let now = SystemTime::now();
-    let sent = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_epoch_ms);
-    if sent > now {
-        return Some(sent);
-    }
-    tracing::warn!(
-        deadline_epoch_ms,
-        "invocation deadline missing or already past on arrival; using {} s",
-        FALLBACK_TIMEOUT.as_secs()
-    );
-    Some(now + FALLBACK_TIMEOUT)
-}
-
-/// The budget used when the runtime sends no usable deadline (the template's timeout).
-pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The instant `margin` before a wall-clock deadline (now, if that has passed).
-fn budget_instant(deadline: SystemTime, margin: Duration) -> Instant {
+pub(crate) fn budget_instant(deadline: SystemTime, margin: Duration) -> Instant {
     let remaining = deadline
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(margin);
     Instant::now() + remaining
-}
-
-impl From<Error> for lambda_runtime::Diagnostic {
-    fn from(error: Error) -> Self {
-        let kind = match &error {
-            Error::Config(_) => "ConfigError",
-            Error::Event(_) => "InvalidEvent",
-            Error::NoBrokers => "NoBrokers",
-            Error::Producer(_) => "ProducerError",
-            Error::Consumer(_) => "ConsumerError",
-            Error::Transaction(_) => "TransactionError",
-            Error::Invoke(_) => "InvokeError",
-            Error::Credentials(_) => "CredentialsError",
-            Error::BatchFailed { .. } => "BatchFailed",
-        };
-        lambda_runtime::Diagnostic {
-            error_type: format!("cdc-relay.{kind}"),
-            error_message: error.to_string(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A future deadline is kept; a missing or past one (cargo lambda watch sends a
-    /// relative 600000) becomes the fallback from now.
-    #[test]
-    fn arrival_deadline_rules() {
-        let future = SystemTime::now() + Duration::from_secs(30);
-        let future_ms = future
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let kept = arrival_deadline(future_ms).expect("deadline");
-        assert!(
-            kept.duration_since(SystemTime::now()).unwrap_or_default() <= Duration::from_secs(30)
-        );
-        for bogus in [0, 600_000] {
-            let replaced = arrival_deadline(bogus).expect("deadline");
-            let remaining = replaced
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            assert!(
-                remaining > Duration::from_secs(59) && remaining <= FALLBACK_TIMEOUT,
-                "{remaining:?}"
-            );
-        }
-    }
 }

@@ -1,4 +1,5 @@
-//! Authentication to the downstream cluster: `RELAY_AUTH = none | tls | scram | iam`.
+//! Everything that speaks to a broker. This file: authentication of any client (producer
+//! or consumer), to the downstream or the source cluster: `RELAY_AUTH = none | tls | scram | iam`.
 //!
 //! The mode decides what the producer adds to its librdkafka configuration:
 //!
@@ -24,184 +25,30 @@
 //! thread that borrows the tokio runtime for the credential lookup, so no tokio worker
 //! ever blocks on it.
 
+pub mod group;
+pub mod producer;
+pub mod transaction;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
-use rdkafka::config::ClientConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use crate::config::Settings;
-use crate::error::{ConfigError, Error};
-use crate::transform::HashKey;
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+pub use crate::config::auth::{AuthMode, AuthSettings, Secret, TlsFiles};
+use crate::error::ConfigError;
+use crate::secrets::{Credentials, ScramCredentials};
 
 /// How long one IAM token generation may take before librdkafka is told it failed
 /// (it retries on its own schedule).
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A value that must never be logged: `Debug` prints `"<redacted>"`, there is no
-/// `Display`, and [`Secret::expose`] is the one way to read it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for handing to librdkafka.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-/// `RELAY_AUTH`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthMode {
-    /// Unset: decided by [`resolve_mode`].
-    #[default]
-    Auto,
-    /// Plaintext, no authentication.
-    None,
-    /// TLS, optionally with a client certificate.
-    Tls,
-    /// SASL/SCRAM-SHA-512 over TLS.
-    Scram,
-    /// SASL/OAUTHBEARER with MSK IAM tokens over TLS.
-    Iam,
-}
-
-impl AuthMode {
-    /// Parses a `RELAY_AUTH` value (case-insensitive; empty means auto).
-    pub fn parse(value: &str) -> Option<AuthMode> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Some(AuthMode::Auto),
-            "none" | "plaintext" => Some(AuthMode::None),
-            "tls" | "ssl" => Some(AuthMode::Tls),
-            "scram" | "scram-sha-512" => Some(AuthMode::Scram),
-            "iam" => Some(AuthMode::Iam),
-            _ => None,
-        }
-    }
-
-    /// The mode's name as `RELAY_AUTH` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Auto => "auto",
-            AuthMode::None => "none",
-            AuthMode::Tls => "tls",
-            AuthMode::Scram => "scram",
-            AuthMode::Iam => "iam",
-        }
-    }
-}
-
-/// TLS files (`RELAY_TLS_CA_FILE`, `RELAY_TLS_CERT_FILE`, `RELAY_TLS_KEY_FILE`,
-/// `RELAY_TLS_KEY_PASSWORD`); used by every mode that speaks TLS.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// CA bundle (PEM). Unset: the system's CA certificates.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM), for clusters that authenticate clients by certificate.
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub key_file: Option<PathBuf>,
-    /// Password of an encrypted private key.
-    pub key_password: Option<Secret>,
-}
-
-/// Authentication settings as read from the environment (nothing fetched yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthSettings {
-    /// `RELAY_AUTH`.
-    pub mode: AuthMode,
-    /// TLS files.
-    pub tls: TlsFiles,
-    /// `RELAY_SCRAM_SECRET_ARN`: Secrets Manager secret holding `{"username", "password"}`.
-    pub scram_secret_arn: Option<String>,
-    /// `RELAY_SCRAM_USERNAME`.
-    pub scram_username: Option<String>,
-    /// `RELAY_SCRAM_PASSWORD`.
-    pub scram_password: Option<Secret>,
-    /// `AWS_REGION`: where IAM tokens are signed for and Secrets Manager is called.
-    pub region: Option<String>,
-    /// Running inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set).
-    pub in_lambda: bool,
-}
-
-impl AuthSettings {
-    /// Checks what can be checked without the network: required variables per mode,
-    /// TLS files that exist.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let problem = |text: String| Err(ConfigError::Auth(text));
-        for (name, path) in [
-            ("RELAY_TLS_CA_FILE", &self.tls.ca_file),
-            ("RELAY_TLS_CERT_FILE", &self.tls.cert_file),
-            ("RELAY_TLS_KEY_FILE", &self.tls.key_file),
-        ] {
-            if let Some(path) = path {
-                if !path.is_file() {
-                    return problem(format!("{name}: no such file {}", path.display()));
-                }
-            }
-        }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return problem(
-                "RELAY_TLS_CERT_FILE and RELAY_TLS_KEY_FILE must be set together".to_owned(),
-            );
-        }
-        match self.mode {
-            AuthMode::Scram => {
-                let inline = self.scram_username.is_some() || self.scram_password.is_some();
-                match (&self.scram_secret_arn, inline) {
-                    (Some(_), true) => problem(
-                        "RELAY_AUTH=scram takes RELAY_SCRAM_SECRET_ARN or \
-                         RELAY_SCRAM_USERNAME/RELAY_SCRAM_PASSWORD, not both"
-                            .to_owned(),
-                    ),
-                    (None, false) => problem(
-                        "RELAY_AUTH=scram needs RELAY_SCRAM_SECRET_ARN or \
-                         RELAY_SCRAM_USERNAME and RELAY_SCRAM_PASSWORD"
-                            .to_owned(),
-                    ),
-                    (None, true)
-                        if self.scram_username.is_none() || self.scram_password.is_none() =>
-                    {
-                        problem(
-                            "RELAY_SCRAM_USERNAME and RELAY_SCRAM_PASSWORD must be set together"
-                                .to_owned(),
-                        )
-                    }
-                    (Some(_), false) if self.region.is_none() => problem(
-                        "RELAY_SCRAM_SECRET_ARN needs AWS_REGION (set by Lambda)".to_owned(),
-                    ),
-                    _ => Ok(()),
-                }
-            }
-            AuthMode::Iam if self.region.is_none() => {
-                problem("RELAY_AUTH=iam needs AWS_REGION (set by Lambda)".to_owned())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// SCRAM credentials, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScramCredentials {
-    /// The SASL user name.
-    pub username: String,
-    /// Its password.
-    pub password: Secret,
-}
 
 /// Decides [`AuthMode::Auto`]: `iam` in Lambda when the downstream cluster is MSK,
 /// else `none`. `brokers_from_event` says the brokers are the event's `bootstrapServers`
@@ -246,184 +93,6 @@ pub fn is_msk_cluster_arn(arn: &str) -> bool {
         && parts.next() == Some("kafka")
         && parts.nth(1).is_some()
         && parts.next().is_some_and(|r| r.starts_with("cluster/"))
-}
-
-/// Credentials resolved at init: what a producer needs for any mode.
-#[derive(Default, Clone)]
-pub struct Credentials {
-    /// SCRAM credentials, when `RELAY_AUTH=scram`.
-    pub scram: Option<ScramCredentials>,
-    /// AWS configuration (region, credential chain), when IAM may be used.
-    pub aws: Option<SdkConfig>,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("scram", &self.scram)
-            .field("aws", &self.aws.as_ref().map(|_| "SdkConfig"))
-            .finish()
-    }
-}
-
-/// The longest init waits for the AWS configuration (credential chain, region).
-pub const AWS_CONFIG_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The longest init waits for Secrets Manager.
-pub const SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl Credentials {
-    /// Init-time work: fetches the SCRAM secret once (or takes it from the
-    /// environment) and loads the AWS configuration when IAM may be used (explicit
-    /// `iam`, or auto inside Lambda).
-    pub async fn resolve(settings: &AuthSettings) -> Result<Credentials, Error> {
-        settings.validate()?;
-        let mut credentials = Credentials::default();
-        let needs_aws = matches!(settings.mode, AuthMode::Iam)
-            || (settings.mode == AuthMode::Auto && settings.in_lambda && settings.region.is_some())
-            || (settings.mode == AuthMode::Scram && settings.scram_secret_arn.is_some());
-        if needs_aws {
-            credentials.aws = Some(load_aws_config(settings.region.clone()).await?);
-        }
-        if settings.mode == AuthMode::Scram {
-            credentials.scram = Some(match (&settings.scram_secret_arn, &credentials.aws) {
-                (Some(arn), Some(aws)) => fetch_scram_secret(aws, arn).await?,
-                _ => ScramCredentials {
-                    username: settings.scram_username.clone().unwrap_or_default(),
-                    password: settings
-                        .scram_password
-                        .clone()
-                        .unwrap_or_else(|| Secret::new("")),
-                },
-            });
-        }
-        Ok(credentials)
-    }
-}
-
-/// Reads a SCRAM secret from Secrets Manager: a JSON object with string fields
-/// `username` and `password` (the format MSK requires for its SCRAM secrets).
-/// Gives up after [`SECRET_FETCH_TIMEOUT`] (a retryable credentials error), so init fits
-/// Lambda's init phase even when Secrets Manager does not answer.
-pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCredentials, Error> {
-    let text = fetch_secret_string(aws, arn).await?;
-    parse_scram_secret(text.expose())
-        .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
-}
-
-/// A secret's `SecretString`, within [`SECRET_FETCH_TIMEOUT`].
-async fn fetch_secret_string(aws: &SdkConfig, arn: &str) -> Result<Secret, Error> {
-    let client = aws_sdk_secretsmanager::Client::new(aws);
-    let output = tokio::time::timeout(
-        SECRET_FETCH_TIMEOUT,
-        client.get_secret_value().secret_id(arn).send(),
-    )
-    .await
-    .map_err(|_| {
-        Error::Credentials(format!(
-            "Secrets Manager GetSecretValue {arn}: no answer within {} s",
-            SECRET_FETCH_TIMEOUT.as_secs()
-        ))
-    })?
-    .map_err(|e| {
-        Error::Credentials(format!(
-            "Secrets Manager GetSecretValue {arn}: {}",
-            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-        ))
-    })?;
-    let text = output.secret_string().ok_or_else(|| {
-        Error::Config(ConfigError::Auth(format!(
-            "secret {arn} has no SecretString (binary secrets are not supported)"
-        )))
-    })?;
-    Ok(Secret::new(text))
-}
-
-pub use crate::transform::personal::LOCAL_HASH_KEY;
-
-/// The region of a Secrets Manager secret ARN
-/// (`arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME`), or `None` when `arn` is
-/// not one.
-pub fn secret_region(arn: &str) -> Option<&str> {
-    let mut fields = arn.splitn(7, ':');
-    let well_formed = fields.next() == Some("arn")
-        && fields.next().is_some_and(|p| !p.is_empty())
-        && fields.next() == Some("secretsmanager");
-    let region = fields.next().filter(|r| !r.is_empty())?;
-    let rest_ok = fields.next().is_some_and(|a| !a.is_empty())
-        && fields.next() == Some("secret")
-        && fields.next().is_some_and(|n| !n.is_empty());
-    (well_formed && rest_ok).then_some(region)
-}
-
-/// The key of `hash` pseudonyms: `RELAY_HASH_KEY`, or the `SecretString` of the secret
-/// `RELAY_HASH_KEY_SECRET_ARN` names (fetched once, in the secret's own region, within
-/// [`AWS_CONFIG_TIMEOUT`] + [`SECRET_FETCH_TIMEOUT`]); else, when the settings allow it
-/// (local commands that produce nowhere real), [`LOCAL_HASH_KEY`]; else `None`, which
-/// routes using `hash` refuse.
-pub async fn resolve_hash_key(settings: &Settings) -> Result<Option<HashKey>, Error> {
-    let invalid = |problem: String| Error::Config(ConfigError::Auth(problem));
-    if let Some(key) = &settings.hash_key {
-        return HashKey::new(key.expose().as_bytes())
-            .map(Some)
-            .map_err(|p| invalid(format!("RELAY_HASH_KEY: {p}")));
-    }
-    let Some(arn) = &settings.hash_key_secret_arn else {
-        return if settings.local_hash_key {
-            HashKey::new(LOCAL_HASH_KEY).map(Some).map_err(invalid)
-        } else {
-            Ok(None)
-        };
-    };
-    let region = secret_region(arn)
-        .map(str::to_owned)
-        .or_else(|| settings.auth.region.clone());
-    let aws = load_aws_config(region).await?;
-    fetch_hash_key(&aws, arn).await.map(Some)
-}
-
-/// The AWS configuration (credential chain, `region` when given), within
-/// [`AWS_CONFIG_TIMEOUT`] (a retryable credentials error after it).
-async fn load_aws_config(region: Option<String>) -> Result<SdkConfig, Error> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(Region::new(region));
-    }
-    tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
-        .await
-        .map_err(|_| {
-            Error::Credentials(format!(
-                "loading the AWS configuration took more than {} s",
-                AWS_CONFIG_TIMEOUT.as_secs()
-            ))
-        })
-}
-
-/// Reads the hash key from a Secrets Manager secret: its `SecretString`, at least
-/// [`crate::transform::personal::MIN_HASH_KEY_BYTES`] bytes. Errors never quote it.
-pub async fn fetch_hash_key(aws: &SdkConfig, arn: &str) -> Result<HashKey, Error> {
-    let key = fetch_secret_string(aws, arn).await?;
-    HashKey::new(key.expose().as_bytes())
-        .map_err(|p| Error::Config(ConfigError::Auth(format!("secret {arn}: {p}"))))
-}
-
-/// Parses a SCRAM secret's JSON. The error never quotes the secret's content.
-pub fn parse_scram_secret(text: &str) -> Result<ScramCredentials, String> {
-    #[derive(serde::Deserialize)]
-    struct Shape {
-        username: String,
-        password: String,
-    }
-    let shape: Shape = serde_json::from_str(text).map_err(|_| {
-        "expected a JSON object with string fields \"username\" and \"password\"".to_owned()
-    })?;
-    if shape.username.is_empty() || shape.password.is_empty() {
-        return Err("\"username\" and \"password\" must not be empty".to_owned());
-    }
-    Ok(ScramCredentials {
-        username: shape.username,
-        password: Secret::new(shape.password),
-    })
 }
 
 /// Makes MSK IAM tokens from a credential provider.
@@ -521,7 +190,7 @@ impl IamTokens {
 
 /// What the producer needs to authenticate in the resolved mode.
 #[derive(Debug, Clone, Default)]
-pub enum ProducerAuth {
+pub enum ClientAuth {
     /// Plaintext.
     #[default]
     None,
@@ -533,19 +202,19 @@ pub enum ProducerAuth {
     Iam(TlsFiles, IamTokens),
 }
 
-impl ProducerAuth {
+impl ClientAuth {
     /// Builds the producer's authentication for a resolved mode.
     pub fn for_mode(
         mode: AuthMode,
         settings: &AuthSettings,
         credentials: &Credentials,
-    ) -> Result<ProducerAuth, ConfigError> {
+    ) -> Result<ClientAuth, ConfigError> {
         let tls = settings.tls.clone();
         Ok(match mode {
-            AuthMode::Auto | AuthMode::None => ProducerAuth::None,
+            AuthMode::Auto | AuthMode::None => ClientAuth::None,
             AuthMode::Tls => {
                 settings.validate()?;
-                ProducerAuth::Tls(tls)
+                ClientAuth::Tls(tls)
             }
             AuthMode::Scram => {
                 settings.validate()?;
@@ -565,13 +234,13 @@ impl ProducerAuth {
                                 .to_owned(),
                         )
                     })?;
-                ProducerAuth::Scram(tls, scram)
+                ClientAuth::Scram(tls, scram)
             }
             AuthMode::Iam => {
                 let aws = credentials.aws.as_ref().ok_or_else(|| {
                     ConfigError::Auth("RELAY_AUTH=iam needs AWS_REGION (set by Lambda)".to_owned())
                 })?;
-                ProducerAuth::Iam(tls, IamTokens::from_config(aws)?)
+                ClientAuth::Iam(tls, IamTokens::from_config(aws)?)
             }
         })
     }
@@ -579,25 +248,25 @@ impl ProducerAuth {
     /// The mode this authentication implements.
     pub fn mode(&self) -> AuthMode {
         match self {
-            ProducerAuth::None => AuthMode::None,
-            ProducerAuth::Tls(_) => AuthMode::Tls,
-            ProducerAuth::Scram(..) => AuthMode::Scram,
-            ProducerAuth::Iam(..) => AuthMode::Iam,
+            ClientAuth::None => AuthMode::None,
+            ClientAuth::Tls(_) => AuthMode::Tls,
+            ClientAuth::Scram(..) => AuthMode::Scram,
+            ClientAuth::Iam(..) => AuthMode::Iam,
         }
     }
 
     /// Adds the mode's librdkafka properties to `config`.
     pub fn apply(&self, config: &mut ClientConfig) {
         let tls = match self {
-            ProducerAuth::None => {
+            ClientAuth::None => {
                 config.set("security.protocol", "plaintext");
                 return;
             }
-            ProducerAuth::Tls(tls) => {
+            ClientAuth::Tls(tls) => {
                 config.set("security.protocol", "ssl");
                 tls
             }
-            ProducerAuth::Scram(tls, scram) => {
+            ClientAuth::Scram(tls, scram) => {
                 config
                     .set("security.protocol", "sasl_ssl")
                     .set("sasl.mechanisms", "SCRAM-SHA-512")
@@ -605,7 +274,7 @@ impl ProducerAuth {
                     .set("sasl.password", scram.password.expose());
                 tls
             }
-            ProducerAuth::Iam(tls, _) => {
+            ClientAuth::Iam(tls, _) => {
                 config
                     .set("security.protocol", "sasl_ssl")
                     .set("sasl.mechanisms", "OAUTHBEARER");
@@ -630,11 +299,11 @@ impl ProducerAuth {
     /// The secret strings this authentication hands to librdkafka (for redaction).
     pub fn secrets(&self) -> Vec<Secret> {
         let tls = match self {
-            ProducerAuth::None => return Vec::new(),
-            ProducerAuth::Tls(tls) | ProducerAuth::Scram(tls, _) | ProducerAuth::Iam(tls, _) => tls,
+            ClientAuth::None => return Vec::new(),
+            ClientAuth::Tls(tls) | ClientAuth::Scram(tls, _) | ClientAuth::Iam(tls, _) => tls,
         };
         let mut secrets: Vec<Secret> = tls.key_password.iter().cloned().collect();
-        if let ProducerAuth::Scram(_, scram) = self {
+        if let ClientAuth::Scram(_, scram) = self {
             secrets.push(scram.password.clone());
         }
         secrets
@@ -643,7 +312,7 @@ impl ProducerAuth {
     /// The IAM token source, in `iam` mode.
     pub fn iam(&self) -> Option<&IamTokens> {
         match self {
-            ProducerAuth::Iam(_, tokens) => Some(tokens),
+            ClientAuth::Iam(_, tokens) => Some(tokens),
             _ => None,
         }
     }
@@ -675,6 +344,94 @@ impl Redactor {
             }
         }
         text
+    }
+}
+
+/// The librdkafka context of every client (producer and source consumer): logs through `tracing` with secrets redacted,
+/// and answers librdkafka's OAUTHBEARER token requests in IAM mode.
+///
+/// librdkafka asks for a token on the producer's polling thread (or inside `flush`),
+/// never on a tokio worker; [`IamTokens::token_blocking`] signs on a helper thread.
+#[derive(Debug, Default)]
+pub struct RelayContext {
+    iam: Option<IamTokens>,
+    redactor: Redactor,
+    /// Set when the brokers refused the producer's login (SASL authentication); shared
+    /// with the [`producer::Sink`] (librdkafka's callbacks reach only the context).
+    pub(crate) auth_refused: Arc<AtomicBool>,
+}
+
+impl RelayContext {
+    /// The context for an authentication mode.
+    pub fn new(auth: &ClientAuth) -> RelayContext {
+        RelayContext {
+            iam: auth.iam().cloned(),
+            redactor: Redactor::new(auth.secrets()),
+            auth_refused: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl ClientContext for RelayContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let message = self.redactor.redact(log_message);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        ) {
+            self.auth_refused.store(true, Ordering::Relaxed);
+        }
+        let error = error.to_string();
+        tracing::error!(
+            target: "librdkafka",
+            error = %self.redactor.redact(&error),
+            "{}",
+            self.redactor.redact(reason)
+        );
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let tokens = self
+            .iam
+            .as_ref()
+            .ok_or("OAUTHBEARER tokens are only made with RELAY_AUTH=iam")?;
+        let token = tokens.token_blocking().inspect_err(|e| {
+            tracing::error!(target: "librdkafka", error = %e, "MSK IAM token refresh failed");
+        })?;
+        tracing::debug!(
+            expires_at_ms = token.expires_at_ms,
+            "MSK IAM token refreshed"
+        );
+        Ok(OAuthToken {
+            token: token.token,
+            principal_name: String::new(),
+            lifetime_ms: token.expires_at_ms,
+        })
     }
 }
 
@@ -773,27 +530,6 @@ mod tests {
         );
     }
 
-    /// A malformed secret is refused without quoting it.
-    #[test]
-    fn scram_secret_parsing_never_quotes_the_secret() {
-        let ok =
-            parse_scram_secret(r#"{"username":"relay","password":"hunter2-long"}"#).expect("valid");
-        assert_eq!(ok.username, "relay");
-        assert_eq!(ok.password.expose(), "hunter2-long");
-        for bad in [
-            r#"{"username":"relay","password":12345678}"#,
-            r#"{"username":"relay","pass":"hunter2-long"}"#,
-            r#"hunter2-long"#,
-            r#"{"username":"relay","password":""}"#,
-        ] {
-            let err = parse_scram_secret(bad).expect_err(bad);
-            assert!(
-                !err.contains("hunter2") && !err.contains("12345678"),
-                "{err}"
-            );
-        }
-    }
-
     #[test]
     fn secrets_do_not_debug_print() {
         let creds = ScramCredentials {
@@ -802,7 +538,7 @@ mod tests {
         };
         let text = format!(
             "{creds:?} {:?}",
-            ProducerAuth::Scram(TlsFiles::default(), creds.clone())
+            ClientAuth::Scram(TlsFiles::default(), creds.clone())
         );
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("relay"), "{text}");

@@ -24,7 +24,7 @@ use crate::transform::{OutMessage, Transformed};
 
 /// The event `invoke` runs when given no file: inserts, an update with before-image, a
 /// delete and a DDL record over two tables and partitions.
-pub const SAMPLE_EVENT: &str = include_str!("../events/sample.json");
+pub const SAMPLE_EVENT: &str = include_str!("../../events/sample.json");
 
 /// librdkafka's in-process mock cluster.
 pub struct EmbeddedKafka {

@@ -31,7 +31,7 @@
 //! endpoint that cannot be reached (the emulator still building) is retried without
 //! counting.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,16 +43,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
-use crate::auth::ProducerAuth;
-use crate::consumer::{spans, Read, Source, SourceOptions};
 use crate::error::Error;
+use crate::kafka::group::{spans, Read, Source, SourceOptions};
+use crate::kafka::ClientAuth;
 use crate::ops::Metrics;
-use crate::source::{Payload, SourceRecord};
+use crate::source::{NotDone, Payload, SourceRecord, LAMBDA_PAYLOAD_LIMIT};
 
-/// Lambda's invocation payload limit (6 MB).
-pub const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
-
-/// Room kept in [`PAYLOAD_LIMIT`] for the event's envelope.
+/// Room kept in [`LAMBDA_PAYLOAD_LIMIT`] for the event's envelope.
 const ENVELOPE_ROOM: usize = 16 * 1024;
 
 /// Retries applied when retries are infinite and an on-failure destination is set.
@@ -160,7 +157,7 @@ impl EsmOptions {
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
     /// Every record done, or these partitions not done from these offsets.
-    Done(HashMap<Arc<str>, i64>),
+    Done(NotDone),
     /// A function error (or an invalid response): the whole batch failed.
     FunctionError(String),
     /// The endpoint could not be reached: nothing was invoked.
@@ -202,20 +199,21 @@ impl Mapping {
                 group_id: options.group.clone(),
                 batch_size: options.batch_size as usize,
                 batch_window: Duration::from_secs_f64(options.maximum_batching_window_in_seconds),
-                batch_max_bytes: PAYLOAD_LIMIT - ENVELOPE_ROOM,
+                batch_max_bytes: LAMBDA_PAYLOAD_LIMIT - ENVELOPE_ROOM,
                 record_size: event_bytes,
                 overrides: Vec::new(),
             },
-            &ProducerAuth::None,
+            &ClientAuth::None,
             Arc::new(Metrics::new()),
         )?;
         let destination = match &options.on_failure {
             None => None,
             Some(d) => {
                 let topic = d.trim_start_matches("kafka://").to_owned();
-                let producer: FutureProducer = crate::sink::producer_config(&options.brokers, &[])
-                    .create()
-                    .map_err(|e| Error::Producer(format!("on-failure destination: {e}")))?;
+                let producer: FutureProducer =
+                    crate::kafka::producer::producer_config(&options.brokers, &[])
+                        .create()
+                        .map_err(|e| Error::Producer(format!("on-failure destination: {e}")))?;
                 Some((producer, topic))
             }
         };
@@ -274,8 +272,8 @@ impl Mapping {
     /// Invokes until every record of `batch` is done or discarded. Returns, per
     /// partition, the first offset neither (a discarded record the destination did not
     /// take): read again after a backoff.
-    async fn resolve(&mut self, batch: Vec<Read>) -> HashMap<Arc<str>, i64> {
-        let mut not_done: HashMap<Arc<str>, i64> = HashMap::new();
+    async fn resolve(&mut self, batch: Vec<Read>) -> NotDone {
+        let mut not_done = NotDone::new();
         let mut work = VecDeque::from([Attempt {
             reads: batch,
             retries: 0,
@@ -285,7 +283,7 @@ impl Mapping {
             self.source.drop_stale(&mut attempt.reads);
             attempt
                 .reads
-                .retain(|r| !not_done.contains_key(&r.record.batch_partition));
+                .retain(|r| not_done.get(&r.record.batch_partition).is_none());
             let (old, young) = self.split_by_age(attempt.reads);
             if !old.is_empty() {
                 self.discard(old, "record age exceeded", attempt.retries, &mut not_done)
@@ -305,7 +303,7 @@ impl Mapping {
                         .filter(|r| {
                             failures
                                 .get(&r.record.batch_partition)
-                                .is_some_and(|&from| r.record.offset >= from)
+                                .is_some_and(|from| r.record.offset >= from)
                         })
                         .collect::<Vec<_>>()
                 }
@@ -390,7 +388,7 @@ impl Mapping {
             .get("x-amz-function-error")
             .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
         // Lambda's response payload limit is 6 MB too.
-        let limited = http_body_util::Limited::new(response.into_body(), PAYLOAD_LIMIT);
+        let limited = http_body_util::Limited::new(response.into_body(), LAMBDA_PAYLOAD_LIMIT);
         let body = match tokio::time::timeout(timeout, limited.collect()).await {
             Ok(Ok(body)) => body.to_bytes(),
             Ok(Err(e)) => return Answer::FunctionError(format!("response body: {e}")),
@@ -404,7 +402,7 @@ impl Mapping {
             ));
         }
         if !self.options.report_batch_item_failures {
-            return Answer::Done(HashMap::new());
+            return Answer::Done(NotDone::new());
         }
         batch_item_failures(&body, reads)
     }
@@ -412,13 +410,7 @@ impl Mapping {
     /// Sends discarded records to the on-failure destination (or logs them when there
     /// is none). A record the destination does not take stays not done, with the rest
     /// of its partition.
-    async fn discard(
-        &self,
-        reads: Vec<Read>,
-        reason: &str,
-        retries: i64,
-        not_done: &mut HashMap<Arc<str>, i64>,
-    ) {
+    async fn discard(&self, reads: Vec<Read>, reason: &str, retries: i64, not_done: &mut NotDone) {
         let Some((producer, topic)) = &self.destination else {
             for r in &reads {
                 tracing::warn!(
@@ -432,7 +424,7 @@ impl Mapping {
         for r in reads {
             let record = &r.record;
             // After a refusal, the partition's later records wait for the read-again too.
-            if not_done.contains_key(&record.batch_partition) {
+            if not_done.get(&record.batch_partition).is_some() {
                 continue;
             }
             let parts = record.original_parts();
@@ -476,9 +468,7 @@ impl Mapping {
                         topic = %record.topic, partition = record.partition, offset = record.offset,
                         %error, "the on-failure destination refused the record; read again later"
                     );
-                    not_done
-                        .entry(record.batch_partition.clone())
-                        .or_insert(record.offset);
+                    not_done.mark(record.batch_partition.clone(), record.offset, None);
                 }
             }
         }
@@ -600,13 +590,13 @@ fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
     }
     let text = String::from_utf8_lossy(body);
     if text.trim().is_empty() || text.trim() == "null" {
-        return Answer::Done(HashMap::new());
+        return Answer::Done(NotDone::new());
     }
     let response: Response = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return Answer::FunctionError(format!("invalid partial batch response: {e}")),
     };
-    let mut failures: HashMap<Arc<str>, i64> = HashMap::new();
+    let mut failures = NotDone::new();
     for failure in response.batch_item_failures.unwrap_or_default() {
         let Some(id) = failure.item_identifier else {
             return Answer::FunctionError(
@@ -622,10 +612,7 @@ fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
                 id.partition, id.offset
             ));
         };
-        let entry = failures
-            .entry(read.record.batch_partition.clone())
-            .or_insert(id.offset);
-        *entry = (*entry).min(id.offset);
+        failures.mark(read.record.batch_partition.clone(), id.offset, None);
     }
     Answer::Done(failures)
 }
@@ -657,17 +644,17 @@ mod tests {
     fn partial_batch_responses() {
         let reads = [read(0, 5), read(0, 6), read(0, 7), read(1, 9)];
         let answer = |json: &str| batch_item_failures(json.as_bytes(), &reads);
-        assert_eq!(answer(""), Answer::Done(HashMap::new()));
+        assert_eq!(answer(""), Answer::Done(NotDone::new()));
         assert_eq!(
             answer(r#"{"batchItemFailures":[]}"#),
-            Answer::Done(HashMap::new())
+            Answer::Done(NotDone::new())
         );
         assert_eq!(
             answer(
                 r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-0","offset":7}},
                    {"itemIdentifier":{"partition":"dms.orders-0","offset":6}}]}"#
             ),
-            Answer::Done(HashMap::from([(Arc::from("dms.orders-0"), 6)]))
+            Answer::Done(NotDone::from_iter([(Arc::from("dms.orders-0"), 6)]))
         );
         for invalid in [
             r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-0","offset":8}}]}"#,

@@ -24,11 +24,11 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
-use crate::auth::ProducerAuth;
 use crate::error::Error;
+use crate::kafka::ClientAuth;
+use crate::kafka::RelayContext;
 use crate::ops::{Metrics, PartitionLabel};
-use crate::sink::RelayContext;
-use crate::source::{Payload, SourceRecord};
+use crate::source::{NotDone, Payload, SourceRecord};
 
 /// How long a commit, seek or pause may block.
 const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -308,7 +308,7 @@ impl Source {
     /// [`Source::done`] + [`Source::commit`]) and subscribes.
     pub fn new(
         options: SourceOptions,
-        auth: &ProducerAuth,
+        auth: &ClientAuth,
         metrics: Arc<Metrics>,
     ) -> Result<Source, Error> {
         let group = Arc::new(Group::default());
@@ -455,7 +455,7 @@ impl Source {
     /// The group's committed offset of each span's partition (read as stable: a
     /// pending transactional commit settles first). A partition with no committed
     /// offset is read again from the span's first record.
-    pub fn committed(&self, spans: &[Span]) -> Result<HashMap<Arc<str>, i64>, KafkaError> {
+    pub fn committed(&self, spans: &[Span]) -> Result<NotDone, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for span in spans {
             tpl.add_partition(&span.topic, span.partition);
@@ -486,12 +486,9 @@ impl Source {
 
     /// Notes every span's records done, except, per partition in `not_done`, those
     /// from the offset there on.
-    pub fn done_except(&self, spans: &[Span], not_done: &HashMap<Arc<str>, i64>) {
+    pub fn done_except(&self, spans: &[Span], not_done: &NotDone) {
         for span in spans {
-            let next = not_done
-                .get(&span.batch_partition)
-                .copied()
-                .unwrap_or(span.last + 1);
+            let next = not_done.get(&span.batch_partition).unwrap_or(span.last + 1);
             if next > span.first {
                 self.done(&span.topic, span.partition, next, span.epoch);
             }
@@ -525,16 +522,10 @@ impl Source {
     /// pauses it for its backoff (`first`, doubling per failure in a row, up to `max`);
     /// a partition not in `from` had no failure. A record carried over for such a
     /// partition is dropped (it comes again after the seek).
-    pub fn read_again(
-        &mut self,
-        spans: &[Span],
-        from: &HashMap<Arc<str>, i64>,
-        first: Duration,
-        max: Duration,
-    ) {
+    pub fn read_again(&mut self, spans: &[Span], from: &NotDone, first: Duration, max: Duration) {
         for span in spans {
             let key = (span.topic.clone(), span.partition);
-            let Some(&offset) = from.get(&span.batch_partition) else {
+            let Some(offset) = from.get(&span.batch_partition) else {
                 self.failures.remove(&key);
                 continue;
             };

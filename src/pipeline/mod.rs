@@ -12,7 +12,7 @@
 //! key enter the same partition's queue in source-offset order; the idempotent producer
 //! keeps that order on the wire. Producing starts as soon as the first chunk is ready.
 //!
-//! Every record ends in exactly one [`RecordState`]: produced, dead-lettered or skipped
+//! Every record ends in exactly one state of its [`ledger`]: produced, dead-lettered or skipped
 //! (all "done"), or not done. A record is produced when every message made from it was
 //! acknowledged. A poison record (a permanent error of its own) follows the `on_poison`
 //! policy of its route: dead-lettered in source order (done once the dead letter is
@@ -46,13 +46,22 @@ use rdkafka::producer::DeliveryFuture;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::deadletter::{dead_letter, redacted_value, DeadLetters};
+mod ledger;
+mod observe;
+mod recovery;
+
+use crate::deadletter::{dead_letter, DeadLetters};
 use crate::dms::Decoder;
 use crate::error::{Error, RecordError, Stage};
-use crate::sink::{delivered, Sink};
+use crate::kafka::producer::{delivered, Delivered, Sink};
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{header, OnPoison, OutMessage, SkipReason, Transformed, Transformer};
 use cdc_relay_core::process;
+use ledger::{Ledger, RecordState};
+use observe::{log_failure, traced};
+
+pub use ledger::{BatchOutcome, DeliveryRecord, TableCounts, UNDECODED_TABLE};
+pub use observe::{TRACEPARENT, XRAY_TRACE_ID};
 
 /// Makes a new producer when the one in use is in a fatal state (the recovery round).
 pub trait Renew: Sync {
@@ -68,10 +77,6 @@ enum Resend {
     /// Only the messages the broker has not acknowledged.
     Unacknowledged,
 }
-
-/// Recovery rounds per batch at most (each one resolves at least the first rejected
-/// record of every partition, or stops).
-const MAX_RECOVERY_ROUNDS: usize = 4;
 
 /// Tuning of a [`Pipeline`].
 #[derive(Debug, Clone, Copy)]
@@ -97,29 +102,6 @@ impl Default for PipelineOptions {
     }
 }
 
-/// What happened to one source table's records in a batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableCounts {
-    /// `schema.table`, or [`UNDECODED_TABLE`] for records that never decoded.
-    pub table: Arc<str>,
-    /// Records of the table in the batch.
-    pub records: usize,
-    /// Records whose messages were all acknowledged.
-    pub produced: usize,
-    /// Records whose dead letter was acknowledged.
-    pub dead_lettered: usize,
-    /// Records skipped by configuration.
-    pub skipped: usize,
-    /// Records not done.
-    pub failed: usize,
-}
-
-/// The table name of records that failed before their table was known.
-pub const UNDECODED_TABLE: &str = "_undecoded";
-
-/// Longest record value written to a problem log with `log_values` (bytes).
-const LOGGED_VALUE_MAX: usize = 4096;
-
 /// Decoder + transformer + concurrency limits; shared by all invocations.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -128,57 +110,6 @@ pub struct Pipeline {
     options: PipelineOptions,
     permits: Arc<Semaphore>,
     dlq_topic: Option<Arc<str>>,
-}
-
-/// The first record not done in a source partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionFailure {
-    /// The `"<topic>-<partition>"` key Lambda sent.
-    pub batch_partition: Arc<str>,
-    /// Lowest offset not done; Lambda resumes the partition from here.
-    pub offset: i64,
-    /// Why that record failed.
-    pub error: RecordError,
-}
-
-/// An acknowledged message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRecord {
-    /// Topic written to.
-    pub topic: Arc<str>,
-    /// Partition written to.
-    pub partition: i32,
-    /// Offset written at.
-    pub offset: i64,
-}
-
-/// What happened to a batch.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BatchOutcome {
-    /// Records in the batch.
-    pub records: usize,
-    /// Records whose messages were all acknowledged.
-    pub produced: usize,
-    /// Records whose dead letter was acknowledged.
-    pub dead_lettered: usize,
-    /// Messages acknowledged (dead letters included).
-    pub messages: usize,
-    /// Records skipped by configuration, by reason.
-    pub skipped: Vec<(SkipReason, usize)>,
-    /// Records not done (failed, or after a failure in their partition).
-    pub not_done: usize,
-    /// Per source partition with a record not done: the lowest such offset.
-    pub failures: Vec<PartitionFailure>,
-    /// Every acknowledged message, in the order they were enqueued.
-    pub deliveries: Vec<DeliveryRecord>,
-    /// Wall time until every record was decoded and transformed, milliseconds.
-    pub transform_ms: f64,
-    /// Wall time from the first enqueue to the last acknowledgement, milliseconds.
-    pub produce_ms: f64,
-    /// Timestamp of the oldest record, epoch milliseconds (for replication lag).
-    pub oldest_timestamp_ms: Option<i64>,
-    /// Per source table, in order of first appearance (with `per_table` only).
-    pub tables: Vec<TableCounts>,
 }
 
 /// What a batch runs with besides its records.
@@ -198,56 +129,6 @@ pub struct BatchContext {
 /// How long purged deliveries may take to resolve when the context sets no `settle_by`.
 pub const SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Header carrying the W3C trace context from source record to downstream message.
-pub const TRACEPARENT: &str = "traceparent";
-/// Header carrying the Lambda invocation's X-Ray trace id.
-pub const XRAY_TRACE_ID: &str = "x-amzn-trace-id";
-
-impl BatchOutcome {
-    /// Records skipped for `reason`.
-    pub fn skipped(&self, reason: SkipReason) -> usize {
-        self.skipped
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
-    }
-
-    /// Records skipped for any reason.
-    pub fn skipped_total(&self) -> usize {
-        self.skipped.iter().map(|(_, n)| n).sum()
-    }
-}
-
-/// Where a record stands.
-#[derive(Debug)]
-enum RecordState {
-    /// Waiting for this many acknowledgements; `dead_letter`: of its dead letter.
-    Pending { remaining: usize, dead_letter: bool },
-    /// All messages acknowledged.
-    Produced,
-    /// Its dead letter was acknowledged.
-    DeadLettered,
-    /// Skipped by configuration.
-    Skipped(SkipReason),
-    /// Failed; reported to Lambda.
-    Failed(RecordError),
-    /// A message was rejected permanently after it was sent; the record is produced
-    /// again alone in the second round before it is called poison.
-    Rejected(RecordError),
-    /// Not attempted because an earlier record of its partition failed.
-    Blocked,
-}
-
-impl RecordState {
-    /// Produced, dead-lettered or skipped.
-    fn is_done(&self) -> bool {
-        matches!(
-            self,
-            RecordState::Produced | RecordState::DeadLettered | RecordState::Skipped(_)
-        )
-    }
-}
-
 /// Per record: its table (when counted per table) and what the transform made of it.
 type ChunkResult = Vec<(Option<Arc<str>>, Result<Transformed, RecordError>)>;
 
@@ -265,21 +146,19 @@ struct Run<'a> {
     first_enqueue: Option<Instant>,
     records: Arc<[SourceRecord]>,
     budget: Option<Instant>,
-    states: Vec<RecordState>,
+    /// Where each record stands.
+    ledger: Ledger,
     /// Per record, its table (with `per_table`).
     tables: Vec<Option<Arc<str>>>,
     log_values: bool,
     in_flight: Vec<InFlight>,
-    /// Per record, which of its first 64 messages the broker acknowledged (bit i:
-    /// message i), so a record produced again sends only the rest.
-    acked: Vec<u64>,
     deliveries: Vec<DeliveryRecord>,
     purged: bool,
 }
 
 struct InFlight {
     record: usize,
-    /// The message's index among its record's messages (for [`Run::acked`]).
+    /// The message's index among its record's messages (for [`Ledger::acknowledged`]).
     message: usize,
     /// Whether this is the record's dead letter (its routed messages may still be in
     /// flight too, and must not count towards the dead letter).
@@ -318,7 +197,7 @@ impl Pipeline {
         record: &SourceRecord,
         cluster: &str,
     ) -> Result<Transformed, RecordError> {
-        process(&self.decoder, &self.transformer, record, cluster, &mut None)
+        process(&self.decoder, &self.transformer, record, cluster, false).result
     }
 
     /// The event ids a record yields when it is done: its messages' ids, none when it is
@@ -344,27 +223,6 @@ impl Pipeline {
             }
             Err(_) => Vec::new(),
         }
-    }
-
-    /// A record's value as a problem log may show it: redacted as its dead letter
-    /// would be (unless `dead_letter_value = "original"`).
-    fn loggable_value(&self, record: &SourceRecord) -> String {
-        logged_value(record, |value| {
-            match self.transformer.routes().dead_letter_value {
-                crate::transform::routes::DeadLetterValue::Original => {
-                    Some(std::borrow::Cow::Borrowed(value))
-                }
-                crate::transform::routes::DeadLetterValue::Redacted => redacted_value(
-                    value,
-                    self.transformer.routes(),
-                    self.decoder.before_field(),
-                )
-                .or_else(|| {
-                    (!self.transformer.routes().redacts_columns())
-                        .then_some(std::borrow::Cow::Borrowed(value))
-                }),
-            }
-        })
     }
 
     /// Runs a batch. Records must be in source order (as [`crate::source::records`]
@@ -409,7 +267,7 @@ impl Pipeline {
             settle_by: context.settle_by.or(budget.map(|b| b + SETTLE_TIME)),
             xray,
             first_enqueue: None,
-            states: Vec::with_capacity(records.len()),
+            ledger: Ledger::new(record_count),
             tables: Vec::with_capacity(if self.options.per_table {
                 records.len()
             } else {
@@ -419,7 +277,6 @@ impl Pipeline {
             records,
             budget,
             in_flight: Vec::new(),
-            acked: vec![0; record_count],
             deliveries: Vec::new(),
             purged: false,
         };
@@ -435,7 +292,7 @@ impl Pipeline {
                     let n = self
                         .options
                         .chunk_size
-                        .min(run.records.len() - run.states.len());
+                        .min(run.records.len() - run.ledger.len());
                     let error = RecordError::retryable(
                         Stage::Transform,
                         format!("transform task failed: {join_error}"),
@@ -444,7 +301,7 @@ impl Pipeline {
                 }
             };
             for (table, result) in results {
-                let index = run.states.len();
+                let index = run.ledger.len();
                 if self.options.per_table {
                     run.tables.push(table);
                 }
@@ -474,7 +331,7 @@ impl Pipeline {
                     failed_partition = Some(partition);
                     run.log_failure(index, error);
                 }
-                run.states.push(state);
+                run.ledger.push(state);
             }
         }
         let transform_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -487,7 +344,9 @@ impl Pipeline {
         let produce_ms = run
             .first_enqueue
             .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
-        let mut outcome = run.summarise();
+        let mut outcome = run
+            .ledger
+            .summarise(&run.records, run.tables, run.deliveries);
         outcome.transform_ms = transform_ms;
         outcome.produce_ms = produce_ms;
         outcome.oldest_timestamp_ms = oldest_timestamp_ms;
@@ -515,92 +374,18 @@ impl Pipeline {
             records[start..end]
                 .iter()
                 .map(|record| {
-                    let mut table = per_table.then_some(None);
-                    let result = traced(
-                        process(&decoder, &transformer, record, &cluster, &mut table),
-                        record,
-                        xray.as_deref(),
-                    );
-                    let table =
-                        table.map(|t| t.map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from));
+                    let processed = process(&decoder, &transformer, record, &cluster, per_table);
+                    let result = traced(processed.result, record, xray.as_deref());
+                    let table = per_table.then(|| {
+                        processed
+                            .table
+                            .map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from)
+                    });
                     (table, result)
                 })
                 .collect()
         })
     }
-}
-
-/// Carries the source record's W3C `traceparent` and the invocation's X-Ray trace id
-/// onto every message made from it.
-fn traced(
-    result: Result<Transformed, RecordError>,
-    record: &SourceRecord,
-    xray: Option<&[u8]>,
-) -> Result<Transformed, RecordError> {
-    let Ok(Transformed::Messages(mut messages)) = result else {
-        return result;
-    };
-    let traceparent = record
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
-        .map(|(_, bytes)| bytes.clone());
-    for message in &mut messages {
-        if let Some(tp) = &traceparent {
-            message.headers.push((TRACEPARENT.into(), tp.clone()));
-        }
-        if let Some(id) = xray {
-            message.headers.push((XRAY_TRACE_ID.into(), id.to_vec()));
-        }
-    }
-    Ok(Transformed::Messages(messages))
-}
-
-/// Logs a record that failed or was poison: where it is and why, never its content
-/// unless `value` (then its value as [`Pipeline::loggable_value`] shows it).
-fn log_failure(record: &SourceRecord, error: &RecordError, value: Option<String>) {
-    let table = error.table.as_deref().unwrap_or("-");
-    if let Some(value) = value {
-        tracing::warn!(
-            topic = %record.topic, partition = record.partition, offset = record.offset,
-            table, stage = %error.stage, retryable = error.retryable,
-            error = %error.message, value = %value, "record failed"
-        );
-    } else {
-        tracing::warn!(
-            topic = %record.topic, partition = record.partition, offset = record.offset,
-            table, stage = %error.stage, retryable = error.retryable,
-            error = %error.message, "record failed"
-        );
-    }
-}
-
-/// The record's value as text for a problem log, after `redact` (`None`: the value
-/// cannot be read as a DMS record, so nothing of it is shown): lossy UTF-8, cut at a
-/// character boundary after [`LOGGED_VALUE_MAX`] bytes.
-fn logged_value(
-    record: &SourceRecord,
-    redact: impl FnOnce(&[u8]) -> Option<std::borrow::Cow<'_, [u8]>>,
-) -> String {
-    let value = match record.decode() {
-        Ok(decoded) => decoded.value,
-        Err(_) => return "<not base64>".to_owned(),
-    };
-    let Some(bytes) = value else {
-        return "<null>".to_owned();
-    };
-    let Some(bytes) = redact(&bytes) else {
-        return "<not a DMS record: not shown>".to_owned();
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    if text.len() <= LOGGED_VALUE_MAX {
-        return text.into_owned();
-    }
-    let mut end = LOGGED_VALUE_MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 impl Run<'_> {
@@ -662,7 +447,7 @@ impl Run<'_> {
     ) -> Result<RecordState, RecordError> {
         let mut remaining = 0;
         for (number, message) in messages.iter().enumerate() {
-            let acked = !dead_letter && number < 64 && self.acked[index] & (1 << number) != 0;
+            let acked = !dead_letter && self.ledger.is_acknowledged(index, number);
             if acked && resend == Resend::Unacknowledged {
                 continue;
             }
@@ -732,123 +517,6 @@ impl Run<'_> {
         }
     }
 
-    /// The recovery round (see the module doc): while records rejected after sending
-    /// remain, budget remains and progress is made, go through every source partition
-    /// that has one, taking a new producer first if the old one is fatal.
-    async fn recover(&mut self, cluster: &str, renew: &dyn Renew) {
-        for _ in 0..MAX_RECOVERY_ROUNDS {
-            if !self
-                .states
-                .iter()
-                .any(|s| matches!(s, RecordState::Rejected(_)))
-                || self.out_of_time()
-            {
-                return;
-            }
-            let done_before = self.states.iter().filter(|s| s.is_done()).count();
-            let mut start = 0;
-            while start < self.records.len() {
-                let partition = self.records[start].batch_partition.clone();
-                let end = (start..self.records.len())
-                    .find(|i| self.records[*i].batch_partition != partition)
-                    .unwrap_or(self.records.len());
-                if (start..end).any(|i| matches!(self.states[i], RecordState::Rejected(_))) {
-                    self.recover_partition(start, end, cluster, renew).await;
-                }
-                start = end;
-            }
-            self.await_deliveries().await;
-            if self.states.iter().filter(|s| s.is_done()).count() == done_before {
-                return;
-            }
-        }
-    }
-
-    /// Produces again, in source order, the records of one source partition
-    /// (`start..end`) from its first record not done: a rejected one alone (its
-    /// unacknowledged messages), then every later record again, already produced or
-    /// not; stops at the first record that fails again.
-    async fn recover_partition(
-        &mut self,
-        start: usize,
-        end: usize,
-        cluster: &str,
-        renew: &dyn Renew,
-    ) {
-        let Some(first) = (start..end).find(|i| !self.states[*i].is_done()) else {
-            return;
-        };
-        for index in first..end {
-            if self.out_of_time() {
-                return;
-            }
-            let (alone, resend) = match &self.states[index] {
-                RecordState::Skipped(_) | RecordState::DeadLettered => continue,
-                // Produced before the retried record: produced again after it.
-                RecordState::Produced => (false, Resend::All),
-                RecordState::Rejected(_) => (true, Resend::Unacknowledged),
-                RecordState::Failed(error) if error.stage == Stage::Sink => {
-                    (false, Resend::Unacknowledged)
-                }
-                RecordState::Blocked | RecordState::Pending { .. } => {
-                    (false, Resend::Unacknowledged)
-                }
-                // A failure before producing that producing again cannot cure.
-                RecordState::Failed(_) => return,
-            };
-            if alone {
-                // Everything before it is settled before it is sent.
-                self.await_deliveries().await;
-                if self.out_of_time() {
-                    return;
-                }
-            }
-            if self.sink.fatal_error().is_some() {
-                self.await_deliveries().await;
-                match renew.renew(&self.sink) {
-                    Ok(sink) => {
-                        let old = std::mem::replace(&mut self.sink, sink);
-                        // librdkafka's teardown may block: not on an async worker.
-                        tokio::task::spawn_blocking(move || drop(old));
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "no new producer for the recovery round");
-                        return;
-                    }
-                }
-            }
-            let record = &self.records[index];
-            let messages = match traced(
-                self.pipeline.process(record, cluster),
-                record,
-                self.xray.as_deref(),
-            ) {
-                Ok(Transformed::Messages(messages)) => messages,
-                // Deterministic: the same record made messages in the first round.
-                _ => return,
-            };
-            self.states[index] = self.produce(index, &messages, resend).await;
-            if alone {
-                // Nothing after it is sent before it is settled.
-                self.await_deliveries().await;
-                if matches!(self.states[index], RecordState::Rejected(_)) && !self.out_of_time() {
-                    if let RecordState::Rejected(error) =
-                        std::mem::replace(&mut self.states[index], RecordState::Blocked)
-                    {
-                        self.states[index] = self.poison(index, error).await;
-                        self.await_deliveries().await;
-                    }
-                }
-            }
-            if matches!(
-                self.states[index],
-                RecordState::Failed(_) | RecordState::Rejected(_)
-            ) {
-                return;
-            }
-        }
-    }
-
     /// Whether the budget is spent (or the producer was purged at it).
     fn out_of_time(&self) -> bool {
         self.purged || self.budget.is_some_and(|b| Instant::now() >= b)
@@ -876,7 +544,6 @@ impl Run<'_> {
                 (Some(_), true) => self.settle(flight.future).await,
                 (None, _) => delivered(flight.future).await,
             };
-            let state = &mut self.states[flight.record];
             match result {
                 Ok(d) => {
                     self.deliveries.push(DeliveryRecord {
@@ -884,55 +551,14 @@ impl Run<'_> {
                         partition: d.partition,
                         offset: d.offset,
                     });
-                    if !flight.dead_letter && flight.message < 64 {
-                        self.acked[flight.record] |= 1 << flight.message;
-                    }
-                    if let RecordState::Pending {
-                        remaining,
-                        dead_letter,
-                    } = state
-                    {
-                        if *dead_letter != flight.dead_letter {
-                            continue;
-                        }
-                        *remaining -= 1;
-                        if *remaining == 0 {
-                            *state = if *dead_letter {
-                                RecordState::DeadLettered
-                            } else {
-                                RecordState::Produced
-                            };
-                        }
-                    }
+                    self.ledger
+                        .acknowledged(flight.record, flight.message, flight.dead_letter);
                 }
                 Err(error) => {
-                    let next = match state {
-                        // A message of its own rejected: retried alone, then poison.
-                        RecordState::Pending {
-                            dead_letter: false, ..
-                        } if !error.is_retryable() => Some(RecordState::Rejected(error)),
-                        // A retryable failure outranks a sibling's rejection: the record is
-                        // reported, never dead-lettered while it might still succeed.
-                        RecordState::Pending { .. } | RecordState::Rejected(_)
-                            if error.is_retryable() =>
-                        {
-                            Some(RecordState::Failed(error))
-                        }
-                        // A dead letter refused: reported, never dropped.
-                        RecordState::Pending {
-                            dead_letter: true, ..
-                        } => Some(RecordState::Failed(RecordError {
-                            retryable: true,
-                            message: format!("dead letter: {}", error.message),
-                            ..error
-                        })),
-                        _ => None,
-                    };
-                    if let Some(next) = next {
-                        if let RecordState::Failed(error) = &next {
+                    if self.ledger.failed(flight.record, error) {
+                        if let RecordState::Failed(error) = self.ledger.state(flight.record) {
                             self.log_failure(flight.record, error);
                         }
-                        self.states[flight.record] = next;
                     }
                 }
             }
@@ -940,7 +566,7 @@ impl Run<'_> {
     }
 
     /// Waits for a purged delivery until the settle time.
-    async fn settle(&self, future: DeliveryFuture) -> Result<crate::sink::Delivered, RecordError> {
+    async fn settle(&self, future: DeliveryFuture) -> Result<Delivered, RecordError> {
         let Some(settle_by) = self.settle_by else {
             return delivered(future).await;
         };
@@ -961,100 +587,5 @@ impl Run<'_> {
             .log_values
             .then(|| self.pipeline.loggable_value(record));
         log_failure(record, error, value);
-    }
-
-    /// Per partition: everything from the first record not done onwards is not done.
-    fn summarise(self) -> BatchOutcome {
-        let mut outcome = BatchOutcome {
-            records: self.records.len(),
-            messages: self.deliveries.len(),
-            deliveries: self.deliveries,
-            ..BatchOutcome::default()
-        };
-        let mut tables = TableTally::default();
-        let mut failed_partition: Option<&Arc<str>> = None;
-        for (index, (record, state)) in self.records.iter().zip(self.states).enumerate() {
-            let table = self.tables.get(index).cloned().flatten();
-            let counts = table.map(|t| tables.entry(t));
-            if failed_partition == Some(&record.batch_partition) {
-                outcome.not_done += 1;
-                if let Some(c) = counts {
-                    c.failed += 1;
-                }
-                continue;
-            }
-            let error = match state {
-                RecordState::Produced => {
-                    outcome.produced += 1;
-                    if let Some(c) = counts {
-                        c.produced += 1;
-                    }
-                    continue;
-                }
-                RecordState::DeadLettered => {
-                    outcome.dead_lettered += 1;
-                    if let Some(c) = counts {
-                        c.dead_lettered += 1;
-                    }
-                    continue;
-                }
-                RecordState::Skipped(reason) => {
-                    match outcome.skipped.iter_mut().find(|(r, _)| *r == reason) {
-                        Some((_, n)) => *n += 1,
-                        None => outcome.skipped.push((reason, 1)),
-                    }
-                    if let Some(c) = counts {
-                        c.skipped += 1;
-                    }
-                    continue;
-                }
-                RecordState::Failed(error) => error,
-                RecordState::Rejected(error) => RecordError::retryable(
-                    Stage::Sink,
-                    format!(
-                        "{}; not produced again alone before the deadline",
-                        error.message
-                    ),
-                ),
-                RecordState::Pending { .. } | RecordState::Blocked => {
-                    RecordError::retryable(Stage::Sink, "not acknowledged before the deadline")
-                }
-            };
-            outcome.not_done += 1;
-            if let Some(c) = counts {
-                c.failed += 1;
-            }
-            outcome.failures.push(PartitionFailure {
-                batch_partition: record.batch_partition.clone(),
-                offset: record.offset,
-                error,
-            });
-            failed_partition = Some(&record.batch_partition);
-        }
-        outcome.tables = tables.0;
-        outcome
-    }
-}
-
-/// Per-table counts in order of first appearance (a batch holds few tables, so a
-/// linear search beats hashing every record).
-#[derive(Default)]
-struct TableTally(Vec<TableCounts>);
-
-impl TableTally {
-    fn entry(&mut self, table: Arc<str>) -> &mut TableCounts {
-        let index = match self.0.iter().rposition(|c| c.table == table) {
-            Some(i) => i,
-            None => {
-                self.0.push(TableCounts {
-                    table,
-                    ..TableCounts::default()
-                });
-                self.0.len() - 1
-            }
-        };
-        let counts = &mut self.0[index];
-        counts.records += 1;
-        counts
     }
 }

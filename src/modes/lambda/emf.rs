@@ -9,9 +9,6 @@ use serde_json::{json, Map, Value};
 use crate::pipeline::{BatchOutcome, TableCounts};
 use crate::transform::SkipReason;
 
-/// Default namespace (`RELAY_METRICS_NAMESPACE` overrides).
-pub const DEFAULT_NAMESPACE: &str = "cdc-relay";
-
 /// What an invocation measured besides the outcome.
 #[derive(Debug, Clone, Default)]
 pub struct Timings {

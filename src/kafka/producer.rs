@@ -23,14 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::{ClientContext, OAuthToken};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 
-use crate::auth::{IamTokens, ProducerAuth, Redactor};
 use crate::error::{Error, RecordError, Stage};
+use crate::kafka::{ClientAuth, Redactor, RelayContext};
 use crate::transform::OutMessage;
 
 /// Where the broker put an acknowledged message.
@@ -46,7 +45,7 @@ pub struct Delivered {
 pub struct Sink {
     producer: FutureProducer<RelayContext>,
     brokers: String,
-    auth: crate::auth::AuthMode,
+    auth: crate::kafka::AuthMode,
     redactor: Redactor,
     /// `message.max.bytes` in force: the largest message the producer sends.
     message_max_bytes: usize,
@@ -88,105 +87,17 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// The producer's librdkafka context: logs through `tracing` with secrets redacted,
-/// and answers librdkafka's OAUTHBEARER token requests in IAM mode.
-///
-/// librdkafka asks for a token on the producer's polling thread (or inside `flush`),
-/// never on a tokio worker; [`IamTokens::token_blocking`] signs on a helper thread.
-#[derive(Debug, Default)]
-pub struct RelayContext {
-    iam: Option<IamTokens>,
-    redactor: Redactor,
-    /// Set when the brokers refused the producer's login (SASL authentication); shared
-    /// with the [`Sink`] (librdkafka's callbacks reach only the context).
-    auth_refused: Arc<AtomicBool>,
-}
-
-impl RelayContext {
-    /// The context for an authentication mode.
-    pub fn new(auth: &ProducerAuth) -> RelayContext {
-        RelayContext {
-            iam: auth.iam().cloned(),
-            redactor: Redactor::new(auth.secrets()),
-            auth_refused: Arc::new(AtomicBool::new(false)),
-        }
-    }
-}
-
-impl ClientContext for RelayContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let message = self.redactor.redact(log_message);
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility = fac, "{message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", facility = fac, "{message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility = fac, "{message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", facility = fac, "{message}")
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
-        ) {
-            self.auth_refused.store(true, Ordering::Relaxed);
-        }
-        let error = error.to_string();
-        tracing::error!(
-            target: "librdkafka",
-            error = %self.redactor.redact(&error),
-            "{}",
-            self.redactor.redact(reason)
-        );
-    }
-
-    fn generate_oauth_token(
-        &self,
-        _oauthbearer_config: Option<&str>,
-    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        let tokens = self
-            .iam
-            .as_ref()
-            .ok_or("OAUTHBEARER tokens are only made with RELAY_AUTH=iam")?;
-        let token = tokens.token_blocking().inspect_err(|e| {
-            tracing::error!(target: "librdkafka", error = %e, "MSK IAM token refresh failed");
-        })?;
-        tracing::debug!(
-            expires_at_ms = token.expires_at_ms,
-            "MSK IAM token refreshed"
-        );
-        Ok(OAuthToken {
-            token: token.token,
-            principal_name: String::new(),
-            lifetime_ms: token.expires_at_ms,
-        })
-    }
-}
-
 /// The producer configuration the relay relies on, before authentication and user
 /// overrides.
 pub fn producer_config(brokers: &str, overrides: &[(String, String)]) -> ClientConfig {
-    producer_config_with(brokers, &ProducerAuth::None, overrides)
+    producer_config_with(brokers, &ClientAuth::None, overrides)
 }
 
 /// The full producer configuration: the relay's defaults, then the authentication
 /// mode's properties, then the user's `RELAY_PRODUCER_*` overrides (which win).
 pub fn producer_config_with(
     brokers: &str,
-    auth: &ProducerAuth,
+    auth: &ClientAuth,
     overrides: &[(String, String)],
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -215,13 +126,13 @@ impl Sink {
     /// Creates an unauthenticated (plaintext) producer. Does not contact the brokers;
     /// see [`Sink::warm_up`].
     pub fn connect(brokers: &str, overrides: &[(String, String)]) -> Result<Sink, Error> {
-        Sink::connect_with(brokers, ProducerAuth::None, overrides)
+        Sink::connect_with(brokers, ClientAuth::None, overrides)
     }
 
     /// Creates the producer for an authentication mode. Does not contact the brokers.
     pub fn connect_with(
         brokers: &str,
-        auth: ProducerAuth,
+        auth: ClientAuth,
         overrides: &[(String, String)],
     ) -> Result<Sink, Error> {
         let context = RelayContext::new(&auth);

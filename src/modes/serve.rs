@@ -19,30 +19,23 @@
 //! again), and every partition of the batch is read again from its first record after a
 //! backoff. Readers with `isolation.level=read_committed` see each change once.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
-
 use crate::config::ServeSettings;
-use crate::consumer::{spans, Read, Source, SourceOptions, Span};
 use crate::error::Error;
-use crate::handler::Relay;
+use crate::kafka::group::{spans, Read, Source, SourceOptions, Span};
+use crate::kafka::producer::Sink;
+use crate::kafka::transaction::{Transactions, TxnEnd};
 use crate::ops::Metrics;
 use crate::pipeline::{BatchContext, BatchOutcome, Renew};
-use crate::sink::Sink;
-use crate::source::{EventOrigin, Payload, SourceRecord};
+use crate::relay::Relay;
+use crate::source::{EventOrigin, NotDone, Payload, SourceRecord};
 
 /// How long the producer may take to reach a broker before the first batch.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a transactional call (init, send offsets, commit, abort) may block.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The serving loop: a consumer group over the DMS topics feeding the relay's pipeline.
 pub struct Server {
@@ -53,8 +46,8 @@ pub struct Server {
     brokers: String,
     origin: EventOrigin,
     metrics: Arc<Metrics>,
-    /// The transactional producer `init_transactions` has run on (exactly once).
-    initialised: Option<Arc<Sink>>,
+    /// Exactly once: the transactional producer's protocol.
+    transactions: Transactions,
     /// Whether the last batch got records through (readiness).
     through: bool,
 }
@@ -124,7 +117,7 @@ impl Server {
             brokers,
             origin,
             metrics,
-            initialised: None,
+            transactions: Transactions::default(),
             through: false,
         })
     }
@@ -166,7 +159,7 @@ impl Server {
                     }
                 }
                 if self.settings.exactly_once {
-                    if let Err(error) = self.initialise(&sink) {
+                    if let Err(error) = self.transactions.initialise(&sink) {
                         tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
                     }
                 }
@@ -250,7 +243,7 @@ impl Server {
                 .pipeline()
                 .run(sink.clone(), &relay.renewal(&brokers), &context, records)
                 .await;
-            self.metrics.count(&outcome);
+            count(&self.metrics, &outcome);
             // Anything done shows the producer gets through.
             if outcome.not_done < outcome.records {
                 self.through = true;
@@ -262,7 +255,7 @@ impl Server {
         if let Some(fatal) = sink.fatal_error() {
             tracing::warn!(error = %fatal, "the producer is in a fatal state: the next batch gets a new one");
             self.relay.retire(sink);
-            self.initialised = None;
+            self.transactions.forget();
             self.metrics.producer_ready.store(false, Ordering::Relaxed);
         } else {
             // Ready once a batch got through; not while nothing does.
@@ -282,14 +275,10 @@ impl Server {
     /// At least once: commits, per partition, up to the first record not done, and
     /// reads the rest again after a backoff.
     fn commit_done(&mut self, spans: &[Span], outcome: &BatchOutcome) -> Committed {
-        let failed: HashMap<Arc<str>, i64> = outcome
-            .failures
-            .iter()
-            .map(|f| (f.batch_partition.clone(), f.offset))
-            .collect();
-        self.source.done_except(spans, &failed);
+        let failed = &outcome.failures;
+        self.source.done_except(spans, failed);
         self.source.commit();
-        self.read_again(spans, &failed);
+        self.read_again(spans, failed);
         if failed.is_empty() {
             Committed::All
         } else {
@@ -297,7 +286,7 @@ impl Server {
         }
     }
 
-    fn read_again(&mut self, spans: &[Span], from: &HashMap<Arc<str>, i64>) {
+    fn read_again(&mut self, spans: &[Span], from: &NotDone) {
         self.source.read_again(
             spans,
             from,
@@ -315,7 +304,7 @@ impl Server {
         records: Vec<SourceRecord>,
     ) -> Result<Committed, Error> {
         let everything_again = first_offsets(spans);
-        if let Err(error) = self.begin(sink) {
+        if let Err(error) = self.transactions.begin(sink) {
             self.read_again(spans, &everything_again);
             return Err(error);
         }
@@ -328,7 +317,7 @@ impl Server {
             .await;
         let done = outcome.failures.is_empty() && outcome.not_done == 0;
         let end = if done {
-            self.commit_transaction(sink, spans)
+            self.transactions.commit(sink, &self.source, spans)
         } else {
             TxnEnd::Aborted(Error::Transaction(format!(
                 "{} records not done: the transaction is aborted",
@@ -337,8 +326,8 @@ impl Server {
         };
         match end {
             TxnEnd::Committed => {
-                self.metrics.count(&outcome);
-                self.read_again(spans, &HashMap::new());
+                count(&self.metrics, &outcome);
+                self.read_again(spans, &NotDone::new());
                 Ok(Committed::All)
             }
             TxnEnd::Aborted(error) => {
@@ -354,7 +343,7 @@ impl Server {
                 // (read as stable) say where to go on.
                 tracing::warn!(%error, "the transaction's outcome is unknown: replacing the producer; reading again from the committed offsets");
                 self.relay.retire(sink.clone());
-                self.initialised = None;
+                self.transactions.forget();
                 self.count_aborted(&outcome);
                 let from = self.source.committed(spans).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "committed offsets unknown: reading again from the batch's first records");
@@ -366,133 +355,33 @@ impl Server {
         }
     }
 
+    /// Aborts the transaction; a producer that cannot abort cannot go on: the next
+    /// batch gets a new one, whose init_transactions aborts what this one left open.
+    fn abort(&mut self, sink: &Arc<Sink>) {
+        if let Err(error) = self.transactions.abort(sink) {
+            tracing::warn!(%error, "abort_transaction failed: replacing the producer");
+            self.relay.retire(sink.clone());
+        }
+    }
+
     fn count_aborted(&self, outcome: &BatchOutcome) {
         self.metrics.records.inc_by(outcome.records as u64);
         self.metrics.failed.inc_by(outcome.records as u64);
         self.metrics.aborted.inc();
     }
-
-    /// Runs `init_transactions` once per producer. The broker then fences any earlier
-    /// producer with this `transactional.id` and aborts its open transaction, which
-    /// would otherwise hold back read_committed readers, and the committed offsets of
-    /// the partitions it had, until the transaction timeout.
-    fn initialise(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
-        if self
-            .initialised
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, sink))
-        {
-            return Ok(());
-        }
-        let txn = sink.transactions();
-        tokio::task::block_in_place(|| txn.init_transactions(TRANSACTION_TIMEOUT))
-            .map_err(|e| Error::Transaction(format!("init_transactions: {e}")))?;
-        self.initialised = Some(sink.clone());
-        Ok(())
-    }
-
-    /// Initialises the transactional producer if needed, then begins a transaction.
-    fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
-        self.initialise(sink)?;
-        sink.transactions()
-            .begin_transaction()
-            .map_err(|e| Error::Transaction(format!("begin_transaction: {e}")))
-    }
-
-    /// Sends the batch's offsets to the transaction and commits it. A commit that
-    /// times out is retried (librdkafka resumes it); one whose result is unknown after
-    /// that is [`TxnEnd::Unknown`], never aborted: the commit may have happened.
-    fn commit_transaction(&self, sink: &Arc<Sink>, spans: &[Span]) -> TxnEnd {
-        if self.source.assignment_lost() {
-            return TxnEnd::Aborted(Error::Transaction(
-                "the group took the partitions away during the batch".to_owned(),
-            ));
-        }
-        let mut offsets = TopicPartitionList::new();
-        for span in spans {
-            if let Err(e) = offsets.add_partition_offset(
-                &span.topic,
-                span.partition,
-                Offset::Offset(span.last + 1),
-            ) {
-                return TxnEnd::Aborted(Error::Transaction(format!("offset list: {e}")));
-            }
-        }
-        let Some(group) = self.source.group_metadata() else {
-            return TxnEnd::Aborted(Error::Transaction("no consumer group metadata".to_owned()));
-        };
-        let txn = sink.transactions();
-        tokio::task::block_in_place(|| {
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                match txn.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT) {
-                    Ok(()) => break,
-                    Err(e) if retriable(&e) && attempts < COMMIT_ATTEMPTS => continue,
-                    Err(e) => {
-                        return TxnEnd::Aborted(Error::Transaction(format!(
-                            "send_offsets_to_transaction: {e}"
-                        )))
-                    }
-                }
-            }
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                match txn.commit_transaction(TRANSACTION_TIMEOUT) {
-                    Ok(()) => return TxnEnd::Committed,
-                    Err(e) if retriable(&e) && attempts < COMMIT_ATTEMPTS => continue,
-                    Err(e) if requires_abort(&e) => {
-                        return TxnEnd::Aborted(Error::Transaction(format!(
-                            "commit_transaction: {e}"
-                        )))
-                    }
-                    Err(e) => {
-                        return TxnEnd::Unknown(Error::Transaction(format!(
-                            "commit_transaction: {e}"
-                        )))
-                    }
-                }
-            }
-        })
-    }
-
-    fn abort(&mut self, sink: &Arc<Sink>) {
-        let txn = sink.transactions();
-        if let Err(error) =
-            tokio::task::block_in_place(|| txn.abort_transaction(TRANSACTION_TIMEOUT))
-        {
-            // A producer that cannot abort cannot go on: the next batch gets a new one,
-            // whose init_transactions aborts what this one left open.
-            tracing::warn!(%error, "abort_transaction failed: replacing the producer");
-            self.relay.retire(sink.clone());
-            self.initialised = None;
-        }
-    }
 }
 
-/// How a transaction ended.
-enum TxnEnd {
-    Committed,
-    /// Not committed: to be aborted.
-    Aborted(Error),
-    /// The commit's result is unknown.
-    Unknown(Error),
-}
-
-/// Attempts at sending offsets and at committing while librdkafka says retry.
-const COMMIT_ATTEMPTS: u32 = 3;
-
-fn retriable(error: &KafkaError) -> bool {
-    matches!(error, KafkaError::Transaction(e) if e.is_retriable())
-}
-
-fn requires_abort(error: &KafkaError) -> bool {
-    matches!(error, KafkaError::Transaction(e) if e.txn_requires_abort())
+/// Counts a batch's outcome.
+fn count(metrics: &Metrics, outcome: &BatchOutcome) {
+    metrics.records.inc_by(outcome.records as u64);
+    metrics.produced.inc_by(outcome.produced as u64);
+    metrics.dead_lettered.inc_by(outcome.dead_lettered as u64);
+    metrics.skipped.inc_by(outcome.skipped_total() as u64);
+    metrics.failed.inc_by(outcome.not_done as u64);
 }
 
 /// Every span's first offset: the whole batch read again.
-fn first_offsets(spans: &[Span]) -> HashMap<Arc<str>, i64> {
+fn first_offsets(spans: &[Span]) -> NotDone {
     spans
         .iter()
         .map(|s| (s.batch_partition.clone(), s.first))

@@ -1,0 +1,286 @@
+//! The commands of the binary: the Lambda runtime loop, `serve`, and the local tools
+//! (`invoke`, `replay`, `check-routes`, `schema`, `gen-event`). Each builds the one
+//! [`Relay`] (through the mode it runs) and reports; `anyhow` only here, at the edge.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use lambda_runtime::LambdaEvent;
+
+use cdc_relay::config::{Overrides, ServeSettings, Settings};
+use cdc_relay::generate::{generate, GenOptions};
+use cdc_relay::modes::lambda::Function;
+use cdc_relay::modes::local::{self, EmbeddedKafka};
+use cdc_relay::modes::serve::Server;
+use cdc_relay::ops;
+use cdc_relay::relay::Relay;
+use cdc_relay::source::{self, MskEvent, LAMBDA_PAYLOAD_LIMIT};
+use cdc_relay::transform::Routes;
+
+pub async fn run_lambda() -> anyhow::Result<()> {
+    let function = Arc::new(Function::init(Settings::from_env()?).await?);
+    let shutdown_function = function.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        if let Some(sink) = shutdown_function.relay().sink() {
+            let _ = sink.flush(Duration::from_millis(500));
+        }
+    })
+    .await;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let function = function.clone();
+        async move { function.handle(event).await }
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+pub async fn serve() -> anyhow::Result<()> {
+    let serve_settings = ServeSettings::from_env()?;
+    let settings = Settings::from_env_with(Overrides {
+        managed_producer: Server::producer_overrides(&serve_settings),
+        ..Overrides::default()
+    })?;
+    let http = serve_settings.http_addr;
+    let relay = Arc::new(Relay::init(settings).await?);
+    let server = Server::new(relay, serve_settings)?;
+    if let Some(addr) = http {
+        ops::listen(addr, server.metrics())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (RELAY_HTTP_ADDR)"))?;
+    }
+    server.run(termination()).await?;
+    Ok(())
+}
+
+/// SIGTERM (what a container runtime sends) or Ctrl-C.
+pub async fn termination() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+    }
+}
+
+fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read event file {}", path.display()))?,
+        None => local::SAMPLE_EVENT.to_owned(),
+    };
+    let name = path.map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
+    serde_json::from_str::<source::MskEvent>(&text)
+        .map(|e| e.0)
+        .with_context(|| format!("{name} is not an MSK event"))
+}
+
+pub async fn check_routes(
+    routes_path: PathBuf,
+    event: Option<PathBuf>,
+    against: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let relay_for = |path: PathBuf| {
+        // Nothing is produced: without a key, `hash` may use the published local one.
+        let settings = Settings::from_env_with(Overrides {
+            routes_path: Some(path.clone()),
+            local_hash_key: true,
+            ..Overrides::default()
+        });
+        async move {
+            let settings = settings?;
+            let routes = Relay::load_routes(&settings).await?;
+            eprintln!(
+                "{}: valid, {} route(s)",
+                path.display(),
+                routes.routes.len()
+            );
+            anyhow::Ok(Relay::with_routes(settings, routes))
+        }
+    };
+    let relay = relay_for(routes_path).await?;
+    let old = match against {
+        Some(path) => Some(relay_for(path).await?),
+        None => None,
+    };
+    let Some(event) = event else {
+        return Ok(());
+    };
+    let (origin, records) = source::records(read_event(Some(&event))?);
+    let new = local::dry_run(relay.pipeline(), &origin, &records);
+    let Some(old) = old else {
+        for line in new {
+            println!("{line}");
+        }
+        return Ok(());
+    };
+    let old = local::dry_run(old.pipeline(), &origin, &records);
+    let report = local::compare_runs(&old, &new);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    eprintln!(
+        "{} record(s): {} unchanged, {} changed ({} message(s) added, {} removed, {} changed)",
+        records.len(),
+        records.len() - report.changed_records,
+        report.changed_records,
+        report.added,
+        report.removed,
+        report.changed,
+    );
+    Ok(())
+}
+
+pub fn schema(routes_path: PathBuf) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let routes = Routes::load_with_dlq(&routes_path, settings.routes.dlq_topic.clone())?;
+    let schemas = cdc_relay::transform::schema::schemas(&routes);
+    println!("{}", serde_json::to_string_pretty(&schemas)?);
+    Ok(())
+}
+
+pub async fn invoke(
+    event: Option<PathBuf>,
+    brokers: Option<String>,
+    print_messages: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let payload = read_event(event.as_ref())?;
+
+    // The embedded cluster must outlive the producer: it lives until this function returns.
+    let mut embedded = None;
+    let mut overrides = Overrides {
+        brokers,
+        ..Overrides::default()
+    };
+    let no_brokers = std::env::var("RELAY_BROKERS").map_or(true, |b| b.trim().is_empty());
+    if overrides.brokers.is_none() && no_brokers {
+        let kafka = EmbeddedKafka::start(1)?;
+        overrides.brokers = Some(kafka.bootstrap_servers());
+        embedded = Some(kafka);
+        // Only the in-process cluster sees these messages: without a key, `hash` may
+        // use the published local one.
+        overrides.local_hash_key = true;
+    }
+    let settings = Settings::from_env_with(overrides)?;
+    let brokers = settings.brokers.clone().unwrap_or_default();
+    let function = Function::init(settings).await?;
+    // The same entry point Lambda calls: span, cold-start flag, metrics, answer.
+    let invocation = function
+        .invoke(LambdaEvent::new(
+            MskEvent(payload),
+            local_context("local-invoke", timeout_ms),
+        ))
+        .await;
+    if print_messages {
+        let deliveries = invocation
+            .outcome
+            .as_ref()
+            .map_or(&[][..], |o| o.deliveries.as_slice());
+        for message in local::read_back(&brokers, deliveries, Duration::from_secs(30))? {
+            println!("{}", message.to_json());
+        }
+    }
+    let result = invocation.response;
+    drop(function);
+    drop(embedded);
+    match result {
+        Ok(response) => {
+            println!("{}", serde_json::to_string(&response)?);
+            Ok(())
+        }
+        Err(error) => {
+            let diagnostic = lambda_runtime::Diagnostic::from(error);
+            println!(
+                "{}",
+                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message})
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A Lambda context for a local invocation: a request id and a deadline `timeout_ms`
+/// from now.
+fn local_context(request_id: &str, timeout_ms: u64) -> lambda_runtime::Context {
+    let deadline = SystemTime::now() + Duration::from_millis(timeout_ms);
+    let mut context = lambda_runtime::Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline = deadline
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    context
+}
+
+pub fn gen_event(options: GenOptions, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let text = serde_json::to_string(&generate(&options))?;
+    if text.len() > LAMBDA_PAYLOAD_LIMIT {
+        eprintln!(
+            "note: the event is {} bytes, over Lambda's {} byte invocation payload limit; \
+             Lambda would never deliver a batch this large",
+            text.len(),
+            LAMBDA_PAYLOAD_LIMIT
+        );
+    }
+    match out {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// Init (timed), then each event as one invocation: read + parse + handle, timed.
+pub async fn replay(
+    events: Vec<PathBuf>,
+    brokers: Option<String>,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let settings = Settings::from_env_with(Overrides {
+        brokers,
+        ..Overrides::default()
+    })?;
+    anyhow::ensure!(
+        settings.brokers.is_some(),
+        "replay needs --brokers or RELAY_BROKERS"
+    );
+    let function = Function::init(settings).await?;
+    println!(
+        "{}",
+        serde_json::json!({"init_ms": started.elapsed().as_secs_f64() * 1e3})
+    );
+    for round in 0..rounds {
+        for path in &events {
+            let t = std::time::Instant::now();
+            let text =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let event: source::MskEvent = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not an MSK event", path.display()))?;
+            // As in Lambda, the payload's bytes are gone once the event is parsed.
+            drop(text);
+            let parse_ms = t.elapsed().as_secs_f64() * 1e3;
+            let invocation = function
+                .invoke(LambdaEvent::new(event, local_context("replay", 60_000)))
+                .await;
+            let outcome = invocation.outcome.unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "round": round, "event": path.display().to_string(), "ms": t.elapsed().as_secs_f64() * 1e3,
+                    "parse_ms": parse_ms, "transform_ms": outcome.transform_ms, "produce_ms": outcome.produce_ms,
+                    "records": outcome.records, "messages": outcome.messages, "ok": invocation.response.is_ok(),
+                })
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! What `serve` and `esm` read on top of the relay's settings: the source consumer
+//! group, how it batches and how it commits.
+
+use std::time::Duration;
+
+use super::{boolean, invalid, millis, non_empty, positive};
+use crate::error::ConfigError;
+
+/// Prefix of the variables passed through to the source consumer (`serve`).
+pub const CONSUMER_PREFIX: &str = "RELAY_CONSUMER_";
+
+/// What `cdc-relay serve` reads on top of [`Settings`]: the source consumer group, how
+/// it batches, and how it commits.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The DMS topics to consume (`RELAY_SOURCE_TOPICS`, comma-separated; required).
+    pub source_topics: Vec<String>,
+    /// The source cluster (`RELAY_SOURCE_BROKERS`; default: `RELAY_BROKERS`).
+    pub source_brokers: Option<String>,
+    /// The source cluster's identity in event ids (`RELAY_SOURCE_CLUSTER_ARN`): the MSK
+    /// cluster ARN gives the same ids as the Lambda function reading the same records.
+    /// Default: the source brokers, sorted, as for self-managed Kafka.
+    pub source_cluster_arn: Option<String>,
+    /// Consumer group (`RELAY_GROUP_ID`, default `cdc-relay`).
+    pub group_id: String,
+    /// Most records per batch (`RELAY_BATCH_SIZE`, default 500).
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill after its first record (`RELAY_BATCH_WINDOW_MS`,
+    /// default 20).
+    pub batch_window: Duration,
+    /// Most key, value and header bytes per batch (`RELAY_BATCH_MAX_BYTES`, default 6 MiB).
+    pub batch_max_bytes: usize,
+    /// How long a batch may wait for the broker before its undelivered records are
+    /// retried (`RELAY_BATCH_TIMEOUT_MS`, default 30,000).
+    pub batch_timeout: Duration,
+    /// First wait before a failed partition is read again (`RELAY_RETRY_BACKOFF_MS`,
+    /// default 500); doubled per failure in a row, up to `RELAY_RETRY_BACKOFF_MAX_MS`
+    /// (default 30,000).
+    pub retry_backoff: Duration,
+    /// The longest wait between retries.
+    pub retry_backoff_max: Duration,
+    /// Transactions: a batch's messages and its source offsets commit together
+    /// (`RELAY_EXACTLY_ONCE`, default false).
+    pub exactly_once: bool,
+    /// The producer's `transactional.id` (`RELAY_TRANSACTIONAL_ID`). Default: the group
+    /// id and a random suffix. A stable id per instance lets a restarted instance abort
+    /// its predecessor's open transaction at once instead of after its timeout.
+    pub transactional_id: Option<String>,
+    /// Time SIGTERM gives the in-flight batch before it is abandoned
+    /// (`RELAY_SHUTDOWN_TIMEOUT_MS`, default 20,000: containers get 30 s, and leaving the group and flushing take a few more).
+    pub shutdown_timeout: Duration,
+    /// Where `/healthz` and `/metrics` listen (`RELAY_HTTP_ADDR`, default
+    /// `0.0.0.0:8080`; `off` for nowhere).
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// `RELAY_CONSUMER_*` librdkafka properties for the source consumer.
+    pub consumer_overrides: Vec<(String, String)>,
+}
+
+impl ServeSettings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<ServeSettings, ConfigError> {
+        ServeSettings::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from `(name, value)` pairs.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<ServeSettings, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut settings = ServeSettings {
+            source_topics: Vec::new(),
+            source_brokers: None,
+            source_cluster_arn: None,
+            group_id: "cdc-relay".to_owned(),
+            batch_size: 500,
+            batch_window: Duration::from_millis(20),
+            batch_max_bytes: 6 * 1024 * 1024,
+            batch_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(500),
+            retry_backoff_max: Duration::from_secs(30),
+            exactly_once: false,
+            transactional_id: None,
+            shutdown_timeout: Duration::from_secs(20),
+            http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
+            consumer_overrides: Vec::new(),
+        };
+        let mut brokers = None;
+        for (name, value) in vars {
+            let (name, value): (String, String) = (name.into(), value.into());
+            match name.as_str() {
+                "RELAY_SOURCE_TOPICS" => {
+                    settings.source_topics = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
+                "RELAY_SOURCE_BROKERS" => settings.source_brokers = non_empty(&name, &value)?,
+                "RELAY_BROKERS" => brokers = non_empty(&name, &value)?,
+                "RELAY_SOURCE_CLUSTER_ARN" => {
+                    settings.source_cluster_arn = non_empty(&name, &value)?
+                }
+                "RELAY_GROUP_ID" => {
+                    settings.group_id = non_empty(&name, &value)?
+                        .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
+                }
+                "RELAY_BATCH_SIZE" => settings.batch_size = positive(&name, &value)?,
+                "RELAY_BATCH_WINDOW_MS" => settings.batch_window = millis(&name, &value)?,
+                "RELAY_BATCH_MAX_BYTES" => settings.batch_max_bytes = positive(&name, &value)?,
+                "RELAY_BATCH_TIMEOUT_MS" => {
+                    settings.batch_timeout = millis(&name, &value)?;
+                    if settings.batch_timeout.is_zero() {
+                        return Err(invalid(&name, &value, "must be greater than 0"));
+                    }
+                }
+                "RELAY_RETRY_BACKOFF_MS" => settings.retry_backoff = millis(&name, &value)?,
+                "RELAY_RETRY_BACKOFF_MAX_MS" => settings.retry_backoff_max = millis(&name, &value)?,
+                "RELAY_EXACTLY_ONCE" => settings.exactly_once = boolean(&name, &value)?,
+                "RELAY_TRANSACTIONAL_ID" => settings.transactional_id = non_empty(&name, &value)?,
+                "RELAY_SHUTDOWN_TIMEOUT_MS" => settings.shutdown_timeout = millis(&name, &value)?,
+                "RELAY_HTTP_ADDR" => {
+                    let trimmed = value.trim();
+                    settings.http_addr = if trimmed.is_empty() || trimmed == "off" {
+                        None
+                    } else {
+                        Some(trimmed.parse().map_err(|_| {
+                            invalid(&name, &value, "expected HOST:PORT (an IP address) or off")
+                        })?)
+                    }
+                }
+                _ => {
+                    if let Some(suffix) = name.strip_prefix(CONSUMER_PREFIX) {
+                        if suffix.is_empty() {
+                            return Err(invalid(&name, &value, "names no librdkafka property"));
+                        }
+                        let property = suffix.to_ascii_lowercase().replace('_', ".");
+                        if matches!(
+                            property.as_str(),
+                            "enable.auto.commit" | "enable.auto.offset.store" | "group.id"
+                        ) {
+                            return Err(invalid(
+                                &name,
+                                &value,
+                                "the relay commits offsets itself, only for records that are done \
+                                 (set the group with RELAY_GROUP_ID)",
+                            ));
+                        }
+                        settings.consumer_overrides.push((property, value));
+                    }
+                }
+            }
+        }
+        if settings.source_topics.is_empty() {
+            return Err(invalid(
+                "RELAY_SOURCE_TOPICS",
+                "",
+                "serve needs the DMS topics to consume (comma-separated)",
+            ));
+        }
+        settings.source_brokers = settings.source_brokers.or(brokers);
+        if settings.source_brokers.is_none() {
+            return Err(invalid(
+                "RELAY_SOURCE_BROKERS",
+                "",
+                "serve needs the source cluster (RELAY_SOURCE_BROKERS, or RELAY_BROKERS for both)",
+            ));
+        }
+        if settings.exactly_once && settings.batch_timeout > Duration::from_secs(30) {
+            return Err(invalid(
+                "RELAY_BATCH_TIMEOUT_MS",
+                &settings.batch_timeout.as_millis().to_string(),
+                "with RELAY_EXACTLY_ONCE a batch, its offsets and its commit must end well inside \
+                 the transaction timeout (librdkafka's 60 s): at most 30000",
+            ));
+        }
+        settings.consumer_overrides.sort();
+        Ok(settings)
+    }
+}

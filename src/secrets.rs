@@ -1,0 +1,212 @@
+//! Secrets Manager and the AWS configuration: the SCRAM credentials and the hash key,
+//! fetched once at init (the SCRAM secret again when the brokers refuse the login),
+//! each call within its own timeout so init fits Lambda's init phase.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+pub use crate::config::auth::secret_region;
+use crate::config::auth::{AuthMode, AuthSettings, Secret};
+use crate::config::Settings;
+use crate::error::{ConfigError, Error};
+use crate::transform::HashKey;
+
+/// SCRAM credentials, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramCredentials {
+    /// The SASL user name.
+    pub username: String,
+    /// Its password.
+    pub password: Secret,
+}
+
+/// Credentials resolved at init: what a producer needs for any mode.
+#[derive(Default, Clone)]
+pub struct Credentials {
+    /// SCRAM credentials, when `RELAY_AUTH=scram`.
+    pub scram: Option<ScramCredentials>,
+    /// AWS configuration (region, credential chain), when IAM may be used.
+    pub aws: Option<SdkConfig>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("scram", &self.scram)
+            .field("aws", &self.aws.as_ref().map(|_| "SdkConfig"))
+            .finish()
+    }
+}
+
+/// The longest init waits for the AWS configuration (credential chain, region).
+pub const AWS_CONFIG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest init waits for Secrets Manager.
+pub const SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Credentials {
+    /// Init-time work: fetches the SCRAM secret once (or takes it from the
+    /// environment) and loads the AWS configuration when IAM may be used (explicit
+    /// `iam`, or auto inside Lambda).
+    pub async fn resolve(settings: &AuthSettings) -> Result<Credentials, Error> {
+        settings.validate()?;
+        let mut credentials = Credentials::default();
+        let needs_aws = matches!(settings.mode, AuthMode::Iam)
+            || (settings.mode == AuthMode::Auto && settings.in_lambda && settings.region.is_some())
+            || (settings.mode == AuthMode::Scram && settings.scram_secret_arn.is_some());
+        if needs_aws {
+            credentials.aws = Some(load_aws_config(settings.region.clone()).await?);
+        }
+        if settings.mode == AuthMode::Scram {
+            credentials.scram = Some(match (&settings.scram_secret_arn, &credentials.aws) {
+                (Some(arn), Some(aws)) => fetch_scram_secret(aws, arn).await?,
+                _ => ScramCredentials {
+                    username: settings.scram_username.clone().unwrap_or_default(),
+                    password: settings
+                        .scram_password
+                        .clone()
+                        .unwrap_or_else(|| Secret::new("")),
+                },
+            });
+        }
+        Ok(credentials)
+    }
+}
+
+/// Reads a SCRAM secret from Secrets Manager: a JSON object with string fields
+/// `username` and `password` (the format MSK requires for its SCRAM secrets).
+/// Gives up after [`SECRET_FETCH_TIMEOUT`] (a retryable credentials error), so init fits
+/// Lambda's init phase even when Secrets Manager does not answer.
+pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCredentials, Error> {
+    let text = fetch_secret_string(aws, arn).await?;
+    parse_scram_secret(text.expose())
+        .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
+}
+
+/// A secret's `SecretString`, within [`SECRET_FETCH_TIMEOUT`].
+async fn fetch_secret_string(aws: &SdkConfig, arn: &str) -> Result<Secret, Error> {
+    let client = aws_sdk_secretsmanager::Client::new(aws);
+    let output = tokio::time::timeout(
+        SECRET_FETCH_TIMEOUT,
+        client.get_secret_value().secret_id(arn).send(),
+    )
+    .await
+    .map_err(|_| {
+        Error::Credentials(format!(
+            "Secrets Manager GetSecretValue {arn}: no answer within {} s",
+            SECRET_FETCH_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| {
+        Error::Credentials(format!(
+            "Secrets Manager GetSecretValue {arn}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        ))
+    })?;
+    let text = output.secret_string().ok_or_else(|| {
+        Error::Config(ConfigError::Auth(format!(
+            "secret {arn} has no SecretString (binary secrets are not supported)"
+        )))
+    })?;
+    Ok(Secret::new(text))
+}
+
+pub use crate::transform::personal::LOCAL_HASH_KEY;
+
+/// The key of `hash` pseudonyms: `RELAY_HASH_KEY`, or the `SecretString` of the secret
+/// `RELAY_HASH_KEY_SECRET_ARN` names (fetched once, in the secret's own region, within
+/// [`AWS_CONFIG_TIMEOUT`] + [`SECRET_FETCH_TIMEOUT`]); else, when the settings allow it
+/// (local commands that produce nowhere real), [`LOCAL_HASH_KEY`]; else `None`, which
+/// routes using `hash` refuse.
+pub async fn resolve_hash_key(settings: &Settings) -> Result<Option<HashKey>, Error> {
+    let invalid = |problem: String| Error::Config(ConfigError::Auth(problem));
+    if let Some(key) = &settings.routes.hash_key {
+        return HashKey::new(key.expose().as_bytes())
+            .map(Some)
+            .map_err(|p| invalid(format!("RELAY_HASH_KEY: {p}")));
+    }
+    let Some(arn) = &settings.routes.hash_key_secret_arn else {
+        return if settings.routes.local_hash_key {
+            HashKey::new(LOCAL_HASH_KEY).map(Some).map_err(invalid)
+        } else {
+            Ok(None)
+        };
+    };
+    let region = secret_region(arn)
+        .map(str::to_owned)
+        .or_else(|| settings.auth.region.clone());
+    let aws = load_aws_config(region).await?;
+    fetch_hash_key(&aws, arn).await.map(Some)
+}
+
+/// The AWS configuration (credential chain, `region` when given), within
+/// [`AWS_CONFIG_TIMEOUT`] (a retryable credentials error after it).
+async fn load_aws_config(region: Option<String>) -> Result<SdkConfig, Error> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    tokio::time::timeout(AWS_CONFIG_TIMEOUT, loader.load())
+        .await
+        .map_err(|_| {
+            Error::Credentials(format!(
+                "loading the AWS configuration took more than {} s",
+                AWS_CONFIG_TIMEOUT.as_secs()
+            ))
+        })
+}
+
+/// Reads the hash key from a Secrets Manager secret: its `SecretString`, at least
+/// [`crate::transform::personal::MIN_HASH_KEY_BYTES`] bytes. Errors never quote it.
+pub async fn fetch_hash_key(aws: &SdkConfig, arn: &str) -> Result<HashKey, Error> {
+    let key = fetch_secret_string(aws, arn).await?;
+    HashKey::new(key.expose().as_bytes())
+        .map_err(|p| Error::Config(ConfigError::Auth(format!("secret {arn}: {p}"))))
+}
+
+/// Parses a SCRAM secret's JSON. The error never quotes the secret's content.
+pub fn parse_scram_secret(text: &str) -> Result<ScramCredentials, String> {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        username: String,
+        password: String,
+    }
+    let shape: Shape = serde_json::from_str(text).map_err(|_| {
+        "expected a JSON object with string fields \"username\" and \"password\"".to_owned()
+    })?;
+    if shape.username.is_empty() || shape.password.is_empty() {
+        return Err("\"username\" and \"password\" must not be empty".to_owned());
+    }
+    Ok(ScramCredentials {
+        username: shape.username,
+        password: Secret::new(shape.password),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed secret is refused without quoting it.
+    #[test]
+    fn scram_secret_parsing_never_quotes_the_secret() {
+        let ok =
+            parse_scram_secret(r#"{"username":"relay","password":"hunter2-long"}"#).expect("valid");
+        assert_eq!(ok.username, "relay");
+        assert_eq!(ok.password.expose(), "hunter2-long");
+        for bad in [
+            r#"{"username":"relay","password":12345678}"#,
+            r#"{"username":"relay","pass":"hunter2-long"}"#,
+            r#"hunter2-long"#,
+            r#"{"username":"relay","password":""}"#,
+        ] {
+            let err = parse_scram_secret(bad).expect_err(bad);
+            assert!(
+                !err.contains("hunter2") && !err.contains("12345678"),
+                "{err}"
+            );
+        }
+    }
+}
