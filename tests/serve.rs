@@ -309,7 +309,7 @@ async fn a_rebalance_neither_loses_nor_repeats_records() {
 /// once, none aborted. What this cannot show: the mock cluster accepts transactions but
 /// neither stores transactional offsets nor hides aborted messages, so a plain producer
 /// would pass too. The crash test, against a broker that writes transaction markers, is
-/// `exactly_once_crash` in the end-to-end tier (README, "Exactly once").
+/// `exactly_once_crash` in the end-to-end tier (docs/reliability.md, "Exactly once under crashes").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_relays_through_transactions() {
     let kafka = cluster();
