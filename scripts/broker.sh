@@ -53,11 +53,14 @@ default_topics="orders.changes orders.cache-invalidation users.changes sales.inv
 say() { echo "broker: $*" >&2; }
 
 # The pinned nisshi in target/tools-nisshi, or one of the same version on PATH, else
-# built there with memory storage only (once; about 15 minutes on 2 cores).
+# built there with memory storage only (once; about 15 minutes on 2 cores). With
+# NISSHI_OPT_LEVEL set (CI: 1), built at that optimisation level into a folder of its own,
+# so a benchmark never runs on a cheaper build by accident.
 nisshi_bin() {
-  local bin="${tools}-nisshi/bin/nisshi" toolchain=""
+  local dir="${tools}-nisshi${NISSHI_OPT_LEVEL:+-o${NISSHI_OPT_LEVEL}}" toolchain=""
+  local bin="${dir}/bin/nisshi"
   if [ -x "${bin}" ]; then echo "${bin}"; return; fi
-  if command -v nisshi >/dev/null && nisshi --version 2>/dev/null | grep -q "${NISSHI_VERSION}"; then
+  if [ -z "${NISSHI_OPT_LEVEL:-}" ] && command -v nisshi >/dev/null && nisshi --version 2>/dev/null | grep -q "${NISSHI_VERSION}"; then
     command -v nisshi; return
   fi
   if ! recent_enough rustc; then
@@ -68,9 +71,10 @@ nisshi_bin() {
       toolchain=+1.96.0
     fi
   fi
-  say "installing nisshi ${NISSHI_VERSION} into ${tools}-nisshi (once; several minutes)"
-  cargo ${toolchain} install nisshi --version "${NISSHI_VERSION}" --locked --no-default-features \
-    --features dynostore --root "${tools}-nisshi" >&2 || { say "building nisshi failed"; return 1; }
+  say "installing nisshi ${NISSHI_VERSION} into ${dir} (once; several minutes)"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL="${NISSHI_OPT_LEVEL:-3}" \
+    cargo ${toolchain} install nisshi --version "${NISSHI_VERSION}" --locked --no-default-features \
+    --features dynostore --root "${dir}" >&2 || { say "building nisshi failed"; return 1; }
   [ -x "${bin}" ] || { say "no ${bin} after the build"; return 1; }
   echo "${bin}"
 }

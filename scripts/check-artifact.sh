@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks a Lambda `bootstrap` for provided.al2023: the expected architecture, no dynamic
 # dependency but glibc's own libraries (librdkafka, OpenSSL, curl, zlib and zstd are
-# linked statically), and no GLIBC symbol version above 2.34 (Amazon Linux 2023).
+# linked statically), no GLIBC symbol version above 2.34 (Amazon Linux 2023), and none
+# of the `esm` feature's code.
 #
 #   scripts/check-artifact.sh target/lambda/cdc-relay/bootstrap x86-64|aarch64
 set -euo pipefail
@@ -33,4 +34,12 @@ echo "artifact: highest GLIBC symbol version: ${highest:-none}"
 if [ -n "$highest" ] && [ "$(printf '%s\n%s\n' "$highest" "$max_glibc" | sort -V | tail -n 1)" != "$max_glibc" ]; then
   fail "needs GLIBC_$highest, above $max_glibc (Amazon Linux 2023)"
 fi
+# The function leaves out the local event source mapping (the `esm` feature): none of its
+# code is in the artifact, while the Lambda mode's is (symbols are kept: strip=debuginfo).
+symbols="$(objdump -t "$bin")"
+echo "$symbols" | grep -q '5modes6lambda' || fail "no symbol of the Lambda mode: cannot tell what the artifact holds"
+if echo "$symbols" | grep -q '5modes3esm'; then
+  fail "the artifact holds the esm mode (built with the default features?)"
+fi
+echo "artifact: the Lambda mode is in, esm is not"
 echo "artifact: ok ($(du -h "$bin" | cut -f1))"
