@@ -72,7 +72,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The metrics, registered under the `cdc_relay` prefix.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("cdc_relay");
         let metrics = Metrics {
             records: Counter::default(),
@@ -145,7 +145,7 @@ impl Metrics {
     }
 
     /// Ready: partitions are assigned and the producer has reached a broker.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.assigned.get() > 0 && self.producer_ready.load(Ordering::Relaxed)
     }
 

@@ -12,6 +12,8 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_config::SdkConfig;
+
 use crate::config::auth::AuthMode;
 use crate::config::Settings;
 use crate::dms::Decoder;
@@ -19,13 +21,15 @@ use crate::error::Error;
 use crate::kafka::producer::Sink;
 use crate::kafka::{resolve_mode, ClientAuth};
 use crate::pipeline::{BatchContext, BatchOutcome, Pipeline, PipelineOptions, Renew};
-use crate::secrets::{fetch_scram_secret, resolve_hash_key, Credentials, SECRET_FETCH_TIMEOUT};
+use crate::secrets::{
+    fetch_scram_secret, resolve_hash_key_with, Credentials, SECRET_FETCH_TIMEOUT,
+};
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{Routes, Transformer};
 
 /// The repository's `routes.toml`, compiled in: what a deployed function uses when no
 /// file is shipped beside it and `RELAY_ROUTES` is unset (`sam build` ships only the binary).
-pub const BUILT_IN_ROUTES: &str = include_str!("../routes.toml");
+pub(crate) const BUILT_IN_ROUTES: &str = include_str!("../routes.toml");
 
 /// How long init may take in all: Lambda allows 10 s for the init phase, and a function
 /// that overruns it is restarted (and billed) with the first invocation.
@@ -55,7 +59,7 @@ pub struct Relay {
 impl Relay {
     /// The routes file the settings name (else the built-in one), validated, without
     /// a hash key.
-    pub fn read_routes(settings: &Settings) -> Result<Routes, Error> {
+    pub(crate) fn read_routes(settings: &Settings) -> Result<Routes, Error> {
         Ok(match settings.locate_routes() {
             Some(path) => {
                 let routes = Routes::load_with_dlq(&path, settings.routes.dlq_topic.clone())?;
@@ -78,11 +82,20 @@ impl Relay {
     /// [`Relay::read_routes`], with the hash key when a route hashes (resolved only
     /// then: a function whose routes never hash needs no key and makes no call for one).
     pub async fn load_routes(settings: &Settings) -> Result<Routes, Error> {
+        Relay::load_routes_with(settings, None).await
+    }
+
+    /// [`Relay::load_routes`], calling Secrets Manager with `aws` when given (else the
+    /// configuration loaded from the environment).
+    pub async fn load_routes_with(
+        settings: &Settings,
+        aws: Option<&SdkConfig>,
+    ) -> Result<Routes, Error> {
         let mut routes = Relay::read_routes(settings)?;
         if routes.hashing_routes().is_empty() {
             return Ok(routes);
         }
-        let key = resolve_hash_key(settings).await?;
+        let key = resolve_hash_key_with(settings, aws).await?;
         if key.is_some()
             && settings.routes.hash_key.is_none()
             && settings.routes.hash_key_secret_arn.is_none()
@@ -143,13 +156,13 @@ impl Relay {
     }
 
     /// The same relay with these credentials (what [`Relay::init`] resolves).
-    pub fn with_credentials(mut self, credentials: Credentials) -> Relay {
+    pub(crate) fn with_credentials(mut self, credentials: Credentials) -> Relay {
         self.credentials = RwLock::new(credentials);
         self
     }
 
     /// The settings in use.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
@@ -185,7 +198,7 @@ impl Relay {
 
     /// The security settings of a Kafka client of `brokers`: the producer's, and in
     /// `serve` the source consumer's too (one `RELAY_AUTH` for both).
-    pub fn client_auth(
+    pub(crate) fn client_auth(
         &self,
         brokers: &str,
         event_source_arn: Option<&str>,
@@ -204,12 +217,12 @@ impl Relay {
     }
 
     /// The producer for `brokers`, created on first use (the one [`Relay::process`] uses).
-    pub fn producer(&self, brokers: &str) -> Result<Arc<Sink>, Error> {
+    pub(crate) fn producer(&self, brokers: &str) -> Result<Arc<Sink>, Error> {
         self.sink_for(brokers, None)
     }
 
     /// What gives a batch on `brokers` a new producer when its own turns fatal.
-    pub fn renewal<'a>(&'a self, brokers: &'a str) -> impl Renew + 'a {
+    pub(crate) fn renewal<'a>(&'a self, brokers: &'a str) -> impl Renew + 'a {
         Renewal {
             relay: self,
             brokers,
@@ -219,7 +232,7 @@ impl Relay {
 
     /// Drops `sink` as the producer (after a fatal error): the next batch creates a new
     /// one. librdkafka's teardown may block, so it runs off the async workers.
-    pub fn retire(&self, sink: Arc<Sink>) {
+    pub(crate) fn retire(&self, sink: Arc<Sink>) {
         if let Ok(mut slot) = self.sink.lock() {
             if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sink)) {
                 *slot = None;
@@ -237,7 +250,7 @@ impl Relay {
     /// (else the origin's `bootstrapServers`). `deadline` is when the batch must have
     /// answered: the relay stops waiting `RELAY_DEADLINE_MARGIN_MS` before it.
     /// `xray_trace_id` is added to every message. What every mode with a deadline calls.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         origin: EventOrigin,
         records: Vec<SourceRecord>,

@@ -41,7 +41,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// The longest init waits for the AWS configuration (credential chain, region).
-pub const AWS_CONFIG_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const AWS_CONFIG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest init waits for Secrets Manager.
 pub const SECRET_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -50,7 +50,7 @@ impl Credentials {
     /// Init-time work: fetches the SCRAM secret once (or takes it from the
     /// environment) and loads the AWS configuration when IAM may be used (explicit
     /// `iam`, or auto inside Lambda).
-    pub async fn resolve(settings: &AuthSettings) -> Result<Credentials, Error> {
+    pub(crate) async fn resolve(settings: &AuthSettings) -> Result<Credentials, Error> {
         settings.validate()?;
         let mut credentials = Credentials::default();
         let needs_aws = matches!(settings.mode, AuthMode::Iam)
@@ -119,8 +119,12 @@ pub use crate::transform::personal::LOCAL_HASH_KEY;
 /// `RELAY_HASH_KEY_SECRET_ARN` names (fetched once, in the secret's own region, within
 /// [`AWS_CONFIG_TIMEOUT`] + [`SECRET_FETCH_TIMEOUT`]); else, when the settings allow it
 /// (local commands that produce nowhere real), [`LOCAL_HASH_KEY`]; else `None`, which
-/// routes using `hash` refuse.
-pub async fn resolve_hash_key(settings: &Settings) -> Result<Option<HashKey>, Error> {
+/// routes using `hash` refuse. `aws`: the configuration to call Secrets Manager with,
+/// else the one loaded from the environment in the secret's region.
+pub(crate) async fn resolve_hash_key_with(
+    settings: &Settings,
+    aws: Option<&SdkConfig>,
+) -> Result<Option<HashKey>, Error> {
     let invalid = |problem: String| Error::Config(ConfigError::Auth(problem));
     if let Some(key) = &settings.routes.hash_key {
         return HashKey::new(key.expose().as_bytes())
@@ -134,10 +138,15 @@ pub async fn resolve_hash_key(settings: &Settings) -> Result<Option<HashKey>, Er
             Ok(None)
         };
     };
-    let region = secret_region(arn)
-        .map(str::to_owned)
-        .or_else(|| settings.auth.region.clone());
-    let aws = load_aws_config(region).await?;
+    let aws = match aws {
+        Some(aws) => aws.clone(),
+        None => {
+            let region = secret_region(arn)
+                .map(str::to_owned)
+                .or_else(|| settings.auth.region.clone());
+            load_aws_config(region).await?
+        }
+    };
     fetch_hash_key(&aws, arn).await.map(Some)
 }
 
@@ -167,7 +176,7 @@ pub async fn fetch_hash_key(aws: &SdkConfig, arn: &str) -> Result<HashKey, Error
 }
 
 /// Parses a SCRAM secret's JSON. The error never quotes the secret's content.
-pub fn parse_scram_secret(text: &str) -> Result<ScramCredentials, String> {
+pub(crate) fn parse_scram_secret(text: &str) -> Result<ScramCredentials, String> {
     #[derive(serde::Deserialize)]
     struct Shape {
         username: String,

@@ -449,8 +449,9 @@ async fn hash_key_comes_from_secrets_manager() {
 }
 
 /// The hash key is resolved only when a route hashes: routes without `hash` start with
-/// an unreachable secret named (no call is made); routes with `hash` and no key are
-/// refused naming the settings, unless the command produces nowhere real.
+/// a secret named and make no call (counted at a local Secrets Manager, which a route
+/// that hashes does call); routes with `hash` and no key are refused naming the
+/// settings, unless the command produces nowhere real.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_key_only_when_a_route_hashes() {
     let settings = |routes: &str, vars: &[(&str, &str)]| {
@@ -460,18 +461,26 @@ async fn hash_key_only_when_a_route_hashes() {
     };
     let flat = util::root().join("tests/routes/flat.toml");
     let example = util::root().join("routes.toml");
-    let unreachable = [(
-        "RELAY_HASH_KEY_SECRET_ARN",
-        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nowhere-AbC",
-    )];
-    let started = std::time::Instant::now();
-    Relay::load_routes(&settings(&flat.display().to_string(), &unreachable))
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hash-key-AbC";
+    let named = [("RELAY_HASH_KEY_SECRET_ARN", arn)];
+    let body = serde_json::json!({
+        "ARN": arn, "Name": "hash-key", "SecretString": "a key of thirty-two bytes, exactly",
+    })
+    .to_string();
+    let (endpoint, served) = secrets_manager_sequence(vec![body]);
+    let aws = sdk_config(&endpoint).await;
+    Relay::load_routes_with(&settings(&flat.display().to_string(), &named), Some(&aws))
         .await
         .expect("no route hashes: no key needed");
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "a call was made"
-    );
+    assert_eq!(served.load(Ordering::SeqCst), 0, "a call was made");
+    // The same secret, with routes that hash: one call, and the key is used.
+    Relay::load_routes_with(
+        &settings(&example.display().to_string(), &named),
+        Some(&aws),
+    )
+    .await
+    .expect("the key from the secret");
+    assert_eq!(served.load(Ordering::SeqCst), 1, "the key was not fetched");
 
     let example = example.display().to_string();
     let refused = Relay::load_routes(&settings(&example, &[]))
@@ -678,8 +687,9 @@ async fn failing_auth_never_reveals_the_password() {
     let debug = format!("{relay:?}");
     assert!(!debug.contains(password), "the password is in Debug output");
     let sink = relay.relay().sink().expect("producer created at init");
-    let warm = sink.warm_up(Duration::from_millis(500)).await;
-    if let Err(e) = warm {
-        assert!(!e.to_string().contains(password));
-    }
+    let refused = sink
+        .warm_up(Duration::from_millis(500))
+        .await
+        .expect_err("no metadata without a login");
+    assert!(!refused.to_string().contains(password), "{refused}");
 }

@@ -284,7 +284,7 @@ async fn a_rebalance_neither_loses_nor_repeats_records() {
         "every partition has one owner"
     );
     produce_source(&kafka, 150, 150);
-    let messages = tokio::task::block_in_place(|| wait_for(&kafka, 300, Duration::from_secs(30)));
+    tokio::task::block_in_place(|| wait_for(&kafka, 300, Duration::from_secs(30)));
     assert!(
         second.metrics.records.get() > 0,
         "the second member relayed records after the rebalance"
@@ -294,7 +294,6 @@ async fn a_rebalance_neither_loses_nor_repeats_records() {
     produce_source(&kafka, 300, 60);
     let messages_after =
         tokio::task::block_in_place(|| wait_for(&kafka, 360, Duration::from_secs(30)));
-    assert!(messages_after.len() >= messages.len());
     second.stop().await;
     let ids = ids(&messages_after);
     assert_eq!(ids.len(), 360, "every record relayed");

@@ -48,7 +48,7 @@ pub enum AuthMode {
 
 impl AuthMode {
     /// Parses a `RELAY_AUTH` value (case-insensitive; empty means auto).
-    pub fn parse(value: &str) -> Option<AuthMode> {
+    pub(crate) fn parse(value: &str) -> Option<AuthMode> {
         match value.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Some(AuthMode::Auto),
             "none" | "plaintext" => Some(AuthMode::None),
@@ -107,7 +107,7 @@ pub struct AuthSettings {
 impl AuthSettings {
     /// Checks what can be checked without the network: required variables per mode,
     /// TLS files that exist.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let problem = |text: String| Err(ConfigError::Auth(text));
         for (name, path) in [
             ("RELAY_TLS_CA_FILE", &self.tls.ca_file),

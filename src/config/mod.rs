@@ -16,15 +16,15 @@ use auth::{AuthMode, AuthSettings, Secret};
 pub use serve::{ServeSettings, CONSUMER_PREFIX};
 
 /// The CloudWatch namespace of the metrics when `RELAY_METRICS_NAMESPACE` is unset.
-pub const DEFAULT_NAMESPACE: &str = "cdc-relay";
+pub(crate) const DEFAULT_NAMESPACE: &str = "cdc-relay";
 
 /// Prefix of the librdkafka passthrough variables: `RELAY_PRODUCER_LINGER_MS=5` -> `linger.ms=5`.
-pub const PRODUCER_PREFIX: &str = "RELAY_PRODUCER_";
+pub(crate) const PRODUCER_PREFIX: &str = "RELAY_PRODUCER_";
 
 /// The smallest `RELAY_DEADLINE_MARGIN_MS` accepted: the time the relay keeps, after it
 /// stops waiting for the broker, to purge the producer, settle the purged deliveries,
 /// write metrics and post the answer to the runtime API.
-pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(200);
+pub(crate) const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 
 /// Everything the relay reads from its environment, validated once and never changed
 /// after: what a command sets on top of the environment goes through [`Overrides`]
@@ -337,7 +337,7 @@ impl Settings {
 
     /// The routes file to load: `RELAY_ROUTES`, else `routes.toml` beside the binary,
     /// else `routes.toml` in the working directory. `None` when none exists.
-    pub fn locate_routes(&self) -> Option<PathBuf> {
+    pub(crate) fn locate_routes(&self) -> Option<PathBuf> {
         if let Some(path) = &self.routes.path {
             return Some(path.clone());
         }
@@ -357,7 +357,7 @@ impl Settings {
 /// retries neither duplicate nor reorder), `acks=all` (an acknowledged message survives
 /// a broker loss), at most 5 requests in flight (the most idempotence keeps in order),
 /// and the Java client's partitioner (every consumer agrees where a key lives).
-pub fn weakens_guarantees(property: &str, value: &str) -> Option<String> {
+pub(crate) fn weakens_guarantees(property: &str, value: &str) -> Option<String> {
     let value = value.trim().to_ascii_lowercase();
     match property {
         "enable.idempotence" if value != "true" => Some(

@@ -35,7 +35,7 @@ const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a [`Source`] reads and how it batches.
 #[derive(Debug, Clone)]
-pub struct SourceOptions {
+pub(crate) struct SourceOptions {
     /// The source cluster.
     pub brokers: String,
     /// The topics to consume.
@@ -127,7 +127,7 @@ impl Group {
 
 /// The source consumer's librdkafka context: the producer's logging, redaction and
 /// IAM tokens, plus the group's rebalances and lag.
-pub struct SourceContext {
+pub(crate) struct SourceContext {
     inner: RelayContext,
     group: Arc<Group>,
     metrics: Arc<Metrics>,
@@ -231,7 +231,7 @@ impl ConsumerContext for SourceContext {
 
 /// One partition's records in a batch.
 #[derive(Debug, Clone)]
-pub struct Span {
+pub(crate) struct Span {
     /// `"<topic>-<partition>"`, as in the records.
     pub batch_partition: Arc<str>,
     /// Topic.
@@ -247,7 +247,7 @@ pub struct Span {
 }
 
 /// Each partition's first and last offset in a batch sorted by partition and offset.
-pub fn spans(reads: &[Read]) -> Vec<Span> {
+pub(crate) fn spans(reads: &[Read]) -> Vec<Span> {
     let mut spans: Vec<Span> = Vec::new();
     for read in reads {
         let r = &read.record;
@@ -266,12 +266,21 @@ pub fn spans(reads: &[Read]) -> Vec<Span> {
     spans
 }
 
+/// How long a partition waits before it is read again after `failures` failures in a
+/// row (at least 1): `first`, doubling per failure, at most `max`.
+pub(crate) fn backoff(first: Duration, max: Duration, failures: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(max)
+}
+
 /// A record read from the source, with what only a consumer knows of it.
 #[derive(Debug, Clone)]
-pub struct Read {
+pub(crate) struct Read {
     /// The record.
     pub record: SourceRecord,
     /// Whether the broker set the timestamp (`LOG_APPEND_TIME`) rather than the producer.
+    #[cfg_attr(not(feature = "esm"), allow(dead_code))]
     pub log_append_time: bool,
     /// The partition's epoch when the record was read (see [`Source::done`]).
     pub epoch: u64,
@@ -291,7 +300,7 @@ struct Paused {
 type Names = HashMap<(String, i32), (Arc<str>, Arc<str>)>;
 
 /// The consumer group over the source topics.
-pub struct Source {
+pub(crate) struct Source {
     consumer: StreamConsumer<SourceContext>,
     group: Arc<Group>,
     options: SourceOptions,
@@ -306,7 +315,7 @@ pub struct Source {
 impl Source {
     /// Creates the consumer (cooperative-sticky assignment, offsets committed only by
     /// [`Source::done`] + [`Source::commit`]) and subscribes.
-    pub fn new(
+    pub(crate) fn new(
         options: SourceOptions,
         auth: &ClientAuth,
         metrics: Arc<Metrics>,
@@ -366,7 +375,7 @@ impl Source {
     /// Reads one batch: waits for the first record (or the next paused partition's
     /// resume), then fills until the size, byte or window limit. Records of partitions
     /// revoked meanwhile are dropped; the rest come sorted by partition and offset.
-    pub async fn read_batch(&mut self) -> Vec<Read> {
+    pub(crate) async fn read_batch(&mut self) -> Vec<Read> {
         self.resume_due();
         self.commit();
         let mut batch: Vec<Read> = Vec::new();
@@ -425,7 +434,7 @@ impl Source {
     /// Drops from `batch` (and from what is carried or paused) what belongs to an
     /// assignment since lost, and records of partitions paused for a read-again (read
     /// before the pause took effect; the partition is sought back to before them).
-    pub fn drop_stale(&mut self, batch: &mut Vec<Read>) {
+    pub(crate) fn drop_stale(&mut self, batch: &mut Vec<Read>) {
         let stale = |group: &Group, paused: &[Paused], r: &Read| {
             r.epoch != group.epoch(&r.record.topic, r.record.partition as i32)
                 || paused.iter().any(|p| {
@@ -455,7 +464,7 @@ impl Source {
     /// The group's committed offset of each span's partition (read as stable: a
     /// pending transactional commit settles first). A partition with no committed
     /// offset is read again from the span's first record.
-    pub fn committed(&self, spans: &[Span]) -> Result<NotDone, KafkaError> {
+    pub(crate) fn committed(&self, spans: &[Span]) -> Result<NotDone, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for span in spans {
             tpl.add_partition(&span.topic, span.partition);
@@ -480,13 +489,13 @@ impl Source {
 
     /// Notes that a partition's records before `next`, read under `epoch`, are done
     /// (committed by [`Source::commit`]); ignored when the partition was revoked since.
-    pub fn done(&self, topic: &str, partition: i32, next: i64, epoch: u64) {
+    pub(crate) fn done(&self, topic: &str, partition: i32, next: i64, epoch: u64) {
         self.group.done(topic, partition, next, epoch);
     }
 
     /// Notes every span's records done, except, per partition in `not_done`, those
     /// from the offset there on.
-    pub fn done_except(&self, spans: &[Span], not_done: &NotDone) {
+    pub(crate) fn done_except(&self, spans: &[Span], not_done: &NotDone) {
         for span in spans {
             let next = not_done.get(&span.batch_partition).unwrap_or(span.last + 1);
             if next > span.first {
@@ -497,7 +506,7 @@ impl Source {
 
     /// Commits the offsets of records done. On failure they stay noted: retried before
     /// the next batch, at a revocation and at shutdown.
-    pub fn commit(&self) {
+    pub(crate) fn commit(&self) {
         if self.consumer.assignment_lost() {
             tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
             return;
@@ -509,12 +518,12 @@ impl Source {
     }
 
     /// Whether the group took this member's partitions away (a session timeout).
-    pub fn assignment_lost(&self) -> bool {
+    pub(crate) fn assignment_lost(&self) -> bool {
         self.consumer.assignment_lost()
     }
 
     /// The group's metadata, for a transaction's offsets.
-    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+    pub(crate) fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
         self.consumer.group_metadata()
     }
 
@@ -522,7 +531,13 @@ impl Source {
     /// pauses it for its backoff (`first`, doubling per failure in a row, up to `max`);
     /// a partition not in `from` had no failure. A record carried over for such a
     /// partition is dropped (it comes again after the seek).
-    pub fn read_again(&mut self, spans: &[Span], from: &NotDone, first: Duration, max: Duration) {
+    pub(crate) fn read_again(
+        &mut self,
+        spans: &[Span],
+        from: &NotDone,
+        first: Duration,
+        max: Duration,
+    ) {
         for span in spans {
             let key = (span.topic.clone(), span.partition);
             let Some(offset) = from.get(&span.batch_partition) else {
@@ -536,9 +551,7 @@ impl Source {
             }
             let failures = self.failures.entry(key).or_insert(0);
             *failures = failures.saturating_add(1);
-            let backoff = first
-                .saturating_mul(1u32 << (*failures - 1).min(16))
-                .min(max);
+            let backoff = backoff(first, max, *failures);
             let epoch = self.group.epoch(&span.topic, span.partition);
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&span.topic, span.partition);
@@ -611,7 +624,8 @@ impl Source {
     /// Waits `duration` while serving the group's events (rebalances, heartbeats),
     /// every assigned partition paused; a record read meanwhile is kept for the next
     /// batch.
-    pub async fn wait(&mut self, duration: Duration) {
+    #[cfg_attr(not(feature = "esm"), allow(dead_code))]
+    pub(crate) async fn wait(&mut self, duration: Duration) {
         let assignment = self.consumer.assignment().unwrap_or_default();
         let _ = self.consumer.pause(&assignment);
         let until = tokio::time::Instant::now() + duration;
@@ -641,7 +655,7 @@ impl Source {
 
     /// Commits what is done and leaves the group (its partitions go to the other
     /// members at once).
-    pub async fn leave(self) {
+    pub(crate) async fn leave(self) {
         tracing::info!("leaving the consumer group");
         self.commit();
         self.consumer.unsubscribe();
@@ -686,5 +700,73 @@ fn read(names: &mut Names, group: &Group, message: &BorrowedMessage<'_>) -> Read
         },
         log_append_time: matches!(timestamp, Timestamp::LogAppendTime(_)),
         epoch: group.epoch(message.topic(), message.partition()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(partition: i64, offset: i64, epoch: u64) -> Read {
+        Read {
+            record: SourceRecord {
+                batch_partition: Arc::from(format!("dms-{partition}")),
+                topic: Arc::from("dms"),
+                partition,
+                offset,
+                timestamp_ms: 0,
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            },
+            log_append_time: false,
+            epoch,
+        }
+    }
+
+    /// The backoff doubles per failure in a row from `first`, never past `max`, and
+    /// does not overflow however long a partition keeps failing.
+    #[test]
+    fn backoff_doubles_up_to_the_most() {
+        let first = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        let waits: Vec<u128> = (1..=8)
+            .map(|n| backoff(first, max, n).as_millis())
+            .collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff(first, max, u32::MAX), max);
+        assert_eq!(backoff(first, Duration::MAX, 0), first);
+        assert_eq!(
+            backoff(Duration::from_secs(1), Duration::MAX, 40),
+            Duration::from_secs(1 << 16)
+        );
+    }
+
+    /// A batch sorted by partition and offset gives one span per partition, from its
+    /// first to its last offset, with the epoch its first record was read under.
+    #[test]
+    fn spans_per_partition() {
+        let reads = [
+            read(0, 10, 1),
+            read(0, 11, 1),
+            read(0, 14, 1),
+            read(2, 3, 7),
+            read(5, 0, 2),
+            read(5, 1, 2),
+        ];
+        let spans_of_batch = spans(&reads);
+        let got: Vec<(&str, i32, i64, i64, u64)> = spans_of_batch
+            .iter()
+            .map(|s| (&*s.batch_partition, s.partition, s.first, s.last, s.epoch))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("dms-0", 0, 10, 14, 1),
+                ("dms-2", 2, 3, 3, 7),
+                ("dms-5", 5, 0, 1, 2)
+            ]
+        );
+        assert!(spans(&[]).is_empty());
     }
 }

@@ -25,9 +25,9 @@
 //! thread that borrows the tokio runtime for the credential lookup, so no tokio worker
 //! ever blocks on it.
 
-pub mod group;
+pub(crate) mod group;
 pub mod producer;
-pub mod transaction;
+pub(crate) mod transaction;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Decides [`AuthMode::Auto`]: `iam` in Lambda when the downstream cluster is MSK,
 /// else `none`. `brokers_from_event` says the brokers are the event's `bootstrapServers`
 /// (no `RELAY_BROKERS`); `event_source_arn` is the event's `eventSourceArn`.
-pub fn resolve_mode(
+pub(crate) fn resolve_mode(
     settings: &AuthSettings,
     brokers: &str,
     brokers_from_event: bool,
@@ -86,7 +86,7 @@ pub fn resolve_mode(
 }
 
 /// `arn:<partition>:kafka:<region>:<account>:cluster/<name>/<uuid>`.
-pub fn is_msk_cluster_arn(arn: &str) -> bool {
+pub(crate) fn is_msk_cluster_arn(arn: &str) -> bool {
     let mut parts = arn.splitn(6, ':');
     parts.next() == Some("arn")
         && parts.next().is_some_and(|p| p.starts_with("aws"))
@@ -136,7 +136,7 @@ impl IamTokens {
     }
 
     /// From the AWS configuration loaded at init.
-    pub fn from_config(aws: &SdkConfig) -> Result<IamTokens, ConfigError> {
+    pub(crate) fn from_config(aws: &SdkConfig) -> Result<IamTokens, ConfigError> {
         let region = aws.region().cloned().ok_or_else(|| {
             ConfigError::Auth("RELAY_AUTH=iam needs AWS_REGION (set by Lambda)".to_owned())
         })?;
@@ -167,7 +167,7 @@ impl IamTokens {
     /// Signs a token from a thread that is not a tokio worker (librdkafka's polling
     /// thread): the work runs on a scoped helper thread that enters the runtime, so the
     /// caller may even be inside a runtime (e.g. a `flush` from async code).
-    pub fn token_blocking(&self) -> Result<IamToken, String> {
+    pub(crate) fn token_blocking(&self) -> Result<IamToken, String> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -204,7 +204,7 @@ pub enum ClientAuth {
 
 impl ClientAuth {
     /// Builds the producer's authentication for a resolved mode.
-    pub fn for_mode(
+    pub(crate) fn for_mode(
         mode: AuthMode,
         settings: &AuthSettings,
         credentials: &Credentials,
@@ -256,7 +256,7 @@ impl ClientAuth {
     }
 
     /// Adds the mode's librdkafka properties to `config`.
-    pub fn apply(&self, config: &mut ClientConfig) {
+    pub(crate) fn apply(&self, config: &mut ClientConfig) {
         let tls = match self {
             ClientAuth::None => {
                 config.set("security.protocol", "plaintext");
@@ -297,7 +297,7 @@ impl ClientAuth {
     }
 
     /// The secret strings this authentication hands to librdkafka (for redaction).
-    pub fn secrets(&self) -> Vec<Secret> {
+    pub(crate) fn secrets(&self) -> Vec<Secret> {
         let tls = match self {
             ClientAuth::None => return Vec::new(),
             ClientAuth::Tls(tls) | ClientAuth::Scram(tls, _) | ClientAuth::Iam(tls, _) => tls,
@@ -310,7 +310,7 @@ impl ClientAuth {
     }
 
     /// The IAM token source, in `iam` mode.
-    pub fn iam(&self) -> Option<&IamTokens> {
+    pub(crate) fn iam(&self) -> Option<&IamTokens> {
         match self {
             ClientAuth::Iam(_, tokens) => Some(tokens),
             _ => None,
@@ -320,13 +320,13 @@ impl ClientAuth {
 
 /// Removes known secret values from text before it is logged.
 #[derive(Debug, Clone, Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     secrets: Vec<Secret>,
 }
 
 impl Redactor {
     /// Redacts these secrets (empty ones are ignored).
-    pub fn new(secrets: Vec<Secret>) -> Redactor {
+    pub(crate) fn new(secrets: Vec<Secret>) -> Redactor {
         Redactor {
             secrets: secrets
                 .into_iter()
@@ -336,7 +336,7 @@ impl Redactor {
     }
 
     /// `text` with every secret replaced by `<redacted>`.
-    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+    pub(crate) fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         let mut text = std::borrow::Cow::Borrowed(text);
         for secret in &self.secrets {
             if text.contains(secret.expose()) {

@@ -34,7 +34,7 @@ use crate::transform::OutMessage;
 
 /// Where the broker put an acknowledged message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// Partition the message landed in.
     pub partition: i32,
     /// Its offset there.
@@ -123,12 +123,6 @@ pub fn producer_config_with(
 }
 
 impl Sink {
-    /// Creates an unauthenticated (plaintext) producer. Does not contact the brokers;
-    /// see [`Sink::warm_up`].
-    pub fn connect(brokers: &str, overrides: &[(String, String)]) -> Result<Sink, Error> {
-        Sink::connect_with(brokers, ClientAuth::None, overrides)
-    }
-
     /// Creates the producer for an authentication mode. Does not contact the brokers.
     pub fn connect_with(
         brokers: &str,
@@ -165,13 +159,13 @@ impl Sink {
     /// The transactional producer's calls (`serve` with exactly-once: the producer
     /// then has a `transactional.id`). Each blocks up to its timeout: call them off the
     /// async workers.
-    pub fn transactions(&self) -> &FutureProducer<RelayContext> {
+    pub(crate) fn transactions(&self) -> &FutureProducer<RelayContext> {
         &self.producer
     }
 
     /// Forgets the topics the cluster refused: a new batch asks about them again, so a
     /// grant added or a topic created between invocations takes effect at once.
-    pub fn begin_batch(&self) {
+    pub(crate) fn begin_batch(&self) {
         if let Ok(mut topics) = self.topics.lock() {
             topics.retain(|_, check| matches!(check, TopicCheck::Exists));
         }
@@ -183,13 +177,13 @@ impl Sink {
     }
 
     /// The largest message the producer sends (`message.max.bytes`).
-    pub fn message_max_bytes(&self) -> usize {
+    pub(crate) fn message_max_bytes(&self) -> usize {
         self.message_max_bytes
     }
 
     /// The producer's fatal error, if it has one: it then fails every message, and
     /// only a new producer can deliver again.
-    pub fn fatal_error(&self) -> Option<String> {
+    pub(crate) fn fatal_error(&self) -> Option<String> {
         self.producer
             .client()
             .fatal_error()
@@ -201,7 +195,7 @@ impl Sink {
     /// for a topic that exists; a refusal is remembered until `budget`. When the
     /// cluster does not answer by `budget` (or [`TOPIC_CHECK_TIMEOUT`]), the message is
     /// produced and the delivery reports decide.
-    pub async fn check_topic(
+    pub(crate) async fn check_topic(
         &self,
         topic: &Arc<str>,
         budget: Option<Instant>,
@@ -261,11 +255,6 @@ impl Sink {
         }
     }
 
-    /// The bootstrap servers this sink produces to.
-    pub fn brokers(&self) -> &str {
-        &self.brokers
-    }
-
     /// Connects to the cluster by fetching metadata, so the connection and the
     /// idempotent producer id are settled before the first batch (at init, where
     /// Lambda does not bill the handler). Runs on tokio's blocking pool.
@@ -299,7 +288,7 @@ impl Sink {
 
     /// Hands a message to librdkafka and returns the future of its acknowledgement.
     /// When the local queue is full, waits for room until `budget` (if any).
-    pub async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         message: &OutMessage,
         budget: Option<Instant>,
@@ -342,7 +331,7 @@ impl Sink {
     /// Queued messages are never sent; a message already on the wire may still be
     /// written by the broker, with the same event id as its retry (consumers
     /// de-duplicate by it).
-    pub fn purge(&self) {
+    pub(crate) fn purge(&self) {
         self.producer
             .purge(PurgeConfig::default().queue().inflight().non_blocking());
     }
@@ -356,7 +345,7 @@ impl Sink {
     /// zero timeout, which ends the flush before the broker thread looks, so the linger
     /// wait stays. With delivery reports as events (how rdkafka runs the producer), the
     /// flush only waits; the producer's polling thread still delivers every report.
-    pub fn send_now(self: &Arc<Self>, until: Option<Instant>) {
+    pub(crate) fn send_now(self: &Arc<Self>, until: Option<Instant>) {
         let sink = Arc::clone(self);
         let timeout = until
             .map_or(SEND_NOW_MAX, |t| {
@@ -383,7 +372,7 @@ impl Sink {
 }
 
 /// Resolves a delivery future (or `&mut` one) into an acknowledgement or a classified error.
-pub async fn delivered<F>(future: F) -> Result<Delivered, RecordError>
+pub(crate) async fn delivered<F>(future: F) -> Result<Delivered, RecordError>
 where
     F: std::future::Future<Output = <DeliveryFuture as std::future::Future>::Output>,
 {
@@ -407,7 +396,7 @@ where
 /// A permanent delivery error may still be the fault of the request the message
 /// travelled in (a whole request too large, a sibling's invalid record); the pipeline
 /// retries such records alone before calling one poison.
-pub fn classify(error: &KafkaError) -> RecordError {
+pub(crate) fn classify(error: &KafkaError) -> RecordError {
     let message = format!("delivery failed: {error}");
     match error.rdkafka_error_code() {
         Some(code) if is_record_fault(code) => RecordError::permanent(Stage::Sink, message),

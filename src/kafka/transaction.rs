@@ -20,7 +20,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The transactions of one serving process.
 #[derive(Debug, Default)]
-pub struct Transactions {
+pub(crate) struct Transactions {
     /// The transactional producer `init_transactions` has run on.
     initialised: Option<Arc<Sink>>,
 }
@@ -30,7 +30,7 @@ impl Transactions {
     /// producer with this `transactional.id` and aborts its open transaction, which
     /// would otherwise hold back read_committed readers, and the committed offsets of
     /// the partitions it had, until the transaction timeout.
-    pub fn initialise(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+    pub(crate) fn initialise(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
         if self
             .initialised
             .as_ref()
@@ -46,7 +46,7 @@ impl Transactions {
     }
 
     /// Initialises the transactional producer if needed, then begins a transaction.
-    pub fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+    pub(crate) fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
         self.initialise(sink)?;
         sink.transactions()
             .begin_transaction()
@@ -56,7 +56,7 @@ impl Transactions {
     /// Sends the batch's offsets to the transaction and commits it. A commit that
     /// times out is retried (librdkafka resumes it); one whose result is unknown after
     /// that is [`TxnEnd::Unknown`], never aborted: the commit may have happened.
-    pub fn commit(&self, sink: &Arc<Sink>, source: &Source, spans: &[Span]) -> TxnEnd {
+    pub(crate) fn commit(&self, sink: &Arc<Sink>, source: &Source, spans: &[Span]) -> TxnEnd {
         if source.assignment_lost() {
             return TxnEnd::Aborted(Error::Transaction(
                 "the group took the partitions away during the batch".to_owned(),
@@ -113,7 +113,7 @@ impl Transactions {
 
     /// Aborts the open transaction. On failure the producer cannot go on: it is
     /// forgotten here, and the caller retires it.
-    pub fn abort(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+    pub(crate) fn abort(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
         let txn = sink.transactions();
         tokio::task::block_in_place(|| txn.abort_transaction(TRANSACTION_TIMEOUT)).map_err(|e| {
             self.initialised = None;
@@ -122,13 +122,13 @@ impl Transactions {
     }
 
     /// Forgets the producer (replaced): the next one is initialised again.
-    pub fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.initialised = None;
     }
 }
 
 /// How a transaction ended.
-pub enum TxnEnd {
+pub(crate) enum TxnEnd {
     Committed,
     /// Not committed: to be aborted.
     Aborted(Error),

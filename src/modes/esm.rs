@@ -114,7 +114,7 @@ pub struct EsmOptions {
 
 impl EsmOptions {
     /// Checks the ranges the mapping's API checks.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let window = self.maximum_batching_window_in_seconds;
         if !(0.0..=300.0).contains(&window) {
             return Err(Error::Invoke(format!(

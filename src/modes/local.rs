@@ -179,7 +179,7 @@ fn consumer(brokers: &str) -> Result<BaseConsumer, Error> {
 }
 
 /// Reads `[start, end)` of each `(topic, partition, start, end)`.
-pub fn read_ranges(
+pub(crate) fn read_ranges(
     brokers: &str,
     ranges: &[(String, i32, i64, i64)],
     timeout: Duration,

@@ -54,7 +54,7 @@ pub struct Server {
 
 /// What a batch came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
+pub(crate) enum Committed {
     /// Every record done and committed.
     All,
     /// Some partitions read again (at least once: the done part committed; exactly

@@ -77,7 +77,7 @@ pub struct BatchOutcome {
 
 impl BatchOutcome {
     /// Records skipped for `reason`.
-    pub fn skipped(&self, reason: SkipReason) -> usize {
+    pub(crate) fn skipped(&self, reason: SkipReason) -> usize {
         self.skipped
             .iter()
             .find(|(r, _)| *r == reason)

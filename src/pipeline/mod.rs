@@ -64,7 +64,7 @@ pub use ledger::{BatchOutcome, DeliveryRecord, TableCounts, UNDECODED_TABLE};
 pub use observe::{TRACEPARENT, XRAY_TRACE_ID};
 
 /// Makes a new producer when the one in use is in a fatal state (the recovery round).
-pub trait Renew: Sync {
+pub(crate) trait Renew: Sync {
     /// Retires `failed` and returns the producer to use instead.
     fn renew(&self, failed: &Arc<Sink>) -> Result<Arc<Sink>, Error>;
 }
@@ -114,7 +114,7 @@ pub struct Pipeline {
 
 /// What a batch runs with besides its records.
 #[derive(Debug, Clone, Default)]
-pub struct BatchContext {
+pub(crate) struct BatchContext {
     /// Where the batch came from (for event ids and dead letters).
     pub origin: EventOrigin,
     /// When to stop waiting for the broker, purge and answer.
@@ -127,7 +127,7 @@ pub struct BatchContext {
 }
 
 /// How long purged deliveries may take to resolve when the context sets no `settle_by`.
-pub const SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Per record: its table (when counted per table) and what the transform made of it.
 type ChunkResult = Vec<(Option<Arc<str>>, Result<Transformed, RecordError>)>;
@@ -186,7 +186,7 @@ impl Pipeline {
     }
 
     /// The transformer in use.
-    pub fn transformer(&self) -> &Transformer {
+    pub(crate) fn transformer(&self) -> &Transformer {
         &self.transformer
     }
 
@@ -230,7 +230,7 @@ impl Pipeline {
     /// messages are then purged and their records reported not done.
     ///
     /// `renew` gives the recovery round a new producer when `sink` turns fatal.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         sink: Arc<Sink>,
         renew: &dyn Renew,

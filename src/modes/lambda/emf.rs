@@ -109,7 +109,7 @@ impl TableLabels {
     }
 
     /// The dimension value for `table`; `routed` says a route names it.
-    pub fn label(&self, table: &str, routed: bool) -> String {
+    pub(crate) fn label(&self, table: &str, routed: bool) -> String {
         if !routed {
             return UNROUTED_TABLES.to_owned();
         }
@@ -178,4 +178,133 @@ fn document(
         doc.insert((*name).to_owned(), json!(value));
     }
     Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn metric<'a>(doc: &'a Value, name: &str) -> &'a Value {
+        &doc[name]
+    }
+
+    /// One invocation's document: the namespace and dimension set CloudWatch reads, one
+    /// metric definition per value, and the values themselves at the top level.
+    #[test]
+    fn invocation_document() {
+        let outcome = BatchOutcome {
+            records: 10,
+            produced: 6,
+            dead_lettered: 1,
+            messages: 9,
+            skipped: vec![(SkipReason::Control, 2)],
+            not_done: 1,
+            transform_ms: 1.5,
+            produce_ms: 4.25,
+            ..BatchOutcome::default()
+        };
+        let timings = Timings {
+            batch_ms: 7.0,
+            max_record_age_ms: Some(1200.0),
+        };
+        let doc = emf(
+            "ns",
+            1_700_000_000_000,
+            &[("FunctionName", "f")],
+            &outcome,
+            &timings,
+        );
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+        assert_eq!(directive["Namespace"], "ns");
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        assert_eq!(doc["FunctionName"], "f");
+        let defined: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        for name in &defined {
+            assert!(
+                !metric(&doc, name).is_null(),
+                "{name} defined without a value"
+            );
+        }
+        assert!(defined.contains(&"MaxRecordAge"));
+        for (name, value) in [
+            ("RecordsIn", 10.0),
+            ("RecordsProduced", 6.0),
+            ("RecordsDeadLettered", 1.0),
+            ("RecordsSkipped", 2.0),
+            ("ControlRecords", 2.0),
+            ("RecordsFailed", 1.0),
+            ("MessagesProduced", 9.0),
+            ("BatchDuration", 7.0),
+            ("ProduceDuration", 4.25),
+            ("MaxRecordAge", 1200.0),
+        ] {
+            assert_eq!(metric(&doc, name).as_f64(), Some(value), "{name}");
+        }
+        // Without a record timestamp, no age is defined.
+        let ageless = emf("ns", 0, &[], &outcome, &Timings::default());
+        assert!(ageless["MaxRecordAge"].is_null());
+        assert!(!ageless["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .any(|m| m["Name"] == "MaxRecordAge"));
+    }
+
+    /// One document per table, its name a dimension beside the function's.
+    #[test]
+    fn table_documents() {
+        let tables = [TableCounts {
+            table: Arc::from("public.orders"),
+            records: 4,
+            produced: 3,
+            failed: 1,
+            ..TableCounts::default()
+        }];
+        let docs = emf_tables("ns", 0, &[("FunctionName", "f")], &tables);
+        assert_eq!(docs.len(), 1);
+        let doc = &docs[0];
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["FunctionName", "Table"]])
+        );
+        assert_eq!(doc["Table"], "public.orders");
+        assert_eq!(doc["RecordsIn"].as_f64(), Some(4.0));
+        assert_eq!(doc["RecordsFailed"].as_f64(), Some(1.0));
+    }
+
+    /// Table names stay bounded: unrouted tables share one label, routed ones past the
+    /// most share another, and counts that share a label are merged.
+    #[test]
+    fn table_labels_are_bounded() {
+        let labels = TableLabels::new(1);
+        let counts = |table: &str, records: usize| TableCounts {
+            table: Arc::from(table),
+            records,
+            ..TableCounts::default()
+        };
+        let folded = labels.fold(
+            &[
+                counts("a.one", 1),
+                counts("a.two", 2),
+                counts("a.three", 4),
+                counts("x.y", 8),
+            ],
+            |t| t != "x.y",
+        );
+        let got: Vec<(&str, usize)> = folded.iter().map(|t| (&*t.table, t.records)).collect();
+        assert_eq!(
+            got,
+            vec![("a.one", 1), (OTHER_TABLES, 6), (UNROUTED_TABLES, 8)]
+        );
+        // The first name admitted keeps its own label later on.
+        assert_eq!(labels.label("a.one", true), "a.one");
+        assert_eq!(labels.label("a.four", true), OTHER_TABLES);
+    }
 }

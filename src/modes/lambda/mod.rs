@@ -75,7 +75,7 @@ pub struct Function {
 
 impl Function {
     /// The function over a relay.
-    pub fn new(relay: Relay) -> Function {
+    pub(crate) fn new(relay: Relay) -> Function {
         let table_labels = TableLabels::new(relay.settings().metrics.max_tables);
         Function {
             relay,
@@ -203,7 +203,7 @@ impl Function {
     }
 
     /// The answer to Lambda for an outcome.
-    pub fn respond(&self, outcome: &BatchOutcome) -> Result<BatchResponse, Error> {
+    pub(crate) fn respond(&self, outcome: &BatchOutcome) -> Result<BatchResponse, Error> {
         let Some(first) = outcome.failures.iter().next() else {
             return Ok(BatchResponse::default());
         };
@@ -252,7 +252,7 @@ fn arrival_deadline(deadline_epoch_ms: u64) -> Option<SystemTime> {
 }
 
 /// The budget used when the runtime sends no usable deadline (the template's timeout).
-pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const FALLBACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(error: Error) -> Self {
