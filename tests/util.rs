@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use cdc_relay::source::MskEvent;
+use cdc_relay::source::{EventWriter, MskEvent, RecordOut};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -119,11 +119,14 @@ pub fn assert_golden(name: &str, actual: &str) {
     assert_eq!(actual, expected, "output differs from {}", path.display());
 }
 
-/// Builds MSK events of DMS records.
+/// Builds MSK events of DMS records, written by the core's event writer.
 #[derive(Default)]
 pub struct EventBuilder {
-    records: serde_json::Map<String, Value>,
+    records: Vec<BuiltRecord>,
 }
+
+/// A record of an [`EventBuilder`]: topic, partition, offset, key and value (base64).
+type BuiltRecord = (String, i64, i64, Option<String>, Option<String>);
 
 impl EventBuilder {
     pub fn new() -> Self {
@@ -139,17 +142,13 @@ impl EventBuilder {
         key: Option<&str>,
         value_b64: Option<&str>,
     ) -> Self {
-        let list = self
-            .records
-            .entry(format!("{topic}-{partition}"))
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = list {
-            list.push(json!({
-                "topic": topic, "partition": partition, "offset": offset,
-                "timestamp": 1_732_200_000_000_i64, "timestampType": "CREATE_TIME",
-                "key": key.map(b64), "value": value_b64, "headers": [],
-            }));
-        }
+        self.records.push((
+            topic.to_owned(),
+            partition,
+            offset,
+            key.map(b64),
+            value_b64.map(str::to_owned),
+        ));
         self
     }
 
@@ -182,12 +181,27 @@ impl EventBuilder {
     }
 
     pub fn build(self) -> KafkaEvent {
-        serde_json::from_value(json!({
-            "eventSource": "aws:kafka",
-            "eventSourceArn": "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5",
-            "records": self.records,
-        }))
-        .expect("builder makes valid events")
+        let mut event = EventWriter::new(
+            Some("arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5"),
+            None,
+        );
+        for (topic, partition, offset, key, value) in &self.records {
+            event.push(
+                EventWriter::key(topic, *partition),
+                RecordOut {
+                    topic,
+                    partition: *partition,
+                    offset: *offset,
+                    timestamp: 1_732_200_000_000_i64,
+                    timestamp_type: "CREATE_TIME",
+                    key: key.as_deref().map(Into::into),
+                    value: value.as_deref().map(Into::into),
+                    headers: Vec::new(),
+                },
+            );
+        }
+        serde_json::from_value(serde_json::to_value(&event).expect("an event serialises"))
+            .expect("builder makes valid events")
     }
 }
 

@@ -31,23 +31,25 @@
 //! endpoint that cannot be reached (the emulator still building) is retried without
 //! counting.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::kafka::group::{spans, Read, Source, SourceOptions};
 use crate::kafka::ClientAuth;
 use crate::ops::Metrics;
-use crate::source::{NotDone, Payload, SourceRecord, LAMBDA_PAYLOAD_LIMIT};
+use crate::source::{
+    base64_text, signed_bytes, EventWriter, NotDone, Payload, RecordOut, SourceRecord,
+    LAMBDA_PAYLOAD_LIMIT,
+};
 
 /// Room kept in [`LAMBDA_PAYLOAD_LIMIT`] for the event's envelope.
 const ENVELOPE_ROOM: usize = 16 * 1024;
@@ -476,39 +478,13 @@ impl Mapping {
 }
 
 /// The event Lambda's mapping sends for `reads` (sorted by partition and offset).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Event<'a> {
-    event_source: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_source_arn: Option<&'a str>,
-    bootstrap_servers: &'a str,
-    records: BTreeMap<&'a str, Vec<EventRecord<'a>>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventRecord<'a> {
-    topic: &'a str,
-    partition: i64,
-    offset: i64,
-    timestamp: i64,
-    timestamp_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    headers: Vec<BTreeMap<&'a str, Vec<i8>>>,
-}
-
-fn event<'a>(reads: &'a [Read], options: &'a EsmOptions) -> Event<'a> {
-    let mut records: BTreeMap<&str, Vec<EventRecord<'_>>> = BTreeMap::new();
+fn event<'a>(reads: &'a [Read], options: &'a EsmOptions) -> EventWriter<'a> {
+    let mut event = EventWriter::new(options.event_source_arn.as_deref(), Some(&options.brokers));
     for r in reads {
         let record = &r.record;
-        records
-            .entry(&record.batch_partition)
-            .or_default()
-            .push(EventRecord {
+        event.push(
+            &*record.batch_partition,
+            RecordOut {
                 topic: &record.topic,
                 partition: record.partition,
                 offset: record.offset,
@@ -523,28 +499,19 @@ fn event<'a>(reads: &'a [Read], options: &'a EsmOptions) -> Event<'a> {
                 headers: record
                     .headers
                     .iter()
-                    .map(|(name, bytes)| {
-                        BTreeMap::from([(name.as_str(), bytes.iter().map(|b| *b as i8).collect())])
-                    })
+                    .map(|(name, bytes)| BTreeMap::from([(name.as_str(), signed_bytes(bytes))]))
                     .collect(),
-            });
+            },
+        );
     }
-    Event {
-        event_source: if options.event_source_arn.is_some() {
-            "aws:kafka"
-        } else {
-            "SelfManagedKafka"
-        },
-        event_source_arn: options.event_source_arn.as_deref(),
-        bootstrap_servers: &options.brokers,
-        records,
-    }
+    event
 }
 
-fn base64(payload: &Payload) -> String {
+/// A payload in base64: as it came (Lambda's own events), else encoded.
+fn base64(payload: &Payload) -> Cow<'_, str> {
     match payload {
-        Payload::Base64(text) => text.clone(),
-        Payload::Bytes(bytes) => base64::engine::general_purpose::STANDARD.encode(bytes),
+        Payload::Base64(text) => Cow::Borrowed(text),
+        Payload::Bytes(bytes) => Cow::Owned(base64_text(bytes)),
     }
 }
 

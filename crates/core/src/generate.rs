@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use base64::Engine;
 use serde_json::{json, Value};
+
+use crate::source::{base64_text, EventWriter, RecordOut};
 
 /// How DMS chooses the Kafka key (and so the partition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +92,11 @@ pub fn generate(options: &GenOptions) -> Value {
     // Per table: live entities and their current rows.
     let mut live: Vec<BTreeMap<u64, Value>> = vec![BTreeMap::new(); tables.len()];
     let mut next_id: Vec<u64> = vec![1; tables.len()];
-    let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut event = EventWriter::new(
+        Some("arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5"),
+        Some("localhost:9092"),
+    );
     let mut offsets: BTreeMap<u32, i64> = BTreeMap::new();
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
 
     for n in 0..options.records {
         let t = rng.usize(..tables.len());
@@ -160,27 +163,23 @@ pub fn generate(options: &GenOptions) -> Value {
         };
         let partition = partition_of(&key, options.partitions);
         let offset = offsets.entry(partition).or_insert(0);
-        groups
-            .entry(format!("{}-{partition}", options.topic))
-            .or_default()
-            .push(json!({
-                "topic": options.topic,
-                "partition": partition,
-                "offset": *offset,
-                "timestamp": 1_732_200_000_000_i64 + n as i64,
-                "timestampType": "CREATE_TIME",
-                "key": b64(key.as_bytes()),
-                "value": b64(doc.to_string().as_bytes()),
-                "headers": [],
-            }));
+        event.push(
+            EventWriter::key(&options.topic, i64::from(partition)),
+            RecordOut {
+                topic: &options.topic,
+                partition: i64::from(partition),
+                offset: *offset,
+                timestamp: 1_732_200_000_000_i64 + n as i64,
+                timestamp_type: "CREATE_TIME",
+                key: Some(base64_text(key.as_bytes()).into()),
+                value: Some(base64_text(doc.to_string().as_bytes()).into()),
+                headers: Vec::new(),
+            },
+        );
         *offset += 1;
     }
-    json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5",
-        "bootstrapServers": "localhost:9092",
-        "records": groups,
-    })
+    // The writer serialises to plain JSON values: this cannot fail.
+    serde_json::to_value(&event).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

@@ -7,14 +7,15 @@
 //! [`SourceRecord::decode`], inside the concurrent transform tasks, so a record that does
 //! not decode fails alone.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aws_lambda_events::encodings::MillisecondTimestamp;
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{RecordError, Stage};
 
@@ -102,6 +103,86 @@ pub struct EventOrigin {
     pub event_source_arn: Option<String>,
     /// The source cluster's bootstrap servers, used downstream when `RELAY_BROKERS` is unset.
     pub bootstrap_servers: Option<String>,
+}
+
+/// Writes MSK events as Lambda's event source mapping sends them: records grouped by
+/// their `"<topic>-<partition>"` key, key and value in base64, headers as lists of signed
+/// bytes. The one writer of the generator, `esm` and the tests' event builder; it
+/// serialises (serde) to the event's JSON.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventWriter<'a> {
+    event_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_source_arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_servers: Option<&'a str>,
+    records: BTreeMap<Cow<'a, str>, Vec<RecordOut<'a>>>,
+}
+
+/// One record of an [`EventWriter`]'s event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordOut<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i64,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp, epoch milliseconds.
+    pub timestamp: i64,
+    /// `CREATE_TIME` or `LOG_APPEND_TIME`.
+    pub timestamp_type: &'static str,
+    /// The key in base64; `None`: no key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Cow<'a, str>>,
+    /// The value in base64; `None`: a tombstone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Cow<'a, str>>,
+    /// Headers, each a one-entry map of its name to its bytes (as Lambda writes them).
+    pub headers: Vec<BTreeMap<&'a str, Vec<i8>>>,
+}
+
+impl<'a> EventWriter<'a> {
+    /// An event from the cluster `event_source_arn` (an MSK cluster: `aws:kafka`), else
+    /// from a self-managed cluster (`SelfManagedKafka`) at `bootstrap_servers`.
+    pub fn new(event_source_arn: Option<&'a str>, bootstrap_servers: Option<&'a str>) -> Self {
+        EventWriter {
+            event_source: if event_source_arn.is_some() {
+                "aws:kafka"
+            } else {
+                "SelfManagedKafka"
+            },
+            event_source_arn,
+            bootstrap_servers,
+            records: BTreeMap::new(),
+        }
+    }
+
+    /// Appends `record` to the list of its partition, keyed `batch_partition`
+    /// (`"<topic>-<partition>"`, which [`EventWriter::key`] makes).
+    pub fn push(&mut self, batch_partition: impl Into<Cow<'a, str>>, record: RecordOut<'a>) {
+        self.records
+            .entry(batch_partition.into())
+            .or_default()
+            .push(record);
+    }
+
+    /// The `"<topic>-<partition>"` key of a partition's records.
+    pub fn key(topic: &str, partition: i64) -> String {
+        format!("{topic}-{partition}")
+    }
+}
+
+/// Base64 of `bytes`, as an MSK event carries keys and values.
+pub fn base64_text(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Header bytes as Lambda writes them: signed.
+pub fn signed_bytes(bytes: &[u8]) -> Vec<i8> {
+    bytes.iter().map(|b| *b as i8).collect()
 }
 
 /// The largest payload Lambda passes to one invocation (and takes back as its
