@@ -264,7 +264,8 @@ assert container["User"] == "65532" and container["ReadonlyRootFilesystem"] is T
 assert container["HealthCheck"]["Command"] == ["CMD", "/cdc-relay", "health"], container["HealthCheck"]
 assert resources["ScalableTarget"]["Properties"]["MaxCapacity"] == {"Ref": "SourcePartitions"}
 assert resources["TaskDefinition"]["Properties"]["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
-code = "".join(open(f"src/{f}").read() for f in ["config.rs", "auth.rs", "main.rs"])
+import glob
+code = "".join(open(f).read() for f in sorted(glob.glob("src/config/*.rs")) + ["src/main.rs", "src/cli.rs"])
 unknown = sorted(n for n in env if n.startswith("RELAY_") and f'"{n}"' not in code)
 assert not unknown, f"ecs.yaml sets variables the relay does not read: {unknown}"
 docker = open("Dockerfile").read()

@@ -7,7 +7,8 @@
 //! The pure stages live in the core crate ([`cdc_relay_core`], re-exported here as
 //! [`source`], [`dms`], [`transform`], [`deadletter`] and [`generate`]): they know nothing
 //! of Lambda, Kafka clients or tokio. This crate wires them to the outside world; its
-//! modules depend only downwards: `modes -> relay -> pipeline -> kafka -> secrets, config`.
+//! modules depend only downwards: `modes -> relay -> pipeline -> kafka -> ops, secrets,
+//! config -> error`.
 //!
 //! - [`config`]: environment -> validated [`config::Settings`] (fail at init, not per record).
 //! - [`secrets`]: Secrets Manager and the AWS configuration: SCRAM credentials, the hash key.

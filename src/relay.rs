@@ -216,7 +216,7 @@ impl Relay {
         )?)
     }
 
-    /// The producer for `brokers`, created on first use (the one [`Relay::process`] uses).
+    /// The producer for `brokers`, created on first use (the one [`Relay::run`] uses).
     pub(crate) fn producer(&self, brokers: &str) -> Result<Arc<Sink>, Error> {
         self.sink_for(brokers, None)
     }

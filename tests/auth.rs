@@ -311,7 +311,7 @@ fn secrets_manager_stub(status: &str, body: String) -> (String, std::thread::Joi
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let status = status.to_owned();
-    let handle = std::thread::spawn(move || answer_one(&listener, &status, &body));
+    let handle = std::thread::spawn(move || answer_one(&listener, &status, &body, || ()));
     (url, handle)
 }
 
@@ -323,15 +323,17 @@ fn secrets_manager_sequence(bodies: Vec<String>) -> (String, Arc<AtomicUsize>) {
     let count = served.clone();
     std::thread::spawn(move || {
         for body in bodies {
-            answer_one(&listener, "200 OK", &body);
-            count.fetch_add(1, Ordering::SeqCst);
+            answer_one(&listener, "200 OK", &body, || {
+                count.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     (url, served)
 }
 
-/// Reads one HTTP request from `listener`, answers it, returns the request.
-fn answer_one(listener: &TcpListener, status: &str, body: &str) -> String {
+/// Reads one HTTP request from `listener`, calls `received` (before the answer, so a
+/// count is up to date when the caller has its answer), answers it, returns the request.
+fn answer_one(listener: &TcpListener, status: &str, body: &str, received: impl FnOnce()) -> String {
     {
         let (stream, _) = listener.accept().expect("request");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -350,6 +352,7 @@ fn answer_one(listener: &TcpListener, status: &str, body: &str) -> String {
         }
         let mut request_body = vec![0; length];
         reader.read_exact(&mut request_body).expect("body");
+        received();
         let mut stream = stream;
         write!(
             stream,

@@ -5,6 +5,7 @@ mod util;
 
 mod auth;
 mod delivery;
+#[cfg(feature = "esm")]
 mod esm;
 mod events;
 mod observability;

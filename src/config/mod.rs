@@ -106,8 +106,9 @@ pub struct MetricsSettings {
     pub max_tables: usize,
 }
 
-/// What a command sets on top of the environment. Applied before validation, so the
-/// settings a relay is built from are never changed after.
+/// What a command sets on top of the environment, applied while the settings are read,
+/// so a relay is built from settings nobody changes afterwards. A blank `brokers` is no
+/// override (as a blank `RELAY_BROKERS` is no setting).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// Downstream brokers (`--brokers`, or the embedded cluster's) instead of `RELAY_BROKERS`.
@@ -322,8 +323,8 @@ impl Settings {
         settings.auth.in_lambda = in_lambda;
         // Environment order is arbitrary; sort so the producer config is deterministic.
         settings.producer_overrides.sort();
-        if let Some(brokers) = overrides.brokers {
-            settings.brokers = Some(brokers);
+        if let Some(brokers) = overrides.brokers.filter(|b| !b.trim().is_empty()) {
+            settings.brokers = Some(brokers.trim().to_owned());
         }
         if let Some(path) = overrides.routes_path {
             settings.routes.path = Some(path);

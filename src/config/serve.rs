@@ -1,5 +1,5 @@
-//! What `serve` and `esm` read on top of the relay's settings: the source consumer
-//! group, how it batches and how it commits.
+//! What `serve` reads on top of the relay's settings: the source consumer group, how
+//! it batches and how it commits.
 
 use std::time::Duration;
 

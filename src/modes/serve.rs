@@ -4,7 +4,7 @@
 //! The loop: read a batch from the [`Source`] (up to `RELAY_BATCH_SIZE` records,
 //! `RELAY_BATCH_MAX_BYTES` bytes, or `RELAY_BATCH_WINDOW_MS` after its first record),
 //! run it through the unchanged [`Pipeline`](crate::pipeline::Pipeline), then commit.
-//! Rebalances land only between batches (see [`crate::consumer`]).
+//! Rebalances land only between batches (see [`crate::kafka::group`]).
 //!
 //! **At least once** (default): per partition, the committed offset is the first record
 //! not done, exactly what Lambda's partial batch response tells the event source

@@ -602,6 +602,7 @@ mod tests {
             Vec::new(),
         );
         assert_eq!(outcome.not_done, 2);
+        assert_eq!(outcome.failures.len(), 2);
         assert!(outcome
             .failures
             .iter()

@@ -46,7 +46,7 @@ import committed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORT = os.environ.get("E2E_INVOKE_PORT", "9310")
-# src/auth.rs LOCAL_HASH_KEY: what local runs and the golden files use.
+# crates/core/src/transform/personal.rs LOCAL_HASH_KEY: what local runs and the golden files use.
 LOCAL_HASH_KEY = "cdc-relay local runs only: this key is not a secret"
 failures = []
 

@@ -111,7 +111,7 @@ impl Function {
         self.invoke(event).await.response
     }
 
-    /// [`Relay::handle`], also returning the batch's outcome: what the local `invoke`
+    /// [`Function::handle`], also returning the batch's outcome: what the local `invoke`
     /// command calls, so that it runs exactly the Lambda path (span, cold-start flag,
     /// metrics) and can still read back what was produced.
     pub async fn invoke(&self, event: LambdaEvent<MskEvent>) -> Invocation {
