@@ -1,6 +1,6 @@
 //! [`Relay`]: what every mode builds and shares: the validated settings, the compiled
 //! routes in a [`Pipeline`], the credentials and the one producer. No mode's types here:
-//! Lambda ([`crate::modes::lambda`]), `serve`, `invoke` and `replay` all run their
+//! Lambda, `serve`, `invoke` and `replay` all run their
 //! batches through one `Relay`.
 //!
 //! It is built once per process (Lambda: per execution environment, in the init phase).

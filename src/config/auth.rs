@@ -1,6 +1,6 @@
 //! `RELAY_AUTH` and the TLS and SCRAM variables, as read from the environment: what
-//! [`crate::kafka::ClientAuth`] turns into a client's security settings once the
-//! credentials are resolved ([`crate::secrets`]).
+//! the Kafka clients turn into their security settings once the credentials are
+//! resolved (from Secrets Manager, for SCRAM).
 
 use std::fmt;
 use std::path::PathBuf;

@@ -63,7 +63,7 @@ pub struct RoutesSettings {
     /// (`RELAY_HASH_KEY_SECRET_ARN`), read at init when a route hashes.
     pub hash_key_secret_arn: Option<String>,
     /// Without a hash key, use the published local one
-    /// ([`crate::secrets::LOCAL_HASH_KEY`]). Never read from the environment: set
+    /// (`LOCAL_HASH_KEY`). Never read from the environment: set
     /// through [`Overrides`] by the local commands that produce nowhere real
     /// (`check-routes`, `invoke` on the embedded cluster).
     pub local_hash_key: bool,
