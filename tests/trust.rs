@@ -237,6 +237,77 @@ async fn refused_writes_are_reported_never_dead_lettered() {
     );
 }
 
+/// A name DMS brings that Kafka refuses is made legal when rendered (`ORDER#LINES` ->
+/// `ORDER_LINES`); a rendered name the broker still refuses (INVALID_TOPIC, as for a
+/// name colliding with another) is that record's fault: dead-lettered, and the records
+/// after it in the partition are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_topic_names_are_legal_and_a_refused_one_is_poison() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    for topic in ["dlq", "cdc.public.ORDER_LINES", "cdc.public.users"] {
+        kafka.cluster().create_topic(topic, 1, 1).expect("topic");
+    }
+    kafka
+        .cluster()
+        .topic_error(
+            "cdc.public.users",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION,
+        )
+        .expect("topic error");
+    let relay = util::relay(
+        &kafka,
+        routes("[defaults]\ndlq_topic = \"dlq\"\ntopic = \"cdc.{schema}.{table}\"\n"),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let event = util::EventBuilder::new()
+        .data("src", 0, 10, "insert", "ORDER#LINES", json!({"id": 1}))
+        .data("src", 0, 11, "insert", "users", json!({"id": 2}))
+        .data("src", 0, 12, "insert", "ORDER#LINES", json!({"id": 3}))
+        .build();
+    let (answer, _) = handle_by(&relay, event, 30_000).await;
+    assert_eq!(util::reported(&answer.expect("answer")), vec![]);
+    let out = util::consume(&kafka, &["cdc.public.ORDER_LINES", "dlq"]);
+    let lines: Vec<_> = out
+        .iter()
+        .filter(|m| m.topic == "cdc.public.ORDER_LINES")
+        .map(|m| {
+            m.header(header::SOURCE_OFFSET)
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(lines, ["10", "12"]);
+    let letters = from_offset(&out, "dlq", 11);
+    assert_eq!(letters.len(), 1, "{out:?}");
+    let error = letters[0].header(header::ERROR).unwrap_or_default();
+    assert!(
+        error.contains("INVALID_TOPIC") && error.contains("cdc.public.users"),
+        "{error}"
+    );
+}
+
+/// A topic written out in the routes that the broker refuses as a name is the
+/// configuration's fault: reported for retry, nothing dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_topic_the_broker_refuses_is_reported_never_dead_lettered() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    kafka
+        .cluster()
+        .topic_error("out", RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION)
+        .expect("topic error");
+    let relay = util::relay(&kafka, routes(ROUTES_DLQ), &[]);
+    let (answer, _) = handle_by(&relay, orders(&[json!({"id": 1})]), 30_000).await;
+    let error = answer.expect_err("the batch fails");
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("INVALID_TOPIC"), "{error}");
+    assert!(
+        util::consume(&kafka, &["dlq"]).is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
 /// A downstream topic that does not exist fails its records at once (not after
 /// librdkafka's 30 s of metadata waits), retryable, naming the topic and the route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,11 @@
 //! Delivery errors are classified here, once: a message the broker or the producer
 //! rejects for its own bytes (too large, invalid record) is permanent; everything else is
 //! retryable: broker down, timeouts, leader changes, a purge at the deadline, and every
-//! fault of the infrastructure rather than the record (authorization, an unknown or
-//! invalid topic, a fatal producer state), so that one missing grant never sends a
-//! stream to the dead-letter topic.
+//! fault of the infrastructure rather than the record (authorization, an unknown topic,
+//! a fatal producer state), so that one missing grant never sends a stream to the
+//! dead-letter topic. A topic name the broker refuses (INVALID_TOPIC) is flagged
+//! ([`Undelivered::name_refused`]): the pipeline blames the record when the relay rendered
+//! the name from DMS's, and the configuration when the routes wrote it out.
 //!
 //! Before the first message to a topic, the sink asks the cluster about it once
 //! ([`Sink::check_topic`]): a topic that does not exist, or that the relay may not
@@ -63,7 +65,7 @@ enum TopicCheck {
     /// The cluster refused it; not asked again until this instant (the budget of the
     /// batch that asked) or the next batch ([`Sink::begin_batch`]), so the other
     /// partitions of the batch fail at once instead of each waiting for metadata.
-    Refused(Instant, RecordError),
+    Refused(Instant, Undelivered),
 }
 
 /// How long a refusal is remembered when the batch has no budget.
@@ -199,7 +201,7 @@ impl Sink {
         &self,
         topic: &Arc<str>,
         budget: Option<Instant>,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), Undelivered> {
         let known = self.topics.lock().ok().and_then(|t| t.get(topic).cloned());
         match known {
             Some(TopicCheck::Exists) => return Ok(()),
@@ -236,11 +238,20 @@ impl Sink {
                     RDKafkaErrorCode::TopicAuthorizationFailed => {
                         "is not authorized for the relay (check its grants)".to_owned()
                     }
+                    RDKafkaErrorCode::InvalidTopic => {
+                        "is a name the cluster refuses (INVALID_TOPIC)".to_owned()
+                    }
                     other => format!("is not usable: {other}"),
                 };
                 TopicCheck::Refused(
                     budget.unwrap_or_else(|| Instant::now() + REFUSAL_MEMORY),
-                    RecordError::retryable(Stage::Sink, format!("topic {topic:?} {why}")),
+                    Undelivered {
+                        error: RecordError::retryable(
+                            Stage::Sink,
+                            format!("topic {topic:?} {why}"),
+                        ),
+                        name_refused: code == RDKafkaErrorCode::InvalidTopic,
+                    },
                 )
             }
             // No answer in time, or no partitions yet: let the producer find out.
@@ -371,8 +382,36 @@ impl Sink {
     }
 }
 
+/// A message the cluster did not take: its error as classified here (retryable unless
+/// the message's own bytes were refused), and whether the refusal was of the topic's
+/// name, which only the pipeline can blame (on the record for a rendered name).
+#[derive(Debug, Clone)]
+pub(crate) struct Undelivered {
+    pub(crate) error: RecordError,
+    /// The broker answered INVALID_TOPIC for the message's topic.
+    pub(crate) name_refused: bool,
+}
+
+impl From<RecordError> for Undelivered {
+    fn from(error: RecordError) -> Self {
+        Undelivered {
+            error,
+            name_refused: false,
+        }
+    }
+}
+
+impl From<&KafkaError> for Undelivered {
+    fn from(error: &KafkaError) -> Self {
+        Undelivered {
+            error: classify(error),
+            name_refused: error.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTopic),
+        }
+    }
+}
+
 /// Resolves a delivery future (or `&mut` one) into an acknowledgement or a classified error.
-pub(crate) async fn delivered<F>(future: F) -> Result<Delivered, RecordError>
+pub(crate) async fn delivered<F>(future: F) -> Result<Delivered, Undelivered>
 where
     F: std::future::Future<Output = <DeliveryFuture as std::future::Future>::Output>,
 {
@@ -381,17 +420,19 @@ where
             partition: delivery.partition,
             offset: delivery.offset,
         }),
-        Ok(Err((error, _message))) => Err(classify(&error)),
+        Ok(Err((error, _message))) => Err(Undelivered::from(&error)),
         Err(_canceled) => Err(RecordError::retryable(
             Stage::Sink,
             "producer dropped the message before acknowledging it",
-        )),
+        )
+        .into()),
     }
 }
 
 /// Permanent when the broker or the producer refused the message's own bytes (too
 /// large, an invalid record); retryable otherwise, including every fault of the
-/// infrastructure: authorization, unknown or invalid topics, a fatal producer.
+/// infrastructure: authorization, unknown or invalid topics, a fatal producer (whether an
+/// invalid topic is the record's fault is the pipeline's call: [`Undelivered`]).
 ///
 /// A permanent delivery error may still be the fault of the request the message
 /// travelled in (a whole request too large, a sibling's invalid record); the pipeline
@@ -450,6 +491,22 @@ mod tests {
                 !classify(&KafkaError::MessageProduction(code)).is_retryable(),
                 "{code:?}"
             );
+        }
+    }
+
+    /// A refused topic name is flagged for the pipeline to blame; nothing else is.
+    #[test]
+    fn only_a_refused_topic_name_is_flagged() {
+        let refused = Undelivered::from(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::InvalidTopic,
+        ));
+        assert!(refused.name_refused && refused.error.is_retryable());
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ] {
+            assert!(!Undelivered::from(&KafkaError::MessageProduction(code)).name_refused);
         }
     }
 }

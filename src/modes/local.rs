@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::pipeline::{DeliveryRecord, Pipeline};
 use crate::source::{EventOrigin, SourceRecord};
-use crate::transform::{OutMessage, Transformed};
+use crate::transform::{header, OutMessage, Routes, Transformed};
 
 /// The event `invoke` runs when given no file: inserts, an update with before-image, a
 /// delete and a DDL record over two tables and partitions.
@@ -264,7 +264,8 @@ pub fn dry_run(pipeline: &Pipeline, origin: &EventOrigin, records: &[SourceRecor
             let at = json!({"partition": &*record.batch_partition, "offset": record.offset});
             let outcome = match pipeline.process(record, &cluster) {
                 Ok(Transformed::Messages(messages)) => {
-                    json!({"produces": messages.iter().map(message_json).collect::<Vec<_>>()})
+                    let routes = pipeline.routes();
+                    json!({"produces": messages.iter().map(|m| message_json(m, routes)).collect::<Vec<_>>()})
                 }
                 Ok(Transformed::Skipped(reason)) => json!({"skipped": reason.as_str()}),
                 Err(error) => json!({"error": error.to_string(), "stage": error.stage.as_str(), "retryable": error.retryable}),
@@ -274,7 +275,9 @@ pub fn dry_run(pipeline: &Pipeline, origin: &EventOrigin, records: &[SourceRecor
         .collect()
 }
 
-fn message_json(message: &OutMessage) -> Value {
+/// A message as the dry run prints it; `topic_as_written` when the name DMS's schema and
+/// table gave was not one Kafka accepts and was made legal.
+fn message_json(message: &OutMessage, routes: &Routes) -> Value {
     let headers = headers_json(
         message
             .headers
@@ -282,12 +285,20 @@ fn message_json(message: &OutMessage) -> Value {
             .map(|(k, v)| (k.as_ref(), v.as_slice())),
     );
     let value = value_json(message.value.as_deref());
-    json!({
+    let mut out = json!({
         "topic": &*message.topic,
         "key": message.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         "headers": headers,
         "value": value,
-    })
+    });
+    let written = message
+        .header(header::TABLE)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|table| routes.topic_as_written(table, &message.topic));
+    if let (Some(written), Some(fields)) = (written, out.as_object_mut()) {
+        fields.insert("topic_as_written".to_owned(), Value::String(written));
+    }
+    out
 }
 
 /// Header name -> value as text (lossy UTF-8), for printing.

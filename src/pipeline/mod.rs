@@ -53,9 +53,11 @@ mod recovery;
 use crate::deadletter::{dead_letter, DeadLetters};
 use crate::dms::Decoder;
 use crate::error::{Error, RecordError, Stage};
-use crate::kafka::producer::{delivered, Delivered, Sink};
+use crate::kafka::producer::{delivered, Delivered, Sink, Undelivered};
 use crate::source::{EventOrigin, SourceRecord};
-use crate::transform::{header, OnPoison, OutMessage, SkipReason, Transformed, Transformer};
+use crate::transform::{
+    header, OnPoison, OutMessage, Routes, SkipReason, Transformed, Transformer,
+};
 use cdc_relay_core::process;
 use ledger::{Ledger, RecordState};
 use observe::{log_failure, traced};
@@ -168,6 +170,11 @@ struct InFlight {
 }
 
 impl Pipeline {
+    /// The routes the pipeline transforms by.
+    pub fn routes(&self) -> &Routes {
+        self.transformer.routes()
+    }
+
     /// A pipeline over a decoder and a transformer.
     pub fn new(decoder: Decoder, transformer: Transformer, options: PipelineOptions) -> Pipeline {
         let options = PipelineOptions {
@@ -400,8 +407,10 @@ impl Run<'_> {
         messages: &[OutMessage],
         resend: Resend,
     ) -> RecordState {
-        if let Err(error) = self.check_topics(messages).await {
-            return RecordState::Failed(error);
+        match self.check_topics(messages).await {
+            Err(error) if !error.is_retryable() => return self.poison(index, error).await,
+            Err(error) => return RecordState::Failed(error),
+            Ok(()) => {}
         }
         match self.enqueue(index, messages, false, resend).await {
             Err(error) if !error.is_retryable() => self.poison(index, error).await,
@@ -417,7 +426,8 @@ impl Run<'_> {
             if messages[..i].iter().any(|m| m.topic == message.topic) {
                 continue;
             }
-            if let Err(mut error) = self.sink.check_topic(&message.topic, self.budget).await {
+            if let Err(refusal) = self.sink.check_topic(&message.topic, self.budget).await {
+                let mut error = self.blame(refusal, &message.topic);
                 let table = message
                     .header(header::TABLE)
                     .map(|t| String::from_utf8_lossy(t).into_owned());
@@ -554,7 +564,8 @@ impl Run<'_> {
                     self.ledger
                         .acknowledged(flight.record, flight.message, flight.dead_letter);
                 }
-                Err(error) => {
+                Err(refusal) => {
+                    let error = self.blame(refusal, &flight.topic);
                     if self.ledger.failed(flight.record, error) {
                         if let RecordState::Failed(error) = self.ledger.state(flight.record) {
                             self.log_failure(flight.record, error);
@@ -566,7 +577,7 @@ impl Run<'_> {
     }
 
     /// Waits for a purged delivery until the settle time.
-    async fn settle(&self, future: DeliveryFuture) -> Result<Delivered, RecordError> {
+    async fn settle(&self, future: DeliveryFuture) -> Result<Delivered, Undelivered> {
         let Some(settle_by) = self.settle_by else {
             return delivered(future).await;
         };
@@ -576,8 +587,25 @@ impl Run<'_> {
                 Err(RecordError::retryable(
                     Stage::Sink,
                     "purged at the deadline; no delivery report before the answer",
-                ))
+                )
+                .into())
             })
+    }
+
+    /// Who is to blame for a message `topic` did not take. A topic name the broker
+    /// refuses is the record's fault (poison) when the relay rendered it from DMS's
+    /// schema and table, and the configuration's (retryable, never dead-lettered) when
+    /// the routes wrote it out: init checked those, so the cluster has a rule of its own.
+    fn blame(&self, refusal: Undelivered, topic: &str) -> RecordError {
+        let mut error = refusal.error;
+        if refusal.name_refused && !self.pipeline.transformer.routes().is_written_topic(topic) {
+            error.retryable = false;
+            error.message = format!(
+                "{}: the name was rendered from the record's schema and table",
+                error.message
+            );
+        }
+        error
     }
 
     /// Logs a failed or poison record, with its value when `log_values`.

@@ -155,7 +155,72 @@ struct RawRoute {
     ignore_case: Option<bool>,
 }
 
-/// A topic name with `{schema}` / `{table}` placeholders, split once at init.
+/// The longest topic name Kafka accepts.
+pub const TOPIC_MAX_LEN: usize = 249;
+
+/// Hex digits of the hash that ends a rendered name cut to [`TOPIC_MAX_LEN`].
+const CUT_HASH_HEX: usize = 8;
+
+/// Whether Kafka accepts `c` in a topic name (`[a-zA-Z0-9._-]`).
+fn legal_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Why Kafka would refuse `name` as a topic name, or `None` when it accepts it: only
+/// `[a-zA-Z0-9._-]`, 1 to 249 characters, neither `.` nor `..`.
+pub fn topic_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("{name:?} is not a topic name Kafka accepts"));
+    }
+    if let Some(c) = name.chars().find(|c| !legal_topic_char(*c)) {
+        return Some(format!(
+            "has {c:?}: Kafka accepts only ASCII letters, digits, '.', '_' and '-' in a topic name"
+        ));
+    }
+    if name.len() > TOPIC_MAX_LEN {
+        return Some(format!(
+            "is {} characters long: Kafka accepts at most {TOPIC_MAX_LEN}",
+            name.len()
+        ));
+    }
+    None
+}
+
+/// A name rendered from DMS's schema and table made one Kafka accepts, the way Debezium
+/// does it: every character Kafka refuses becomes `_` (`HR.ORDER#LINES` ->
+/// `HR.ORDER_LINES`, `/BIC/AZSALES` -> `_BIC_AZSALES`). A name longer than
+/// [`TOPIC_MAX_LEN`] keeps its first 240 characters, then `-` and the first 8 hex digits
+/// of the SHA-256 of the whole name as rendered (before any replacement), so two long
+/// names that differ only past the cut stay apart. `.` and `..` become `_` and `__`.
+/// A legal name is returned unchanged.
+pub fn legal_topic_name(rendered: &str) -> std::borrow::Cow<'_, str> {
+    if topic_name_problem(rendered).is_none() {
+        return std::borrow::Cow::Borrowed(rendered);
+    }
+    let mut out: String = rendered
+        .chars()
+        .map(|c| if legal_topic_char(c) { c } else { '_' })
+        .collect();
+    if out == "." || out == ".." {
+        out = out.replace('.', "_");
+    }
+    if out.len() > TOPIC_MAX_LEN {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(rendered.as_bytes());
+        // Every character is ASCII now: any byte index is a char boundary.
+        out.truncate(TOPIC_MAX_LEN - CUT_HASH_HEX - 1);
+        out.push('-');
+        out.push_str(&hex::encode(digest)[..CUT_HASH_HEX]);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A topic name with `{schema}` / `{table}` placeholders, split once at init. Its
+/// literal text must be legal in a topic name; what a placeholder brings is made legal
+/// when rendered ([`legal_topic_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicTemplate {
     parts: Vec<TopicPart>,
@@ -206,8 +271,30 @@ impl TopicTemplate {
         if parts.is_empty() {
             return Err("topic must not be empty".to_owned());
         }
+        let literal: String = parts
+            .iter()
+            .filter_map(|part| match part {
+                TopicPart::Literal(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Some(c) = literal.chars().find(|c| !legal_topic_char(*c)) {
+            return Err(format!(
+                "topic {text:?} has {c:?}: Kafka accepts only ASCII letters, digits, '.', '_' and '-' in a topic name"
+            ));
+        }
         let fixed = match parts.as_slice() {
-            [TopicPart::Literal(only)] => Some(Arc::from(only.as_str())),
+            [TopicPart::Literal(only)] => {
+                if let Some(problem) = topic_name_problem(only) {
+                    return Err(format!("topic {text:?} {problem}"));
+                }
+                Some(Arc::from(only.as_str()))
+            }
+            _ if literal.len() >= TOPIC_MAX_LEN => {
+                return Err(format!(
+                    "topic {text:?} leaves no room for the names it renders: Kafka accepts at most {TOPIC_MAX_LEN} characters"
+                ))
+            }
             _ => None,
         };
         Ok(TopicTemplate { parts, fixed })
@@ -245,11 +332,29 @@ impl TopicTemplate {
         rest(&self.parts, topic)
     }
 
-    /// The topic for a change of `schema.table`.
+    /// Whether the template has no placeholder: its one name was checked at init.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+
+    /// The topic for a change of `schema.table`, always a name Kafka accepts
+    /// ([`legal_topic_name`]).
     pub fn render(&self, schema: &str, table: &str) -> Arc<str> {
         if let Some(fixed) = &self.fixed {
             return fixed.clone();
         }
+        let out = self.render_as_written(schema, table);
+        match legal_topic_name(&out) {
+            std::borrow::Cow::Borrowed(_) => Arc::from(out),
+            std::borrow::Cow::Owned(legal) => Arc::from(legal),
+        }
+    }
+
+    /// The name with DMS's schema and table put in as they came (what [`render`]
+    /// makes legal): for `check-routes` to show what was replaced.
+    ///
+    /// [`render`]: TopicTemplate::render
+    pub fn render_as_written(&self, schema: &str, table: &str) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -258,7 +363,7 @@ impl TopicTemplate {
                 TopicPart::Table => out.push_str(table),
             }
         }
-        Arc::from(out)
+        out
     }
 }
 
@@ -680,6 +785,12 @@ impl Routes {
         topic: Option<String>,
         on_poison: Option<OnPoison>,
     ) -> Result<(), String> {
+        if let Some(problem) = topic.as_deref().and_then(topic_name_problem) {
+            return Err(format!(
+                "dlq_topic {:?} {problem}",
+                topic.unwrap_or_default()
+            ));
+        }
         self.dlq_topic = topic;
         let has_dlq = self.dlq_topic.is_some();
         self.on_poison = on_poison.unwrap_or(if has_dlq {
@@ -739,6 +850,34 @@ impl Routes {
             return "the schema-changes topic (schema_changes_topic)".to_owned();
         }
         "the routes".to_owned()
+    }
+
+    /// The name DMS's schema and table would have given `topic` before characters Kafka
+    /// refuses were replaced or the name was cut ([`legal_topic_name`]); `None` when
+    /// the rendered name is the one as written. For `check-routes`.
+    pub fn topic_as_written(&self, qualified: &str, topic: &str) -> Option<String> {
+        let (schema, table) = qualified.split_once('.')?;
+        self.route_for(qualified)
+            .into_iter()
+            .flat_map(|r| r.topics.iter())
+            .chain(self.schema_changes_topic.as_ref())
+            .filter(|t| &*t.render(schema, table) == topic)
+            .map(|t| t.render_as_written(schema, table))
+            .find(|written| written != topic)
+    }
+
+    /// Whether `topic` is a name written out in the routes (a route's, the default's or
+    /// the schema-changes topic without placeholders, or the dead-letter topic): checked
+    /// at init, so a broker refusing it is the configuration's fault, not a record's.
+    pub fn is_written_topic(&self, topic: &str) -> bool {
+        let fixed = |t: &TopicTemplate| t.fixed.as_deref() == Some(topic);
+        self.dlq_topic.as_deref() == Some(topic)
+            || self
+                .routes
+                .iter()
+                .chain(self.unrouted_route.as_ref())
+                .any(|r| r.topics.iter().any(fixed))
+            || self.schema_changes_topic.as_ref().is_some_and(fixed)
     }
 
     /// Whether any route removes or masks columns (`include`, `exclude`, `mask`).
@@ -1024,6 +1163,89 @@ topic = "public.{table}"
         assert!(!t.matches("cdc..orders") && !t.matches("cdc.public.") && !t.matches("cd.a.b"));
         let fixed = TopicTemplate::parse("orders").expect("valid");
         assert!(fixed.matches("orders") && !fixed.matches("orders2"));
+    }
+
+    /// Names DMS brings that Kafka refuses are made legal the documented way; legal
+    /// names pass unchanged.
+    #[test]
+    fn rendered_topics_are_always_legal() {
+        let t = TopicTemplate::parse("cdc.{schema}.{table}").expect("valid");
+        assert_eq!(&*t.render("public", "orders"), "cdc.public.orders");
+        assert_eq!(&*t.render("HR", "ORDER#LINES"), "cdc.HR.ORDER_LINES");
+        assert_eq!(&*t.render("SYS", "BIN$X1"), "cdc.SYS.BIN_X1");
+        assert_eq!(
+            &*t.render("SAPR3", "/BIC/AZSALES"),
+            "cdc.SAPR3._BIC_AZSALES"
+        );
+        assert_eq!(&*t.render("dbo", "order lines"), "cdc.dbo.order_lines");
+        assert_eq!(&*t.render("public", "주문"), "cdc.public.__");
+        assert_eq!(
+            t.render_as_written("HR", "ORDER#LINES"),
+            "cdc.HR.ORDER#LINES"
+        );
+        let only = TopicTemplate::parse("{table}").expect("valid");
+        assert_eq!(&*only.render("s", ".."), "__");
+
+        // Too long: cut, with a hash of the whole name so two names stay apart.
+        let long_a = "A".repeat(300);
+        let long_b = format!("{}B", "A".repeat(299));
+        let a = t.render("s", &long_a);
+        let b = t.render("s", &long_b);
+        assert_eq!(a.len(), TOPIC_MAX_LEN);
+        assert_eq!(b.len(), TOPIC_MAX_LEN);
+        assert_ne!(a, b, "names that differ past the cut must not collide");
+        assert!(a.starts_with(&format!("cdc.s.{}", "A".repeat(200))));
+        use sha2::Digest;
+        let whole = format!("cdc.s.{long_a}");
+        let expected = &hex::encode(sha2::Sha256::digest(whole.as_bytes()))[..CUT_HASH_HEX];
+        assert!(a.ends_with(&format!("-{expected}")), "{a}");
+        for name in [a, b, t.render("HR", "ORDER#LINES"), only.render("s", ".")] {
+            assert_eq!(topic_name_problem(&name), None, "{name}");
+        }
+        // Exactly at the limit: unchanged.
+        let fits = "x".repeat(TOPIC_MAX_LEN - "cdc.s.".len());
+        assert_eq!(t.render("s", &fits).len(), TOPIC_MAX_LEN);
+        assert!(t.render("s", &fits).ends_with('x'));
+    }
+
+    /// A topic written out in the routes that Kafka would refuse fails at init, where it
+    /// is the configuration's fault, not at the first record.
+    #[test]
+    fn written_topics_kafka_refuses_fail_at_init() {
+        for (topic, why) in [
+            ("orders#changes", "'#'"),
+            ("cdc/{table}", "'/'"),
+            ("..", "not a topic name"),
+            ("events for {table}", "' '"),
+        ] {
+            let text = format!("[[route]]\ntable = \"a.b\"\ntopic = \"{topic}\"\n");
+            let error = Routes::parse(&text, "t").expect_err(topic).to_string();
+            assert!(error.contains(why), "{topic}: {error}");
+        }
+        let long = "x".repeat(TOPIC_MAX_LEN + 1);
+        let error = Routes::parse(&format!("[defaults]\ntopic = \"{long}\"\n"), "t")
+            .expect_err("too long")
+            .to_string();
+        assert!(error.contains("at most 249"), "{error}");
+        let error = Routes::parse("[defaults]\ndlq_topic = \"dead letters\"\n", "t")
+            .expect_err("dlq")
+            .to_string();
+        assert!(
+            error.contains("dlq_topic") && error.contains("' '"),
+            "{error}"
+        );
+        let error = Routes::parse("[defaults]\nschema_changes_topic = \"ddl:{schema}\"\n", "t")
+            .expect_err("schema changes")
+            .to_string();
+        assert!(error.contains("':'"), "{error}");
+
+        let routes = Routes::parse(
+            "[defaults]\ndlq_topic = \"dlq\"\n[[route]]\ntable = \"a.b\"\ntopics = [\"fixed\", \"cdc.{table}\"]\n",
+            "t",
+        )
+        .expect("valid");
+        assert!(routes.is_written_topic("fixed") && routes.is_written_topic("dlq"));
+        assert!(!routes.is_written_topic("cdc.b") && !routes.is_written_topic("cdc.public.b"));
     }
 
     /// `unrouted = "skip"` routes nothing for unmatched tables.
