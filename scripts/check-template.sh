@@ -65,6 +65,12 @@ def evaluate(node, values):
             return any(evaluate(a, values) for a in arg)
         if key == "Fn::Join":
             return arg[0].join(str(evaluate(a, values)) for a in (arg[1] if isinstance(arg[1], list) else [evaluate(arg[1], values)]))
+        if key == "Fn::Select":
+            return evaluate(arg[1], values)[int(arg[0])]
+        if key == "Fn::Split":
+            return str(evaluate(arg[1], values)).split(arg[0])
+        if key == "Fn::Contains":
+            return evaluate(arg[1], values) in str(evaluate(arg[0], values)).split(",")
         if key == "Condition":
             return condition(arg, values)
     return node
@@ -139,7 +145,8 @@ print("template: the hash key is the stack's secret, or HashKeySecretArn when gi
 import re
 import tomllib
 
-pseudo = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012"}
+pseudo = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
+          "AWS::StackName": "relay-stack"}
 
 def value(node, values):
     if isinstance(node, list):
@@ -247,6 +254,52 @@ assert not rule_holds(dict(iam_values, DownstreamTopics="orders.changes,dms.cdc"
 assert not rule_holds(dict(iam_values, DownstreamTopics="*"))
 print(f"template: Auth=iam: WriteDataIdempotently on the cluster; WriteData on {len(written)} topics "
       f"({', '.join(default)}), none of them the source topic {iam_values['SourceTopic']}; the same topics as routes.toml")
+
+def rule_passes(rules, name, values):
+    """A rule as CloudFormation checks it: its assertions hold, or its condition does not."""
+    rule = rules[name]
+    if "RuleCondition" in rule and not evaluate(rule["RuleCondition"], values):
+        return True
+    return all(evaluate(a["Assert"], values) for a in rule["Assertions"])
+
+# A downstream cluster of its own (Auth=iam): Connect and WriteDataIdempotently there too,
+# and the rule asks for its ARN whenever DownstreamBrokers is set.
+other = "arn:aws:kafka:eu-west-1:123456789012:cluster/downstream/uuid-2"
+two = dict(iam_values, DownstreamBrokers="b-1.downstream:9098", DownstreamClusterArn=other)
+pairs = grants(two)
+for action in ["kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"]:
+    assert sorted(r for a, r in pairs if a == action) == sorted([params["ClusterArn"], other]), (action, pairs)
+assert rule_passes(out["Rules"], "DownstreamClusterForIam", two)
+assert not rule_passes(out["Rules"], "DownstreamClusterForIam", dict(two, DownstreamClusterArn=""))
+assert rule_passes(out["Rules"], "DownstreamClusterForIam", dict(two, Auth="scram", DownstreamClusterArn=""))
+print("template: a downstream cluster of its own gets Connect and WriteDataIdempotently (Auth=iam needs its ARN)")
+
+# The consumer group: the mapping's group is named, and the group grant is that group only.
+pairs = grants(iam_values)
+group_arn = "arn:aws:kafka:eu-west-1:123456789012:group/dms/uuid-1/"
+for group, given in [("relay-stack", ""), ("orders-relay", "orders-relay")]:
+    values = dict(iam_values, ConsumerGroupId=given)
+    for action in ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"]:
+        assert [r for a, r in grants(values) if a == action] == [group_arn + group], (action, grants(values))
+    mapped = resolve(esm, values)["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"]
+    assert value(mapped, values) == group, mapped
+print("template: the consumer group is named (the stack name by default), and granted alone")
+
+# The on-failure destination: exactly the permission its kind needs, on it.
+destinations = {
+    "arn:aws:sqs:eu-west-1:123456789012:relay-failures": {("sqs:SendMessage", "arn:aws:sqs:eu-west-1:123456789012:relay-failures")},
+    "arn:aws:sns:eu-west-1:123456789012:relay-failures": {("sns:Publish", "arn:aws:sns:eu-west-1:123456789012:relay-failures")},
+    "arn:aws:s3:::relay-failures": {("s3:ListBucket", "arn:aws:s3:::relay-failures"), ("s3:PutObject", "arn:aws:s3:::relay-failures/*")},
+    "kafka://relay.failures": {("kafka-cluster:Connect", params["ClusterArn"]),
+                               ("kafka-cluster:DescribeTopic", topic_arn("relay.failures")),
+                               ("kafka-cluster:WriteData", topic_arn("relay.failures"))},
+}
+for mode in ["iam", "none"]:
+    base = set(grants(dict(params, Auth=mode)))
+    for destination, wanted in destinations.items():
+        got = set(grants(dict(params, Auth=mode, OnFailureDestinationArn=destination)))
+        assert got - base == wanted - base, (mode, destination, got - base, wanted)
+print(f"template: on-failure destinations ({len(destinations)} kinds) get exactly the permission they need")
 PY
 
 cfn-lint ecs.yaml
@@ -273,6 +326,43 @@ assert re.search(r"^USER nonroot$", docker, re.M) and "distroless" in docker, "t
 assert 'HEALTHCHECK' in docker and '["/cdc-relay", "health"]' in docker
 assert 'ENTRYPOINT ["/cdc-relay", "serve"]' in docker
 assert "--locked" in docker
+def evaluate(node, values):
+    if isinstance(node, dict) and len(node) == 1:
+        (key, arg), = node.items()
+        if key == "Ref":
+            return values.get(arg, ecs["Parameters"].get(arg, {}).get("Default", ""))
+        if key == "Fn::Equals":
+            return evaluate(arg[0], values) == evaluate(arg[1], values)
+        if key == "Fn::Not":
+            return not evaluate(arg[0], values)
+        if key == "Fn::And":
+            return all(evaluate(a, values) for a in arg)
+        if key == "Fn::Contains":
+            return evaluate(arg[1], values) in str(evaluate(arg[0], values)).split(",")
+    return node
+
+def rule_passes(name, values):
+    rule = ecs["Rules"][name]
+    if "RuleCondition" in rule and not evaluate(rule["RuleCondition"], values):
+        return True
+    return all(evaluate(a["Assert"], values) for a in rule["Assertions"])
+
+# Exactly once on one cluster only: transactions cannot span clusters.
+assert rule_passes("ExactlyOnceOnOneCluster", {"ExactlyOnce": "true"})
+assert rule_passes("ExactlyOnceOnOneCluster", {"ExactlyOnce": "false", "DownstreamBrokers": "b-1.other:9098"})
+assert not rule_passes("ExactlyOnceOnOneCluster", {"ExactlyOnce": "true", "DownstreamBrokers": "b-1.other:9098"})
+# Auth=iam with a downstream cluster: its ARN is required, and Connect and
+# WriteDataIdempotently name it.
+two = {"Auth": "iam", "DownstreamBrokers": "b-1.other:9098"}
+assert not rule_passes("DownstreamClusterForIam", two)
+assert rule_passes("DownstreamClusterForIam", dict(two, DownstreamClusterArn="arn:aws:kafka:eu-west-1:123456789012:cluster/o/u"))
+iam_policy = next(p for p in resources["TaskRole"]["Properties"]["Policies"] if "Fn::If" in p and p["Fn::If"][0] == "IsIam")
+statements = {st["Sid"]: st for st in iam_policy["Fn::If"][1]["PolicyDocument"]["Statement"]}
+for sid in ["KafkaConnect", "IdempotentProducer"]:
+    assert statements[sid]["Resource"] == [{"Ref": "ClusterArn"}, {"Fn::If": ["HasDownstreamCluster", {"Ref": "DownstreamClusterArn"}, {"Ref": "AWS::NoValue"}]}], statements[sid]
+assert ecs["Conditions"]["HasDownstreamCluster"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DownstreamClusterArn"}, ""]}]}
+print("ecs: exactly once refused across two clusters; a downstream cluster of its own gets Connect and WriteDataIdempotently")
+
 print(f"ecs: cfn-lint ok; stop timeout {container['StopTimeout']} s > shutdown {shutdown_ms} ms; non-root, "
       f"read-only root, exec health check; at most SourcePartitions tasks; {len(env)} variables the relay reads")
 PY

@@ -640,3 +640,70 @@ async fn a_carried_record_waits_for_the_records_before_it() {
     let committed = tokio::task::block_in_place(|| committed_in(&kafka, "carried", 1));
     assert_eq!(committed, vec![Some(30)]);
 }
+
+/// Exactly once with the downstream brokers on another cluster stops at start with an
+/// error that says why, instead of aborting every transaction. The settings refuse two
+/// bootstrap lists with no broker in common; this asks the clusters themselves, which
+/// catches lists that share a name but not a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_refuses_a_downstream_cluster_of_its_own() {
+    let source = cluster();
+    let downstream = cluster();
+    let (source_brokers, downstream_brokers) =
+        (source.bootstrap_servers(), downstream.bootstrap_servers());
+    let vars = [
+        ("RELAY_SOURCE_BROKERS", source_brokers.as_str()),
+        ("RELAY_BROKERS", downstream_brokers.as_str()),
+        ("RELAY_SOURCE_TOPICS", SOURCE),
+        ("RELAY_GROUP_ID", "two-clusters"),
+        ("RELAY_HTTP_ADDR", "off"),
+    ];
+    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    // As the settings would have it with lists that share a broker name.
+    let mut serve = ServeSettings::from_vars(pairs()).expect("serve settings");
+    serve.exactly_once = true;
+    let settings = Settings::from_vars_with(
+        pairs(),
+        Overrides {
+            managed_producer: Server::producer_overrides(&serve),
+            ..Overrides::default()
+        },
+    )
+    .expect("settings");
+    let routes = Routes::parse(ROUTES, "test").expect("routes");
+    let server =
+        Server::new(Arc::new(Relay::with_routes(settings, routes)), serve).expect("server");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        server.run(std::future::pending::<()>()),
+    )
+    .await
+    .expect("serve stops at start");
+    let error = outcome.expect_err("two clusters are refused").to_string();
+    assert!(error.contains("cannot span clusters"), "{error}");
+}
+
+/// Routes that may write a source topic are refused at start: serve would read its
+/// own output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_routes_that_may_write_a_source_topic() {
+    let kafka = cluster();
+    let brokers = kafka.bootstrap_servers();
+    let vars = [
+        ("RELAY_BROKERS", brokers.as_str()),
+        ("RELAY_SOURCE_TOPICS", SOURCE),
+        ("RELAY_HTTP_ADDR", "off"),
+    ];
+    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
+    let settings = Settings::from_vars(pairs()).expect("settings");
+    let routes = Routes::parse("[defaults]\ntopic = \"dms.{table}\"\n", "test").expect("routes");
+    let error = Server::new(Arc::new(Relay::with_routes(settings, routes)), serve)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("\"dms.orders\"") && error.contains("its own output"),
+        "{error}"
+    );
+}

@@ -160,6 +160,22 @@ impl ServeSettings {
                 "serve needs the DMS topics to consume (comma-separated)",
             ));
         }
+        if settings.exactly_once {
+            if let (Some(source), Some(downstream)) = (&settings.source_brokers, &brokers) {
+                if !share_a_broker(source, downstream) {
+                    return Err(invalid(
+                        "RELAY_EXACTLY_ONCE",
+                        "true",
+                        &format!(
+                            "RELAY_SOURCE_BROKERS ({source}) and RELAY_BROKERS ({downstream}) name no \
+                             broker in common: Kafka transactions cannot span clusters (the source \
+                             offsets commit through the downstream cluster's coordinator). Relay \
+                             within one cluster, or turn exactly once off"
+                        ),
+                    ));
+                }
+            }
+        }
         settings.source_brokers = settings.source_brokers.or(brokers);
         if settings.source_brokers.is_none() {
             return Err(invalid(
@@ -178,5 +194,61 @@ impl ServeSettings {
         }
         settings.consumer_overrides.sort();
         Ok(settings)
+    }
+}
+
+/// Whether two bootstrap lists name at least one broker (`host:port`, case-insensitive)
+/// in common: the one check of "the same cluster" that needs no connection (serve asks
+/// both clusters for their ids at start as well).
+fn share_a_broker(a: &str, b: &str) -> bool {
+    let brokers = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(|broker| broker.trim().to_ascii_lowercase())
+            .filter(|broker| !broker.is_empty())
+            .collect()
+    };
+    let b = brokers(b);
+    brokers(a).iter().any(|broker| b.contains(broker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(vars: &[(&str, &str)]) -> Result<ServeSettings, ConfigError> {
+        ServeSettings::from_vars(
+            [("RELAY_SOURCE_TOPICS", "dms.cdc")]
+                .iter()
+                .chain(vars)
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    /// Exactly once with the downstream on another cluster is refused at start: the
+    /// offsets would commit through a coordinator that does not know the group.
+    #[test]
+    fn exactly_once_refuses_two_clusters() {
+        let two = [
+            ("RELAY_SOURCE_BROKERS", "b-1.source:9098,b-2.source:9098"),
+            ("RELAY_BROKERS", "b-1.other:9098"),
+        ];
+        let error = serve(&[two[0], two[1], ("RELAY_EXACTLY_ONCE", "true")])
+            .expect_err("two clusters")
+            .to_string();
+        assert!(error.contains("cannot span clusters"), "{error}");
+        // At least once may relay between clusters; one cluster named twice (another
+        // subset of its brokers) may run exactly once.
+        serve(&two).expect("at least once");
+        serve(&[
+            ("RELAY_SOURCE_BROKERS", "b-1.source:9098,b-2.source:9098"),
+            ("RELAY_BROKERS", "B-2.source:9098, b-3.source:9098"),
+            ("RELAY_EXACTLY_ONCE", "true"),
+        ])
+        .expect("one cluster");
+        serve(&[
+            ("RELAY_BROKERS", "b-1.source:9098"),
+            ("RELAY_EXACTLY_ONCE", "true"),
+        ])
+        .expect("RELAY_BROKERS for both");
     }
 }

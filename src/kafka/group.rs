@@ -313,6 +313,11 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// The id of the cluster the group reads, if it answers within `timeout` (blocking).
+    pub(crate) fn cluster_id(&self, timeout: Duration) -> Option<String> {
+        self.consumer.client().fetch_cluster_id(timeout)
+    }
+
     /// Creates the consumer (cooperative-sticky assignment, offsets committed only by
     /// [`Source::done`] + [`Source::commit`]) and subscribes.
     pub(crate) fn new(

@@ -183,6 +183,12 @@ impl Sink {
         self.message_max_bytes
     }
 
+    /// The id of the cluster the producer writes to, if it answers within `timeout`
+    /// (blocking: call from a blocking thread).
+    pub(crate) fn cluster_id(&self, timeout: Duration) -> Option<String> {
+        self.producer.client().fetch_cluster_id(timeout)
+    }
+
     /// The producer's fatal error, if it has one: it then fails every message, and
     /// only a new producer can deliver again.
     pub(crate) fn fatal_error(&self) -> Option<String> {

@@ -36,6 +36,8 @@ use crate::source::{EventOrigin, NotDone, Payload, SourceRecord};
 
 /// How long the producer may take to reach a broker before the first batch.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait, at start, for each cluster to say its id (exactly once).
+const CLUSTER_ID_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The serving loop: a consumer group over the DMS topics feeding the relay's pipeline.
 pub struct Server {
@@ -76,6 +78,16 @@ impl Server {
             .brokers
             .clone()
             .unwrap_or_else(|| source_brokers.clone());
+        if let Some(topic) = settings
+            .source_topics
+            .iter()
+            .find(|topic| relay.pipeline().routes().may_write(topic))
+        {
+            return Err(Error::Consumer(format!(
+                "the routes may write the source topic {topic:?} (RELAY_SOURCE_TOPICS): the relay \
+                 would read its own output; give the routes topics of their own"
+            )));
+        }
         let auth = relay.client_auth(&source_brokers, settings.source_cluster_arn.as_deref())?;
         let metrics = Arc::new(Metrics::new());
         let source = Source::new(
@@ -135,6 +147,28 @@ impl Server {
         vec![("transactional.id".to_owned(), id)]
     }
 
+    /// Exactly once: refuses a downstream cluster other than the source's. The source
+    /// offsets commit in the transaction through the producer's cluster, whose
+    /// coordinator does not know the source group: every transaction would abort.
+    /// Asked once at start (blocking, a few seconds at most); a cluster that does not
+    /// answer yet is not refused here (settings refuse two bootstrap lists with no broker
+    /// in common).
+    fn one_cluster(&self, sink: &Sink) -> Result<(), Error> {
+        let downstream = sink.cluster_id(CLUSTER_ID_TIMEOUT);
+        let source = self.source.cluster_id(CLUSTER_ID_TIMEOUT);
+        match (source, downstream) {
+            (Some(source), Some(downstream)) if source != downstream => {
+                Err(Error::Transaction(format!(
+                    "exactly once needs one cluster: the source topics are on cluster {source}, \
+                     the downstream brokers ({}) are cluster {downstream}; Kafka transactions \
+                     cannot span clusters. Relay within one cluster, or turn exactly once off",
+                    self.brokers
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// What `/healthz` and `/metrics` show.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -159,6 +193,7 @@ impl Server {
                     }
                 }
                 if self.settings.exactly_once {
+                    self.one_cluster(&sink)?;
                     if let Err(error) = self.transactions.initialise(&sink) {
                         tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
                     }

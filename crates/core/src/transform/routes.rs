@@ -866,6 +866,22 @@ impl Routes {
             .find(|written| written != topic)
     }
 
+    /// Whether the routes may write `topic`: the dead-letter topic, or a name a route,
+    /// the default or the schema-changes topic can render (a placeholder standing for
+    /// any text). A source topic they may write would feed the relay its own output.
+    pub fn may_write(&self, topic: &str) -> bool {
+        self.dlq_topic.as_deref() == Some(topic)
+            || self
+                .routes
+                .iter()
+                .chain(self.unrouted_route.as_ref())
+                .any(|r| r.topics.iter().any(|t| t.matches(topic)))
+            || self
+                .schema_changes_topic
+                .as_ref()
+                .is_some_and(|t| t.matches(topic))
+    }
+
     /// Whether `topic` is a name written out in the routes (a route's, the default's or
     /// the schema-changes topic without placeholders, or the dead-letter topic): checked
     /// at init, so a broker refusing it is the configuration's fault, not a record's.
@@ -1245,6 +1261,9 @@ topic = "public.{table}"
         )
         .expect("valid");
         assert!(routes.is_written_topic("fixed") && routes.is_written_topic("dlq"));
+        assert!(routes.may_write("fixed") && routes.may_write("dlq") && routes.may_write("cdc.x"));
+        assert!(routes.may_write("cdc.public.orders"), "the default topic");
+        assert!(!routes.may_write("dms.cdc") && !routes.may_write("cdc"));
         assert!(!routes.is_written_topic("cdc.b") && !routes.is_written_topic("cdc.public.b"));
     }
 
