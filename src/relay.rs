@@ -285,6 +285,8 @@ impl Relay {
             budget: deadline.map(|d| budget_instant(d, margin)),
             settle_by: deadline.map(|d| budget_instant(d, margin / 2)),
             xray_trace_id,
+            // Lambda's payload limit bounds a record already.
+            max_record_bytes: None,
         };
         let renewal = Renewal {
             relay: self,

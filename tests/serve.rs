@@ -707,3 +707,88 @@ async fn serve_refuses_routes_that_may_write_a_source_topic() {
         "{error}"
     );
 }
+
+/// A record larger than `RELAY_MAX_RECORD_BYTES` is poison: dead-lettered cut to fit,
+/// with its size and SHA-256, and the partition goes on. Before the limit, serve took
+/// any record librdkafka would fetch (100 MB) as the first of a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dead_letters_a_record_over_the_size_limit() {
+    use sha2::{Digest, Sha256};
+    let kafka = cluster();
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    produce_source(&kafka, 0, 10);
+    let big = json!({
+        "data": {"id": 999, "amount": "1.00", "note": "x".repeat(1_500_000)},
+        "metadata": {
+            "timestamp": "2026-11-23T10:00:00Z", "record-type": "data",
+            "operation": "insert", "partition-key-type": "schema-table",
+            "schema-name": "public", "table-name": "orders", "transaction-id": 999,
+        }
+    })
+    .to_string();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("source producer");
+    producer
+        .send(
+            BaseRecord::to(SOURCE)
+                .key("public.orders.999")
+                .payload(&big)
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    produce_source(&kafka, 10, 10);
+    let routes = format!("[defaults]\ndlq_topic = \"dlq\"\n{ROUTES}");
+    let serving = Serving::start_with(
+        &kafka,
+        "oversized",
+        &routes,
+        &[("RELAY_MAX_RECORD_BYTES", "1048576")],
+    );
+    let messages = tokio::task::block_in_place(|| wait_for(&kafka, 20, Duration::from_secs(30)));
+    // Committed only once the dead letter is acknowledged too.
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut offsets = Vec::new();
+    while Instant::now() < until {
+        offsets = tokio::task::block_in_place(|| committed(&kafka, "oversized"));
+        if offsets == [Some(8), Some(7), Some(6)] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        offsets,
+        [Some(8), Some(7), Some(6)],
+        "the group moved past the record"
+    );
+    let letters = tokio::task::block_in_place(|| {
+        read_topics(
+            &kafka.bootstrap_servers(),
+            &["dlq"],
+            Duration::from_secs(10),
+        )
+        .expect("dlq")
+    });
+    serving.stop().await;
+    assert_eq!(ids(&messages).len(), 20, "every other record relayed");
+    assert!(!ids(&messages).contains_key(&999));
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let letter = &letters[0];
+    let error = letter.header(header::ERROR).unwrap_or_default();
+    assert!(error.contains("RELAY_MAX_RECORD_BYTES"), "{error}");
+    assert_eq!(letter.header(header::TRUNCATED), Some("true"));
+    assert_eq!(
+        letter.header(header::ORIGINAL_SIZE),
+        Some(big.len().to_string().as_str())
+    );
+    assert_eq!(
+        letter.header(header::ORIGINAL_SHA256),
+        Some(hex::encode(Sha256::digest(big.as_bytes())).as_str())
+    );
+    let value = letter.value.as_deref().expect("letter value");
+    assert!(value.len() < 1_000_000 && big.as_bytes().starts_with(value));
+}

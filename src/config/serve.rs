@@ -30,6 +30,10 @@ pub struct ServeSettings {
     pub batch_window: Duration,
     /// Most key, value and header bytes per batch (`RELAY_BATCH_MAX_BYTES`, default 6 MiB).
     pub batch_max_bytes: usize,
+    /// A record larger than this (key, value and headers) is poison: dead-lettered cut to
+    /// fit, with its size and SHA-256 (`RELAY_MAX_RECORD_BYTES`, default 8 MiB: above any
+    /// record a 6 MB Lambda payload can carry, far below a task's memory).
+    pub max_record_bytes: usize,
     /// How long a batch may wait for the broker before its undelivered records are
     /// retried (`RELAY_BATCH_TIMEOUT_MS`, default 30,000).
     pub batch_timeout: Duration,
@@ -77,6 +81,7 @@ impl ServeSettings {
             batch_size: 500,
             batch_window: Duration::from_millis(20),
             batch_max_bytes: 6 * 1024 * 1024,
+            max_record_bytes: 8 * 1024 * 1024,
             batch_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(500),
             retry_backoff_max: Duration::from_secs(30),
@@ -110,6 +115,7 @@ impl ServeSettings {
                 "RELAY_BATCH_SIZE" => settings.batch_size = positive(&name, &value)?,
                 "RELAY_BATCH_WINDOW_MS" => settings.batch_window = millis(&name, &value)?,
                 "RELAY_BATCH_MAX_BYTES" => settings.batch_max_bytes = positive(&name, &value)?,
+                "RELAY_MAX_RECORD_BYTES" => settings.max_record_bytes = positive(&name, &value)?,
                 "RELAY_BATCH_TIMEOUT_MS" => {
                     settings.batch_timeout = millis(&name, &value)?;
                     if settings.batch_timeout.is_zero() {

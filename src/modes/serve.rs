@@ -32,7 +32,7 @@ use crate::kafka::transaction::{Transactions, TxnEnd};
 use crate::ops::Metrics;
 use crate::pipeline::{BatchContext, BatchOutcome, Renew};
 use crate::relay::Relay;
-use crate::source::{EventOrigin, NotDone, Payload, SourceRecord};
+use crate::source::{EventOrigin, NotDone, SourceRecord};
 
 /// How long the producer may take to reach a broker before the first batch.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,7 +98,7 @@ impl Server {
                 batch_size: settings.batch_size,
                 batch_window: settings.batch_window,
                 batch_max_bytes: settings.batch_max_bytes,
-                record_size: record_bytes,
+                record_size: SourceRecord::size,
                 overrides: settings.consumer_overrides.clone(),
             },
             &auth,
@@ -260,6 +260,7 @@ impl Server {
             budget: Some(budget),
             settle_by: None,
             xray_trace_id: None,
+            max_record_bytes: Some(self.settings.max_record_bytes),
         };
         let sink = match self.relay.producer(&self.brokers) {
             Ok(sink) => sink,
@@ -433,20 +434,4 @@ impl Renew for NoRenewal {
             failed.fatal_error().unwrap_or_default()
         )))
     }
-}
-
-/// A record's size towards `RELAY_BATCH_MAX_BYTES`.
-fn record_bytes(record: &SourceRecord) -> usize {
-    let payload = |p: &Option<Payload>| match p {
-        Some(Payload::Bytes(b)) => b.len(),
-        Some(Payload::Base64(t)) => t.len(),
-        None => 0,
-    };
-    payload(&record.key)
-        + payload(&record.value)
-        + record
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len())
-            .sum::<usize>()
 }

@@ -126,6 +126,10 @@ pub(crate) struct BatchContext {
     pub settle_by: Option<Instant>,
     /// The Lambda X-Ray trace id, added to every message as `x-amzn-trace-id`.
     pub xray_trace_id: Option<String>,
+    /// A record larger than this ([`SourceRecord::size`]) is poison: dead-lettered cut to
+    /// fit, with its size and SHA-256, instead of transformed (`serve`:
+    /// `RELAY_MAX_RECORD_BYTES`).
+    pub max_record_bytes: Option<usize>,
 }
 
 /// How long purged deliveries may take to resolve when the context sets no `settle_by`.
@@ -263,7 +267,15 @@ impl Pipeline {
         let mut tasks: std::collections::VecDeque<JoinHandle<ChunkResult>> = starts
             .iter()
             .take(window)
-            .map(|&start| self.spawn_chunk(&records, start, &cluster, xray.clone()))
+            .map(|&start| {
+                self.spawn_chunk(
+                    &records,
+                    start,
+                    &cluster,
+                    xray.clone(),
+                    context.max_record_bytes,
+                )
+            })
             .collect();
         let mut next_chunk = tasks.len();
         let budget = context.budget;
@@ -290,7 +302,13 @@ impl Pipeline {
         let mut failed_partition: Option<Arc<str>> = None;
         while let Some(task) = tasks.pop_front() {
             if let Some(&start) = starts.get(next_chunk) {
-                tasks.push_back(self.spawn_chunk(&run.records, start, &cluster, run.xray.clone()));
+                tasks.push_back(self.spawn_chunk(
+                    &run.records,
+                    start,
+                    &cluster,
+                    run.xray.clone(),
+                    context.max_record_bytes,
+                ));
                 next_chunk += 1;
             }
             let results = match task.await {
@@ -367,6 +385,7 @@ impl Pipeline {
         start: usize,
         cluster: &Arc<str>,
         xray: Option<Arc<[u8]>>,
+        max_record_bytes: Option<usize>,
     ) -> JoinHandle<ChunkResult> {
         let end = (start + self.options.chunk_size).min(records.len());
         let records = records.clone();
@@ -381,6 +400,9 @@ impl Pipeline {
             records[start..end]
                 .iter()
                 .map(|record| {
+                    if let Some(error) = oversized(record, max_record_bytes) {
+                        return (per_table.then(|| Arc::from(UNDECODED_TABLE)), Err(error));
+                    }
                     let processed = process(&decoder, &transformer, record, &cluster, per_table);
                     let result = traced(processed.result, record, xray.as_deref());
                     let table = per_table.then(|| {
@@ -393,6 +415,19 @@ impl Pipeline {
                 .collect()
         })
     }
+}
+
+/// The poison error of a record larger than `max` bytes, if it is.
+fn oversized(record: &SourceRecord, max: Option<usize>) -> Option<RecordError> {
+    let (size, max) = (record.size(), max?);
+    (size > max).then(|| {
+        RecordError::permanent(
+            Stage::Source,
+            format!(
+                "record of {size} bytes is larger than the limit of {max} (RELAY_MAX_RECORD_BYTES)"
+            ),
+        )
+    })
 }
 
 impl Run<'_> {

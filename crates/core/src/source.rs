@@ -434,6 +434,23 @@ fn topic_from_key(batch_partition: &str) -> &str {
 }
 
 impl SourceRecord {
+    /// Key, value and header bytes as they came (base64 text counts as its length): what
+    /// `serve` batches and limits by.
+    pub fn size(&self) -> usize {
+        let payload = |p: &Option<Payload>| match p {
+            Some(Payload::Bytes(b)) => b.len(),
+            Some(Payload::Base64(t)) => t.len(),
+            None => 0,
+        };
+        payload(&self.key)
+            + payload(&self.value)
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// Decodes key, value and headers. Invalid base64 is a permanent error of the
     /// source stage.
     pub fn decode(&self) -> Result<DecodedRecord, RecordError> {
