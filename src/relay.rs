@@ -287,6 +287,7 @@ impl Relay {
             xray_trace_id,
             // Lambda's payload limit bounds a record already.
             max_record_bytes: None,
+            condemned: Default::default(),
         };
         let renewal = Renewal {
             relay: self,

@@ -792,3 +792,61 @@ async fn serve_dead_letters_a_record_over_the_size_limit() {
     let value = letter.value.as_deref().expect("letter value");
     assert!(value.len() < 1_000_000 && big.as_bytes().starts_with(value));
 }
+
+/// Exactly once and a record the broker rejects: the rejection makes the transaction
+/// abortable (every later produce fails), so the batch aborts. The record is then
+/// produced alone in a transaction of its own; rejected again, it is dead-lettered in
+/// the next transaction with its offset, and the partition goes on. Before, serve
+/// aborted and read the batch again forever. (The mock cluster refuses the first two
+/// produce requests; one source partition, one record per batch.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_dead_letters_a_record_the_broker_rejects() {
+    use rdkafka::types::RDKafkaApiKey;
+    let kafka = cluster();
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    // Ids 0, 3 and 6: all in source partition 0.
+    for id in [0, 3, 6] {
+        produce_source(&kafka, id, 1);
+    }
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
+    );
+    let routes = format!("[defaults]\ndlq_topic = \"dlq\"\n{ROUTES}");
+    let serving = Serving::start_with(
+        &kafka,
+        "rejected",
+        &routes,
+        &[("RELAY_BATCH_SIZE", "1"), ("RELAY_EXACTLY_ONCE", "true")],
+    );
+    let metrics = serving.metrics.clone();
+    let until = Instant::now() + Duration::from_secs(30);
+    while (metrics.dead_lettered.get() < 1 || metrics.produced.get() < 2) && Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letters = tokio::task::block_in_place(|| {
+        read_topics(
+            &kafka.bootstrap_servers(),
+            &["dlq"],
+            Duration::from_secs(10),
+        )
+        .expect("dlq")
+    });
+    serving.stop().await;
+    assert_eq!(
+        metrics.dead_lettered.get(),
+        1,
+        "the rejected record dead-lettered"
+    );
+    assert_eq!(metrics.produced.get(), 2, "the records after it relayed");
+    // Aborted with its batch, then alone. librdkafka bumps the producer epoch after a
+    // rejection, which may purge the first message of the transaction after it once
+    // more (seen here: "Purged in queue"); nothing aborts after that.
+    let aborted = metrics.aborted.get();
+    assert!((2..=3).contains(&aborted), "{aborted} aborts");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].header(header::SOURCE_OFFSET), Some("0"));
+    let error = letters[0].header(header::ERROR).unwrap_or_default();
+    assert!(error.to_lowercase().contains("too large"), "{error}");
+}

@@ -19,13 +19,14 @@
 //! again), and every partition of the batch is read again from its first record after a
 //! backoff. Readers with `isolation.level=read_committed` see each change once.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ServeSettings;
-use crate::error::Error;
+use crate::error::{Error, RecordError};
 use crate::kafka::group::{spans, Read, Source, SourceOptions, Span};
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{Transactions, TxnEnd};
@@ -52,6 +53,14 @@ pub struct Server {
     transactions: Transactions,
     /// Whether the last batch got records through (readiness).
     through: bool,
+    /// Exactly once: per source partition, a record a message of which the broker
+    /// rejected in an aborted transaction (offset, rejection). It is produced next alone,
+    /// in a transaction of its own, after the records before it.
+    suspects: HashMap<Arc<str>, (i64, RecordError)>,
+    /// Exactly once: records the broker rejected when produced alone. The next
+    /// transaction that reads them gives them the poison policy (a dead letter, committed
+    /// with their offset) instead of producing them.
+    condemned: HashMap<(Arc<str>, i64), RecordError>,
 }
 
 /// What a batch came to.
@@ -131,6 +140,8 @@ impl Server {
             metrics,
             transactions: Transactions::default(),
             through: false,
+            suspects: HashMap::new(),
+            condemned: HashMap::new(),
         })
     }
 
@@ -252,7 +263,84 @@ impl Server {
     /// after `RELAY_BATCH_TIMEOUT_MS`.
     async fn process(&mut self, batch: Vec<Read>) -> Result<Committed, Error> {
         let started = Instant::now();
+        if self.settings.exactly_once && !self.suspects.is_empty() {
+            return self.process_isolated(batch, started).await;
+        }
         let spans = spans(&batch);
+        self.process_spans(batch, &spans, &spans, &NotDone::new(), started)
+            .await
+    }
+
+    /// Exactly once with a suspect in the batch: the records before each suspect go
+    /// first (the suspects' partitions stop there); a suspect at the head of its
+    /// partition goes alone. The rest is read again.
+    async fn process_isolated(
+        &mut self,
+        batch: Vec<Read>,
+        started: Instant,
+    ) -> Result<Committed, Error> {
+        let all = spans(&batch);
+        // A suspect the partition has already passed (committed meanwhile) is stale.
+        self.suspects.retain(|partition, (offset, _)| {
+            all.iter()
+                .find(|s| s.batch_partition == *partition)
+                .is_none_or(|s| *offset >= s.first)
+        });
+        let head = all.iter().find_map(|span| {
+            self.suspects
+                .get(&span.batch_partition)
+                .filter(|(offset, _)| *offset == span.first)
+                .map(|(offset, _)| (span.batch_partition.clone(), *offset))
+        });
+        let mut deferred = NotDone::new();
+        let kept: Vec<Read> = match head {
+            Some((partition, offset)) => {
+                tracing::warn!(partition = %partition, offset, "exactly once: producing a record the broker rejected alone, in a transaction of its own");
+                for span in &all {
+                    let from = if span.batch_partition == partition {
+                        offset + 1
+                    } else {
+                        span.first
+                    };
+                    if from <= span.last {
+                        deferred.mark(span.batch_partition.clone(), from, None);
+                    }
+                }
+                batch
+                    .into_iter()
+                    .filter(|r| r.record.batch_partition == partition && r.record.offset == offset)
+                    .collect()
+            }
+            None => batch
+                .into_iter()
+                .filter(|r| match self.suspects.get(&r.record.batch_partition) {
+                    Some((suspect, _)) if r.record.offset >= *suspect => {
+                        deferred.mark(r.record.batch_partition.clone(), *suspect, None);
+                        false
+                    }
+                    _ => true,
+                })
+                .collect(),
+        };
+        if kept.is_empty() {
+            self.read_again(&all, &deferred);
+            return Ok(Committed::Partly);
+        }
+        let spans = spans(&kept);
+        self.process_spans(kept, &spans, &all, &deferred, started)
+            .await
+    }
+
+    /// Runs the records of `batch` (spanning `spans`) and commits them. `all` spans what
+    /// was read, `deferred` where partitions resume that this batch leaves for later.
+    async fn process_spans(
+        &mut self,
+        batch: Vec<Read>,
+        spans: &[Span],
+        all: &[Span],
+        deferred: &NotDone,
+        started: Instant,
+    ) -> Result<Committed, Error> {
         let records: Vec<SourceRecord> = batch.into_iter().map(|r| r.record).collect();
         let budget = started + self.settings.batch_timeout;
         let context = BatchContext {
@@ -261,16 +349,17 @@ impl Server {
             settle_by: None,
             xray_trace_id: None,
             max_record_bytes: Some(self.settings.max_record_bytes),
+            condemned: Arc::new(self.condemned.clone()),
         };
         let sink = match self.relay.producer(&self.brokers) {
             Ok(sink) => sink,
             Err(error) => {
-                self.read_again(&spans, &first_offsets(&spans));
+                self.read_again(all, &first_offsets(all));
                 return Err(error);
             }
         };
         let result = if self.settings.exactly_once {
-            self.process_transaction(&sink, &context, &spans, records)
+            self.process_transaction(&sink, &context, spans, (all, deferred), records)
                 .await
         } else {
             let relay = self.relay.clone();
@@ -286,7 +375,7 @@ impl Server {
             } else if !outcome.failures.is_empty() {
                 self.through = false;
             }
-            Ok(self.commit_done(&spans, &outcome))
+            Ok(self.commit_done(spans, &outcome))
         };
         if let Some(fatal) = sink.fatal_error() {
             tracing::warn!(error = %fatal, "the producer is in a fatal state: the next batch gets a new one");
@@ -337,11 +426,12 @@ impl Server {
         sink: &Arc<Sink>,
         context: &BatchContext,
         spans: &[Span],
+        (all, deferred): (&[Span], &NotDone),
         records: Vec<SourceRecord>,
     ) -> Result<Committed, Error> {
-        let everything_again = first_offsets(spans);
+        let everything_again = first_offsets(all);
         if let Err(error) = self.transactions.begin(sink) {
-            self.read_again(spans, &everything_again);
+            self.read_again(all, &everything_again);
             return Err(error);
         }
         // No new producer in the middle of a transaction: a fatal producer fails the
@@ -363,14 +453,33 @@ impl Server {
         match end {
             TxnEnd::Committed => {
                 count(&self.metrics, &outcome);
-                self.read_again(spans, &NotDone::new());
-                Ok(Committed::All)
+                // What this transaction committed is settled: its suspects went through
+                // alone (a sibling's fault), its condemned records are dead letters.
+                self.suspects.retain(|partition, (offset, _)| {
+                    spans
+                        .iter()
+                        .find(|s| s.batch_partition == *partition)
+                        .is_none_or(|s| *offset > s.last)
+                });
+                self.condemned.retain(|(partition, offset), _| {
+                    spans
+                        .iter()
+                        .find(|s| s.batch_partition == *partition)
+                        .is_none_or(|s| *offset > s.last)
+                });
+                self.read_again(all, deferred);
+                if deferred.is_empty() {
+                    Ok(Committed::All)
+                } else {
+                    Ok(Committed::Partly)
+                }
             }
             TxnEnd::Aborted(error) => {
                 self.through = false;
                 self.abort(sink);
                 self.count_aborted(&outcome);
-                self.read_again(spans, &everything_again);
+                self.suspect(&outcome.rejected);
+                self.read_again(all, &everything_again);
                 Err(error)
             }
             TxnEnd::Unknown(error) => {
@@ -381,12 +490,35 @@ impl Server {
                 self.relay.retire(sink.clone());
                 self.transactions.forget();
                 self.count_aborted(&outcome);
-                let from = self.source.committed(spans).unwrap_or_else(|e| {
+                let from = self.source.committed(all).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "committed offsets unknown: reading again from the batch's first records");
                     everything_again
                 });
-                self.read_again(spans, &from);
+                self.read_again(all, &from);
                 Err(error)
+            }
+        }
+    }
+
+    /// Exactly once, after an abort: records the broker rejected become suspects (the
+    /// first per partition), to be produced alone; a suspect rejected again, alone, is
+    /// condemned: the next transaction dead-letters it with its offset, so the partition
+    /// moves on instead of aborting forever.
+    fn suspect(&mut self, rejected: &[(Arc<str>, i64, RecordError)]) {
+        for (partition, offset, error) in rejected {
+            match self.suspects.get(partition) {
+                Some((suspect, _)) if suspect == offset => {
+                    tracing::warn!(%partition, offset, %error, "exactly once: the broker rejected the record alone: it is poison");
+                    self.suspects.remove(partition);
+                    self.condemned
+                        .insert((partition.clone(), *offset), error.clone());
+                }
+                Some((suspect, _)) if suspect < offset => {}
+                _ => {
+                    tracing::warn!(%partition, offset, %error, "exactly once: the broker rejected a record: the transaction is aborted; the record goes alone next");
+                    self.suspects
+                        .insert(partition.clone(), (*offset, error.clone()));
+                }
             }
         }
     }

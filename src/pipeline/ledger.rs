@@ -73,6 +73,10 @@ pub struct BatchOutcome {
     pub oldest_timestamp_ms: Option<i64>,
     /// Per source table, in order of first appearance (with `per_table` only).
     pub tables: Vec<TableCounts>,
+    /// Records a message of which the broker rejected permanently (batch partition,
+    /// offset, the rejection), whether they were then dead-lettered or not: exactly once
+    /// isolates them (an aborted transaction cannot dead-letter anything).
+    pub rejected: Vec<(Arc<str>, i64, RecordError)>,
 }
 
 impl BatchOutcome {
@@ -127,6 +131,9 @@ pub(crate) struct Ledger {
     /// Per record, which of its first 64 messages the broker acknowledged (bit i:
     /// message i), so a record produced again sends only the rest.
     acked: Vec<u64>,
+    /// Records a message of which the broker rejected permanently, with the rejection,
+    /// whatever they came to after (a transaction cannot dead-letter them: it aborts).
+    rejections: Vec<(usize, RecordError)>,
 }
 
 impl Ledger {
@@ -135,6 +142,7 @@ impl Ledger {
         Ledger {
             states: Vec::with_capacity(records),
             acked: vec![0; records],
+            rejections: Vec::new(),
         }
     }
 
@@ -222,6 +230,11 @@ impl Ledger {
             _ => return false,
         };
         let failed = matches!(next, RecordState::Failed(_));
+        if let RecordState::Rejected(error) = &next {
+            if !self.rejections.iter().any(|(i, _)| *i == index) {
+                self.rejections.push((index, error.clone()));
+            }
+        }
         self.states[index] = next;
         failed
     }
@@ -259,6 +272,14 @@ impl Ledger {
             deliveries,
             ..BatchOutcome::default()
         };
+        outcome.rejected = self
+            .rejections
+            .iter()
+            .map(|(index, error)| {
+                let record = &records[*index];
+                (record.batch_partition.clone(), record.offset, error.clone())
+            })
+            .collect();
         let mut tables = TableTally::default();
         let mut failed_partition: Option<&Arc<str>> = None;
         for (index, (record, state)) in records.iter().zip(self.states).enumerate() {
@@ -466,6 +487,26 @@ mod tests {
         // A rejection after that changes nothing.
         assert!(!ledger.failed(0, rejected()));
         assert!(matches!(ledger.state(0), RecordState::Failed(_)));
+    }
+
+    /// A rejection is remembered whatever the record comes to after it (under exactly
+    /// once, a `_STATE` failure of the aborted transaction), once per record, and the
+    /// summary names the record.
+    #[test]
+    fn rejections_outlive_later_failures() {
+        let records = [record("dms-0", 10), record("dms-0", 11)];
+        let mut ledger = ledger(vec![RecordState::Produced, pending(2)]);
+        ledger.failed(1, rejected());
+        ledger.failed(1, broker_down());
+        ledger.failed(1, rejected());
+        let outcome = ledger.summarise(&records, Vec::new(), Vec::new());
+        assert_eq!(outcome.rejected, vec![(Arc::from("dms-0"), 11, rejected())]);
+        assert_eq!(outcome.failures.get("dms-0"), Some(11));
+        let clean = ledger(vec![RecordState::Produced]);
+        assert!(clean
+            .summarise(&records[..1], Vec::new(), Vec::new())
+            .rejected
+            .is_empty());
     }
 
     /// A refused dead letter is reported for retry, never dropped.

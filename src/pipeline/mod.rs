@@ -39,6 +39,7 @@
 //! new producer from [`Renew`] when the old one is fatal). The round runs only while
 //! budget remains; records it does not reach are reported.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -130,6 +131,10 @@ pub(crate) struct BatchContext {
     /// fit, with its size and SHA-256, instead of transformed (`serve`:
     /// `RELAY_MAX_RECORD_BYTES`).
     pub max_record_bytes: Option<usize>,
+    /// Records known to be poison before they are transformed (batch partition, offset):
+    /// under exactly once, records the broker rejected when produced alone. They get the
+    /// poison policy (a dead letter) without being produced.
+    pub condemned: Arc<HashMap<(Arc<str>, i64), RecordError>>,
 }
 
 /// How long purged deliveries may take to resolve when the context sets no `settle_by`.
@@ -267,15 +272,7 @@ impl Pipeline {
         let mut tasks: std::collections::VecDeque<JoinHandle<ChunkResult>> = starts
             .iter()
             .take(window)
-            .map(|&start| {
-                self.spawn_chunk(
-                    &records,
-                    start,
-                    &cluster,
-                    xray.clone(),
-                    context.max_record_bytes,
-                )
-            })
+            .map(|&start| self.spawn_chunk(&records, start, &cluster, xray.clone(), context))
             .collect();
         let mut next_chunk = tasks.len();
         let budget = context.budget;
@@ -307,7 +304,7 @@ impl Pipeline {
                     start,
                     &cluster,
                     run.xray.clone(),
-                    context.max_record_bytes,
+                    context,
                 ));
                 next_chunk += 1;
             }
@@ -385,8 +382,10 @@ impl Pipeline {
         start: usize,
         cluster: &Arc<str>,
         xray: Option<Arc<[u8]>>,
-        max_record_bytes: Option<usize>,
+        context: &BatchContext,
     ) -> JoinHandle<ChunkResult> {
+        let max_record_bytes = context.max_record_bytes;
+        let condemned = context.condemned.clone();
         let end = (start + self.options.chunk_size).min(records.len());
         let records = records.clone();
         let decoder = self.decoder.clone();
@@ -400,7 +399,14 @@ impl Pipeline {
             records[start..end]
                 .iter()
                 .map(|record| {
-                    if let Some(error) = oversized(record, max_record_bytes) {
+                    let verdict = if condemned.is_empty() {
+                        None
+                    } else {
+                        condemned
+                            .get(&(record.batch_partition.clone(), record.offset))
+                            .cloned()
+                    };
+                    if let Some(error) = verdict.or_else(|| oversized(record, max_record_bytes)) {
                         return (per_table.then(|| Arc::from(UNDECODED_TABLE)), Err(error));
                     }
                     let processed = process(&decoder, &transformer, record, &cluster, per_table);
