@@ -495,11 +495,11 @@ mod tests {
     #[test]
     fn rejections_outlive_later_failures() {
         let records = [record("dms-0", 10), record("dms-0", 11)];
-        let mut ledger = ledger(vec![RecordState::Produced, pending(2)]);
-        ledger.failed(1, rejected());
-        ledger.failed(1, broker_down());
-        ledger.failed(1, rejected());
-        let outcome = ledger.summarise(&records, Vec::new(), Vec::new());
+        let mut two = ledger(vec![RecordState::Produced, pending(2)]);
+        two.failed(1, rejected());
+        two.failed(1, broker_down());
+        two.failed(1, rejected());
+        let outcome = two.summarise(&records, Vec::new(), Vec::new());
         assert_eq!(outcome.rejected, vec![(Arc::from("dms-0"), 11, rejected())]);
         assert_eq!(outcome.failures.get("dms-0"), Some(11));
         let clean = ledger(vec![RecordState::Produced]);
