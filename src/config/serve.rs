@@ -190,14 +190,6 @@ impl ServeSettings {
                 "serve needs the source cluster (RELAY_SOURCE_BROKERS, or RELAY_BROKERS for both)",
             ));
         }
-        if settings.exactly_once && settings.batch_timeout > Duration::from_secs(30) {
-            return Err(invalid(
-                "RELAY_BATCH_TIMEOUT_MS",
-                &settings.batch_timeout.as_millis().to_string(),
-                "with RELAY_EXACTLY_ONCE a batch, its offsets and its commit must end well inside \
-                 the transaction timeout (librdkafka's 60 s): at most 30000",
-            ));
-        }
         settings.consumer_overrides.sort();
         Ok(settings)
     }

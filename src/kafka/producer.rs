@@ -189,6 +189,20 @@ impl Sink {
         self.producer.client().fetch_cluster_id(timeout)
     }
 
+    /// Whether the producer's fatal error is a fencing: another producer with its
+    /// `transactional.id` initialised transactions after it.
+    pub(crate) fn fenced(&self) -> bool {
+        matches!(
+            self.producer.client().fatal_error(),
+            Some((
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch,
+                _
+            ))
+        )
+    }
+
     /// The producer's fatal error, if it has one: it then fails every message, and
     /// only a new producer can deliver again.
     pub(crate) fn fatal_error(&self) -> Option<String> {

@@ -1,11 +1,13 @@
 //! Exactly once: the transactional producer's protocol. `init_transactions` once per
 //! producer (fencing its predecessors), then per batch: begin, the batch's messages,
 //! `send_offsets_to_transaction` with the consumer group's metadata (so a member that
-//! lost its partitions is fenced), commit; or abort. A commit that times out is retried;
-//! one whose result stays unknown is reported as such, never aborted.
+//! lost its partitions is fenced), commit; or abort. A commit that times out is retried
+//! within [`COMMIT_BUDGET`]; one whose result stays unknown is reported as such, never
+//! aborted. [`check_transaction_timeout`] makes sure a batch and its commit fit inside the
+//! transaction timeout.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
@@ -17,6 +19,55 @@ use crate::kafka::producer::Sink;
 
 /// How long a transactional call (init, send offsets, commit, abort) may block.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest sending the offsets and committing may take together, retries included.
+/// A batch (`RELAY_BATCH_TIMEOUT_MS`) and this must end inside the transaction timeout:
+/// past it the coordinator aborts the transaction, and a commit cannot land.
+pub(crate) const COMMIT_BUDGET: Duration = Duration::from_secs(20);
+/// librdkafka's `transaction.timeout.ms` when the producer properties do not set it.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The pause before a transactional call that failed with a retriable error is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Checks that a batch of at most `batch_timeout` and its commit ([`COMMIT_BUDGET`]) end
+/// inside the producer's `transaction.timeout.ms` (from `producer_properties`, else
+/// librdkafka's 60 s). Otherwise the coordinator would abort transactions the relay is
+/// still committing, and every long batch would be produced again.
+pub(crate) fn check_transaction_timeout(
+    batch_timeout: Duration,
+    producer_properties: &[(String, String)],
+) -> Result<(), Error> {
+    let timeout = match producer_properties
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "transaction.timeout.ms")
+    {
+        None => DEFAULT_TRANSACTION_TIMEOUT,
+        Some((_, value)) => value
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| {
+                Error::Transaction(format!(
+                    "RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS={value:?} is not a number of milliseconds"
+                ))
+            })?,
+    };
+    let longest = batch_timeout + COMMIT_BUDGET;
+    if longest > timeout {
+        return Err(Error::Transaction(format!(
+            "a batch may take RELAY_BATCH_TIMEOUT_MS={} and its commit up to {} ms more, {} ms in \
+             all, past the transaction timeout ({} ms, RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS): \
+             the coordinator would abort transactions still committing. Lower \
+             RELAY_BATCH_TIMEOUT_MS to at most {} or raise the transaction timeout",
+            batch_timeout.as_millis(),
+            COMMIT_BUDGET.as_millis(),
+            longest.as_millis(),
+            timeout.as_millis(),
+            timeout.saturating_sub(COMMIT_BUDGET).as_millis(),
+        )));
+    }
+    Ok(())
+}
 
 /// The transactions of one serving process.
 #[derive(Debug, Default)]
@@ -53,9 +104,10 @@ impl Transactions {
             .map_err(|e| Error::Transaction(format!("begin_transaction: {e}")))
     }
 
-    /// Sends the batch's offsets to the transaction and commits it. A commit that
-    /// times out is retried (librdkafka resumes it); one whose result is unknown after
-    /// that is [`TxnEnd::Unknown`], never aborted: the commit may have happened.
+    /// Sends the batch's offsets to the transaction and commits it, both within
+    /// [`COMMIT_BUDGET`]. A commit that times out is retried (librdkafka resumes it) while
+    /// the budget lasts; one whose result is still unknown then is [`TxnEnd::Unknown`],
+    /// never aborted: the commit may have happened.
     pub(crate) fn commit(&self, sink: &Arc<Sink>, source: &Source, spans: &[Span]) -> TxnEnd {
         if source.assignment_lost() {
             return TxnEnd::Aborted(Error::Transaction(
@@ -76,13 +128,12 @@ impl Transactions {
             return TxnEnd::Aborted(Error::Transaction("no consumer group metadata".to_owned()));
         };
         let txn = sink.transactions();
+        let budget = Budget::new(COMMIT_BUDGET);
         tokio::task::block_in_place(|| {
-            let mut attempts = 0;
             loop {
-                attempts += 1;
-                match txn.send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT) {
+                match txn.send_offsets_to_transaction(&offsets, &group, budget.next_call()) {
                     Ok(()) => break,
-                    Err(e) if retriable(&e) && attempts < COMMIT_ATTEMPTS => continue,
+                    Err(e) if retriable(&e) && budget.retry() => continue,
                     Err(e) => {
                         return TxnEnd::Aborted(Error::Transaction(format!(
                             "send_offsets_to_transaction: {e}"
@@ -90,12 +141,10 @@ impl Transactions {
                     }
                 }
             }
-            let mut attempts = 0;
             loop {
-                attempts += 1;
-                match txn.commit_transaction(TRANSACTION_TIMEOUT) {
+                match txn.commit_transaction(budget.next_call()) {
                     Ok(()) => return TxnEnd::Committed,
-                    Err(e) if retriable(&e) && attempts < COMMIT_ATTEMPTS => continue,
+                    Err(e) if retriable(&e) && budget.retry() => continue,
                     Err(e) if requires_abort(&e) => {
                         return TxnEnd::Aborted(Error::Transaction(format!(
                             "commit_transaction: {e}"
@@ -136,8 +185,38 @@ pub(crate) enum TxnEnd {
     Unknown(Error),
 }
 
-/// Attempts at sending offsets and at committing while librdkafka says retry.
-const COMMIT_ATTEMPTS: u32 = 3;
+/// What is left of [`COMMIT_BUDGET`]: each call gets at most [`TRANSACTION_TIMEOUT`] of
+/// it, and none is retried once it is spent.
+struct Budget {
+    until: Instant,
+}
+
+impl Budget {
+    fn new(budget: Duration) -> Budget {
+        Budget {
+            until: Instant::now() + budget,
+        }
+    }
+
+    /// The next call's timeout (at least 1 ms: librdkafka reads 0 as "do not wait").
+    fn next_call(&self) -> Duration {
+        self.until
+            .saturating_duration_since(Instant::now())
+            .min(TRANSACTION_TIMEOUT)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Whether a retriable failure may be tried again: after a short pause, if the
+    /// budget is not spent.
+    fn retry(&self) -> bool {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(RETRY_PAUSE));
+        Instant::now() < self.until
+    }
+}
 
 fn retriable(error: &KafkaError) -> bool {
     matches!(error, KafkaError::Transaction(e) if e.is_retriable())
@@ -145,4 +224,51 @@ fn retriable(error: &KafkaError) -> bool {
 
 fn requires_abort(error: &KafkaError) -> bool {
     matches!(error, KafkaError::Transaction(e) if e.txn_requires_abort())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_ms(ms: &str) -> Vec<(String, String)> {
+        vec![
+            ("linger.ms".to_owned(), "5".to_owned()),
+            ("transaction.timeout.ms".to_owned(), ms.to_owned()),
+        ]
+    }
+
+    /// A batch and its commit must fit inside the transaction timeout the producer
+    /// really has: librdkafka's 60 s, or the one the properties set.
+    #[test]
+    fn a_batch_and_its_commit_fit_inside_the_transaction_timeout() {
+        let secs = Duration::from_secs;
+        check_transaction_timeout(secs(40), &[]).expect("40 + 20 s inside 60 s");
+        let error = check_transaction_timeout(secs(41), &[])
+            .expect_err("41 + 20 s past 60 s")
+            .to_string();
+        assert!(error.contains("at most 40000"), "{error}");
+        // A longer transaction timeout allows longer batches; a shorter one refuses the
+        // default batch timeout.
+        check_transaction_timeout(secs(100), &timeout_ms("120000")).expect("100 + 20 s");
+        let error = check_transaction_timeout(secs(30), &timeout_ms("45000"))
+            .expect_err("30 + 20 s past 45 s")
+            .to_string();
+        assert!(error.contains("(45000 ms"), "{error}");
+        assert!(error.contains("at most 25000"), "{error}");
+        assert!(check_transaction_timeout(secs(1), &timeout_ms("soon")).is_err());
+    }
+
+    /// Each call gets what is left of the budget, never more than one call's timeout,
+    /// and nothing is retried once the budget is spent.
+    #[test]
+    fn the_commit_budget_bounds_every_call_and_retry() {
+        let budget = Budget::new(Duration::from_secs(25));
+        assert_eq!(budget.next_call(), TRANSACTION_TIMEOUT);
+        let short = Budget::new(Duration::from_secs(2));
+        assert!(short.retry(), "a pause, then more than a second left");
+        assert!(short.next_call() <= Duration::from_millis(1_900));
+        let spent = Budget::new(Duration::ZERO);
+        assert!(!spent.retry(), "spent");
+        assert_eq!(spent.next_call(), Duration::from_millis(1));
+    }
 }

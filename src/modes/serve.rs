@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::ServeSettings;
 use crate::error::{Error, RecordError};
-use crate::kafka::group::{spans, Read, Source, SourceOptions, Span};
+use crate::kafka::group::{backoff, spans, Read, Source, SourceOptions, Span};
 use crate::kafka::producer::Sink;
-use crate::kafka::transaction::{Transactions, TxnEnd};
+use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd};
 use crate::ops::Metrics;
 use crate::pipeline::{BatchContext, BatchOutcome, Renew};
 use crate::relay::Relay;
@@ -61,6 +61,9 @@ pub struct Server {
     /// transaction that reads them gives them the poison policy (a dead letter, committed
     /// with their offset) instead of producing them.
     condemned: HashMap<(Arc<str>, i64), RecordError>,
+    /// Exactly once: the producer was fenced by another with its `transactional.id`
+    /// (the fatal error). Serving stops: going on would fence the other in turn.
+    fenced: Option<String>,
 }
 
 /// What a batch came to.
@@ -96,6 +99,12 @@ impl Server {
                 "the routes may write the source topic {topic:?} (RELAY_SOURCE_TOPICS): the relay \
                  would read its own output; give the routes topics of their own"
             )));
+        }
+        if settings.exactly_once {
+            check_transaction_timeout(
+                settings.batch_timeout,
+                &relay.settings().producer_overrides,
+            )?;
         }
         let auth = relay.client_auth(&source_brokers, settings.source_cluster_arn.as_deref())?;
         let metrics = Arc::new(Metrics::new());
@@ -142,6 +151,7 @@ impl Server {
             through: false,
             suspects: HashMap::new(),
             condemned: HashMap::new(),
+            fenced: None,
         })
     }
 
@@ -224,16 +234,18 @@ impl Server {
                 continue;
             }
             let shutdown_timeout = self.settings.shutdown_timeout;
-            let processing = self.process(batch);
-            tokio::pin!(processing);
-            let (result, stop) = tokio::select! {
-                result = &mut processing => (Some(result), false),
-                () = &mut shutdown => {
-                    tracing::info!(
-                        timeout_ms = shutdown_timeout.as_millis() as u64,
-                        "shutting down: finishing the batch in flight"
-                    );
-                    (tokio::time::timeout(shutdown_timeout, &mut processing).await.ok(), true)
+            let (result, stop) = {
+                let processing = self.process(batch);
+                tokio::pin!(processing);
+                tokio::select! {
+                    result = &mut processing => (Some(result), false),
+                    () = &mut shutdown => {
+                        tracing::info!(
+                            timeout_ms = shutdown_timeout.as_millis() as u64,
+                            "shutting down: finishing the batch in flight"
+                        );
+                        (tokio::time::timeout(shutdown_timeout, &mut processing).await.ok(), true)
+                    }
                 }
             };
             match result {
@@ -246,17 +258,39 @@ impl Server {
                 ),
                 Some(Ok(_)) => {}
             }
-            if stop {
+            if stop || self.fenced.is_some() {
                 break;
             }
         }
         tracing::info!("shutting down");
         let relay = self.relay.clone();
+        let fenced = self.fenced.take().map(|fatal| self.fenced_error(&fatal));
         self.source.leave().await;
+        if let Some(error) = fenced {
+            return Err(error);
+        }
         if let Some(sink) = relay.sink() {
             let _ = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(2))).await;
         }
         Ok(())
+    }
+
+    /// Why serving stopped after a fencing.
+    fn fenced_error(&self, fatal: &str) -> Error {
+        let id = self
+            .relay
+            .settings()
+            .producer_overrides
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "transactional.id")
+            .map_or("", |(_, id)| id.as_str());
+        Error::Transaction(format!(
+            "the producer was fenced ({fatal}): another process initialised transactions with \
+             transactional.id {id:?}. Either this process was replaced and stops so that its \
+             successor alone relays, or RELAY_TRANSACTIONAL_ID is shared by several processes, \
+             which would fence each other for ever: give each its own, or leave it unset"
+        ))
     }
 
     /// Runs a batch through the pipeline and commits it; stops waiting for the broker
@@ -378,6 +412,9 @@ impl Server {
             Ok(self.commit_done(spans, &outcome))
         };
         if let Some(fatal) = sink.fatal_error() {
+            if self.settings.exactly_once && sink.fenced() {
+                self.fenced = Some(fatal.clone());
+            }
             tracing::warn!(error = %fatal, "the producer is in a fatal state: the next batch gets a new one");
             self.relay.retire(sink);
             self.transactions.forget();
@@ -482,6 +519,12 @@ impl Server {
                 self.read_again(all, &everything_again);
                 Err(error)
             }
+            TxnEnd::Unknown(error) if sink.fenced() => {
+                // Another producer took the transactional id: it settles the
+                // transaction; this process stops (see `fenced`).
+                self.count_aborted(&outcome);
+                Err(error)
+            }
             TxnEnd::Unknown(error) => {
                 // Committed or not, only the coordinator knows: the next producer's
                 // init_transactions settles it, and the group's committed offsets
@@ -490,12 +533,51 @@ impl Server {
                 self.relay.retire(sink.clone());
                 self.transactions.forget();
                 self.count_aborted(&outcome);
-                let from = self.source.committed(all).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "committed offsets unknown: reading again from the batch's first records");
-                    everything_again
-                });
+                let from = self.settle(all).await;
                 self.read_again(all, &from);
                 Err(error)
+            }
+        }
+    }
+
+    /// Exactly once, after a commit whose outcome is unknown: where each partition of
+    /// the batch goes on. A new producer with the same `transactional.id` runs
+    /// `init_transactions`, which makes the coordinator finish the pending transaction
+    /// (commit it if it was committing, else abort it); then the group's committed
+    /// offsets, read as stable, say what landed. Both are tried again after a backoff
+    /// until they answer: falling back to the batch's first offsets would produce a
+    /// commit that landed a second time. (At shutdown, the timeout stops this; nothing
+    /// more is committed, and the partitions' next owner reads the committed offsets.)
+    async fn settle(&mut self, all: &[Span]) -> NotDone {
+        let mut failures = 0u32;
+        loop {
+            let settled = self.relay.producer(&self.brokers).and_then(|sink| {
+                self.transactions.initialise(&sink).inspect_err(|_| {
+                    if sink.fatal_error().is_some() {
+                        self.relay.retire(sink.clone());
+                    }
+                })
+            });
+            let committed = settled.and_then(|()| {
+                self.source
+                    .committed(all)
+                    .map_err(|e| Error::Consumer(format!("committed offsets: {e}")))
+            });
+            match committed {
+                Ok(from) => {
+                    tracing::info!(?from, "the unknown transaction is settled: reading again from the committed offsets");
+                    return from;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, failures, "the unknown transaction is not settled yet: trying again after a backoff");
+                    let wait = backoff(
+                        self.settings.retry_backoff,
+                        self.settings.retry_backoff_max,
+                        failures,
+                    );
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }

@@ -439,6 +439,41 @@ def exactly_once_crash(broker):
                 check(proc.wait(30) == 0, f"exactly once: SIGTERM did not end {name} cleanly")
 
 
+def shared_transactional_id(broker):
+    """Two exactly-once `serve` processes given one RELAY_TRANSACTIONAL_ID: the second's
+    init_transactions fences the first, which must stop with an error that names the
+    setting instead of renewing its producer and fencing the other in turn (which would
+    abort every transaction of both for ever). The other goes on and ends cleanly."""
+    env = dict(os.environ, RELAY_BROKERS=broker, RELAY_SOURCE_TOPICS="dms.eos", RELAY_GROUP_ID="e2e-shared",
+               RELAY_ROUTES=os.path.join(ROOT, "routes.toml"), RELAY_HASH_KEY=LOCAL_HASH_KEY, RUST_LOG="info",
+               RELAY_EXACTLY_ONCE="true", RELAY_BATCH_SIZE="10", RELAY_TRANSACTIONAL_ID="e2e-shared",
+               RELAY_CONSUMER_SESSION_TIMEOUT_MS="6000", RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS="1000")
+    procs, logs = {}, {}
+    for name, port in (("a", 9395), ("b", 9396)):
+        logs[name] = os.path.join(ROOT, "target", f"e2e-shared-{name}.log")
+        procs[name] = subprocess.Popen([BINARY, "serve"], cwd=ROOT, stdout=open(logs[name], "w"),
+                                       stderr=subprocess.STDOUT, env=dict(env, RELAY_HTTP_ADDR=f"127.0.0.1:{port}"))
+        time.sleep(3)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        stopped = [n for n, p in procs.items() if p.poll() is not None]
+        check(len(stopped) == 1, f"shared transactional id: {len(stopped)} of 2 processes stopped in 60 s (expected 1)")
+        if len(stopped) == 1:
+            name = stopped[0]
+            text = open(logs[name]).read()
+            check(procs[name].returncode != 0 and "RELAY_TRANSACTIONAL_ID is shared" in text,
+                  f"shared transactional id: {name} exited {procs[name].returncode} without naming the setting; see {logs[name]}")
+            print(f"e2e: shared transactional id: {name} was fenced and stopped (exit {procs[name].returncode}), "
+                  f"the other went on", flush=True)
+    finally:
+        for name, proc in procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                check(proc.wait(30) == 0, f"shared transactional id: SIGTERM did not end {name} cleanly")
+
+
 def scram_round_trip():
     """RELAY_AUTH=scram against a broker that requires it (SCRAM users come from the
     environment here; Secrets Manager is covered by the integration tests)."""
@@ -549,6 +584,7 @@ def main():
         esm_round_trip(broker)
         serve_round_trip(broker)
         exactly_once_crash(broker)
+        shared_transactional_id(broker)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
@@ -557,9 +593,9 @@ def main():
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
     if scram == "skipped":
-        print("e2e: 5 passed, 0 failed, 1 skipped (scram)")
+        print("e2e: 6 passed, 0 failed, 1 skipped (scram)")
     else:
-        print("e2e: 6 passed, 0 failed")
+        print("e2e: 7 passed, 0 failed")
 
 
 if __name__ == "__main__":
