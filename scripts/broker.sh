@@ -53,9 +53,9 @@ default_topics="orders.changes orders.cache-invalidation users.changes sales.inv
 say() { echo "broker: $*" >&2; }
 
 # The pinned nisshi in target/tools-nisshi, or one of the same version on PATH, else
-# built there with memory storage only (once; about 15 minutes on 2 cores). With
+# built there with memory storage only (once; optimised, over 20 minutes on 2 cores). With
 # NISSHI_OPT_LEVEL set (CI: 0), built at that optimisation level into a folder of its own,
-# so a benchmark never runs on a cheaper build by accident.
+# so a benchmark never runs on a cheaper build by accident (unoptimised: 518 s on 2 cores).
 nisshi_bin() {
   local dir="${tools}-nisshi${NISSHI_OPT_LEVEL:+-o${NISSHI_OPT_LEVEL}}" toolchain=""
   local bin="${dir}/bin/nisshi"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks a Lambda `bootstrap` for provided.al2023: the expected architecture, no dynamic
-# dependency but glibc's own libraries (librdkafka, OpenSSL, zlib and zstd are
+# dependency but glibc's own libraries (librdkafka, OpenSSL, curl, zlib and zstd are
 # linked statically), no GLIBC symbol version above 2.34 (Amazon Linux 2023), and none
 # of the `esm` feature's code.
 #
