@@ -543,6 +543,19 @@ impl Source {
         first: Duration,
         max: Duration,
     ) {
+        self.set_back(spans, from, Some((first, max)));
+    }
+
+    /// Seeks every partition of `spans` found in `from` back to its offset there, to be
+    /// read again at once: records a batch set aside for the next one, not failures (no
+    /// backoff; the count of failures in a row is left as it is).
+    pub(crate) fn read_later(&mut self, spans: &[Span], from: &NotDone) {
+        self.set_back(spans, from, None);
+    }
+
+    /// [`Source::read_again`] with `retry` as its backoff (`first`, `max`), or
+    /// [`Source::read_later`] without one.
+    fn set_back(&mut self, spans: &[Span], from: &NotDone, retry: Option<(Duration, Duration)>) {
         for span in spans {
             let key = (span.topic.clone(), span.partition);
             let Some(offset) = from.get(&span.batch_partition) else {
@@ -554,9 +567,14 @@ impl Source {
             }) {
                 self.carried = None;
             }
-            let failures = self.failures.entry(key).or_insert(0);
-            *failures = failures.saturating_add(1);
-            let backoff = backoff(first, max, *failures);
+            let backoff = match retry {
+                Some((first, max)) => {
+                    let failures = self.failures.entry(key).or_insert(0);
+                    *failures = failures.saturating_add(1);
+                    backoff(first, max, *failures)
+                }
+                None => Duration::ZERO,
+            };
             let epoch = self.group.epoch(&span.topic, span.partition);
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&span.topic, span.partition);
@@ -629,7 +647,6 @@ impl Source {
     /// Waits `duration` while serving the group's events (rebalances, heartbeats),
     /// every assigned partition paused; a record read meanwhile is kept for the next
     /// batch.
-    #[cfg_attr(not(feature = "esm"), allow(dead_code))]
     pub(crate) async fn wait(&mut self, duration: Duration) {
         let assignment = self.consumer.assignment().unwrap_or_default();
         let _ = self.consumer.pause(&assignment);

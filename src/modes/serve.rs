@@ -275,6 +275,14 @@ impl Server {
         Ok(())
     }
 
+    /// Exactly once with `RELAY_TRANSACTIONAL_ID` set: whether `sink` was fenced, which
+    /// then means another process initialised transactions with the id. (With the
+    /// generated id no other process has it: a fencing there comes from the coordinator
+    /// aborting a transaction past its timeout, and a new producer goes on.)
+    fn stops_when_fenced(&self, sink: &Sink) -> bool {
+        self.settings.exactly_once && self.settings.transactional_id.is_some() && sink.fenced()
+    }
+
     /// Why serving stopped after a fencing.
     fn fenced_error(&self, fatal: &str) -> Error {
         let id = self
@@ -287,9 +295,10 @@ impl Server {
             .map_or("", |(_, id)| id.as_str());
         Error::Transaction(format!(
             "the producer was fenced ({fatal}): another process initialised transactions with \
-             transactional.id {id:?}. Either this process was replaced and stops so that its \
-             successor alone relays, or RELAY_TRANSACTIONAL_ID is shared by several processes, \
-             which would fence each other for ever: give each its own, or leave it unset"
+             transactional.id {id:?} (RELAY_TRANSACTIONAL_ID). Either this process was replaced \
+             and stops so that its successor alone relays, or RELAY_TRANSACTIONAL_ID is shared \
+             by several processes, which would fence each other for ever: give each its own, or \
+             leave it unset"
         ))
     }
 
@@ -357,7 +366,7 @@ impl Server {
                 .collect(),
         };
         if kept.is_empty() {
-            self.read_again(&all, &deferred);
+            self.source.read_later(&all, &deferred);
             return Ok(Committed::Partly);
         }
         let spans = spans(&kept);
@@ -411,8 +420,15 @@ impl Server {
             }
             Ok(self.commit_done(spans, &outcome))
         };
-        if let Some(fatal) = sink.fatal_error() {
-            if self.settings.exactly_once && sink.fenced() {
+        // Only the batch's producer counts while it is the relay's (or was just retired,
+        // after a failed abort): one already replaced (after an unknown commit, or renewed
+        // mid-batch) may turn fatal in the background, fenced by its own successor.
+        let current = self
+            .relay
+            .sink()
+            .is_none_or(|current| Arc::ptr_eq(&current, &sink));
+        if let Some(fatal) = sink.fatal_error().filter(|_| current) {
+            if self.stops_when_fenced(&sink) {
                 self.fenced = Some(fatal.clone());
             }
             tracing::warn!(error = %fatal, "the producer is in a fatal state: the next batch gets a new one");
@@ -504,7 +520,7 @@ impl Server {
                         .find(|s| s.batch_partition == *partition)
                         .is_none_or(|s| *offset > s.last)
                 });
-                self.read_again(all, deferred);
+                self.source.read_later(all, deferred);
                 if deferred.is_empty() {
                     Ok(Committed::All)
                 } else {
@@ -519,9 +535,9 @@ impl Server {
                 self.read_again(all, &everything_again);
                 Err(error)
             }
-            TxnEnd::Unknown(error) if sink.fenced() => {
-                // Another producer took the transactional id: it settles the
-                // transaction; this process stops (see `fenced`).
+            TxnEnd::Unknown(error) if self.stops_when_fenced(sink) => {
+                // Another process took the transactional id: it settles the
+                // transaction; this one stops (see `fenced`).
                 self.count_aborted(&outcome);
                 Err(error)
             }
@@ -549,6 +565,8 @@ impl Server {
     /// commit that landed a second time. (At shutdown, the timeout stops this; nothing
     /// more is committed, and the partitions' next owner reads the committed offsets.)
     async fn settle(&mut self, all: &[Span]) -> NotDone {
+        self.through = false;
+        self.metrics.producer_ready.store(false, Ordering::Relaxed);
         let mut failures = 0u32;
         loop {
             let settled = self.relay.producer(&self.brokers).and_then(|sink| {
@@ -576,7 +594,9 @@ impl Server {
                         self.settings.retry_backoff_max,
                         failures,
                     );
-                    tokio::time::sleep(wait).await;
+                    // Serving the group's events meanwhile: a long settle does not get
+                    // the member evicted.
+                    self.source.wait(wait).await;
                 }
             }
         }

@@ -455,6 +455,10 @@ def shared_transactional_id(broker):
                                        stderr=subprocess.STDOUT, env=dict(env, RELAY_HTTP_ADDR=f"127.0.0.1:{port}"))
         time.sleep(3)
     try:
+        # New records once both are in the group: the fenced process may have drained the
+        # backlog already, and learns it was fenced only at its next transaction.
+        time.sleep(5)
+        produce_round(broker, "dms.eos", generated_rounds("dms.eos", 300, 21)[0])
         deadline = time.time() + 60
         while time.time() < deadline and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
