@@ -456,9 +456,12 @@ def shared_transactional_id(broker):
         time.sleep(3)
     try:
         # New records once both are in the group: the fenced process may have drained the
-        # backlog already, and learns it was fenced only at its next transaction.
+        # backlog already, and learns it was fenced only at its next transaction. They go
+        # to every partition (the generator's keys may leave one empty): a process whose
+        # partitions get nothing never transacts, so never hears it was fenced.
         time.sleep(5)
-        produce_round(broker, "dms.eos", generated_rounds("dms.eos", 300, 21)[0])
+        records = generated_rounds("dms.eos", 300, 21)[0]
+        produce_round(broker, "dms.eos", [dict(r, partition=i % 3) for i, r in enumerate(records)])
         deadline = time.time() + 60
         while time.time() < deadline and all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
