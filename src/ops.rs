@@ -1,15 +1,24 @@
 //! `serve`'s operations endpoints: `/healthz` and Prometheus `/metrics`.
 //!
-//! - `GET /healthz`: 200 while the process runs (liveness), with a JSON body saying
-//!   whether it is ready.
-//! - `GET /healthz/ready`: 200 when partitions are assigned and the producer has
-//!   reached a broker, else 503 (readiness).
+//! - `GET /healthz` (liveness): 200 while the loop makes progress, 503 once it has made
+//!   none for `RELAY_LIVENESS_TIMEOUT_MS`. Progress is a batch that got records done
+//!   (exactly once: committed), or nothing left to read: the group is joined and every
+//!   assigned partition was fetched to its end from a leader that is up. A batch in
+//!   flight for longer than the bound is no progress either. The JSON body says whether
+//!   the process is ready and how long ago it last made progress.
+//! - `GET /healthz/ready` (readiness): 200 when partitions are assigned, the producer
+//!   has reached a broker and the loop is live, else 503.
 //! - `GET /metrics`: the counters below in the Prometheus text format.
+//!
+//! At the connection cap, the oldest connection is closed for the new one: idle
+//! connections cannot keep the container's own health check out.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -20,15 +29,23 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
 
-/// Connections served at once; more are closed at once.
+/// Connections served at once; past it, the oldest is closed for the new one.
 const MAX_CONNECTIONS: usize = 32;
 
 /// How long a client has to send its request headers.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a connection may stay open.
-const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connections open, oldest first: an id and what closes it.
+type Open = VecDeque<(u64, Arc<Notify>)>;
+
+/// How long the loop may go without progress before `/healthz` fails, unless
+/// `RELAY_LIVENESS_TIMEOUT_MS` says otherwise.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A source partition, as a metric label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +79,25 @@ pub struct Metrics {
     pub assigned: Gauge,
     /// Whether the producer has reached a broker.
     pub producer_ready: AtomicBool,
+    /// When the loop last made progress, and whether a batch is in flight.
+    liveness: Liveness,
+}
+
+/// Progress, in milliseconds since the metrics were made.
+struct Liveness {
+    start: Instant,
+    /// The last progress.
+    progress_ms: AtomicU64,
+    /// When the batch in flight started, plus one (0: none in flight).
+    batch_ms: AtomicU64,
+    /// How long the loop may go without progress.
+    bound_ms: AtomicU64,
+}
+
+impl Liveness {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
 }
 
 impl Default for Metrics {
@@ -86,6 +122,12 @@ impl Metrics {
             lag: Family::default(),
             assigned: Gauge::default(),
             producer_ready: AtomicBool::new(false),
+            liveness: Liveness {
+                start: Instant::now(),
+                progress_ms: AtomicU64::new(0),
+                batch_ms: AtomicU64::new(0),
+                bound_ms: AtomicU64::new(LIVENESS_TIMEOUT.as_millis() as u64),
+            },
             registry: Registry::default(),
         };
         let counters: [(&str, &str, &Counter); 6] = [
@@ -144,9 +186,51 @@ impl Metrics {
         }
     }
 
-    /// Ready: partitions are assigned and the producer has reached a broker.
+    /// Ready: partitions are assigned, the producer has reached a broker and the loop
+    /// is live.
     pub(crate) fn ready(&self) -> bool {
-        self.assigned.get() > 0 && self.producer_ready.load(Ordering::Relaxed)
+        self.assigned.get() > 0 && self.producer_ready.load(Ordering::Relaxed) && self.live()
+    }
+
+    /// How long the loop may go without progress before it is no longer live.
+    pub(crate) fn set_liveness_timeout(&self, bound: Duration) {
+        self.liveness
+            .bound_ms
+            .store(bound.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The loop made progress: records done, or nothing left to read.
+    pub(crate) fn progress(&self) {
+        let now = self.liveness.now_ms();
+        self.liveness.progress_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// A batch starts (`true`) or ends (`false`).
+    pub(crate) fn in_flight(&self, started: bool) {
+        let at = if started {
+            self.liveness.now_ms().saturating_add(1)
+        } else {
+            0
+        };
+        self.liveness.batch_ms.store(at, Ordering::Relaxed);
+    }
+
+    /// How long ago the loop last made progress (a batch in flight for longer counts
+    /// from its start).
+    pub fn since_progress(&self) -> Duration {
+        let live = &self.liveness;
+        let now = live.now_ms();
+        let since = now.saturating_sub(live.progress_ms.load(Ordering::Relaxed));
+        let batch = match live.batch_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            started => now.saturating_sub(started - 1),
+        };
+        Duration::from_millis(since.max(batch))
+    }
+
+    /// Live: progress within the bound.
+    pub fn live(&self) -> bool {
+        self.since_progress().as_millis() as u64 <= self.liveness.bound_ms.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition.
@@ -166,22 +250,33 @@ pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<
     tracing::info!(address = %bound, "serving /healthz and /metrics");
     // At most this many connections at once, each with a few seconds to send its
     // request: a slow or hostile client cannot take the descriptors librdkafka needs.
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Past the cap the oldest connection is closed, so idle ones cannot keep a health
+    // check out.
+    let open: Arc<Mutex<Open>> = Arc::default();
     tokio::spawn(async move {
+        let mut next = 0u64;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of descriptors, for example: wait instead of spinning.
                     tracing::warn!(%error, "cannot accept a connection on the metrics listener");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                continue;
-            };
-            let metrics = metrics.clone();
+            let (id, close) = (next, Arc::new(Notify::new()));
+            next = next.wrapping_add(1);
+            if let Ok(mut open) = open.lock() {
+                if open.len() >= MAX_CONNECTIONS {
+                    if let Some((_, oldest)) = open.pop_front() {
+                        // A permit: the connection ends even if it is not waiting yet.
+                        oldest.notify_one();
+                    }
+                }
+                open.push_back((id, close.clone()));
+            }
+            let (metrics, open) = (metrics.clone(), open.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let metrics = metrics.clone();
@@ -191,8 +286,13 @@ pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(REQUEST_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-                drop(permit);
+                tokio::select! {
+                    _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {}
+                    () = close.notified() => {}
+                }
+                if let Ok(mut open) = open.lock() {
+                    open.retain(|(other, _)| *other != id);
+                }
             });
         }
     });
@@ -223,12 +323,18 @@ pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<bool, crat
 fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
         ("GET", "/healthz") => (
-            StatusCode::OK,
+            if metrics.live() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
             "application/json",
             format!(
-                r#"{{"live":true,"ready":{},"assigned_partitions":{}}}"#,
+                r#"{{"live":{},"ready":{},"assigned_partitions":{},"since_progress_ms":{}}}"#,
+                metrics.live(),
                 metrics.ready(),
-                metrics.assigned.get()
+                metrics.assigned.get(),
+                metrics.since_progress().as_millis()
             ),
         ),
         ("GET", "/healthz/ready") if metrics.ready() => {
@@ -237,7 +343,7 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
         ("GET", "/healthz/ready") => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "not ready: no partitions assigned or no broker reached yet\n".to_owned(),
+            "not ready: no partitions assigned, no broker reached yet, or no progress\n".to_owned(),
         ),
         ("GET", "/metrics") => (
             StatusCode::OK,

@@ -156,7 +156,7 @@ impl Relay {
     }
 
     /// The same relay with these credentials (what [`Relay::init`] resolves).
-    pub(crate) fn with_credentials(mut self, credentials: Credentials) -> Relay {
+    pub fn with_credentials(mut self, credentials: Credentials) -> Relay {
         self.credentials = RwLock::new(credentials);
         self
     }
@@ -273,11 +273,9 @@ impl Relay {
             }
         };
         let margin = self.settings.pipeline.deadline_margin;
-        if let Some(sink) = self.sink() {
-            if sink.login_refused() {
-                let budget = deadline.map(|d| budget_instant(d, margin));
-                self.refetch_scram_secret(&sink, budget).await;
-            }
+        if self.sink().is_some_and(|sink| sink.login_refused()) {
+            let budget = deadline.map(|d| budget_instant(d, margin));
+            self.refetch_scram_secret(budget).await;
         }
         let sink = self.sink_for(&brokers, origin.event_source_arn.as_deref())?;
         let context = BatchContext {
@@ -319,24 +317,25 @@ impl Relay {
         Ok(outcome)
     }
 
-    /// Before a batch, when the brokers refused the producer's login: with
+    /// Before a batch, when the brokers refused a client's login: with
     /// `RELAY_AUTH=scram` and a secret in Secrets Manager, fetches the secret again (it
     /// may have been rotated), at most once per [`SECRET_REFETCH_INTERVAL`] and within a
     /// quarter of the batch's budget; when it changed, the producer is retired so this
-    /// batch logs in with the new one.
-    async fn refetch_scram_secret(&self, sink: &Arc<Sink>, budget: Option<Instant>) {
+    /// batch logs in with the new one. Whether it changed (`serve` then makes its
+    /// consumer again).
+    pub(crate) async fn refetch_scram_secret(&self, budget: Option<Instant>) -> bool {
         let (Some(arn), AuthMode::Scram) = (
             self.settings.auth.scram_secret_arn.as_deref(),
             self.settings.auth.mode,
         ) else {
-            return;
+            return false;
         };
         let Some(aws) = self.credentials.read().ok().and_then(|c| c.aws.clone()) else {
-            return;
+            return false;
         };
         if let Ok(mut last) = self.last_secret_fetch.lock() {
             if last.is_some_and(|at| at.elapsed() < SECRET_REFETCH_INTERVAL) {
-                return;
+                return false;
             }
             *last = Some(Instant::now());
         }
@@ -348,24 +347,27 @@ impl Relay {
             Ok(Ok(fresh)) => fresh,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "login refused; fetching the SCRAM secret again failed");
-                return;
+                return false;
             }
             Err(_) => {
                 tracing::warn!("login refused; no time left in this invocation to fetch the SCRAM secret again");
-                return;
+                return false;
             }
         };
         let Ok(mut credentials) = self.credentials.write() else {
-            return;
+            return false;
         };
         if credentials.scram.as_ref() == Some(&fresh) {
             tracing::warn!("login refused with the current SCRAM secret; it has not changed");
-            return;
+            return false;
         }
         tracing::info!("login refused: the SCRAM secret changed; the next batch uses the new one");
         credentials.scram = Some(fresh);
         drop(credentials);
-        self.retire(sink.clone());
+        if let Some(sink) = self.sink() {
+            self.retire(sink);
+        }
+        true
     }
 }
 

@@ -23,12 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use base64::Engine;
-use cdc_relay::config::{Overrides, Settings};
+use cdc_relay::config::{Overrides, ServeSettings, Settings};
 use cdc_relay::kafka::producer::{producer_config_with, Sink};
 use cdc_relay::kafka::RelayContext;
 use cdc_relay::kafka::{AuthMode, ClientAuth, IamTokens, Secret, TlsFiles};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::EmbeddedKafka;
+use cdc_relay::modes::serve::Server;
 use cdc_relay::relay::Relay;
 use cdc_relay::secrets::{
     fetch_hash_key, fetch_scram_secret, secret_region, Credentials, ScramCredentials,
@@ -601,6 +602,69 @@ async fn refused_scram_login_fetches_the_secret_again() {
         !Arc::ptr_eq(&refused, &current),
         "the producer with the old secret was replaced"
     );
+}
+
+/// `serve` with SCRAM: a login the brokers refuse (a rotated secret) makes it fetch the
+/// secret again, as Lambda does before a batch, also when only the consumer is refused
+/// and nothing can be read; when the secret changed, the consumer is made again with it.
+/// Before, serve kept the secret it started with until its task was replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_fetches_a_refused_scram_secret_again() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_served-AbCdEf";
+    let body = |password: &str| {
+        serde_json::json!({
+            "ARN": arn, "Name": "AmazonMSK_served", "VersionId": password, "CreatedDate": 1.7e9,
+            "SecretString": serde_json::json!({"username": "relay", "password": password}).to_string(),
+        })
+        .to_string()
+    };
+    let (endpoint, served) =
+        secrets_manager_sequence(vec![body("before-rotation"), body("after-rotation")]);
+    let aws = sdk_config(&endpoint).await;
+    let credentials = Credentials {
+        scram: Some(fetch_scram_secret(&aws, arn).await.expect("secret at init")),
+        aws: Some(aws),
+    };
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let brokers = kafka.bootstrap_servers();
+    let vars = [
+        ("RELAY_BROKERS", brokers.as_str()),
+        ("RELAY_SOURCE_TOPICS", "dms.cdc"),
+        ("RELAY_HTTP_ADDR", "off"),
+        ("RELAY_AUTH", "scram"),
+        ("RELAY_SCRAM_SECRET_ARN", arn),
+        ("AWS_REGION", "eu-west-1"),
+        // The mock cluster has no SASL: the consumer's every login is refused; the
+        // producer goes without.
+        ("RELAY_CONSUMER_SECURITY_PROTOCOL", "sasl_plaintext"),
+        ("RELAY_PRODUCER_SECURITY_PROTOCOL", "plaintext"),
+    ];
+    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
+    let settings = Settings::from_vars(pairs()).expect("settings");
+    let relay = Arc::new(
+        Relay::with_routes(settings, util::example_routes()).with_credentials(credentials),
+    );
+    let server = Server::new(relay, serve).expect("server");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while served.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "the secret was fetched again after the consumer's login was refused"
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("serve stops")
+        .expect("serve task")
+        .expect("serve ends cleanly");
 }
 
 /// A Secrets Manager that accepts the connection and never answers does not hold init

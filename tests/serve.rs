@@ -439,6 +439,116 @@ async fn health_and_metrics_report_the_loop() {
     );
 }
 
+/// `/healthz` is liveness by progress: 200 while records get done, and while nothing is
+/// left to read (idle for twice the bound); 503 once the brokers have been down for the
+/// bound, and 503 while every batch fails (the downstream topic refuses the relay: the
+/// source partitions are fetched to their end again and again, which is not progress);
+/// 200 again each time the fault is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_no_progress_is_possible() {
+    const BOUND: Duration = Duration::from_millis(4000);
+    let kafka = cluster();
+    let serving = Serving::start(
+        &kafka,
+        "liveness",
+        &[
+            ("RELAY_CONSUMER_STATISTICS_INTERVAL_MS", "200"),
+            ("RELAY_BATCH_TIMEOUT_MS", "1000"),
+            ("RELAY_RETRY_BACKOFF_MAX_MS", "400"),
+            ("RELAY_LIVENESS_TIMEOUT_MS", "4000"),
+        ],
+    );
+    let addr = cdc_relay::ops::listen(
+        "127.0.0.1:0".parse().expect("address"),
+        serving.metrics.clone(),
+    )
+    .await
+    .expect("listen");
+    // `/healthz` until it answers `status`, for at most `within`; the answer.
+    let until = |status: &'static str, within: Duration| async move {
+        let from = Instant::now();
+        loop {
+            let answer = get(addr, "/healthz").await;
+            if answer.starts_with(status) || from.elapsed() > within {
+                return (answer, from.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    produce_source(&kafka, 0, 30);
+    let relayed = tokio::task::block_in_place(|| wait_for(&kafka, 30, Duration::from_secs(30)));
+    assert_eq!(relayed.len(), 30);
+    tokio::time::sleep(BOUND * 2).await;
+    let idle = get(addr, "/healthz").await;
+    assert!(
+        idle.starts_with("HTTP/1.1 200") && idle.contains(r#""live":true"#),
+        "nothing left to read is progress: {idle}"
+    );
+
+    for broker in 1..=3 {
+        kafka.cluster().broker_down(broker).expect("broker down");
+    }
+    let (answer, after) = until("HTTP/1.1 503", Duration::from_secs(20)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains(r#""live":false"#),
+        "no progress with the brokers down: {answer}"
+    );
+    assert!(
+        after >= BOUND - Duration::from_millis(1500),
+        "live until the bound passed (the last progress was at most an idle tick and a statistics interval before): {after:?}"
+    );
+    assert!(get(addr, "/healthz/ready")
+        .await
+        .starts_with("HTTP/1.1 503"));
+    for broker in 1..=3 {
+        kafka.cluster().broker_up(broker).expect("broker up");
+    }
+    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(40)).await;
+    assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
+
+    kafka
+        .cluster()
+        .topic_error(
+            OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .expect("topic error");
+    produce_source(&kafka, 30, 30);
+    let (answer, _) = until("HTTP/1.1 503", Duration::from_secs(20)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "no progress while every batch fails: {answer}\n{}",
+        serving.metrics.render()
+    );
+    assert!(serving.metrics.failed.get() >= 30, "the batches were tried");
+    kafka
+        .cluster()
+        .topic_error(OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .expect("clear topic error");
+    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(30)).await;
+    assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
+    serving.stop().await;
+}
+
+/// Past the connection cap, idle connections do not keep the container's own health
+/// check out: the oldest is closed for the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_health_check() {
+    let metrics = Arc::new(Metrics::default());
+    let addr = cdc_relay::ops::listen("127.0.0.1:0".parse().expect("address"), metrics)
+        .await
+        .expect("listen");
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(3), get(addr, "/healthz"))
+        .await
+        .expect("an answer before the idle connections time out");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}
+
 /// One HTTP/1.1 GET; the whole response as text.
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -705,6 +815,48 @@ async fn serve_refuses_routes_that_may_write_a_source_topic() {
     assert!(
         error.contains("\"dms.orders\"") && error.contains("its own output"),
         "{error}"
+    );
+}
+
+/// A liveness bound a batch can outlast would fail the health check of a process that
+/// is only slow: serve refuses it at start, naming the setting and the batch's longest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_liveness_bound_shorter_than_a_batch() {
+    let kafka = cluster();
+    let brokers = kafka.bootstrap_servers();
+    let server = |liveness: &str, exactly_once: &str| {
+        let vars = [
+            ("RELAY_BROKERS", brokers.as_str()),
+            ("RELAY_SOURCE_TOPICS", SOURCE),
+            ("RELAY_HTTP_ADDR", "off"),
+            ("RELAY_BATCH_WINDOW_MS", "20"),
+            ("RELAY_BATCH_TIMEOUT_MS", "30000"),
+            ("RELAY_LIVENESS_TIMEOUT_MS", liveness),
+            ("RELAY_EXACTLY_ONCE", exactly_once),
+        ];
+        let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
+        let settings = Settings::from_vars_with(
+            pairs(),
+            Overrides {
+                managed_producer: Server::producer_overrides(&serve),
+                ..Overrides::default()
+            },
+        )
+        .expect("settings");
+        let routes = Routes::parse(ROUTES, "test").expect("routes");
+        Server::new(Arc::new(Relay::with_routes(settings, routes)), serve).err()
+    };
+    let error = server("32000", "false").expect("refused").to_string();
+    assert!(
+        error.contains("RELAY_LIVENESS_TIMEOUT_MS") && error.contains("32020 ms"),
+        "{error}"
+    );
+    assert!(server("32021", "false").is_none(), "longer than a batch");
+    let error = server("32021", "true").expect("refused").to_string();
+    assert!(
+        error.contains("52020 ms"),
+        "exactly once adds the commit: {error}"
     );
 }
 

@@ -10,6 +10,7 @@
 //! committed again before the next batch, and before their partition is revoked.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ use crate::source::{NotDone, Payload, SourceRecord};
 
 /// How long a commit, seek or pause may block.
 const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest [`Source::read_batch`] waits for a first record before it returns an
+/// empty batch.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// What a [`Source`] reads and how it batches.
 #[derive(Debug, Clone)]
@@ -133,6 +138,9 @@ pub(crate) struct SourceContext {
     metrics: Arc<Metrics>,
     /// The partitions the lag gauge shows.
     lag_labels: Mutex<Vec<PartitionLabel>>,
+    /// Whether the last statistics said nothing is left to read (see [`caught_up`]);
+    /// cleared when a partition is set back for a retry.
+    caught_up: AtomicBool,
 }
 
 impl ClientContext for SourceContext {
@@ -147,6 +155,8 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        self.caught_up
+            .store(caught_up(&statistics), Ordering::Relaxed);
         let Ok(mut shown) = self.lag_labels.lock() else {
             return;
         };
@@ -179,6 +189,44 @@ impl ClientContext for SourceContext {
     ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
         self.inner.generate_oauth_token(oauthbearer_config)
     }
+}
+
+/// Nothing left to fetch, as far as librdkafka's statistics tell: the member is in the
+/// group (its coordinator known and up; a cooperative rebalance goes on consuming, so
+/// its join state does not matter), and every assigned partition is being fetched, from
+/// a leader that is up, and has been fetched to its end (the last stable offset: the
+/// source is read as committed). A leader that is down or refuses the login is not up;
+/// an end not known (before a fetch, or after a failed one) is not reached. What was
+/// fetched is not what was done: [`Source::caught_up`] adds that.
+pub(crate) fn caught_up(statistics: &Statistics) -> bool {
+    let Some(group) = &statistics.cgrp else {
+        return false;
+    };
+    if group.state != "up" {
+        return false;
+    }
+    let up = |leader: i32| {
+        leader >= 0
+            && statistics
+                .brokers
+                .values()
+                .any(|b| b.nodeid == leader && b.state == "UP")
+    };
+    let fetched = statistics
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.values())
+        .filter(|p| p.partition >= 0 && p.fetch_state == "active")
+        .map(|p| {
+            p.ls_offset >= 0
+                && p.hi_offset >= 0
+                && p.next_offset >= p.ls_offset
+                && up(p.leader)
+                && (p.broker == p.leader || up(p.broker))
+        })
+        .collect::<Vec<bool>>();
+    fetched.len() == usize::try_from(group.assignment_size).unwrap_or(usize::MAX)
+        && fetched.iter().all(|&done| done)
 }
 
 impl ConsumerContext for SourceContext {
@@ -331,6 +379,7 @@ impl Source {
             group: group.clone(),
             metrics,
             lag_labels: Mutex::new(Vec::new()),
+            caught_up: AtomicBool::new(false),
         };
         let mut config = ClientConfig::new();
         config
@@ -377,8 +426,23 @@ impl Source {
         })
     }
 
+    /// Whether the brokers refused the consumer's login (SASL authentication).
+    pub(crate) fn login_refused(&self) -> bool {
+        self.consumer
+            .context()
+            .inner
+            .auth_refused
+            .load(Ordering::Relaxed)
+    }
+
+    /// What the source reads and how it batches (to make it again).
+    pub(crate) fn options(&self) -> &SourceOptions {
+        &self.options
+    }
+
     /// Reads one batch: waits for the first record (or the next paused partition's
-    /// resume), then fills until the size, byte or window limit. Records of partitions
+    /// resume, or [`IDLE_TICK`]: an empty batch lets the loop look after itself), then
+    /// fills until the size, byte or window limit. Records of partitions
     /// revoked meanwhile are dropped; the rest come sorted by partition and offset.
     pub(crate) async fn read_batch(&mut self) -> Vec<Read> {
         self.resume_due();
@@ -386,20 +450,20 @@ impl Source {
         let mut batch: Vec<Read> = Vec::new();
         let mut bytes = 0;
         let mut window_end: Option<tokio::time::Instant> = None;
+        let idle_end = tokio::time::Instant::now() + IDLE_TICK;
         loop {
             let read = match self.carried.take() {
                 Some(read) => read,
                 None => {
                     let wake = self.paused.iter().map(|p| p.until).min();
                     let until = match (window_end, wake) {
-                        (Some(end), _) => Some(end),
-                        (None, Some(w)) => Some(tokio::time::Instant::from_std(w)),
-                        (None, None) => None,
+                        (Some(end), _) => end,
+                        (None, Some(w)) => tokio::time::Instant::from_std(w).min(idle_end),
+                        (None, None) => idle_end,
                     };
-                    let received = match until {
-                        Some(at) => tokio::time::timeout_at(at, self.consumer.recv()).await.ok(),
-                        None => Some(self.consumer.recv().await),
-                    };
+                    let received = tokio::time::timeout_at(until, self.consumer.recv())
+                        .await
+                        .ok();
                     match received {
                         None => break,
                         Some(Ok(message)) => read(&mut self.names, &self.group, &message),
@@ -511,15 +575,46 @@ impl Source {
 
     /// Commits the offsets of records done. On failure they stay noted: retried before
     /// the next batch, at a revocation and at shutdown.
-    pub(crate) fn commit(&self) {
+    pub(crate) fn commit(&self) -> bool {
         if self.consumer.assignment_lost() {
             tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
-            return;
+            return false;
         }
         if let Err(error) = tokio::task::block_in_place(|| self.group.commit(&self.consumer, None))
         {
             tracing::warn!(%error, "commit failed; retried before the next batch");
+            return false;
         }
+        true
+    }
+
+    /// Nothing left to do, so far as this member knows: the last statistics said every
+    /// assigned partition was fetched to its end (see [`caught_up`]), no partition of the
+    /// assignment waits for a retry, and every record done is committed. Idle, not stuck
+    /// (liveness).
+    pub(crate) fn caught_up(&self) -> bool {
+        if !self.consumer.context().caught_up.load(Ordering::Relaxed) || self.carried.is_some() {
+            return false;
+        }
+        let uncommitted = self
+            .group
+            .0
+            .lock()
+            .map_or(true, |g| !g.uncommitted.is_empty());
+        if uncommitted {
+            return false;
+        }
+        if self.failures.is_empty() {
+            return true;
+        }
+        // A partition revoked while it waited for a retry is its new owner's.
+        let Ok(assignment) = self.consumer.assignment() else {
+            return false;
+        };
+        !self
+            .failures
+            .keys()
+            .any(|(topic, partition)| assignment.find_partition(topic, *partition).is_some())
     }
 
     /// Whether the group took this member's partitions away (a session timeout).
@@ -569,6 +664,11 @@ impl Source {
             }
             let backoff = match retry {
                 Some((first, max)) => {
+                    // Statistics from before the failure must not call the member idle.
+                    self.consumer
+                        .context()
+                        .caught_up
+                        .store(false, Ordering::Relaxed);
                     let failures = self.failures.entry(key).or_insert(0);
                     *failures = failures.saturating_add(1);
                     backoff(first, max, *failures)

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ServeSettings;
-use crate::error::{Error, RecordError};
+use crate::error::{ConfigError, Error, RecordError};
 use crate::kafka::group::{backoff, spans, Read, Source, SourceOptions, Span};
 use crate::kafka::producer::Sink;
-use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd};
+use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET};
 use crate::ops::Metrics;
 use crate::pipeline::{BatchContext, BatchOutcome, Renew};
 use crate::relay::Relay;
@@ -37,6 +37,9 @@ use crate::source::{EventOrigin, NotDone, SourceRecord};
 
 /// How long the producer may take to reach a broker before the first batch.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// What the liveness bound leaves on top of the longest a batch may take: making a
+/// producer, committing the offsets, pausing and seeking.
+const LIVENESS_MARGIN: Duration = Duration::from_secs(2);
 /// The longest wait, at start, for each cluster to say its id (exactly once).
 const CLUSTER_ID_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -106,8 +109,34 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
+        // A batch may take its timeout (and, exactly once, the commit's budget): the
+        // liveness bound must leave it that long.
+        let longest = settings.batch_window
+            + settings.batch_timeout
+            + LIVENESS_MARGIN
+            + if settings.exactly_once {
+                COMMIT_BUDGET
+            } else {
+                Duration::ZERO
+            };
+        if settings.liveness_timeout <= longest {
+            return Err(Error::Config(ConfigError::Env {
+                name: "RELAY_LIVENESS_TIMEOUT_MS".to_owned(),
+                value: settings.liveness_timeout.as_millis().to_string(),
+                problem: format!(
+                    "must be longer than a batch can take ({} ms: the batch window and timeout{}, and 2 s)",
+                    longest.as_millis(),
+                    if settings.exactly_once {
+                        ", and the commit's budget"
+                    } else {
+                        ""
+                    }
+                ),
+            }));
+        }
         let auth = relay.client_auth(&source_brokers, settings.source_cluster_arn.as_deref())?;
         let metrics = Arc::new(Metrics::new());
+        metrics.set_liveness_timeout(settings.liveness_timeout);
         let source = Source::new(
             SourceOptions {
                 brokers: source_brokers.clone(),
@@ -226,14 +255,20 @@ impl Server {
             .producer_ready
             .store(self.through, Ordering::Relaxed);
         'serving: loop {
+            self.renew_credentials().await;
             let batch = tokio::select! {
                 batch = self.source.read_batch() => batch,
                 () = &mut shutdown => break 'serving,
             };
+            if self.source.caught_up() {
+                // Nothing left to read is progress too (liveness).
+                self.metrics.progress();
+            }
             if batch.is_empty() {
                 continue;
             }
             let shutdown_timeout = self.settings.shutdown_timeout;
+            self.metrics.in_flight(true);
             let (result, stop) = {
                 let processing = self.process(batch);
                 tokio::pin!(processing);
@@ -248,6 +283,7 @@ impl Server {
                     }
                 }
             };
+            self.metrics.in_flight(false);
             match result {
                 Some(Err(error)) => {
                     tracing::warn!(%error, "batch not committed; read again after a backoff")
@@ -273,6 +309,38 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(2))).await;
         }
         Ok(())
+    }
+
+    /// SCRAM with the secret in Secrets Manager: when the brokers refuse the consumer's
+    /// or the producer's login, the secret is fetched again (it may have been rotated; at
+    /// most every 30 s, as Lambda does before a batch). When it changed, the producer is
+    /// replaced and the consumer made again with it (it rejoins the group; records done
+    /// but not committed are read again).
+    async fn renew_credentials(&mut self) {
+        let refused = self.source.login_refused()
+            || self.relay.sink().is_some_and(|sink| sink.login_refused());
+        if !refused || !self.relay.refetch_scram_secret(None).await {
+            return;
+        }
+        self.transactions.forget();
+        let brokers = self.origin.bootstrap_servers.clone().unwrap_or_default();
+        let source = self
+            .relay
+            .client_auth(&brokers, self.settings.source_cluster_arn.as_deref())
+            .and_then(|auth| {
+                Source::new(self.source.options().clone(), &auth, self.metrics.clone())
+            });
+        match source {
+            Ok(source) => {
+                tracing::info!("the consumer logs in again, with the new SCRAM secret");
+                let old = std::mem::replace(&mut self.source, source);
+                // Closing a consumer may wait for the brokers.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the consumer cannot be made again with the new SCRAM secret")
+            }
+        }
     }
 
     /// Exactly once with `RELAY_TRANSACTIONAL_ID` set: whether `sink` was fenced, which
@@ -455,7 +523,10 @@ impl Server {
     fn commit_done(&mut self, spans: &[Span], outcome: &BatchOutcome) -> Committed {
         let failed = &outcome.failures;
         self.source.done_except(spans, failed);
-        self.source.commit();
+        if self.source.commit() && outcome.not_done < outcome.records {
+            // Records done and committed: progress (liveness).
+            self.metrics.progress();
+        }
         self.read_again(spans, failed);
         if failed.is_empty() {
             Committed::All
@@ -506,6 +577,7 @@ impl Server {
         match end {
             TxnEnd::Committed => {
                 count(&self.metrics, &outcome);
+                self.metrics.progress();
                 // What this transaction committed is settled: its suspects went through
                 // alone (a sibling's fault), its condemned records are dead letters.
                 self.suspects.retain(|partition, (offset, _)| {
