@@ -13,7 +13,7 @@ use cdc_relay::relay::Relay;
 use cdc_relay::transform::{header, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
@@ -440,18 +440,20 @@ async fn health_and_metrics_report_the_loop() {
 }
 
 /// `/healthz` is liveness by progress: 200 while records get done, and while nothing is
-/// left to read (idle for twice the bound); 503 once the brokers have been down for the
-/// bound, and 503 while every batch fails (the downstream topic refuses the relay: the
-/// source partitions are fetched to their end again and again, which is not progress);
-/// 200 again each time the fault is gone.
+/// left to read (idle for twice the bound); 503 while every batch fails (the downstream
+/// cluster refuses every write: the source partitions are fetched to their end again and
+/// again, which is not progress), and once the source brokers have been down for the bound; 200 again
+/// each time the fault is gone, and records relayed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_fails_while_no_progress_is_possible() {
     const BOUND: Duration = Duration::from_millis(4000);
-    let kafka = cluster();
+    let (source, downstream) = (cluster(), cluster());
+    let source_brokers = source.bootstrap_servers();
     let serving = Serving::start(
-        &kafka,
+        &downstream,
         "liveness",
         &[
+            ("RELAY_SOURCE_BROKERS", source_brokers.as_str()),
             ("RELAY_CONSUMER_STATISTICS_INTERVAL_MS", "200"),
             ("RELAY_BATCH_TIMEOUT_MS", "1000"),
             ("RELAY_RETRY_BACKOFF_MAX_MS", "400"),
@@ -475,9 +477,11 @@ async fn health_fails_while_no_progress_is_possible() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    produce_source(&kafka, 0, 30);
-    let relayed = tokio::task::block_in_place(|| wait_for(&kafka, 30, Duration::from_secs(30)));
-    assert_eq!(relayed.len(), 30);
+    let relayed = |count: usize| {
+        tokio::task::block_in_place(|| wait_for(&downstream, count, Duration::from_secs(60))).len()
+    };
+    produce_source(&source, 0, 30);
+    assert!(relayed(30) >= 30);
     tokio::time::sleep(BOUND * 2).await;
     let idle = get(addr, "/healthz").await;
     assert!(
@@ -485,35 +489,13 @@ async fn health_fails_while_no_progress_is_possible() {
         "nothing left to read is progress: {idle}"
     );
 
-    for broker in 1..=3 {
-        kafka.cluster().broker_down(broker).expect("broker down");
-    }
-    let (answer, after) = until("HTTP/1.1 503", Duration::from_secs(20)).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 503") && answer.contains(r#""live":false"#),
-        "no progress with the brokers down: {answer}"
+    // Every write refused at once: batches fail fast, and the partitions are fetched
+    // to their end after each short backoff.
+    downstream.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 5000],
     );
-    assert!(
-        after >= BOUND - Duration::from_millis(1500),
-        "live until the bound passed (the last progress was at most an idle tick and a statistics interval before): {after:?}"
-    );
-    assert!(get(addr, "/healthz/ready")
-        .await
-        .starts_with("HTTP/1.1 503"));
-    for broker in 1..=3 {
-        kafka.cluster().broker_up(broker).expect("broker up");
-    }
-    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(40)).await;
-    assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
-
-    kafka
-        .cluster()
-        .topic_error(
-            OUT,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-        )
-        .expect("topic error");
-    produce_source(&kafka, 30, 30);
+    produce_source(&source, 30, 30);
     let (answer, _) = until("HTTP/1.1 503", Duration::from_secs(20)).await;
     assert!(
         answer.starts_with("HTTP/1.1 503"),
@@ -521,12 +503,39 @@ async fn health_fails_while_no_progress_is_possible() {
         serving.metrics.render()
     );
     assert!(serving.metrics.failed.get() >= 30, "the batches were tried");
-    kafka
+    downstream
         .cluster()
-        .topic_error(OUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
-        .expect("clear topic error");
-    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(30)).await;
+        .clear_request_errors(RDKafkaApiKey::Produce);
+    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(40)).await;
     assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
+    assert!(
+        relayed(60) >= 60,
+        "relayed once the downstream takes writes"
+    );
+
+    let since = serving.metrics.since_progress();
+    for broker in 1..=3 {
+        source.cluster().broker_down(broker).expect("broker down");
+    }
+    let (answer, after) = until("HTTP/1.1 503", Duration::from_secs(20)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains(r#""live":false"#),
+        "no progress with the source brokers down: {answer}"
+    );
+    assert!(
+        since + after >= BOUND,
+        "live until the bound passed since the last progress ({since:?} before the brokers went down, 503 {after:?} after)"
+    );
+    assert!(get(addr, "/healthz/ready")
+        .await
+        .starts_with("HTTP/1.1 503"));
+    for broker in 1..=3 {
+        source.cluster().broker_up(broker).expect("broker up");
+    }
+    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(40)).await;
+    assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
+    produce_source(&source, 60, 30);
+    assert!(relayed(90) >= 90, "relaying again");
     serving.stop().await;
 }
 
@@ -824,16 +833,15 @@ async fn serve_refuses_routes_that_may_write_a_source_topic() {
 async fn serve_refuses_a_liveness_bound_shorter_than_a_batch() {
     let kafka = cluster();
     let brokers = kafka.bootstrap_servers();
-    let server = |liveness: &str, exactly_once: &str| {
-        let vars = [
+    let server_with = |vars: &[(&str, &str)]| {
+        let mut all = vec![
             ("RELAY_BROKERS", brokers.as_str()),
             ("RELAY_SOURCE_TOPICS", SOURCE),
             ("RELAY_HTTP_ADDR", "off"),
             ("RELAY_BATCH_WINDOW_MS", "20"),
-            ("RELAY_BATCH_TIMEOUT_MS", "30000"),
-            ("RELAY_LIVENESS_TIMEOUT_MS", liveness),
-            ("RELAY_EXACTLY_ONCE", exactly_once),
         ];
+        all.extend_from_slice(vars);
+        let vars = all;
         let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
         let settings = Settings::from_vars_with(
@@ -847,6 +855,21 @@ async fn serve_refuses_a_liveness_bound_shorter_than_a_batch() {
         let routes = Routes::parse(ROUTES, "test").expect("routes");
         Server::new(Arc::new(Relay::with_routes(settings, routes)), serve).err()
     };
+    let server = |liveness: &str, exactly_once: &str| {
+        server_with(&[
+            ("RELAY_BATCH_TIMEOUT_MS", "30000"),
+            ("RELAY_LIVENESS_TIMEOUT_MS", liveness),
+            ("RELAY_EXACTLY_ONCE", exactly_once),
+        ])
+    };
+    assert!(
+        server_with(&[("RELAY_BATCH_TIMEOUT_MS", "300000")]).is_none(),
+        "unset, the bound grows with the batch timeout"
+    );
+    let error = server_with(&[("RELAY_CONSUMER_STATISTICS_INTERVAL_MS", "0")])
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("statistics"), "{error}");
     let error = server("32000", "false").expect("refused").to_string();
     assert!(
         error.contains("RELAY_LIVENESS_TIMEOUT_MS") && error.contains("32020 ms"),
@@ -953,7 +976,6 @@ async fn serve_dead_letters_a_record_over_the_size_limit() {
 /// produce requests; one source partition, one record per batch.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_dead_letters_a_record_the_broker_rejects() {
-    use rdkafka::types::RDKafkaApiKey;
     let kafka = cluster();
     kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
     // Ids 0, 3 and 6: all in source partition 0.

@@ -54,9 +54,9 @@ pub struct ServeSettings {
     /// (`RELAY_SHUTDOWN_TIMEOUT_MS`, default 20,000: containers get 30 s, and leaving the group and flushing take a few more).
     pub shutdown_timeout: Duration,
     /// How long the loop may go without progress (records done, or nothing left to read)
-    /// before `/healthz` fails (`RELAY_LIVENESS_TIMEOUT_MS`, default 120,000; more than
-    /// the batch timeout and the commit's 20 s).
-    pub liveness_timeout: Duration,
+    /// before `/healthz` fails (`RELAY_LIVENESS_TIMEOUT_MS`; default 120,000, or more
+    /// when a batch may take longer: see `serve`).
+    pub liveness_timeout: Option<Duration>,
     /// Where `/healthz` and `/metrics` listen (`RELAY_HTTP_ADDR`, default
     /// `0.0.0.0:8080`; `off` for nowhere).
     pub http_addr: Option<std::net::SocketAddr>,
@@ -92,7 +92,7 @@ impl ServeSettings {
             exactly_once: false,
             transactional_id: None,
             shutdown_timeout: Duration::from_secs(20),
-            liveness_timeout: Duration::from_secs(120),
+            liveness_timeout: None,
             http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
             consumer_overrides: Vec::new(),
         };
@@ -132,7 +132,9 @@ impl ServeSettings {
                 "RELAY_EXACTLY_ONCE" => settings.exactly_once = boolean(&name, &value)?,
                 "RELAY_TRANSACTIONAL_ID" => settings.transactional_id = non_empty(&name, &value)?,
                 "RELAY_SHUTDOWN_TIMEOUT_MS" => settings.shutdown_timeout = millis(&name, &value)?,
-                "RELAY_LIVENESS_TIMEOUT_MS" => settings.liveness_timeout = millis(&name, &value)?,
+                "RELAY_LIVENESS_TIMEOUT_MS" => {
+                    settings.liveness_timeout = Some(millis(&name, &value)?)
+                }
                 "RELAY_HTTP_ADDR" => {
                     let trimmed = value.trim();
                     settings.http_addr = if trimmed.is_empty() || trimmed == "off" {

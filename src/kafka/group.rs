@@ -38,6 +38,9 @@ const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// empty batch.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// How often librdkafka reports its statistics (unless `RELAY_CONSUMER_*` says otherwise).
+pub(crate) const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// What a [`Source`] reads and how it batches.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceOptions {
@@ -141,7 +144,12 @@ pub(crate) struct SourceContext {
     /// Whether the last statistics said nothing is left to read (see [`caught_up`]);
     /// cleared when a partition is set back for a retry.
     caught_up: AtomicBool,
+    /// Fetch requests sent per broker, at the last statistics.
+    fetches: Mutex<Fetches>,
 }
+
+/// Fetch requests sent per broker id (librdkafka's statistics).
+type Fetches = HashMap<i32, i64>;
 
 impl ClientContext for SourceContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
@@ -155,8 +163,19 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        let fetches: Fetches = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .map(|b| (b.nodeid, b.req.get("Fetch").copied().unwrap_or(0)))
+            .collect();
+        let before = self
+            .fetches
+            .lock()
+            .map(|mut last| std::mem::replace(&mut *last, fetches))
+            .unwrap_or_default();
         self.caught_up
-            .store(caught_up(&statistics), Ordering::Relaxed);
+            .store(caught_up(&statistics, &before), Ordering::Relaxed);
         let Ok(mut shown) = self.lag_labels.lock() else {
             return;
         };
@@ -193,16 +212,20 @@ impl ClientContext for SourceContext {
 
 /// Nothing left to fetch, as far as librdkafka's statistics tell: the member is in the
 /// group (its coordinator known and up; a cooperative rebalance goes on consuming, so
-/// its join state does not matter), and every assigned partition is being fetched, from
+/// the join state matters only to a member without partitions), and every assigned partition is being fetched, from
 /// a leader that is up, and has been fetched to its end (the last stable offset: the
-/// source is read as committed). A leader that is down or refuses the login is not up;
-/// an end not known (before a fetch, or after a failed one) is not reached. What was
+/// source is read as committed), by a fetcher that still fetches: the broker it fetches
+/// from got Fetch requests since the statistics `before` (an end learned before the
+/// fetcher stopped is stale). A leader that is down or refuses the login is not up; an
+/// end not known (before a fetch, or after a failed one) is not reached. What was
 /// fetched is not what was done: [`Source::caught_up`] adds that.
-pub(crate) fn caught_up(statistics: &Statistics) -> bool {
+pub(crate) fn caught_up(statistics: &Statistics, before: &Fetches) -> bool {
     let Some(group) = &statistics.cgrp else {
         return false;
     };
-    if group.state != "up" {
+    // Without partitions, only a member in the group is idle (one that cannot join
+    // has none either).
+    if group.state != "up" || (group.assignment_size == 0 && group.join_state != "steady") {
         return false;
     }
     let up = |leader: i32| {
@@ -211,6 +234,14 @@ pub(crate) fn caught_up(statistics: &Statistics) -> bool {
                 .brokers
                 .values()
                 .any(|b| b.nodeid == leader && b.state == "UP")
+    };
+    let fetching = |broker: i32| {
+        statistics
+            .brokers
+            .values()
+            .find(|b| b.nodeid == broker && broker >= 0)
+            .and_then(|b| b.req.get("Fetch"))
+            .is_some_and(|now| before.get(&broker).is_some_and(|then| now > then))
     };
     let fetched = statistics
         .topics
@@ -223,6 +254,7 @@ pub(crate) fn caught_up(statistics: &Statistics) -> bool {
                 && p.next_offset >= p.ls_offset
                 && up(p.leader)
                 && (p.broker == p.leader || up(p.broker))
+                && fetching(p.broker)
         })
         .collect::<Vec<bool>>();
     fetched.len() == usize::try_from(group.assignment_size).unwrap_or(usize::MAX)
@@ -354,8 +386,8 @@ pub(crate) struct Source {
     options: SourceOptions,
     names: Names,
     paused: Vec<Paused>,
-    /// Failures in a row per partition, for the backoff.
-    failures: HashMap<(Arc<str>, i32), u32>,
+    /// Failures in a row per partition, for the backoff, and the partition's epoch then.
+    failures: HashMap<(Arc<str>, i32), (u32, u64)>,
     /// A record read that did not fit in the last batch: the first of the next.
     carried: Option<Read>,
 }
@@ -380,6 +412,7 @@ impl Source {
             metrics,
             lag_labels: Mutex::new(Vec::new()),
             caught_up: AtomicBool::new(false),
+            fetches: Mutex::default(),
         };
         let mut config = ClientConfig::new();
         config
@@ -394,8 +427,11 @@ impl Source {
             .set("partition.assignment.strategy", "cooperative-sticky")
             // A transactional source is read as committed.
             .set("isolation.level", "read_committed")
-            // Lag per partition for /metrics.
-            .set("statistics.interval.ms", "5000")
+            // Lag per partition for /metrics, and whether the member is idle (liveness).
+            .set(
+                "statistics.interval.ms",
+                STATISTICS_INTERVAL.as_millis().to_string(),
+            )
             // A fetch that finds nothing waits at most this long for new records (the
             // default, 500 ms, is latency a relay does not need; brokers that answer
             // only at the end of the wait make it the lag's floor).
@@ -593,7 +629,14 @@ impl Source {
     /// assignment waits for a retry, and every record done is committed. Idle, not stuck
     /// (liveness).
     pub(crate) fn caught_up(&self) -> bool {
-        if !self.consumer.context().caught_up.load(Ordering::Relaxed) || self.carried.is_some() {
+        // Each report counts once: statistics that stop coming are no progress.
+        if !self
+            .consumer
+            .context()
+            .caught_up
+            .swap(false, Ordering::Relaxed)
+            || self.carried.is_some()
+        {
             return false;
         }
         let uncommitted = self
@@ -604,17 +647,12 @@ impl Source {
         if uncommitted {
             return false;
         }
-        if self.failures.is_empty() {
-            return true;
-        }
-        // A partition revoked while it waited for a retry is its new owner's.
-        let Ok(assignment) = self.consumer.assignment() else {
-            return false;
-        };
+        // A partition revoked since its failure is its new owner's (and, assigned back,
+        // starts afresh).
         !self
             .failures
-            .keys()
-            .any(|(topic, partition)| assignment.find_partition(topic, *partition).is_some())
+            .iter()
+            .any(|((topic, partition), (_, epoch))| *epoch == self.group.epoch(topic, *partition))
     }
 
     /// Whether the group took this member's partitions away (a session timeout).
@@ -669,7 +707,11 @@ impl Source {
                         .context()
                         .caught_up
                         .store(false, Ordering::Relaxed);
-                    let failures = self.failures.entry(key).or_insert(0);
+                    let epoch = self.group.epoch(&span.topic, span.partition);
+                    let (failures, since) = self.failures.entry(key).or_insert((0, epoch));
+                    if *since != epoch {
+                        (*failures, *since) = (0, epoch);
+                    }
                     *failures = failures.saturating_add(1);
                     backoff(first, max, *failures)
                 }

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::ServeSettings;
 use crate::error::{ConfigError, Error, RecordError};
-use crate::kafka::group::{backoff, spans, Read, Source, SourceOptions, Span};
+use crate::kafka::group::{backoff, spans, Read, Source, SourceOptions, Span, STATISTICS_INTERVAL};
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET};
-use crate::ops::Metrics;
+use crate::ops::{Metrics, LIVENESS_TIMEOUT};
 use crate::pipeline::{BatchContext, BatchOutcome, Renew};
 use crate::relay::Relay;
 use crate::source::{EventOrigin, NotDone, SourceRecord};
@@ -67,6 +67,8 @@ pub struct Server {
     /// Exactly once: the producer was fenced by another with its `transactional.id`
     /// (the fatal error). Serving stops: going on would fence the other in turn.
     fenced: Option<String>,
+    /// The SCRAM secret changed and the consumer is still to be made again with it.
+    remake_source: bool,
 }
 
 /// What a batch came to.
@@ -109,34 +111,10 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
-        // A batch may take its timeout (and, exactly once, the commit's budget): the
-        // liveness bound must leave it that long.
-        let longest = settings.batch_window
-            + settings.batch_timeout
-            + LIVENESS_MARGIN
-            + if settings.exactly_once {
-                COMMIT_BUDGET
-            } else {
-                Duration::ZERO
-            };
-        if settings.liveness_timeout <= longest {
-            return Err(Error::Config(ConfigError::Env {
-                name: "RELAY_LIVENESS_TIMEOUT_MS".to_owned(),
-                value: settings.liveness_timeout.as_millis().to_string(),
-                problem: format!(
-                    "must be longer than a batch can take ({} ms: the batch window and timeout{}, and 2 s)",
-                    longest.as_millis(),
-                    if settings.exactly_once {
-                        ", and the commit's budget"
-                    } else {
-                        ""
-                    }
-                ),
-            }));
-        }
+        let liveness = liveness_timeout(&settings)?;
         let auth = relay.client_auth(&source_brokers, settings.source_cluster_arn.as_deref())?;
         let metrics = Arc::new(Metrics::new());
-        metrics.set_liveness_timeout(settings.liveness_timeout);
+        metrics.set_liveness_timeout(liveness);
         let source = Source::new(
             SourceOptions {
                 brokers: source_brokers.clone(),
@@ -181,6 +159,7 @@ impl Server {
             suspects: HashMap::new(),
             condemned: HashMap::new(),
             fenced: None,
+            remake_source: false,
         })
     }
 
@@ -317,12 +296,15 @@ impl Server {
     /// replaced and the consumer made again with it (it rejoins the group; records done
     /// but not committed are read again).
     async fn renew_credentials(&mut self) {
-        let refused = self.source.login_refused()
-            || self.relay.sink().is_some_and(|sink| sink.login_refused());
-        if !refused || !self.relay.refetch_scram_secret(None).await {
-            return;
+        if !self.remake_source {
+            let refused = self.source.login_refused()
+                || self.relay.sink().is_some_and(|sink| sink.login_refused());
+            if !refused || !self.relay.refetch_scram_secret(None).await {
+                return;
+            }
+            self.transactions.forget();
+            self.remake_source = true;
         }
-        self.transactions.forget();
         let brokers = self.origin.bootstrap_servers.clone().unwrap_or_default();
         let source = self
             .relay
@@ -333,12 +315,15 @@ impl Server {
         match source {
             Ok(source) => {
                 tracing::info!("the consumer logs in again, with the new SCRAM secret");
+                self.remake_source = false;
+                // The new consumer's statistics show its own partitions' lag.
+                self.metrics.lag.clear();
                 let old = std::mem::replace(&mut self.source, source);
                 // Closing a consumer may wait for the brokers.
                 tokio::task::spawn_blocking(move || drop(old));
             }
             Err(error) => {
-                tracing::warn!(%error, "the consumer cannot be made again with the new SCRAM secret")
+                tracing::warn!(%error, "the consumer cannot be made again with the new SCRAM secret: trying again")
             }
         }
     }
@@ -711,6 +696,76 @@ impl Server {
         self.metrics.failed.inc_by(outcome.records as u64);
         self.metrics.aborted.inc();
     }
+}
+
+/// How long the loop may go without progress before `/healthz` fails: longer than a
+/// batch can take (its timeout and, exactly once, the commit's budget), and long enough
+/// for librdkafka's statistics (what says the member is idle) to come twice. Unset, 120 s
+/// or, when a batch may take longer, that and 10 s; set shorter, refused.
+fn liveness_timeout(settings: &ServeSettings) -> Result<Duration, Error> {
+    let longest = settings.batch_window
+        + settings.batch_timeout
+        + LIVENESS_MARGIN
+        + if settings.exactly_once {
+            COMMIT_BUDGET
+        } else {
+            Duration::ZERO
+        };
+    let statistics = settings
+        .consumer_overrides
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "statistics.interval.ms")
+        .map_or(Some(STATISTICS_INTERVAL), |(_, ms)| {
+            ms.parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+        });
+    let Some(bound) = settings.liveness_timeout else {
+        let bound = LIVENESS_TIMEOUT.max(longest + Duration::from_secs(10));
+        return match statistics {
+            Some(statistics) if statistics * 2 < bound => Ok(bound),
+            _ => Err(statistics_refused()),
+        };
+    };
+    let refused = |problem: String| {
+        Error::Config(ConfigError::Env {
+            name: "RELAY_LIVENESS_TIMEOUT_MS".to_owned(),
+            value: bound.as_millis().to_string(),
+            problem,
+        })
+    };
+    if bound <= longest {
+        return Err(refused(format!(
+            "must be longer than a batch can take ({} ms: the batch window and timeout{}, and 2 s)",
+            longest.as_millis(),
+            if settings.exactly_once {
+                ", and the commit's budget"
+            } else {
+                ""
+            }
+        )));
+    }
+    match statistics {
+        Some(statistics) if statistics * 2 < bound => Ok(bound),
+        Some(statistics) => Err(refused(format!(
+            "must be longer than two statistics intervals ({} ms each: \
+             RELAY_CONSUMER_STATISTICS_INTERVAL_MS): the statistics say when the member is idle",
+            statistics.as_millis()
+        ))),
+        None => Err(statistics_refused()),
+    }
+}
+
+fn statistics_refused() -> Error {
+    Error::Config(ConfigError::Env {
+        name: "RELAY_CONSUMER_STATISTICS_INTERVAL_MS".to_owned(),
+        value: String::new(),
+        problem: "serve needs librdkafka's statistics, at most half RELAY_LIVENESS_TIMEOUT_MS \
+                  apart: they say when the member is idle (liveness)"
+            .to_owned(),
+    })
 }
 
 /// Counts a batch's outcome.
