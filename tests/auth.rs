@@ -541,16 +541,12 @@ fn hash_key_settings_are_checked() {
     }
 }
 
-/// A SCRAM login the brokers refuse (after a secret rotation) makes the relay fetch the
-/// secret again before the next batch; when it changed, the producer is replaced, so
-/// that batch logs in with the new secret instead of failing until the environment is
-/// recycled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_scram_login_fetches_the_secret_again() {
-    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_rotated-AbCdEf";
+/// The credentials of a SCRAM secret fetched at init from a Secrets Manager that will
+/// answer the next fetch with the secret rotated; how many fetches it has answered.
+async fn rotated_secret(arn: &str) -> (Credentials, Arc<AtomicUsize>) {
     let body = |password: &str| {
         serde_json::json!({
-            "ARN": arn, "Name": "AmazonMSK_rotated", "VersionId": password, "CreatedDate": 1.7e9,
+            "ARN": arn, "Name": "AmazonMSK_relay", "VersionId": password, "CreatedDate": 1.7e9,
             "SecretString": serde_json::json!({"username": "relay", "password": password}).to_string(),
         })
         .to_string()
@@ -562,6 +558,17 @@ async fn refused_scram_login_fetches_the_secret_again() {
         scram: Some(fetch_scram_secret(&aws, arn).await.expect("secret at init")),
         aws: Some(aws),
     };
+    (credentials, served)
+}
+
+/// A SCRAM login the brokers refuse (after a secret rotation) makes the relay fetch the
+/// secret again before the next batch; when it changed, the producer is replaced, so
+/// that batch logs in with the new secret instead of failing until the environment is
+/// recycled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_scram_login_fetches_the_secret_again() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_rotated-AbCdEf";
+    let (credentials, served) = rotated_secret(arn).await;
     let kafka = EmbeddedKafka::start(1).expect("mock cluster");
     let relay = util::relay(
         &kafka,
@@ -611,20 +618,7 @@ async fn refused_scram_login_fetches_the_secret_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_fetches_a_refused_scram_secret_again() {
     let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_served-AbCdEf";
-    let body = |password: &str| {
-        serde_json::json!({
-            "ARN": arn, "Name": "AmazonMSK_served", "VersionId": password, "CreatedDate": 1.7e9,
-            "SecretString": serde_json::json!({"username": "relay", "password": password}).to_string(),
-        })
-        .to_string()
-    };
-    let (endpoint, served) =
-        secrets_manager_sequence(vec![body("before-rotation"), body("after-rotation")]);
-    let aws = sdk_config(&endpoint).await;
-    let credentials = Credentials {
-        scram: Some(fetch_scram_secret(&aws, arn).await.expect("secret at init")),
-        aws: Some(aws),
-    };
+    let (credentials, served) = rotated_secret(arn).await;
     let kafka = EmbeddedKafka::start(1).expect("mock cluster");
     let brokers = kafka.bootstrap_servers();
     let vars = [

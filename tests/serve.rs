@@ -121,6 +121,22 @@ fn committed_in(kafka: &EmbeddedKafka, group: &str, partitions: i32) -> Vec<Opti
         .collect()
 }
 
+/// A serving loop over `routes`, configured by `vars` (later ones win), as `serve` makes it.
+fn server(vars: &[(&str, &str)], routes: &str) -> Result<Server, cdc_relay::Error> {
+    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
+    let settings = Settings::from_vars_with(
+        pairs(),
+        Overrides {
+            managed_producer: Server::producer_overrides(&serve),
+            ..Overrides::default()
+        },
+    )
+    .expect("settings");
+    let routes = Routes::parse(routes, "test").expect("routes");
+    Server::new(Arc::new(Relay::with_routes(settings, routes)), serve)
+}
+
 /// A serving loop in this process; stopped by sending on the returned channel.
 struct Serving {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -154,19 +170,7 @@ impl Serving {
             ("RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS", "300"),
         ];
         all.extend_from_slice(vars);
-        let pairs = || all.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
-        let settings = Settings::from_vars_with(
-            pairs(),
-            Overrides {
-                managed_producer: Server::producer_overrides(&serve),
-                ..Overrides::default()
-            },
-        )
-        .expect("settings");
-        let routes = Routes::parse(routes, "test").expect("routes");
-        let relay = Arc::new(Relay::with_routes(settings, routes));
-        let server = Server::new(relay, serve).expect("server");
+        let server = server(&all, routes).expect("server");
         let metrics = server.metrics();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -841,19 +845,7 @@ async fn serve_refuses_a_liveness_bound_shorter_than_a_batch() {
             ("RELAY_BATCH_WINDOW_MS", "20"),
         ];
         all.extend_from_slice(vars);
-        let vars = all;
-        let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
-        let settings = Settings::from_vars_with(
-            pairs(),
-            Overrides {
-                managed_producer: Server::producer_overrides(&serve),
-                ..Overrides::default()
-            },
-        )
-        .expect("settings");
-        let routes = Routes::parse(ROUTES, "test").expect("routes");
-        Server::new(Arc::new(Relay::with_routes(settings, routes)), serve).err()
+        server(&all, ROUTES).err()
     };
     let server = |liveness: &str, exactly_once: &str| {
         server_with(&[
