@@ -33,7 +33,16 @@ impl Function {
     async fn start(
         script: impl Fn(&Value, usize) -> (u16, String) + Send + Sync + 'static,
     ) -> Function {
+        Function::start_slow(|_| Duration::ZERO, script).await
+    }
+
+    /// A function that takes `delay(n)` to answer its `n`th event (from 1).
+    async fn start_slow(
+        delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
+        script: impl Fn(&Value, usize) -> (u16, String) + Send + Sync + 'static,
+    ) -> Function {
         let script: Arc<Script> = Arc::new(script);
+        let delay: Arc<dyn Fn(usize) -> Duration + Send + Sync> = Arc::new(delay);
         let events: Arc<Mutex<Vec<Value>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -48,11 +57,12 @@ impl Function {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (script, recorded) = (script.clone(), recorded.clone());
+                let (script, recorded, delay) = (script.clone(), recorded.clone(), delay.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (script, recorded) = (script.clone(), recorded.clone());
+                            let (script, recorded, delay) =
+                                (script.clone(), recorded.clone(), delay.clone());
                             async move {
                                 let body = request
                                     .into_body()
@@ -62,11 +72,13 @@ impl Function {
                                     .to_bytes();
                                 let event: Value =
                                     serde_json::from_slice(&body).expect("event is JSON");
-                                let (status, answer) = {
+                                let (status, answer, n) = {
                                     let mut events = recorded.lock().expect("events");
                                     events.push(event.clone());
-                                    script(&event, events.len())
+                                    let (status, answer) = script(&event, events.len());
+                                    (status, answer, events.len())
                                 };
+                                tokio::time::sleep(delay(n)).await;
                                 let mut response =
                                     hyper::Response::new(Full::new(Bytes::from(answer)));
                                 *response.status_mut() =
@@ -126,6 +138,7 @@ fn options(kafka: &EmbeddedKafka, function: &Function, group: &str) -> EsmOption
         on_failure: None,
         function_timeout_seconds: 10,
         retry_backoff_ms: 20,
+        consumer_properties: Vec::new(),
     }
 }
 
@@ -204,6 +217,54 @@ async fn esm_invokes_with_msk_events_and_commits() {
     }
     assert_eq!(seen.len(), 240, "every record sent");
     assert!(seen.values().all(|&n| n == 1), "no record sent twice");
+}
+
+/// A function slower than `max.poll.interval.ms` does not get the member evicted: the
+/// consumer is polled while the invocation runs, so its records are invoked once and
+/// committed (not invoked again by a member that rejoined after being counted stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_function_keeps_the_member_in_the_group() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 30);
+    let function = Function::start_slow(
+        |n| Duration::from_secs(if n == 1 { 12 } else { 0 }),
+        |_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned()),
+    )
+    .await;
+    let mut options = options(&kafka, &function, "slow");
+    options.function_timeout_seconds = 30;
+    options.consumer_properties = [
+        "session.timeout.ms=6000",
+        "heartbeat.interval.ms=1000",
+        "max.poll.interval.ms=6000",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    run_until_committed(&kafka, options, 10).await;
+    let events = function.events();
+    let mut seen: HashMap<(i64, i64), usize> = HashMap::new();
+    for event in &events {
+        for p in positions(event) {
+            *seen.entry(p).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 30, "every record sent");
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "records invoked again after the slow invocation: {twice:?}"
+    );
+}
+
+/// `--consumer-property` must be NAME=VALUE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_properties_are_name_value_pairs() {
+    let kafka = cluster();
+    let function = Function::start(|_, _| (200, String::new())).await;
+    let mut options = options(&kafka, &function, "properties");
+    options.consumer_properties = vec!["max.poll.interval.ms".to_owned()];
+    let error = Mapping::new(options).err().expect("refused").to_string();
+    assert!(error.contains("NAME=VALUE"), "{error}");
 }
 
 /// With ReportBatchItemFailures, a reported offset resumes its partition from there

@@ -9,7 +9,8 @@
 //! partition's new owner reads them. Offsets of records done whose commit failed are
 //! committed again before the next batch, and before their partition is revoked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -388,8 +389,9 @@ pub(crate) struct Source {
     paused: Vec<Paused>,
     /// Failures in a row per partition, for the backoff, and the partition's epoch then.
     failures: HashMap<(Arc<str>, i32), (u32, u64)>,
-    /// A record read that did not fit in the last batch: the first of the next.
-    carried: Option<Read>,
+    /// Records read that did not fit in the last batch, or while the loop was busy
+    /// elsewhere ([`Source::serve_while`]): the first of the next, in the order read.
+    carried: VecDeque<Read>,
 }
 
 impl Source {
@@ -458,7 +460,7 @@ impl Source {
             names: HashMap::new(),
             paused: Vec::new(),
             failures: HashMap::new(),
-            carried: None,
+            carried: VecDeque::new(),
         })
     }
 
@@ -488,7 +490,7 @@ impl Source {
         let mut window_end: Option<tokio::time::Instant> = None;
         let idle_end = tokio::time::Instant::now() + IDLE_TICK;
         loop {
-            let read = match self.carried.take() {
+            let read = match self.carried.pop_front() {
                 Some(read) => read,
                 None => {
                     let wake = self.paused.iter().map(|p| p.until).min();
@@ -515,7 +517,7 @@ impl Source {
             };
             let size = (self.options.record_size)(&read.record);
             if !batch.is_empty() && bytes + size > self.options.batch_max_bytes {
-                self.carried = Some(read);
+                self.carried.push_front(read);
                 break;
             }
             bytes += size;
@@ -548,13 +550,8 @@ impl Source {
         };
         let before = batch.len();
         batch.retain(|r| !stale(&self.group, &self.paused, r));
-        if self
-            .carried
-            .as_ref()
-            .is_some_and(|r| stale(&self.group, &self.paused, r))
-        {
-            self.carried = None;
-        }
+        let (group, paused) = (&self.group, &self.paused);
+        self.carried.retain(|r| !stale(group, paused, r));
         let group = &self.group;
         self.paused
             .retain(|p| p.epoch == group.epoch(&p.topic, p.partition));
@@ -635,7 +632,7 @@ impl Source {
             .context()
             .caught_up
             .swap(false, Ordering::Relaxed)
-            || self.carried.is_some()
+            || !self.carried.is_empty()
         {
             return false;
         }
@@ -695,11 +692,9 @@ impl Source {
                 self.failures.remove(&key);
                 continue;
             };
-            if self.carried.as_ref().is_some_and(|r| {
-                *r.record.topic == *span.topic && r.record.partition == i64::from(span.partition)
-            }) {
-                self.carried = None;
-            }
+            self.carried.retain(|r| {
+                !(*r.record.topic == *span.topic && r.record.partition == i64::from(span.partition))
+            });
             let backoff = match retry {
                 Some((first, max)) => {
                     // Statistics from before the failure must not call the member idle.
@@ -786,26 +781,43 @@ impl Source {
         self.paused = waiting;
     }
 
-    /// Waits `duration` while serving the group's events (rebalances, heartbeats),
-    /// every assigned partition paused; a record read meanwhile is kept for the next
-    /// batch.
+    /// Waits `duration` while serving the group's events (see [`Source::serve_while`]).
     pub(crate) async fn wait(&mut self, duration: Duration) {
-        let assignment = self.consumer.assignment().unwrap_or_default();
-        let _ = self.consumer.pause(&assignment);
-        let until = tokio::time::Instant::now() + duration;
-        while self.carried.is_none() {
-            match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Ok(message)) => {
-                    self.carried = Some(read(&mut self.names, &self.group, &message))
-                }
-                Ok(Err(error)) => tracing::debug!(%error, "source consumer error"),
+        self.serve_while(tokio::time::sleep(duration)).await;
+    }
+
+    /// Runs `work` (an invocation, a backoff) while serving the group's events
+    /// (rebalances, heartbeats) and polling at least every [`IDLE_TICK`], so the member
+    /// neither misses a rebalance nor passes `max.poll.interval.ms` however long `work`
+    /// takes. Every assigned partition is paused meanwhile; a record read anyway (fetched
+    /// before the pause, or from a partition assigned meanwhile, which is paused then) is
+    /// kept for the next batch.
+    pub(crate) async fn serve_while<F: Future>(&mut self, work: F) -> F::Output {
+        let mut paused_here = self.consumer.assignment().unwrap_or_default();
+        let _ = self.consumer.pause(&paused_here);
+        tokio::pin!(work);
+        let output = loop {
+            tokio::select! {
+                output = &mut work => break output,
+                received = tokio::time::timeout(IDLE_TICK, self.consumer.recv()) => match received {
+                    Err(_) => {}
+                    Ok(Ok(message)) => {
+                        let read = read(&mut self.names, &self.group, &message);
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(message.topic(), message.partition());
+                        if self.consumer.pause(&tpl).is_ok() {
+                            paused_here.add_partition(message.topic(), message.partition());
+                        }
+                        drop(message);
+                        self.carried.push_back(read);
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "source consumer error"),
+                },
             }
-        }
-        tokio::time::sleep_until(until).await;
+        };
         // Partitions paused for their own backoff stay paused.
         let mut resume = TopicPartitionList::new();
-        for e in assignment.elements() {
+        for e in paused_here.elements() {
             if !self
                 .paused
                 .iter()
@@ -815,6 +827,7 @@ impl Source {
             }
         }
         let _ = self.consumer.resume(&resume);
+        output
     }
 
     /// Commits what is done and leaves the group (its partitions go to the other

@@ -54,6 +54,9 @@ use crate::source::{
 /// Room kept in [`LAMBDA_PAYLOAD_LIMIT`] for the event's envelope.
 const ENVELOPE_ROOM: usize = 16 * 1024;
 
+/// librdkafka's largest `max.poll.interval.ms`.
+const MAX_POLL_INTERVAL_MS: u64 = 86_400_000;
+
 /// Retries applied when retries are infinite and an on-failure destination is set.
 const RETRIES_WITH_DESTINATION: i64 = 10;
 
@@ -112,6 +115,10 @@ pub struct EsmOptions {
     /// Wait before a retry, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub retry_backoff_ms: u64,
+    /// A librdkafka property of the source consumer, `NAME=VALUE` (repeatable); for
+    /// example `session.timeout.ms=10000`.
+    #[arg(long = "consumer-property", value_name = "NAME=VALUE")]
+    pub consumer_properties: Vec<String>,
 }
 
 impl EsmOptions {
@@ -142,7 +149,35 @@ impl EsmOptions {
                 )));
             }
         }
+        self.consumer_overrides()?;
         Ok(())
+    }
+
+    /// The source consumer's properties: `max.poll.interval.ms` past the function
+    /// timeout (the consumer is polled during invocations anyway, so this only makes
+    /// sure librdkafka never counts a legitimate invocation as a stalled member), then
+    /// `--consumer-property`.
+    fn consumer_overrides(&self) -> Result<Vec<(String, String)>, Error> {
+        let poll_interval_ms = (self.function_timeout_seconds.saturating_add(60))
+            .saturating_mul(1000)
+            .min(MAX_POLL_INTERVAL_MS);
+        let mut overrides = vec![(
+            "max.poll.interval.ms".to_owned(),
+            poll_interval_ms.to_string(),
+        )];
+        for property in &self.consumer_properties {
+            match property.split_once('=') {
+                Some((name, value)) if !name.trim().is_empty() => {
+                    overrides.push((name.trim().to_owned(), value.to_owned()))
+                }
+                _ => {
+                    return Err(Error::Invoke(format!(
+                        "--consumer-property {property:?}: expected NAME=VALUE"
+                    )))
+                }
+            }
+        }
+        Ok(overrides)
     }
 
     /// The retries allowed (`None`: infinite).
@@ -203,7 +238,7 @@ impl Mapping {
                 batch_window: Duration::from_secs_f64(options.maximum_batching_window_in_seconds),
                 batch_max_bytes: LAMBDA_PAYLOAD_LIMIT - ENVELOPE_ROOM,
                 record_size: event_bytes,
-                overrides: Vec::new(),
+                overrides: options.consumer_overrides()?,
             },
             &ClientAuth::None,
             Arc::new(Metrics::new()),
@@ -288,14 +323,23 @@ impl Mapping {
                 .retain(|r| not_done.get(&r.record.batch_partition).is_none());
             let (old, young) = self.split_by_age(attempt.reads);
             if !old.is_empty() {
-                self.discard(old, "record age exceeded", attempt.retries, &mut not_done)
-                    .await;
+                let discarding = discard(
+                    &self.destination,
+                    old,
+                    "record age exceeded",
+                    attempt.retries,
+                    &mut not_done,
+                );
+                self.source.serve_while(discarding).await;
             }
             attempt.reads = young;
             if attempt.reads.is_empty() {
                 continue;
             }
-            let failed = match self.invoke(&attempt.reads).await {
+            // The group is served meanwhile: a slow function does not get the member
+            // evicted, and a rebalance is answered at once.
+            let invoking = invoke(&self.client, &self.url, &self.options, &attempt.reads);
+            let failed = match self.source.serve_while(invoking).await {
                 Answer::Done(failures) if failures.is_empty() => continue,
                 Answer::Done(failures) => {
                     tracing::info!(partitions = failures.len(), "partial batch failure: the reported partitions are retried from the reported offsets");
@@ -334,8 +378,14 @@ impl Mapping {
             };
             let retries = attempt.retries + 1;
             if self.options.retries().is_some_and(|max| retries > max) {
-                self.discard(failed, "retries exhausted", attempt.retries, &mut not_done)
-                    .await;
+                let discarding = discard(
+                    &self.destination,
+                    failed,
+                    "retries exhausted",
+                    attempt.retries,
+                    &mut not_done,
+                );
+                self.source.serve_while(discarding).await;
                 continue;
             }
             self.source.wait(backoff).await;
@@ -361,117 +411,122 @@ impl Mapping {
             r.record.timestamp_ms > 0 && now_ms - r.record.timestamp_ms > max_age * 1000
         })
     }
+}
 
-    /// One invocation with `reads` as an MSK event.
-    async fn invoke(&self, reads: &[Read]) -> Answer {
-        let body = match serde_json::to_vec(&event(reads, &self.options)) {
-            Ok(body) => body,
-            Err(e) => return Answer::FunctionError(format!("event not serialisable: {e}")),
-        };
-        let request = hyper::Request::post(self.url.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)));
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return Answer::Unreachable(e.to_string()),
-        };
-        let timeout = Duration::from_secs(self.options.function_timeout_seconds);
-        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => return Answer::FunctionError(format!("timed out after {timeout:?}")),
-            // Not connected: nothing was invoked. Any other failure (the connection
-            // reset mid-invocation) counts as a function error.
-            Ok(Err(e)) if e.is_connect() => return Answer::Unreachable(e.to_string()),
-            Ok(Err(e)) => return Answer::FunctionError(e.to_string()),
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status();
-        let function_error = response
-            .headers()
-            .get("x-amz-function-error")
-            .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
-        // Lambda's response payload limit is 6 MB too.
-        let limited = http_body_util::Limited::new(response.into_body(), LAMBDA_PAYLOAD_LIMIT);
-        let body = match tokio::time::timeout(timeout, limited.collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            Ok(Err(e)) => return Answer::FunctionError(format!("response body: {e}")),
-            Err(_) => return Answer::FunctionError("response body timed out".to_owned()),
-        };
-        if !status.is_success() || function_error.is_some() {
-            return Answer::FunctionError(format!(
-                "{status} {}: {}",
-                function_error.unwrap_or_default(),
-                String::from_utf8_lossy(&body[..body.len().min(500)])
-            ));
-        }
-        if !self.options.report_batch_item_failures {
-            return Answer::Done(NotDone::new());
-        }
-        batch_item_failures(&body, reads)
+/// One invocation of `url` with `reads` as an MSK event.
+async fn invoke(client: &Client, url: &hyper::Uri, options: &EsmOptions, reads: &[Read]) -> Answer {
+    let body = match serde_json::to_vec(&event(reads, options)) {
+        Ok(body) => body,
+        Err(e) => return Answer::FunctionError(format!("event not serialisable: {e}")),
+    };
+    let request = hyper::Request::post(url.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return Answer::Unreachable(e.to_string()),
+    };
+    let timeout = Duration::from_secs(options.function_timeout_seconds);
+    let response = match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => return Answer::FunctionError(format!("timed out after {timeout:?}")),
+        // Not connected: nothing was invoked. Any other failure (the connection
+        // reset mid-invocation) counts as a function error.
+        Ok(Err(e)) if e.is_connect() => return Answer::Unreachable(e.to_string()),
+        Ok(Err(e)) => return Answer::FunctionError(e.to_string()),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let function_error = response
+        .headers()
+        .get("x-amz-function-error")
+        .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
+    // Lambda's response payload limit is 6 MB too.
+    let limited = http_body_util::Limited::new(response.into_body(), LAMBDA_PAYLOAD_LIMIT);
+    let body = match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) => return Answer::FunctionError(format!("response body: {e}")),
+        Err(_) => return Answer::FunctionError("response body timed out".to_owned()),
+    };
+    if !status.is_success() || function_error.is_some() {
+        return Answer::FunctionError(format!(
+            "{status} {}: {}",
+            function_error.unwrap_or_default(),
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        ));
     }
+    if !options.report_batch_item_failures {
+        return Answer::Done(NotDone::new());
+    }
+    batch_item_failures(&body, reads)
+}
 
-    /// Sends discarded records to the on-failure destination (or logs them when there
-    /// is none). A record the destination does not take stays not done, with the rest
-    /// of its partition.
-    async fn discard(&self, reads: Vec<Read>, reason: &str, retries: i64, not_done: &mut NotDone) {
-        let Some((producer, topic)) = &self.destination else {
-            for r in &reads {
-                tracing::warn!(
-                    topic = %r.record.topic, partition = r.record.partition,
-                    offset = r.record.offset, reason, retries,
-                    "record discarded (no on-failure destination)"
-                );
-            }
-            return;
-        };
-        for r in reads {
-            let record = &r.record;
-            // After a refusal, the partition's later records wait for the read-again too.
-            if not_done.get(&record.batch_partition).is_some() {
-                continue;
-            }
-            let parts = record.original_parts();
-            let mut headers = OwnedHeaders::new();
-            for (name, value) in &parts.headers {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value),
-                });
-            }
-            let partition = record.partition.to_string();
-            let offset = record.offset.to_string();
-            let retries = retries.to_string();
-            for (key, value) in [
-                ("esm-source-topic", &*record.topic),
-                ("esm-source-partition", &partition),
-                ("esm-source-offset", &offset),
-                ("esm-failure", reason),
-                ("esm-retry-attempts", &retries),
-            ] {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut message: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(topic).headers(headers);
-            if let Some(key) = parts.key.as_deref() {
-                message = message.key(key);
-            }
-            if let Some(value) = parts.value.as_deref() {
-                message = message.payload(value);
-            }
-            match producer.send(message, Duration::from_secs(30)).await {
-                Ok(_) => tracing::warn!(
+/// Sends discarded records to the on-failure destination (or logs them when there is
+/// none). A record the destination does not take stays not done, with the rest of its
+/// partition.
+async fn discard(
+    destination: &Option<(FutureProducer, String)>,
+    reads: Vec<Read>,
+    reason: &str,
+    retries: i64,
+    not_done: &mut NotDone,
+) {
+    let Some((producer, topic)) = destination else {
+        for r in &reads {
+            tracing::warn!(
+                topic = %r.record.topic, partition = r.record.partition,
+                offset = r.record.offset, reason, retries,
+                "record discarded (no on-failure destination)"
+            );
+        }
+        return;
+    };
+    for r in reads {
+        let record = &r.record;
+        // After a refusal, the partition's later records wait for the read-again too.
+        if not_done.get(&record.batch_partition).is_some() {
+            continue;
+        }
+        let parts = record.original_parts();
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &parts.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let retries = retries.to_string();
+        for (key, value) in [
+            ("esm-source-topic", &*record.topic),
+            ("esm-source-partition", &partition),
+            ("esm-source-offset", &offset),
+            ("esm-failure", reason),
+            ("esm-retry-attempts", &retries),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut message: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(key) = parts.key.as_deref() {
+            message = message.key(key);
+        }
+        if let Some(value) = parts.value.as_deref() {
+            message = message.payload(value);
+        }
+        match producer.send(message, Duration::from_secs(30)).await {
+            Ok(_) => tracing::warn!(
+                topic = %record.topic, partition = record.partition, offset = record.offset,
+                reason, destination = %topic, "record sent to the on-failure destination"
+            ),
+            Err((error, _)) => {
+                tracing::error!(
                     topic = %record.topic, partition = record.partition, offset = record.offset,
-                    reason, destination = %topic, "record sent to the on-failure destination"
-                ),
-                Err((error, _)) => {
-                    tracing::error!(
-                        topic = %record.topic, partition = record.partition, offset = record.offset,
-                        %error, "the on-failure destination refused the record; read again later"
-                    );
-                    not_done.mark(record.batch_partition.clone(), record.offset, None);
-                }
+                    %error, "the on-failure destination refused the record; read again later"
+                );
+                not_done.mark(record.batch_partition.clone(), record.offset, None);
             }
         }
     }
@@ -656,6 +711,7 @@ mod tests {
             on_failure: None,
             function_timeout_seconds: 1,
             retry_backoff_ms: 1,
+            consumer_properties: Vec::new(),
         };
         let json = serde_json::to_string(&event(&reads, &options)).expect("serialises");
         assert!(
