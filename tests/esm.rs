@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,9 @@ use crate::serve::{cluster, committed, produce_source, SOURCE};
 /// How the scripted function answers an event: HTTP status and body.
 type Script = dyn Fn(&Value, usize) -> (u16, String) + Send + Sync;
 
+/// What a function waits for before it answers an event.
+type Delay = dyn Fn(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
 /// A function endpoint on loopback that records every event it is sent.
 struct Function {
     url: String,
@@ -33,16 +38,16 @@ impl Function {
     async fn start(
         script: impl Fn(&Value, usize) -> (u16, String) + Send + Sync + 'static,
     ) -> Function {
-        Function::start_slow(|_| Duration::ZERO, script).await
+        Function::start_slow(|_| async {}, script).await
     }
 
-    /// A function that takes `delay(n)` to answer its `n`th event (from 1).
-    async fn start_slow(
-        delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
+    /// A function that answers its `n`th event (from 1) once `delay(n)` completes.
+    async fn start_slow<F: Future<Output = ()> + Send + 'static>(
+        delay: impl Fn(usize) -> F + Send + Sync + 'static,
         script: impl Fn(&Value, usize) -> (u16, String) + Send + Sync + 'static,
     ) -> Function {
         let script: Arc<Script> = Arc::new(script);
-        let delay: Arc<dyn Fn(usize) -> Duration + Send + Sync> = Arc::new(delay);
+        let delay: Arc<Delay> = Arc::new(move |n| Box::pin(delay(n)));
         let events: Arc<Mutex<Vec<Value>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -78,7 +83,7 @@ impl Function {
                                     let (status, answer) = script(&event, events.len());
                                     (status, answer, events.len())
                                 };
-                                tokio::time::sleep(delay(n)).await;
+                                delay(n).await;
                                 let mut response =
                                     hyper::Response::new(Full::new(Bytes::from(answer)));
                                 *response.status_mut() =
@@ -227,7 +232,7 @@ async fn a_slow_function_keeps_the_member_in_the_group() {
     let kafka = cluster();
     produce_source(&kafka, 0, 30);
     let function = Function::start_slow(
-        |n| Duration::from_secs(if n == 1 { 12 } else { 0 }),
+        |n| tokio::time::sleep(Duration::from_secs(if n == 1 { 12 } else { 0 })),
         |_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned()),
     )
     .await;
@@ -253,6 +258,92 @@ async fn a_slow_function_keeps_the_member_in_the_group() {
     assert!(
         twice.is_empty(),
         "records invoked again after the slow invocation: {twice:?}"
+    );
+}
+
+/// A partition revoked while the function runs is not invoked again by the member that
+/// lost it: the first invocation fails and, while it runs, a second member joins and
+/// takes a partition (and invokes it); the retry leaves that partition out, so no record
+/// is invoked successfully twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_partition_lost_during_an_invocation_are_not_invoked_again() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 30);
+    let ok = || (200, r#"{"batchItemFailures":[]}"#.to_owned());
+    let second = Function::start(move |_, _| ok()).await;
+    let taken = second.events.clone();
+    // The first member's first invocation fails, once the second member has invoked.
+    let first = Function::start_slow(
+        move |n| {
+            let taken = taken.clone();
+            async move {
+                let until = Instant::now() + Duration::from_secs(30);
+                while n == 1 && taken.lock().expect("events").is_empty() && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        },
+        move |_, n| {
+            if n == 1 {
+                (500, "slow and failed".to_owned())
+            } else {
+                ok()
+            }
+        },
+    )
+    .await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let member = |function: &Function| {
+        let mut options = options(&kafka, function, "rebalanced");
+        options.function_timeout_seconds = 30;
+        // The mock cluster waits a session timeout less 1 s for a new member.
+        options.consumer_properties = ["session.timeout.ms=6000", "heartbeat.interval.ms=1000"]
+            .map(str::to_owned)
+            .to_vec();
+        let mapping = Mapping::new(options).expect("mapping");
+        let mut stopped = stopped.clone();
+        tokio::spawn(mapping.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    };
+    let a = member(&first);
+    while first.events().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = member(&second);
+    let until = Instant::now() + Duration::from_secs(40);
+    let mut last = Vec::new();
+    while Instant::now() < until {
+        last = tokio::task::block_in_place(|| committed(&kafka, "rebalanced"));
+        if last.iter().all(|c| *c == Some(10)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(true);
+    a.await.expect("task").expect("first member ends cleanly");
+    b.await.expect("task").expect("second member ends cleanly");
+    assert_eq!(
+        last,
+        vec![Some(10); 3],
+        "every partition committed to its end"
+    );
+    let second_events = second.events();
+    assert!(
+        !second_events.is_empty(),
+        "the second member took a partition during the invocation"
+    );
+    let mut done: HashMap<(i64, i64), usize> = HashMap::new();
+    for event in first.events().iter().skip(1).chain(&second_events) {
+        for p in positions(event) {
+            *done.entry(p).or_default() += 1;
+        }
+    }
+    assert_eq!(done.len(), 30, "every record invoked successfully");
+    let twice: Vec<_> = done.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "records of a lost partition invoked again: {twice:?}"
     );
 }
 
