@@ -363,6 +363,41 @@ for sid in ["KafkaConnect", "IdempotentProducer"]:
 assert ecs["Conditions"]["HasDownstreamCluster"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DownstreamClusterArn"}, ""]}]}
 print("ecs: exactly once refused across two clusters; a downstream cluster of its own gets Connect and WriteDataIdempotently")
 
+# DownstreamTopics against the source topics: the task may write a topic only when an
+# Allow names it and no Deny does; the source topics are denied whatever DownstreamTopics
+# matches (ecs.yaml has a list of source topics, which a rule cannot compare item by item).
+def arns(node, values):
+    if isinstance(node, list):
+        return [a for n in node for a in arns(n, values)]
+    (key, arg), = node.items()
+    if key == "Fn::Split":
+        return arns(arg[1], values)[0].split(arg[0])
+    if key == "Fn::Sub":
+        text, names = arg
+        subs = {k: arns(v, values)[0] for k, v in names.items()}
+        return [re.sub(r"\$\{([^}]+)\}", lambda m: subs[m[1]], text)]
+    if key == "Fn::Join":
+        return [arg[0].join(evaluate(arg[1], values).split(","))]
+    raise AssertionError(f"no evaluation for {key}")
+def iam_matches(pattern, arn):
+    return re.fullmatch("".join(".*" if c == "*" else re.escape(c) for c in pattern), arn) is not None
+def may_write(topic, values):
+    arn = f"arn:aws:kafka:eu-west-1:123456789012:topic/dms/uuid-1/{topic}"
+    def named(effect):
+        return any(iam_matches(r, arn) for st in statements.values() if st["Effect"] == effect
+                   and "kafka-cluster:WriteData" in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+                   for r in arns(st["Resource"], values))
+    return named("Allow") and not named("Deny")
+sources = {"SourceTopics": "dms.cdc,dms.orders"}
+assert may_write("orders.changes", sources) and may_write("cdc.public.orders", sources)
+for downstream in ["orders.changes,dms.cdc", "dms.*", "*.orders,orders.changes"]:
+    values = dict(sources, DownstreamTopics=downstream)
+    assert not may_write("dms.cdc", values) and not may_write("dms.orders", values), downstream
+assert may_write("dms.other", dict(sources, DownstreamTopics="dms.*"))
+assert not rule_passes("SourceTopicsNeverDownstream", {"DownstreamTopics": "orders.changes,*"})
+assert rule_passes("SourceTopicsNeverDownstream", {})
+print("ecs: the source topics are never written, whatever DownstreamTopics matches (an explicit Deny)")
+
 print(f"ecs: cfn-lint ok; stop timeout {container['StopTimeout']} s > shutdown {shutdown_ms} ms; non-root, "
       f"read-only root, exec health check; at most SourcePartitions tasks; {len(env)} variables the relay reads")
 PY
