@@ -312,7 +312,14 @@ resources = ecs["Resources"]
 container, = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
 env = {e["Name"]: e["Value"] for e in container["Environment"]}
 shutdown_ms = int(env["RELAY_SHUTDOWN_TIMEOUT_MS"])
-assert container["StopTimeout"] * 1000 >= shutdown_ms + 5000, "SIGKILL would come before serve finishes: shutdown timeout, then leaving the group and flushing (up to 3 s)"
+serve_rs = open("src/modes/serve.rs").read()
+epilogue = int(re.search(r"pub const SHUTDOWN_EPILOGUE: Duration = Duration::from_secs\((\d+)\);", serve_rs)[1])
+# serve ends within the shutdown timeout, its epilogue and 1 s of last resort (src/cli.rs).
+assert container["StopTimeout"] * 1000 >= shutdown_ms + epilogue * 1000 + 1000, \
+    "SIGKILL would come before serve finishes: shutdown timeout, then aborting, leaving the group and flushing, then the last-resort second"
+# One transactional id shared by the tasks would have them fence each other: each task
+# makes its own (the group id and a random suffix) unless told otherwise.
+assert "RELAY_TRANSACTIONAL_ID" not in env, "RELAY_TRANSACTIONAL_ID would be shared by every task of the service"
 assert container["User"] == "65532" and container["ReadonlyRootFilesystem"] is True, container
 assert container["HealthCheck"]["Command"] == ["CMD", "/cdc-relay", "health"], container["HealthCheck"]
 assert resources["ScalableTarget"]["Properties"]["MaxCapacity"] == {"Ref": "SourcePartitions"}

@@ -14,7 +14,7 @@ use cdc_relay::config::{Overrides, ServeSettings, Settings};
 use cdc_relay::generate::{generate, GenOptions};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::{self, EmbeddedKafka};
-use cdc_relay::modes::serve::Server;
+use cdc_relay::modes::serve::{Server, SHUTDOWN_EPILOGUE};
 use cdc_relay::ops;
 use cdc_relay::relay::Relay;
 use cdc_relay::source::{self, MskEvent, LAMBDA_PAYLOAD_LIMIT};
@@ -44,6 +44,8 @@ pub async fn serve() -> anyhow::Result<()> {
         ..Overrides::default()
     })?;
     let http = serve_settings.http_addr;
+    // The process ends within this of SIGTERM, whatever is still blocked in librdkafka.
+    let bound = serve_settings.shutdown_timeout + SHUTDOWN_EPILOGUE + Duration::from_secs(1);
     let relay = Arc::new(Relay::init(settings).await?);
     let server = Server::new(relay, serve_settings)?;
     if let Some(addr) = http {
@@ -51,8 +53,32 @@ pub async fn serve() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (RELAY_HTTP_ADDR)"))?;
     }
-    server.run(termination()).await?;
+    server
+        .run(async move {
+            termination().await;
+            exit_after(bound);
+        })
+        .await?;
     Ok(())
+}
+
+/// Ends the process `bound` from now if it has not ended by then: the last resort when a
+/// call that no timeout reaches (closing a client, a broker that never answers) would
+/// keep it past the container's stop timeout, where SIGKILL would end it anyway.
+fn exit_after(bound: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-bound".to_owned())
+        .spawn(move || {
+            std::thread::sleep(bound);
+            eprintln!(
+                "error: shutdown took longer than {} ms: exiting with calls to the brokers still blocked",
+                bound.as_millis()
+            );
+            std::process::exit(1);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no shutdown bound: cannot start its thread");
+    }
 }
 
 /// SIGTERM (what a container runtime sends) or Ctrl-C.

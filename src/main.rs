@@ -121,7 +121,7 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Invoke {
             event,
             brokers,
@@ -159,7 +159,11 @@ fn run() -> anyhow::Result<()> {
             Cli::command().print_help()?;
             std::process::exit(2);
         }
-    }
+    };
+    // Calls into librdkafka abandoned at a bounded shutdown may still block tokio's
+    // blocking threads: the process does not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// Logs go to stderr (stdout carries the response and the metrics) through a

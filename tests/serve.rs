@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cdc_relay::config::{Overrides, ServeSettings, Settings};
 use cdc_relay::modes::local::{read_topics, ConsumedMessage, EmbeddedKafka};
-use cdc_relay::modes::serve::Server;
+use cdc_relay::modes::serve::{Server, SHUTDOWN_EPILOGUE};
 use cdc_relay::ops::Metrics;
 use cdc_relay::relay::Relay;
 use cdc_relay::transform::{header, Routes};
@@ -1015,4 +1015,52 @@ async fn exactly_once_dead_letters_a_record_the_broker_rejects() {
     assert_eq!(letters[0].header(header::SOURCE_OFFSET), Some("0"));
     let error = letters[0].header(header::ERROR).unwrap_or_default();
     assert!(error.to_lowercase().contains("too large"), "{error}");
+}
+
+/// SIGTERM while every broker answers 10 s late: serve returns within
+/// `RELAY_SHUTDOWN_TIMEOUT_MS` and [`SHUTDOWN_EPILOGUE`], at least once and exactly once
+/// alike, though the batch in flight, its commit or abort, the group's offset commit and
+/// the consumer's close all wait on the brokers (each is abandoned at its share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
+    for exactly_once in ["false", "true"] {
+        let kafka = cluster();
+        // Enough that the brokers slow down with batches still to go.
+        produce_source(&kafka, 0, 20_000);
+        let group = format!("bounded-{exactly_once}");
+        let serving = Serving::start(
+            &kafka,
+            &group,
+            &[
+                ("RELAY_BATCH_SIZE", "10"),
+                ("RELAY_EXACTLY_ONCE", exactly_once),
+                ("RELAY_SHUTDOWN_TIMEOUT_MS", "2000"),
+            ],
+        );
+        let relayed = tokio::task::block_in_place(|| wait_for(&kafka, 10, Duration::from_secs(30)));
+        assert!(relayed.len() >= 10, "relaying before the brokers slow down");
+        for broker in 1..=3 {
+            kafka
+                .cluster()
+                .broker_round_trip_time(broker, Duration::from_secs(10))
+                .expect("round trip time");
+        }
+        // The next batch waits on the brokers.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stopping = Instant::now();
+        let _ = serving.stop.send(());
+        let ended = tokio::time::timeout(Duration::from_secs(30), serving.task)
+            .await
+            .expect("serve returns")
+            .expect("serve task");
+        let took = stopping.elapsed();
+        let bound = Duration::from_secs(2) + SHUTDOWN_EPILOGUE;
+        eprintln!(
+            "exactly once {exactly_once}: shutdown took {took:?} (bound {bound:?}): {ended:?}"
+        );
+        assert!(
+            took <= bound + Duration::from_millis(500),
+            "exactly once {exactly_once}: shutdown took {took:?}, past {bound:?}"
+        );
+    }
 }

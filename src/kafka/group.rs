@@ -382,7 +382,7 @@ type Names = HashMap<(String, i32), (Arc<str>, Arc<str>)>;
 
 /// The consumer group over the source topics.
 pub(crate) struct Source {
-    consumer: StreamConsumer<SourceContext>,
+    consumer: Arc<StreamConsumer<SourceContext>>,
     group: Arc<Group>,
     options: SourceOptions,
     names: Names,
@@ -454,7 +454,7 @@ impl Source {
             .subscribe(&topics)
             .map_err(|e| Error::Consumer(format!("cannot subscribe to {topics:?}: {e}")))?;
         Ok(Source {
-            consumer,
+            consumer: Arc::new(consumer),
             group,
             options,
             names: HashMap::new(),
@@ -484,7 +484,7 @@ impl Source {
     /// revoked meanwhile are dropped; the rest come sorted by partition and offset.
     pub(crate) async fn read_batch(&mut self) -> Vec<Read> {
         self.resume_due();
-        self.commit();
+        self.commit().await;
         let mut batch: Vec<Read> = Vec::new();
         let mut bytes = 0;
         let mut window_end: Option<tokio::time::Instant> = None;
@@ -608,17 +608,25 @@ impl Source {
 
     /// Commits the offsets of records done. On failure they stay noted: retried before
     /// the next batch, at a revocation and at shutdown.
-    pub(crate) fn commit(&self) -> bool {
+    /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown)
+    /// is not held by brokers that do not answer.
+    pub(crate) async fn commit(&self) -> bool {
         if self.consumer.assignment_lost() {
             tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
             return false;
         }
-        if let Err(error) = tokio::task::block_in_place(|| self.group.commit(&self.consumer, None))
-        {
-            tracing::warn!(%error, "commit failed; retried before the next batch");
-            return false;
+        let (consumer, group) = (self.consumer.clone(), self.group.clone());
+        match tokio::task::spawn_blocking(move || group.commit(&*consumer, None)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "commit failed; retried before the next batch");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "commit not done; retried before the next batch");
+                false
+            }
         }
-        true
     }
 
     /// Nothing left to do, so far as this member knows: the last statistics said every
@@ -832,15 +840,25 @@ impl Source {
 
     /// Commits what is done and leaves the group (its partitions go to the other
     /// members at once).
-    pub(crate) async fn leave(self) {
+    /// Gives up waiting after `within`: a commit or a close the brokers do not answer is
+    /// left behind (the partitions then move after the session timeout).
+    pub(crate) async fn leave(self, within: Duration) {
         tracing::info!("leaving the consumer group");
-        self.commit();
-        self.consumer.unsubscribe();
-        // Serve the revocation the unsubscribe triggers, so the group rebalances now
-        // rather than after the session timeout.
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.consumer.recv()).await;
-        let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        let leaving = tokio::spawn(async move {
+            self.commit().await;
+            self.consumer.unsubscribe();
+            // Serve the revocation the unsubscribe triggers, so the group rebalances now
+            // rather than after the session timeout.
+            let _ = tokio::time::timeout(Duration::from_millis(500), self.consumer.recv()).await;
+            let consumer = self.consumer;
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        });
+        if tokio::time::timeout(within, leaving).await.is_err() {
+            tracing::warn!(
+                within_ms = within.as_millis() as u64,
+                "the consumer did not leave the group in time: its partitions move after the session timeout"
+            );
+        }
     }
 }
 

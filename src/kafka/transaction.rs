@@ -81,7 +81,7 @@ impl Transactions {
     /// producer with this `transactional.id` and aborts its open transaction, which
     /// would otherwise hold back read_committed readers, and the committed offsets of
     /// the partitions it had, until the transaction timeout.
-    pub(crate) fn initialise(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+    pub(crate) async fn initialise(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
         if self
             .initialised
             .as_ref()
@@ -89,16 +89,17 @@ impl Transactions {
         {
             return Ok(());
         }
-        let txn = sink.transactions();
-        tokio::task::block_in_place(|| txn.init_transactions(TRANSACTION_TIMEOUT))
+        let txn = sink.transactions().clone();
+        blocking(move || txn.init_transactions(TRANSACTION_TIMEOUT))
+            .await?
             .map_err(|e| Error::Transaction(format!("init_transactions: {e}")))?;
         self.initialised = Some(sink.clone());
         Ok(())
     }
 
     /// Initialises the transactional producer if needed, then begins a transaction.
-    pub(crate) fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
-        self.initialise(sink)?;
+    pub(crate) async fn begin(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+        self.initialise(sink).await?;
         sink.transactions()
             .begin_transaction()
             .map_err(|e| Error::Transaction(format!("begin_transaction: {e}")))
@@ -108,7 +109,7 @@ impl Transactions {
     /// [`COMMIT_BUDGET`]. A commit that times out is retried (librdkafka resumes it) while
     /// the budget lasts; one whose result is still unknown then is [`TxnEnd::Unknown`],
     /// never aborted: the commit may have happened.
-    pub(crate) fn commit(&self, sink: &Arc<Sink>, source: &Source, spans: &[Span]) -> TxnEnd {
+    pub(crate) async fn commit(&self, sink: &Arc<Sink>, source: &Source, spans: &[Span]) -> TxnEnd {
         if source.assignment_lost() {
             return TxnEnd::Aborted(Error::Transaction(
                 "the group took the partitions away during the batch".to_owned(),
@@ -127,9 +128,9 @@ impl Transactions {
         let Some(group) = source.group_metadata() else {
             return TxnEnd::Aborted(Error::Transaction("no consumer group metadata".to_owned()));
         };
-        let txn = sink.transactions();
+        let txn = sink.transactions().clone();
         let budget = Budget::new(COMMIT_BUDGET);
-        tokio::task::block_in_place(|| {
+        let ended = blocking(move || {
             loop {
                 match txn.send_offsets_to_transaction(&offsets, &group, budget.next_call()) {
                     Ok(()) => break,
@@ -158,22 +159,38 @@ impl Transactions {
                 }
             }
         })
+        .await;
+        ended.unwrap_or_else(TxnEnd::Unknown)
     }
 
     /// Aborts the open transaction. On failure the producer cannot go on: it is
     /// forgotten here, and the caller retires it.
-    pub(crate) fn abort(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
-        let txn = sink.transactions();
-        tokio::task::block_in_place(|| txn.abort_transaction(TRANSACTION_TIMEOUT)).map_err(|e| {
+    pub(crate) async fn abort(&mut self, sink: &Arc<Sink>) -> Result<(), Error> {
+        let txn = sink.transactions().clone();
+        let aborted = blocking(move || txn.abort_transaction(TRANSACTION_TIMEOUT))
+            .await
+            .and_then(|r| r.map_err(|e| Error::Transaction(format!("abort_transaction: {e}"))));
+        if aborted.is_err() {
             self.initialised = None;
-            Error::Transaction(format!("abort_transaction: {e}"))
-        })
+        }
+        aborted
     }
 
     /// Forgets the producer (replaced): the next one is initialised again.
     pub(crate) fn forget(&mut self) {
         self.initialised = None;
     }
+}
+
+/// Runs a blocking transactional call on tokio's blocking threads. The call ends within
+/// its own timeout; awaiting it through a join handle lets a caller with less time (the
+/// shutdown) stop waiting before that.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| Error::Transaction(format!("transactional call: {e}")))
 }
 
 /// How a transaction ended.

@@ -54,6 +54,9 @@ use crate::source::{
 /// Room kept in [`LAMBDA_PAYLOAD_LIMIT`] for the event's envelope.
 const ENVELOPE_ROOM: usize = 16 * 1024;
 
+/// The longest leaving the group may take at the end.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// librdkafka's largest `max.poll.interval.ms`.
 const MAX_POLL_INTERVAL_MS: u64 = 86_400_000;
 
@@ -297,12 +300,12 @@ impl Mapping {
                 "batch finished"
             );
             self.source.done_except(&spans, &not_done);
-            self.source.commit();
+            self.source.commit().await;
             let backoff = Duration::from_millis(self.options.retry_backoff_ms);
             self.source
                 .read_again(&spans, &not_done, backoff, backoff * 60);
         }
-        self.source.leave().await;
+        self.source.leave(LEAVE_TIMEOUT).await;
         Ok(())
     }
 

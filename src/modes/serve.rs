@@ -37,6 +37,14 @@ use crate::source::{EventOrigin, NotDone, SourceRecord};
 
 /// How long the producer may take to reach a broker before the first batch.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// What shutting down takes past `RELAY_SHUTDOWN_TIMEOUT_MS` at most: aborting the
+/// transaction of an abandoned batch, leaving the group and flushing. A container's stop
+/// timeout must leave room for both (ECS: 30 s against 20 s and this).
+pub const SHUTDOWN_EPILOGUE: Duration = Duration::from_secs(4);
+/// Of [`SHUTDOWN_EPILOGUE`], the most aborting the abandoned batch's transaction takes.
+const ABORT_AT_SHUTDOWN: Duration = Duration::from_secs(2);
+/// Of [`SHUTDOWN_EPILOGUE`], what is kept for flushing after leaving the group.
+const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 /// What the liveness bound leaves on top of the longest a batch may take: making a
 /// producer, committing the offsets, pausing and seeking.
 const LIVENESS_MARGIN: Duration = Duration::from_secs(2);
@@ -204,40 +212,29 @@ impl Server {
     }
 
     /// Runs until `shutdown` completes, then gives the batch in flight up to
-    /// `RELAY_SHUTDOWN_TIMEOUT_MS` to finish and commit, and leaves the group. A batch
-    /// still running then is abandoned uncommitted: its records are read again by the
-    /// partitions' next owner (exactly once: its transaction is aborted by the broker).
+    /// `RELAY_SHUTDOWN_TIMEOUT_MS` to finish and commit. A batch still running then is
+    /// abandoned uncommitted: its records are read again by the partitions' next owner,
+    /// and under exactly once its transaction is aborted here, so that read_committed
+    /// readers are not held back until the broker's transaction timeout. Aborting,
+    /// leaving the group and flushing take at most [`SHUTDOWN_EPILOGUE`] more: `run`
+    /// returns within the shutdown timeout and that, whatever the brokers do (a call into
+    /// librdkafka still blocked then is left behind, and the process ends without it).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
-        // Ready needs a producer that reaches a broker: ask before the first batch.
-        // Exactly once initialises its transactions at once too, not at the first
-        // batch: a restarted instance may get no partitions, or only partitions whose
-        // committed offsets its predecessor's open transaction holds back.
-        match self.relay.producer(&self.brokers) {
-            Ok(sink) => {
-                match sink.warm_up(WARM_UP_TIMEOUT).await {
-                    Ok(()) => self.through = true,
-                    Err(error) => {
-                        tracing::warn!(%error, "the producer has not reached a broker yet")
-                    }
-                }
-                if self.settings.exactly_once {
-                    self.one_cluster(&sink)?;
-                    if let Err(error) = self.transactions.initialise(&sink) {
-                        tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "no producer yet"),
+        let mut stopped_at = None;
+        tokio::select! {
+            started = self.start() => started?,
+            () = &mut shutdown => stopped_at = Some(tokio::time::Instant::now()),
         }
-        self.metrics
-            .producer_ready
-            .store(self.through, Ordering::Relaxed);
-        'serving: loop {
+        let mut abandoned = false;
+        while stopped_at.is_none() {
             self.renew_credentials().await;
             let batch = tokio::select! {
                 batch = self.source.read_batch() => batch,
-                () = &mut shutdown => break 'serving,
+                () = &mut shutdown => {
+                    stopped_at = Some(tokio::time::Instant::now());
+                    break;
+                }
             };
             if self.source.caught_up() {
                 // Nothing left to read is progress too (liveness).
@@ -248,17 +245,19 @@ impl Server {
             }
             let shutdown_timeout = self.settings.shutdown_timeout;
             self.metrics.in_flight(true);
-            let (result, stop) = {
+            let result = {
                 let processing = self.process(batch);
                 tokio::pin!(processing);
                 tokio::select! {
-                    result = &mut processing => (Some(result), false),
+                    result = &mut processing => Some(result),
                     () = &mut shutdown => {
                         tracing::info!(
                             timeout_ms = shutdown_timeout.as_millis() as u64,
                             "shutting down: finishing the batch in flight"
                         );
-                        (tokio::time::timeout(shutdown_timeout, &mut processing).await.ok(), true)
+                        let now = tokio::time::Instant::now();
+                        stopped_at = Some(now);
+                        tokio::time::timeout_at(now + shutdown_timeout, &mut processing).await.ok()
                     }
                 }
             };
@@ -267,26 +266,76 @@ impl Server {
                 Some(Err(error)) => {
                     tracing::warn!(%error, "batch not committed; read again after a backoff")
                 }
-                None => tracing::warn!(
-                    "the batch in flight did not finish before the shutdown timeout; \
-                     it is not committed"
-                ),
+                None => {
+                    abandoned = true;
+                    tracing::warn!(
+                        "the batch in flight did not finish before the shutdown timeout; \
+                         it is not committed"
+                    )
+                }
                 Some(Ok(_)) => {}
             }
-            if stop || self.fenced.is_some() {
-                break;
+            if self.fenced.is_some() {
+                stopped_at.get_or_insert_with(tokio::time::Instant::now);
             }
         }
+        let end = stopped_at.unwrap_or_else(tokio::time::Instant::now)
+            + self.settings.shutdown_timeout
+            + SHUTDOWN_EPILOGUE;
+        let left = || end.saturating_duration_since(tokio::time::Instant::now());
         tracing::info!("shutting down");
+        if abandoned && self.settings.exactly_once {
+            if let Some(sink) = self.relay.sink() {
+                match tokio::time::timeout(ABORT_AT_SHUTDOWN.min(left()), self.transactions.abort(&sink)).await {
+                    Ok(Ok(())) => tracing::info!("the transaction of the batch in flight is aborted"),
+                    Ok(Err(error)) => tracing::warn!(%error, "the transaction of the batch in flight could not be aborted: the broker aborts it after its transaction timeout"),
+                    Err(_) => tracing::warn!("aborting the transaction of the batch in flight did not end in time: the broker aborts it after its transaction timeout"),
+                }
+            }
+        }
         let relay = self.relay.clone();
         let fenced = self.fenced.take().map(|fatal| self.fenced_error(&fatal));
-        self.source.leave().await;
+        self.source
+            .leave(left().saturating_sub(FLUSH_AT_SHUTDOWN))
+            .await;
         if let Some(error) = fenced {
             return Err(error);
         }
         if let Some(sink) = relay.sink() {
-            let _ = tokio::task::spawn_blocking(move || sink.flush(Duration::from_secs(2))).await;
+            let within = left();
+            let flushing = tokio::task::spawn_blocking(move || sink.flush(within));
+            if tokio::time::timeout(within, flushing).await.is_err() {
+                tracing::warn!("the producer did not flush in time");
+            }
         }
+        Ok(())
+    }
+
+    /// Before the first batch. Ready needs a producer that reaches a broker: asked at
+    /// once. Exactly once initialises its transactions at once too, not at the first
+    /// batch: a restarted instance may get no partitions, or only partitions whose
+    /// committed offsets its predecessor's open transaction holds back.
+    async fn start(&mut self) -> Result<(), Error> {
+        match self.relay.producer(&self.brokers) {
+            Ok(sink) => {
+                match sink.warm_up(WARM_UP_TIMEOUT).await {
+                    Ok(()) => self.through = true,
+                    Err(error) => {
+                        tracing::warn!(%error, "the producer has not reached a broker yet")
+                    }
+                }
+                if self.settings.exactly_once {
+                    self.one_cluster(&sink)?;
+                    if let Err(error) = self.transactions.initialise(&sink).await {
+                        tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "no producer yet"),
+        }
+        self.metrics
+            .producer_ready
+            .store(self.through, Ordering::Relaxed);
         Ok(())
     }
 
@@ -471,7 +520,7 @@ impl Server {
             } else if !outcome.failures.is_empty() {
                 self.through = false;
             }
-            Ok(self.commit_done(spans, &outcome))
+            Ok(self.commit_done(spans, &outcome).await)
         };
         // Only the batch's producer counts while it is the relay's (or was just retired,
         // after a failed abort): one already replaced (after an unknown commit, or renewed
@@ -505,10 +554,10 @@ impl Server {
 
     /// At least once: commits, per partition, up to the first record not done, and
     /// reads the rest again after a backoff.
-    fn commit_done(&mut self, spans: &[Span], outcome: &BatchOutcome) -> Committed {
+    async fn commit_done(&mut self, spans: &[Span], outcome: &BatchOutcome) -> Committed {
         let failed = &outcome.failures;
         self.source.done_except(spans, failed);
-        if self.source.commit() && outcome.not_done < outcome.records {
+        if self.source.commit().await && outcome.not_done < outcome.records {
             // Records done and committed: progress (liveness).
             self.metrics.progress();
         }
@@ -539,7 +588,7 @@ impl Server {
         records: Vec<SourceRecord>,
     ) -> Result<Committed, Error> {
         let everything_again = first_offsets(all);
-        if let Err(error) = self.transactions.begin(sink) {
+        if let Err(error) = self.transactions.begin(sink).await {
             self.read_again(all, &everything_again);
             return Err(error);
         }
@@ -552,7 +601,7 @@ impl Server {
             .await;
         let done = outcome.failures.is_empty() && outcome.not_done == 0;
         let end = if done {
-            self.transactions.commit(sink, &self.source, spans)
+            self.transactions.commit(sink, &self.source, spans).await
         } else {
             TxnEnd::Aborted(Error::Transaction(format!(
                 "{} records not done: the transaction is aborted",
@@ -586,7 +635,7 @@ impl Server {
             }
             TxnEnd::Aborted(error) => {
                 self.through = false;
-                self.abort(sink);
+                self.abort(sink).await;
                 self.count_aborted(&outcome);
                 self.suspect(&outcome.rejected);
                 self.read_again(all, &everything_again);
@@ -626,13 +675,14 @@ impl Server {
         self.metrics.producer_ready.store(false, Ordering::Relaxed);
         let mut failures = 0u32;
         loop {
-            let settled = self.relay.producer(&self.brokers).and_then(|sink| {
-                self.transactions.initialise(&sink).inspect_err(|_| {
+            let settled = match self.relay.producer(&self.brokers) {
+                Ok(sink) => self.transactions.initialise(&sink).await.inspect_err(|_| {
                     if sink.fatal_error().is_some() {
                         self.relay.retire(sink.clone());
                     }
-                })
-            });
+                }),
+                Err(error) => Err(error),
+            };
             let committed = settled.and_then(|()| {
                 self.source
                     .committed(all)
@@ -684,8 +734,8 @@ impl Server {
 
     /// Aborts the transaction; a producer that cannot abort cannot go on: the next
     /// batch gets a new one, whose init_transactions aborts what this one left open.
-    fn abort(&mut self, sink: &Arc<Sink>) {
-        if let Err(error) = self.transactions.abort(sink) {
+    async fn abort(&mut self, sink: &Arc<Sink>) {
+        if let Err(error) = self.transactions.abort(sink).await {
             tracing::warn!(%error, "abort_transaction failed: replacing the producer");
             self.relay.retire(sink.clone());
         }
