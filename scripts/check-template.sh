@@ -314,8 +314,9 @@ env = {e["Name"]: e["Value"] for e in container["Environment"]}
 shutdown_ms = int(env["RELAY_SHUTDOWN_TIMEOUT_MS"])
 serve_rs = open("src/modes/serve.rs").read()
 epilogue = int(re.search(r"pub const SHUTDOWN_EPILOGUE: Duration = Duration::from_secs\((\d+)\);", serve_rs)[1])
-# serve ends within the shutdown timeout, its epilogue and 1 s of last resort (src/cli.rs).
-assert container["StopTimeout"] * 1000 >= shutdown_ms + epilogue * 1000 + 1000, \
+last_resort = int(re.search(r"const LAST_RESORT: Duration = Duration::from_secs\((\d+)\);", open("src/cli.rs").read())[1])
+# serve ends within the shutdown timeout, its epilogue and the last resort (src/cli.rs).
+assert container["StopTimeout"] * 1000 >= shutdown_ms + (epilogue + last_resort) * 1000, \
     "SIGKILL would come before serve finishes: shutdown timeout, then aborting, leaving the group and flushing, then the last-resort second"
 # One transactional id shared by the tasks would have them fence each other: each task
 # makes its own (the group id and a random suffix) unless told otherwise.
@@ -387,7 +388,7 @@ def arns(node, values):
         return [arg[0].join(evaluate(arg[1], values).split(","))]
     raise AssertionError(f"no evaluation for {key}")
 def iam_matches(pattern, arn):
-    return re.fullmatch("".join(".*" if c == "*" else re.escape(c) for c in pattern), arn) is not None
+    return re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), arn) is not None
 def may_write(topic, values):
     arn = f"arn:aws:kafka:eu-west-1:123456789012:topic/dms/uuid-1/{topic}"
     def named(effect):

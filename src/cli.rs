@@ -45,7 +45,15 @@ pub async fn serve() -> anyhow::Result<()> {
     })?;
     let http = serve_settings.http_addr;
     // The process ends within this of SIGTERM, whatever is still blocked in librdkafka.
-    let bound = serve_settings.shutdown_timeout + SHUTDOWN_EPILOGUE + Duration::from_secs(1);
+    // Counted from the signal itself, watched from the start by a task of its own (the
+    // loop may be inside a call that no timeout reaches when it comes).
+    let bound = serve_settings.shutdown_timeout + SHUTDOWN_EPILOGUE + LAST_RESORT;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        exit_after(bound);
+        let _ = stop.send(true);
+    });
     let relay = Arc::new(Relay::init(settings).await?);
     let server = Server::new(relay, serve_settings)?;
     if let Some(addr) = http {
@@ -53,14 +61,18 @@ pub async fn serve() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (RELAY_HTTP_ADDR)"))?;
     }
+    let mut stopped = stopped;
     server
         .run(async move {
-            termination().await;
-            exit_after(bound);
+            let _ = stopped.wait_for(|stop| *stop).await;
         })
         .await?;
     Ok(())
 }
+
+/// What the process may take past `serve`'s own bound (dropping the clients, the
+/// runtime's shutdown) before [`exit_after`] ends it.
+const LAST_RESORT: Duration = Duration::from_secs(2);
 
 /// Ends the process `bound` from now if it has not ended by then: the last resort when a
 /// call that no timeout reaches (closing a client, a broker that never answers) would

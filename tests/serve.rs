@@ -1017,10 +1017,11 @@ async fn exactly_once_dead_letters_a_record_the_broker_rejects() {
     assert!(error.to_lowercase().contains("too large"), "{error}");
 }
 
-/// SIGTERM while every broker answers 10 s late: serve returns within
+/// SIGTERM while every broker answers 5 s late: serve returns within
 /// `RELAY_SHUTDOWN_TIMEOUT_MS` and [`SHUTDOWN_EPILOGUE`], at least once and exactly once
-/// alike, though the batch in flight, its commit or abort, the group's offset commit and
-/// the consumer's close all wait on the brokers (each is abandoned at its share).
+/// alike, though what it still does then (the batch in flight, the abort, the group's
+/// offset commit, the consumer's close) waits on the brokers: each is abandoned at its
+/// share. Before, the loop's offset commit blocked it past 30 s (10 s late brokers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
     for exactly_once in ["false", "true"] {
@@ -1042,7 +1043,7 @@ async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
         for broker in 1..=3 {
             kafka
                 .cluster()
-                .broker_round_trip_time(broker, Duration::from_secs(10))
+                .broker_round_trip_time(broker, Duration::from_secs(5))
                 .expect("round trip time");
         }
         // The next batch waits on the brokers.
@@ -1059,8 +1060,17 @@ async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
             "exactly once {exactly_once}: shutdown took {took:?} (bound {bound:?}): {ended:?}"
         );
         assert!(
-            took <= bound + Duration::from_millis(500),
+            took <= bound + Duration::from_secs(1),
             "exactly once {exactly_once}: shutdown took {took:?}, past {bound:?}"
         );
+        // What was left behind (an offset commit, a close) ends against the cluster
+        // before it goes: a synchronous commit to a cluster that is gone waits for ever,
+        // and the test's runtime waits for it.
+        for broker in 1..=3 {
+            let _ = kafka
+                .cluster()
+                .broker_round_trip_time(broker, Duration::ZERO);
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
     }
 }

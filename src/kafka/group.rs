@@ -395,9 +395,13 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    /// The id of the cluster the group reads, if it answers within `timeout` (blocking).
-    pub(crate) fn cluster_id(&self, timeout: Duration) -> Option<String> {
-        self.consumer.client().fetch_cluster_id(timeout)
+    /// The id of the cluster the group reads, if it answers within `timeout`.
+    pub(crate) async fn cluster_id(&self, timeout: Duration) -> Option<String> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.client().fetch_cluster_id(timeout))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Creates the consumer (cooperative-sticky assignment, offsets committed only by
@@ -542,10 +546,14 @@ impl Source {
     /// assignment since lost, and records of partitions paused for a read-again (read
     /// before the pause took effect; the partition is sought back to before them).
     pub(crate) fn drop_stale(&mut self, batch: &mut Vec<Read>) {
+        // A pause counts only within the assignment it was made in: a partition revoked
+        // and assigned back starts afresh from its committed offset.
         let stale = |group: &Group, paused: &[Paused], r: &Read| {
             r.epoch != group.epoch(&r.record.topic, r.record.partition as i32)
                 || paused.iter().any(|p| {
-                    *p.topic == *r.record.topic && i64::from(p.partition) == r.record.partition
+                    p.epoch == r.epoch
+                        && *p.topic == *r.record.topic
+                        && i64::from(p.partition) == r.record.partition
                 })
         };
         let before = batch.len();
@@ -823,14 +831,15 @@ impl Source {
                 },
             }
         };
-        // Partitions paused for their own backoff stay paused.
+        // Partitions paused for their own backoff (in their current assignment) stay
+        // paused.
         let mut resume = TopicPartitionList::new();
         for e in paused_here.elements() {
-            if !self
-                .paused
-                .iter()
-                .any(|p| p.topic == e.topic() && p.partition == e.partition())
-            {
+            if !self.paused.iter().any(|p| {
+                p.topic == e.topic()
+                    && p.partition == e.partition()
+                    && p.epoch == self.group.epoch(&p.topic, p.partition)
+            }) {
                 resume.add_partition(e.topic(), e.partition());
             }
         }

@@ -157,9 +157,9 @@ impl EsmOptions {
     }
 
     /// The source consumer's properties: `max.poll.interval.ms` past the function
-    /// timeout (the consumer is polled during invocations anyway, so this only makes
-    /// sure librdkafka never counts a legitimate invocation as a stalled member), then
-    /// `--consumer-property`.
+    /// timeout, so that librdkafka never counts a member whose function is still within
+    /// its timeout as stalled (the consumer is polled between invocations and during
+    /// backoffs, not during an invocation), then `--consumer-property`.
     fn consumer_overrides(&self) -> Result<Vec<(String, String)>, Error> {
         let poll_interval_ms = (self.function_timeout_seconds.saturating_add(60))
             .saturating_mul(1000)
@@ -326,23 +326,25 @@ impl Mapping {
                 .retain(|r| not_done.get(&r.record.batch_partition).is_none());
             let (old, young) = self.split_by_age(attempt.reads);
             if !old.is_empty() {
-                let discarding = discard(
+                discard(
                     &self.destination,
                     old,
                     "record age exceeded",
                     attempt.retries,
                     &mut not_done,
-                );
-                self.source.serve_while(discarding).await;
+                )
+                .await;
             }
             attempt.reads = young;
             if attempt.reads.is_empty() {
                 continue;
             }
-            // The group is served meanwhile: a slow function does not get the member
-            // evicted, and a rebalance is answered at once.
-            let invoking = invoke(&self.client, &self.url, &self.options, &attempt.reads);
-            let failed = match self.source.serve_while(invoking).await {
+            // The consumer is not polled during the invocation: a revocation served now
+            // would let the partition's next owner invoke these records while this
+            // invocation still runs (two writers of one key). max.poll.interval.ms
+            // outlasts the function timeout instead (see `consumer_overrides`).
+            let failed = match invoke(&self.client, &self.url, &self.options, &attempt.reads).await
+            {
                 Answer::Done(failures) if failures.is_empty() => continue,
                 Answer::Done(failures) => {
                     tracing::info!(partitions = failures.len(), "partial batch failure: the reported partitions are retried from the reported offsets");
@@ -381,14 +383,14 @@ impl Mapping {
             };
             let retries = attempt.retries + 1;
             if self.options.retries().is_some_and(|max| retries > max) {
-                let discarding = discard(
+                discard(
                     &self.destination,
                     failed,
                     "retries exhausted",
                     attempt.retries,
                     &mut not_done,
-                );
-                self.source.serve_while(discarding).await;
+                )
+                .await;
                 continue;
             }
             self.source.wait(backoff).await;
@@ -660,6 +662,54 @@ mod tests {
             },
             log_append_time: false,
             epoch: 0,
+        }
+    }
+
+    fn parsed(args: &[&str]) -> EsmOptions {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            esm: EsmOptions,
+        }
+        let all = [
+            "esm",
+            "--brokers",
+            "127.0.0.1:9092",
+            "--topics",
+            "dms.orders",
+        ];
+        <Cli as clap::Parser>::try_parse_from(all.iter().chain(args))
+            .expect("arguments")
+            .esm
+    }
+
+    /// A function within its timeout never makes librdkafka count the member stalled:
+    /// `max.poll.interval.ms` is the function timeout and 60 s unless a property sets it;
+    /// a property must be NAME=VALUE.
+    #[test]
+    fn the_poll_interval_outlasts_the_function_timeout() {
+        let poll = |options: &EsmOptions| {
+            options
+                .consumer_overrides()
+                .expect("properties")
+                .into_iter()
+                .rev()
+                .find(|(name, _)| name == "max.poll.interval.ms")
+                .map(|(_, value)| value)
+        };
+        assert_eq!(
+            poll(&parsed(&[])).as_deref(),
+            Some("960000"),
+            "900 s + 60 s"
+        );
+        let options = parsed(&["--function-timeout-seconds", "30"]);
+        assert_eq!(poll(&options).as_deref(), Some("90000"));
+        let options = parsed(&["--consumer-property", "max.poll.interval.ms=6000"]);
+        assert_eq!(poll(&options).as_deref(), Some("6000"), "the property wins");
+        for bad in ["max.poll.interval.ms", "=6000", " =1"] {
+            let options = parsed(&["--consumer-property", bad]);
+            let error = options.validate().expect_err("refused").to_string();
+            assert!(error.contains("NAME=VALUE"), "{bad}: {error}");
         }
     }
 

@@ -187,12 +187,15 @@ impl Server {
     /// Exactly once: refuses a downstream cluster other than the source's. The source
     /// offsets commit in the transaction through the producer's cluster, whose
     /// coordinator does not know the source group: every transaction would abort.
-    /// Asked once at start (blocking, a few seconds at most); a cluster that does not
+    /// Asked once at start (a few seconds at most); a cluster that does not
     /// answer yet is not refused here (settings refuse two bootstrap lists with no broker
     /// in common).
-    fn one_cluster(&self, sink: &Sink) -> Result<(), Error> {
-        let downstream = sink.cluster_id(CLUSTER_ID_TIMEOUT);
-        let source = self.source.cluster_id(CLUSTER_ID_TIMEOUT);
+    async fn one_cluster(&self, sink: &Arc<Sink>) -> Result<(), Error> {
+        let sink = sink.clone();
+        let downstream = tokio::task::spawn_blocking(move || sink.cluster_id(CLUSTER_ID_TIMEOUT));
+        let (source, downstream) =
+            tokio::join!(self.source.cluster_id(CLUSTER_ID_TIMEOUT), downstream);
+        let downstream = downstream.ok().flatten();
         match (source, downstream) {
             (Some(source), Some(downstream)) if source != downstream => {
                 Err(Error::Transaction(format!(
@@ -325,7 +328,7 @@ impl Server {
                     }
                 }
                 if self.settings.exactly_once {
-                    self.one_cluster(&sink)?;
+                    self.one_cluster(&sink).await?;
                     if let Err(error) = self.transactions.initialise(&sink).await {
                         tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
                     }
