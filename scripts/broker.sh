@@ -148,6 +148,8 @@ launch() {
 stop_running() {
   if running; then
     local pid; pid="$(cat "${pidfile}")"
+    # A broker left stopped (SIGSTOP, the chaos harness) would never act on the TERM.
+    kill -CONT "${pid}" 2>/dev/null || true
     kill "${pid}" && say "stopped"
     for _ in $(seq 1 50); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.1; done
   else

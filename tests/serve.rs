@@ -67,6 +67,25 @@ pub fn produce_source(kafka: &EmbeddedKafka, first: u64, count: u64) {
     producer.flush(Duration::from_secs(10)).expect("flush");
 }
 
+/// Produces one record of up to 4 MB to the source topic's `partition`.
+pub fn produce_large(kafka: &EmbeddedKafka, partition: i32, key: &str, value: &str) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("source producer");
+    producer
+        .send(
+            BaseRecord::to(SOURCE)
+                .key(key)
+                .payload(value)
+                .partition(partition),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
 /// The `id` of each output message's order, and how often each appears.
 fn ids(messages: &[ConsumedMessage]) -> HashMap<u64, usize> {
     let mut ids = HashMap::new();
@@ -893,21 +912,7 @@ async fn serve_dead_letters_a_record_over_the_size_limit() {
         }
     })
     .to_string();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap_servers())
-        .set("message.max.bytes", "4000000")
-        .create()
-        .expect("source producer");
-    producer
-        .send(
-            BaseRecord::to(SOURCE)
-                .key("public.orders.999")
-                .payload(&big)
-                .partition(0),
-        )
-        .map_err(|(e, _)| e)
-        .expect("enqueue");
-    producer.flush(Duration::from_secs(10)).expect("flush");
+    produce_large(&kafka, 0, "public.orders.999", &big);
     produce_source(&kafka, 10, 10);
     let routes = format!("[defaults]\ndlq_topic = \"dlq\"\n{ROUTES}");
     let serving = Serving::start_with(

@@ -4,6 +4,7 @@
 mod util;
 
 mod auth;
+mod chaos;
 mod delivery;
 #[cfg(feature = "esm")]
 mod esm;
