@@ -242,6 +242,35 @@ impl Harness {
         None
     }
 
+    /// After a fault, at least once: until the group's offsets reach the end of every
+    /// partition (a member may still be finishing what the fault held up, and its
+    /// liveness comes back with that), then until every member answers 200. The end of
+    /// the fault's window. Exactly once (a 30 s bound, no offsets on the mock) returns.
+    async fn settled(&self, mode: &str, what: &str) {
+        if self.exactly_once {
+            return;
+        }
+        let until = Instant::now() + Duration::from_secs(40);
+        loop {
+            let (offsets, ends) = tokio::task::block_in_place(|| {
+                let ends: Vec<Option<i64>> = self.ends().into_iter().map(Some).collect();
+                (committed(&self.kafka, &self.group), ends)
+            });
+            if offsets == ends {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{mode}: committed to the end after {what}: {offsets:?} against {ends:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            self.live_again(Duration::from_secs(40)).await.is_some(),
+            "{mode}: live again after {what}"
+        );
+    }
+
     /// While no progress is possible, since `from`: at least once, until `/healthz` of
     /// member 0 fails (it must, within five bounds), and the figure for the report;
     /// exactly once (a 30 s bound) waits 3 s instead.
@@ -447,6 +476,7 @@ async fn chaos(exactly_once: bool) {
         missing.len(),
         &missing[..missing.len().min(10)]
     );
+    h.settled(mode, "the rejections").await;
     faults.push((from, Instant::now() + Duration::from_secs(1)));
     let (_, errors) = tokio::task::block_in_place(|| h.read_back());
     // Only the members write while the rejections are pending. A rejected request fails
@@ -492,6 +522,13 @@ async fn chaos(exactly_once: bool) {
         .live_again(Duration::from_secs(40))
         .await
         .unwrap_or_else(|| panic!("{mode}: live again once access is back"));
+    let missing = h.wait_for_all(Duration::from_secs(60)).await;
+    assert!(
+        missing.is_empty(),
+        "{mode}: relaying again once access is back ({} missing)",
+        missing.len()
+    );
+    h.settled(mode, "access back").await;
     faults.push((from, Instant::now() + Duration::from_secs(1)));
     report.push(format!(
         "access back: 200 after {:.1} s",
@@ -529,11 +566,13 @@ async fn chaos(exactly_once: bool) {
         "{mode}: relaying again once the brokers answer ({} missing)",
         missing.len()
     );
+    let relaying = up.elapsed();
+    h.settled(mode, "the brokers answer again").await;
     faults.push((from, Instant::now() + Duration::from_secs(1)));
     report.push(format!(
         "brokers answer again: 200 after {:.1} s, relaying after {:.1} s",
         back.as_secs_f64(),
-        up.elapsed().as_secs_f64()
+        relaying.as_secs_f64()
     ));
 
     // A record over RELAY_MAX_RECORD_BYTES, a table whose name Kafka refuses, a backlog,
@@ -620,11 +659,16 @@ async fn chaos(exactly_once: bool) {
             .filter(|(at, _, s)| {
                 *s == Some(503) && !faults.iter().any(|(from, to)| from <= at && at <= to)
             })
-            .map(|(at, slot, _)| (slot, at.elapsed()))
+            .map(|(at, slot, _)| (slot, at.duration_since(started)))
+            .collect();
+        let windows: Vec<_> = faults
+            .iter()
+            .map(|(from, to)| (from.duration_since(started), to.duration_since(started)))
             .collect();
         assert!(
             outside.is_empty(),
-            "{mode}: /healthz failed outside the faults: {outside:?}"
+            "{mode}: /healthz failed outside the faults (slot, since the start): {outside:?}; \
+             the faults' windows: {windows:?}"
         );
     }
     eprintln!(
