@@ -28,11 +28,23 @@ fn pipeline(routes: Routes) -> Pipeline {
 }
 
 /// Every fixture through `tests/routes/flat.toml` (flat envelope, coercions,
-/// changed_only, missing = "null", tombstones, schema-change events) gives exactly the
-/// checked-in output.
+/// changed_only, missing = "null", tombstones, schema-change events) and through
+/// `tests/routes/debezium.toml` (the Debezium envelope with Kafka Connect schemas) gives
+/// exactly the checked-in output.
 #[test]
 fn flat_routes_golden_output() {
-    let routes = Routes::load(&util::root().join("tests/routes/flat.toml")).expect("valid routes");
+    routes_golden_output("flat");
+}
+
+#[test]
+fn debezium_routes_golden_output() {
+    routes_golden_output("debezium");
+}
+
+fn routes_golden_output(name: &str) {
+    let routes = Routes::load(&util::root().join(format!("tests/routes/{name}.toml")))
+        .expect("valid routes");
+    let dir = name;
     let pipeline = pipeline(routes);
     let mut names: Vec<String> = std::fs::read_dir(util::root().join("events"))
         .expect("events dir")
@@ -48,7 +60,7 @@ fn flat_routes_golden_output() {
             text.push_str(&line.to_string());
             text.push('\n');
         }
-        util::assert_golden(&format!("flat/{}", name.replace(".json", ".jsonl")), &text);
+        util::assert_golden(&format!("{dir}/{}", name.replace(".json", ".jsonl")), &text);
     }
 }
 
@@ -101,6 +113,10 @@ fn golden_events_match_the_published_schemas() {
         (
             "tests/golden/flat",
             Routes::load(&util::root().join("tests/routes/flat.toml")).expect("valid routes"),
+        ),
+        (
+            "tests/golden/debezium",
+            Routes::load(&util::root().join("tests/routes/debezium.toml")).expect("valid routes"),
         ),
     ];
     let mut checked = 0;

@@ -292,6 +292,17 @@ fn number_text(s: &str) -> Result<String, &'static str> {
 }
 
 fn to_timestamp(s: &str) -> Result<String, &'static str> {
+    Ok(parse_timestamp(s)?.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// Microseconds since the epoch of a timestamp as DMS writes them (RFC 3339, or
+/// `YYYY-MM-DD HH:MM:SS[.f]` read as UTC); `None` when it is not one. Finer digits are
+/// cut, never rounded.
+pub(crate) fn epoch_micros(s: &str) -> Option<i64> {
+    parse_timestamp(s).ok().map(|t| t.timestamp_micros())
+}
+
+fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, &'static str> {
     let utc: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         t.with_timezone(&Utc)
     } else if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
@@ -303,7 +314,7 @@ fn to_timestamp(s: &str) -> Result<String, &'static str> {
     } else {
         return Err("not a timestamp");
     };
-    Ok(utc.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    Ok(utc)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! serialised once per record; each further topic gets a copy with its own id.
 
 pub mod coerce;
+mod debezium;
 pub mod filter;
 pub mod personal;
 pub mod routes;
@@ -328,6 +329,20 @@ impl Transformer {
             None => (None, None),
         };
 
+        let debezium_key;
+        let key_bytes: &[u8] = if self.routes.envelope == Envelope::Debezium {
+            debezium_key = debezium::key(
+                route,
+                self.routes.connect_schemas,
+                event,
+                qualified,
+                &key.bytes,
+                key.object.as_deref(),
+            )?;
+            &debezium_key
+        } else {
+            &key.bytes
+        };
         let per_topic = usize::from(emit_event) + usize::from(emit_tombstone);
         let mut messages = Vec::with_capacity(route.topics.len() * per_topic);
         let headers = Headers::new(pos, op.as_str(), qualified, &event.metadata);
@@ -371,14 +386,24 @@ impl Transformer {
                                     .as_deref()
                                     .or(event.metadata.timestamp.as_deref()),
                             }),
+                            Envelope::Debezium => Ok(debezium::Event {
+                                route,
+                                schemas: self.routes.connect_schemas,
+                                pos,
+                                event,
+                                op,
+                                data: &mapped_data,
+                                before: mapped_before.as_deref(),
+                            }
+                            .value()),
                         }?
                     }
                 };
-                messages.push(headers.message(topic.clone(), &key.bytes, Some(bytes), &id));
+                messages.push(headers.message(topic.clone(), key_bytes, Some(bytes), &id));
             }
             if emit_tombstone {
                 let id = ids.id(messages.len());
-                messages.push(headers.message(topic, &key.bytes, None, &id));
+                messages.push(headers.message(topic, key_bytes, None, &id));
             }
         }
         Ok(Transformed::Messages(messages))

@@ -39,6 +39,9 @@ pub enum Envelope {
     Relay,
     /// The mapped row plus `__op`, `__table`, `__source_ts` (like Debezium's unwrap SMT).
     Flat,
+    /// Debezium's change event: `{before, after, source, op, ts_ms, transaction}`, with
+    /// Kafka Connect's JSON schema around it unless `schemas = false`.
+    Debezium,
 }
 
 /// What an `include`d column missing from a row becomes.
@@ -118,6 +121,7 @@ struct RawDefaults {
     unrouted: Option<Unrouted>,
     schema_changes_topic: Option<Spanned<String>>,
     envelope: Option<Envelope>,
+    schemas: Option<bool>,
     missing: Option<Missing>,
     dlq_topic: Option<Spanned<String>>,
     on_poison: Option<OnPoison>,
@@ -627,6 +631,9 @@ pub struct Routes {
     pub schema_changes_topic: Option<TopicTemplate>,
     /// Shape of downstream values.
     pub envelope: Envelope,
+    /// Under the Debezium envelope: keys and values carry Kafka Connect's JSON schema
+    /// (`{"schema", "payload"}`, a JsonConverter with `schemas.enable=true`).
+    pub connect_schemas: bool,
     /// The dead-letter topic, if any (`RELAY_DLQ_TOPIC` overrides it).
     pub dlq_topic: Option<String>,
     /// Default poison policy: `dlq` when a DLQ topic is set, else `fail`.
@@ -726,13 +733,20 @@ impl Routes {
                     .map_err(|p| fail(format!("line {line}: route {table:?}: {p}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let envelope = defaults.envelope.unwrap_or(Envelope::Relay);
+        if defaults.schemas.is_some() && envelope != Envelope::Debezium {
+            return Err(fail(
+                "[defaults] schemas applies to envelope = \"debezium\" only".to_owned(),
+            ));
+        }
         let mut routes = Routes {
             source: source.to_owned(),
             routes,
             unrouted_route,
             unrouted,
             schema_changes_topic,
-            envelope: defaults.envelope.unwrap_or(Envelope::Relay),
+            envelope,
+            connect_schemas: defaults.schemas.unwrap_or(true),
             dlq_topic: None,
             on_poison: OnPoison::Fail,
             dead_letter_value: defaults

@@ -26,7 +26,7 @@ pub fn schemas(routes: &Routes) -> BTreeMap<String, Value> {
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let writers = routes.routes.iter().chain(routes.unrouted_route.as_ref());
     for route in writers {
-        let Some(event) = route_event(route, routes.envelope) else {
+        let Some(event) = route_event(route, routes.envelope, routes.connect_schemas) else {
             continue;
         };
         for topic in &route.topics {
@@ -76,7 +76,7 @@ pub fn schemas(routes: &Routes) -> BTreeMap<String, Value> {
 }
 
 /// The events one route writes, or `None` when it writes only tombstones.
-fn route_event(route: &Route, envelope: Envelope) -> Option<Value> {
+fn route_event(route: &Route, envelope: Envelope, schemas: bool) -> Option<Value> {
     let ops: Vec<&str> = route
         .operations
         .iter()
@@ -95,6 +95,7 @@ fn route_event(route: &Route, envelope: Envelope) -> Option<Value> {
     Some(match envelope {
         Envelope::Relay => relay_event(route, &ops),
         Envelope::Flat => flat_event(&ops, row_schema(route, true)),
+        Envelope::Debezium => debezium_event(route, &ops, schemas),
     })
 }
 
@@ -144,6 +145,81 @@ fn relay_event(route: &Route, ops: &[&str]) -> Value {
             "unknown": names,
         },
         "required": ["id", "op", "source", "key", "data", "before"],
+        "additionalProperties": false,
+    })
+}
+
+/// The Debezium envelope: Debezium's `op` codes for the operations, the row (after, and
+/// before: for a delete, the row deleted), the `source` block; with schemas, inside
+/// Kafka Connect's `{"schema", "payload"}`. The row's values are described by the
+/// payload, as in the relay envelope; their Connect types by the embedded schema.
+fn debezium_event(route: &Route, ops: &[&str], schemas: bool) -> Value {
+    let codes: Vec<&str> = ops
+        .iter()
+        .map(|op| match *op {
+            "insert" => "c",
+            "update" => "u",
+            "delete" => "d",
+            _ => "r",
+        })
+        .collect();
+    let row = nullable(row_schema(route, true));
+    let before = nullable(row_schema(route, false));
+    let long = json!({"type": ["integer", "null"]});
+    let payload = json!({
+        "type": "object",
+        "properties": {
+            "before": before,
+            "after": row,
+            "source": {
+                "type": "object",
+                "properties": {
+                    "version": {"type": "string"},
+                    "connector": {"const": "dms"},
+                    "name": {"type": "string"},
+                    "ts_ms": long,
+                    "ts_us": long,
+                    "snapshot": {"enum": ["true", "false"]},
+                    "db": {"type": "string"},
+                    "schema": {"type": "string"},
+                    "table": {"type": "string"},
+                    "txId": {"type": ["string", "null"]},
+                    "stream_position": {"type": ["string", "null"]},
+                    "topic": {"type": "string"},
+                    "partition": {"type": "integer"},
+                    "offset": {"type": "integer"},
+                },
+                "required": ["version", "connector", "name", "ts_ms", "ts_us", "snapshot", "db",
+                    "schema", "table", "txId", "stream_position", "topic", "partition", "offset"],
+                "additionalProperties": false,
+            },
+            "op": {"enum": codes},
+            "ts_ms": long,
+            "ts_us": long,
+            "transaction": {"anyOf": [{"type": "null"}, {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "total_order": long,
+                    "data_collection_order": long,
+                },
+                "required": ["id", "total_order", "data_collection_order"],
+                "additionalProperties": false,
+            }]},
+        },
+        "required": ["before", "after", "source", "op", "ts_ms", "ts_us", "transaction"],
+        "additionalProperties": false,
+    });
+    if !schemas {
+        return payload;
+    }
+    json!({
+        "type": "object",
+        "properties": {
+            "schema": {"type": "object", "properties": {"type": {"const": "struct"}}, "required": ["type", "fields"]},
+            "payload": payload,
+        },
+        "required": ["schema", "payload"],
         "additionalProperties": false,
     })
 }

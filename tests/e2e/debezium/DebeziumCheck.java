@@ -1,0 +1,67 @@
+// Reads cdc-relay's Debezium-envelope messages with Kafka Connect's own JsonConverter
+// (schemas.enable=true) and unwraps them with Debezium's own ExtractNewRecordState, as a
+// Kafka Connect sink behind that transform would. Input, one JSON object per line:
+// {"topic", "key", "value"} (key and value: the message's text, or null). Output, one
+// line each: {"ok": true, "key": ..., "row": ...} with the converted key and the
+// transform's output value written back by a schemaless JsonConverter (row null: the
+// transform dropped the record), or {"ok": false, "error": "..."}.
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.debezium.transforms.ExtractNewRecordState;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.util.Map;
+import org.apache.kafka.connect.data.SchemaAndValue;
+import org.apache.kafka.connect.json.JsonConverter;
+import org.apache.kafka.connect.sink.SinkRecord;
+
+public class DebeziumCheck {
+    public static void main(String[] args) throws Exception {
+        JsonConverter keyIn = new JsonConverter();
+        keyIn.configure(Map.of("schemas.enable", "true"), true);
+        JsonConverter valueIn = new JsonConverter();
+        valueIn.configure(Map.of("schemas.enable", "true"), false);
+        JsonConverter keyOut = new JsonConverter();
+        keyOut.configure(Map.of("schemas.enable", "false"), true);
+        JsonConverter valueOut = new JsonConverter();
+        valueOut.configure(Map.of("schemas.enable", "false"), false);
+        ExtractNewRecordState<SinkRecord> unwrap = new ExtractNewRecordState<>();
+        unwrap.configure(Map.of(
+                "delete.tombstone.handling.mode", "rewrite",
+                "add.fields", "op,table,source.ts_ms"));
+        ObjectMapper json = new ObjectMapper();
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        long offset = 0;
+        for (String line; (line = in.readLine()) != null; offset++) {
+            ObjectNode out = json.createObjectNode();
+            try {
+                JsonNode message = json.readTree(line);
+                String topic = message.get("topic").asText();
+                byte[] key = bytes(message.get("key"));
+                byte[] value = bytes(message.get("value"));
+                SchemaAndValue k = keyIn.toConnectData(topic, key);
+                SchemaAndValue v = valueIn.toConnectData(topic, value);
+                SinkRecord record = new SinkRecord(topic, 0, k.schema(), k.value(), v.schema(), v.value(), offset);
+                SinkRecord unwrapped = unwrap.apply(record);
+                out.put("ok", true);
+                out.set("key", json.readTree(keyOut.fromConnectData(topic, k.schema(), k.value())));
+                if (unwrapped == null || unwrapped.value() == null) {
+                    out.putNull("row");
+                } else {
+                    out.set("row", json.readTree(valueOut.fromConnectData(topic, unwrapped.valueSchema(), unwrapped.value())));
+                }
+            } catch (Exception e) {
+                out.removeAll();
+                out.put("ok", false);
+                out.put("error", e.toString());
+            }
+            System.out.println(json.writeValueAsString(out));
+        }
+    }
+
+    private static byte[] bytes(JsonNode text) {
+        return text == null || text.isNull() ? null : text.asText().getBytes(StandardCharsets.UTF_8);
+    }
+}
