@@ -34,7 +34,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -43,8 +42,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import committed
-from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, failures, generated_rounds,
-                 http_get, metric, planned_ids, produce_round, start_broker)
+from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, generated_rounds, http_get, metric,
+                 planned_ids, produce_round, run_alone)
 
 SHUTDOWN_TIMEOUT_MS = 3000
 # src/modes/serve.rs SHUTDOWN_EPILOGUE: leaving the group and the last flush, after the
@@ -444,13 +443,4 @@ def serve_chaos(broker):
 
 if __name__ == "__main__":
     # Stopped from outside: the `finally` blocks still resume the broker and end the members.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    broker = start_broker()
-    try:
-        serve_chaos(broker)
-    finally:
-        subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
-    if failures:
-        print(f"chaos: {len(failures)} checks failed")
-        sys.exit(1)
-    print("chaos: passed")
+    run_alone("chaos", serve_chaos)

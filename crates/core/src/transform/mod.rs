@@ -20,6 +20,7 @@
 //! only values that differ as text are parsed to compare them. The envelope is
 //! serialised once per record; each further topic gets a copy with its own id.
 
+mod cloudevents;
 pub mod coerce;
 pub(crate) mod debezium;
 pub mod filter;
@@ -42,7 +43,8 @@ pub use coerce::Coercion;
 use coerce::Kind;
 pub use personal::HashKey;
 pub use routes::{
-    DeletePolicy, DmsTables, Envelope, Missing, OnPoison, Route, Routes, TopicTemplate, Unrouted,
+    ContentMode, DeletePolicy, DmsTables, Envelope, Missing, OnPoison, Route, Routes,
+    TopicTemplate, Unrouted,
 };
 
 /// The value masked columns carry downstream.
@@ -353,7 +355,10 @@ impl Transformer {
             let topic = template.render(&event.schema, &event.table);
             if emit_event {
                 let id = ids.id(messages.len());
-                let bytes = match first_value.and_then(|i| messages.get(i)) {
+                // A CloudEvent names its id twice (attribute, data): made for each topic.
+                let copyable =
+                    first_value.filter(|_| self.routes.envelope != Envelope::CloudEvents);
+                let bytes = match copyable.and_then(|i| messages.get(i)) {
                     Some(OutMessage {
                         value: Some(first), ..
                     }) => {
@@ -366,7 +371,7 @@ impl Transformer {
                     _ => {
                         first_value = Some(messages.len());
                         match self.routes.envelope {
-                            Envelope::Relay => serialize(&RelayEnvelope {
+                            Envelope::Relay | Envelope::CloudEvents => serialize(&RelayEnvelope {
                                 id: id.as_str(),
                                 op: op.as_str(),
                                 source: SourceInfo::new(pos, event),
@@ -399,7 +404,32 @@ impl Transformer {
                         }?
                     }
                 };
-                messages.push(headers.message(topic.clone(), key_bytes, Some(bytes), &id));
+                let message = match self.routes.envelope {
+                    Envelope::CloudEvents => {
+                        let attributes =
+                            cloudevents::Attributes::new(pos, event, op, key_bytes, id.as_str());
+                        match self.routes.content_mode {
+                            ContentMode::Structured => {
+                                let value = attributes.structured(&bytes);
+                                let mut message =
+                                    headers.message(topic.clone(), key_bytes, Some(value), &id);
+                                message.headers.push((
+                                    "content-type".into(),
+                                    cloudevents::STRUCTURED.as_bytes().to_vec(),
+                                ));
+                                message
+                            }
+                            ContentMode::Binary => {
+                                let mut message =
+                                    headers.message(topic.clone(), key_bytes, Some(bytes), &id);
+                                message.headers.extend(attributes.headers());
+                                message
+                            }
+                        }
+                    }
+                    _ => headers.message(topic.clone(), key_bytes, Some(bytes), &id),
+                };
+                messages.push(message);
             }
             if emit_tombstone {
                 let id = ids.id(messages.len());

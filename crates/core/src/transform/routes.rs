@@ -42,6 +42,19 @@ pub enum Envelope {
     /// Debezium's change event: `{before, after, source, op, ts_ms, transaction}`, with
     /// Kafka Connect's JSON schema around it unless `schemas = false`.
     Debezium,
+    /// A CloudEvent (1.0, Kafka protocol binding) whose data is the relay envelope, in
+    /// the content mode `content_mode` says.
+    CloudEvents,
+}
+
+/// How a CloudEvent is carried in a Kafka message (the Kafka protocol binding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentMode {
+    /// The whole event as `application/cloudevents+json` in the value.
+    Structured,
+    /// The attributes in `ce_*` headers, the data in the value.
+    Binary,
 }
 
 /// What an `include`d column missing from a row becomes.
@@ -122,6 +135,7 @@ struct RawDefaults {
     schema_changes_topic: Option<Spanned<String>>,
     envelope: Option<Envelope>,
     schemas: Option<bool>,
+    content_mode: Option<ContentMode>,
     missing: Option<Missing>,
     dlq_topic: Option<Spanned<String>>,
     on_poison: Option<OnPoison>,
@@ -634,6 +648,8 @@ pub struct Routes {
     /// Under the Debezium envelope: keys and values carry Kafka Connect's JSON schema
     /// (`{"schema", "payload"}`, a JsonConverter with `schemas.enable=true`).
     pub connect_schemas: bool,
+    /// Under the CloudEvents envelope: how the event is carried.
+    pub content_mode: ContentMode,
     /// The dead-letter topic, if any (`RELAY_DLQ_TOPIC` overrides it).
     pub dlq_topic: Option<String>,
     /// Default poison policy: `dlq` when a DLQ topic is set, else `fail`.
@@ -739,6 +755,11 @@ impl Routes {
                 "[defaults] schemas applies to envelope = \"debezium\" only".to_owned(),
             ));
         }
+        if defaults.content_mode.is_some() && envelope != Envelope::CloudEvents {
+            return Err(fail(
+                "[defaults] content_mode applies to envelope = \"cloudevents\" only".to_owned(),
+            ));
+        }
         let mut routes = Routes {
             source: source.to_owned(),
             routes,
@@ -747,6 +768,7 @@ impl Routes {
             schema_changes_topic,
             envelope,
             connect_schemas: defaults.schemas.unwrap_or(true),
+            content_mode: defaults.content_mode.unwrap_or(ContentMode::Structured),
             dlq_topic: None,
             on_poison: OnPoison::Fail,
             dead_letter_value: defaults

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::coerce::Coercion;
-use super::routes::{DeletePolicy, Envelope, Missing, Route, Routes};
+use super::routes::{ContentMode, DeletePolicy, Envelope, Missing, Route, Routes};
 use crate::dms::Operation;
 
 /// The JSON Schema dialect of every schema here.
@@ -26,7 +26,7 @@ pub fn schemas(routes: &Routes) -> BTreeMap<String, Value> {
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let writers = routes.routes.iter().chain(routes.unrouted_route.as_ref());
     for route in writers {
-        let Some(event) = route_event(route, routes.envelope, routes.connect_schemas) else {
+        let Some(event) = route_event(route, routes) else {
             continue;
         };
         for topic in &route.topics {
@@ -76,7 +76,8 @@ pub fn schemas(routes: &Routes) -> BTreeMap<String, Value> {
 }
 
 /// The events one route writes, or `None` when it writes only tombstones.
-fn route_event(route: &Route, envelope: Envelope, schemas: bool) -> Option<Value> {
+fn route_event(route: &Route, routes: &Routes) -> Option<Value> {
+    let (envelope, schemas, mode) = (routes.envelope, routes.connect_schemas, routes.content_mode);
     let ops: Vec<&str> = route
         .operations
         .iter()
@@ -96,6 +97,7 @@ fn route_event(route: &Route, envelope: Envelope, schemas: bool) -> Option<Value
         Envelope::Relay => relay_event(route, &ops),
         Envelope::Flat => flat_event(&ops, row_schema(route, true)),
         Envelope::Debezium => debezium_event(route, &ops, schemas),
+        Envelope::CloudEvents => cloudevent(relay_event(route, &ops), mode),
     })
 }
 
@@ -226,6 +228,31 @@ fn debezium_event(route: &Route, ops: &[&str], schemas: bool) -> Value {
             "payload": payload,
         },
         "required": ["schema", "payload"],
+        "additionalProperties": false,
+    })
+}
+
+/// A CloudEvent whose data is the relay envelope: in binary mode the value is the data
+/// (the attributes are headers), in structured mode the event.
+fn cloudevent(data: Value, mode: ContentMode) -> Value {
+    if mode == ContentMode::Binary {
+        return data;
+    }
+    let text = json!({"type": "string", "minLength": 1});
+    json!({
+        "type": "object",
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "format": "uuid"},
+            "source": {"type": "string", "format": "uri-reference"},
+            "type": text,
+            "time": {"type": "string", "format": "date-time"},
+            "subject": text,
+            "datacontenttype": {"const": "application/json"},
+            "partitionkey": text,
+            "data": data,
+        },
+        "required": ["specversion", "id", "source", "type", "datacontenttype", "data"],
         "additionalProperties": false,
     })
 }
