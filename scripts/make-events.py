@@ -203,6 +203,33 @@ fixtures["filtered.json"] = event([
     for i, (op, data) in enumerate(payments)
 ])
 
+# A transactional outbox (Debezium's EventRouter layout): the application inserts each
+# event in the transaction of its business change; DMS captures the inserts. An update
+# and a delete of the outbox (cleaning it) publish nothing; a blank and a null payload.
+OB = "dms.public.outbox"
+outbox_rows = [
+    ("load", {"id": "5d2c1b0e-33c4-4c41-9a0c-7f5e6a2d8b01", "aggregatetype": "order", "aggregateid": "45",
+              "type": "OrderPlaced", "payload": '{"orderId":45,"total":"9.90"}'}),
+    ("insert", {"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "aggregatetype": "order", "aggregateid": "46",
+                "type": "OrderPlaced",
+                "payload": '{"orderId":46,"total":"19.90","items":[{"sku":"A-1","qty":2}],"big":123456789012345678901234567890}'}),
+    ("insert", {"id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "aggregatetype": "customer", "aggregateid": "7",
+                "type": "CustomerRegistered", "payload": '{"customerId":7,"email":"kim@example.com"}'}),
+    ("update", {"id": "0f8fad5b-d9cb-469f-a165-70867728950e", "aggregatetype": "order", "aggregateid": "46",
+                "type": "OrderPlaced", "payload": '{"orderId":46}'}),
+    ("delete", {"id": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
+    ("insert", {"id": "e4eaaaf2-d142-11e1-b3e4-080027620cdd", "aggregatetype": "order", "aggregateid": "47",
+                "type": "OrderCancelled", "payload": "  "}),
+    ("insert", {"id": "a8098c1a-f86e-11da-bd1a-00112444be1e", "aggregatetype": "order", "aggregateid": "48",
+                "type": "OrderArchived", "payload": None}),
+    ("insert", {"id": "b1c2d3e4-0000-4000-8000-000000000009", "aggregatetype": "payment#card", "aggregateid": "9",
+                "type": "PaymentTaken", "payload": '["not", "an", "object"]'}),
+]
+fixtures["outbox.json"] = event([
+    record(OB, 0, 900 + i, {"data": data, "metadata": meta(op, "outbox", txid=5001 + i)}, "public.outbox")
+    for i, (op, data) in enumerate(outbox_rows)
+])
+
 for name, ev in fixtures.items():
     with open(f"events/{name}", "w") as f:
         json.dump(ev, f, indent=2)

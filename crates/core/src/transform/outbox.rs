@@ -1,0 +1,286 @@
+//! The outbox router (`outbox = { ... }` on a route), with the semantics and defaults of
+//! Debezium's outbox `EventRouter`: the application writes its event as a row of an
+//! outbox table in the same database transaction as the business change; DMS captures
+//! the insert; the relay publishes the event the row holds.
+//!
+//! - The row's `id` is the `id` header, its `aggregateid` the Kafka key, its `payload`
+//!   the value (a JSON value as written, byte for byte; with `expand_json` a string
+//!   holding a JSON object or array is that JSON itself), and the topic is routed by its
+//!   `aggregatetype` (`outbox.event.{route}` by default), made a name Kafka accepts.
+//! - `fields` places further columns in headers or in an envelope
+//!   (`{"payload": ..., alias: ...}`).
+//! - Inserts and full-load rows are events. Deletes are dropped (cleaning the outbox
+//!   publishes nothing); updates are skipped and counted (`on_update = "warn"`) or
+//!   refused as poison (`"refuse"`). A null or blank payload is a tombstone with
+//!   `tombstone_on_empty`, else a null value (a null payload), as in Debezium.
+//! - Unlike Debezium, a row without an id, key or routing value is a record error
+//!   rather than a message without one: per-aggregate order needs the key.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::coerce::{self, Kind};
+use super::routes::{OnUpdate, Outbox, Placement, Route};
+use super::{column_value, scalar_text, EventIds, Headers, OutMessage, SkipReason, Transformed};
+use crate::dms::{ChangeEvent, Operation, Row};
+use crate::error::{RecordError, Stage};
+
+/// The messages of one change of an outbox table.
+pub(super) fn messages(
+    route: &Route,
+    outbox: &Outbox,
+    event: &ChangeEvent<'_>,
+    qualified: &str,
+    op: Operation,
+    data: &Row<'_>,
+    headers: &Headers<'_>,
+) -> Result<Transformed, RecordError> {
+    let ids = EventIds::new(headers.pos);
+    match op {
+        Operation::Delete => return Ok(Transformed::Skipped(SkipReason::DeleteDropped)),
+        Operation::Update => {
+            return match outbox.on_update {
+                OnUpdate::Warn => Ok(Transformed::Skipped(SkipReason::OutboxUpdate)),
+                OnUpdate::Refuse => Err(RecordError::permanent(
+                    Stage::Transform,
+                    format!(
+                        "{qualified} is an outbox (route {:?}): an update of it is refused (on_update = \"refuse\")",
+                        route.table
+                    ),
+                )),
+            }
+        }
+        Operation::Insert | Operation::Load => {}
+    }
+    let problem = |column: &str, what: &str| {
+        RecordError::permanent(
+            Stage::Transform,
+            format!(
+                "{qualified} outbox row: the {what} column {column:?} is missing or null (route {:?})",
+                route.table
+            ),
+        )
+    };
+    let present = |column: &str| {
+        column_value(route, data, column).filter(|v| Kind::of(v.get()) != Kind::Null)
+    };
+    let id = present(&outbox.id).ok_or_else(|| problem(&outbox.id, "event id"))?;
+    let key = present(&outbox.key).ok_or_else(|| problem(&outbox.key, "key"))?;
+    let routed = present(&outbox.route_by).ok_or_else(|| problem(&outbox.route_by, "route_by"))?;
+    let payload = column_value(route, data, &outbox.payload);
+    let empty = match payload {
+        None => true,
+        Some(v) => match Kind::of(v.get()) {
+            Kind::Null => true,
+            Kind::String => coerce::string_of(v).is_ok_and(|s| s.trim().is_empty()),
+            _ => false,
+        },
+    };
+    let payload_json: Option<Cow<'_, str>> = match payload {
+        Some(v) if Kind::of(v.get()) != Kind::Null => Some(expanded(outbox, v)),
+        _ => None,
+    };
+    let envelope: Vec<_> = outbox
+        .fields
+        .iter()
+        .filter(|f| f.placement == Placement::Envelope)
+        .collect();
+    let value = if empty && outbox.tombstone_on_empty {
+        None
+    } else if envelope.is_empty() {
+        payload_json.map(|p| p.into_owned().into_bytes())
+    } else {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"payload\":");
+        out.extend_from_slice(payload_json.as_deref().unwrap_or("null").as_bytes());
+        for field in envelope {
+            out.push(b',');
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &field.alias);
+            out.push(b':');
+            let v = column_value(route, data, &field.column).map_or("null", RawValue::get);
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.push(b'}');
+        Some(out)
+    };
+    let key_text = scalar_text(key);
+    let topic_value = scalar_text(routed);
+    let mut messages = Vec::with_capacity(route.topics.len());
+    for template in &route.topics {
+        let topic: Arc<str> = template.render_outbox(&event.schema, &event.table, &topic_value);
+        let mut message: OutMessage = headers.message(
+            topic,
+            key_text.as_bytes(),
+            value.clone(),
+            &ids.id(messages.len()),
+        );
+        message
+            .headers
+            .push(("id".into(), scalar_text(id).as_bytes().to_vec()));
+        for field in outbox
+            .fields
+            .iter()
+            .filter(|f| f.placement == Placement::Header)
+        {
+            // A null column has no header (a Kafka header value here is bytes).
+            if let Some(v) =
+                column_value(route, data, &field.column).filter(|v| Kind::of(v.get()) != Kind::Null)
+            {
+                message.headers.push((
+                    field.alias.clone().into(),
+                    scalar_text(v).as_bytes().to_vec(),
+                ));
+            }
+        }
+        messages.push(message);
+    }
+    Ok(Transformed::Messages(messages))
+}
+
+/// The payload as the value's JSON: as written, or with `expand_json` the JSON a string
+/// holds when it holds an object or an array (else the string, as Debezium keeps it).
+fn expanded<'a>(outbox: &Outbox, payload: &'a RawValue) -> Cow<'a, str> {
+    if outbox.expand_json && Kind::of(payload.get()) == Kind::String {
+        if let Ok(text) = coerce::string_of(payload) {
+            let inner = text.trim_start();
+            if (inner.starts_with('{') || inner.starts_with('['))
+                && serde_json::from_str::<&RawValue>(&text).is_ok()
+            {
+                return Cow::Owned(text.into_owned());
+            }
+        }
+    }
+    Cow::Borrowed(payload.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{OutMessage, Routes, SkipReason, Transformed, Transformer};
+    use crate::dms::Decoder;
+    use crate::source::SourcePosition;
+
+    fn transform(outbox: &str, op: &str, data: &str) -> Result<Transformed, String> {
+        let routes = format!("[[route]]\ntable = \"public.outbox\"\noutbox = {outbox}\n");
+        let transformer = Transformer::new(Routes::parse(&routes, "test").expect("valid routes"));
+        let doc = format!(
+            r#"{{"data":{data},"metadata":{{"record-type":"data","operation":"{op}","schema-name":"public","table-name":"outbox"}}}}"#
+        );
+        let event = Decoder::default()
+            .decode(doc.as_bytes())
+            .expect("DMS record");
+        let pos = SourcePosition {
+            cluster: "c",
+            timestamp_ms: 0,
+            topic: "dms",
+            partition: 0,
+            offset: 1,
+            kafka_key: None,
+        };
+        transformer
+            .transform(pos, &event)
+            .map_err(|e| e.to_string())
+    }
+
+    fn one(outbox: &str, data: &str) -> OutMessage {
+        match transform(outbox, "insert", data) {
+            Ok(Transformed::Messages(mut m)) if m.len() == 1 => m.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const ROW: &str = r#"{"id":"e1","aggregatetype":"order","aggregateid":46,"type":"OrderPlaced","payload":"{\"n\": 19.90}"}"#;
+
+    /// Debezium's defaults: the id header, the key, the payload as written (a JSON
+    /// string stays one), the topic routed by the aggregate type.
+    #[test]
+    fn a_row_becomes_the_event_it_holds() {
+        let message = one("{}", ROW);
+        assert_eq!(&*message.topic, "outbox.event.order");
+        assert_eq!(message.key.as_deref(), Some(&b"46"[..]));
+        assert_eq!(message.header("id"), Some(&b"e1"[..]));
+        assert_eq!(message.value.as_deref(), Some(&br#""{\"n\": 19.90}""#[..]));
+    }
+
+    /// expand_json: the JSON the string holds, byte for byte; fields in headers and the
+    /// envelope; a name Kafka refuses made legal.
+    #[test]
+    fn expansion_fields_and_topic() {
+        let message = one("{ expand_json = true }", ROW);
+        assert_eq!(message.value.as_deref(), Some(&br#"{"n": 19.90}"#[..]));
+        let message = one(
+            r#"{ fields = ["type:header:eventType", "aggregatetype:envelope:kind"] }"#,
+            ROW,
+        );
+        assert_eq!(message.header("eventType"), Some(&b"OrderPlaced"[..]));
+        assert_eq!(
+            message.value.as_deref(),
+            Some(&br#"{"payload":"{\"n\": 19.90}","kind":"order"}"#[..])
+        );
+        let message = one("{}", &ROW.replace("\"order\"", "\"pay#card\""));
+        assert_eq!(&*message.topic, "outbox.event.pay_card");
+    }
+
+    /// A blank payload is a tombstone only with tombstone_on_empty.
+    #[test]
+    fn blank_payloads() {
+        let blank = ROW.replace(r#""{\"n\": 19.90}""#, r#""  ""#);
+        assert_eq!(one("{}", &blank).value.as_deref(), Some(&br#""  ""#[..]));
+        assert_eq!(one("{ tombstone_on_empty = true }", &blank).value, None);
+    }
+
+    /// Deletes are dropped, updates skipped or refused, a row without key is poison.
+    #[test]
+    fn deletes_updates_and_keyless_rows() {
+        assert_eq!(
+            transform("{}", "delete", ROW),
+            Ok(Transformed::Skipped(SkipReason::DeleteDropped))
+        );
+        assert_eq!(
+            transform("{}", "update", ROW),
+            Ok(Transformed::Skipped(SkipReason::OutboxUpdate))
+        );
+        assert!(transform("{ on_update = \"refuse\" }", "update", ROW)
+            .is_err_and(|e| e.contains("refuse")));
+        assert!(transform("{}", "insert", &ROW.replace("46", "null"))
+            .is_err_and(|e| e.contains("\"aggregateid\"")));
+    }
+
+    /// The routes file: mapping options and `{route}` elsewhere are refused.
+    #[test]
+    fn what_an_outbox_route_refuses() {
+        for (text, says) in [
+            (
+                "[[route]]\ntable = \"a.b\"\noutbox = {}\nkey = [\"id\"]\n",
+                "`key`",
+            ),
+            (
+                "[[route]]\ntable = \"a.b\"\noutbox = {}\nmask = [\"x\"]\n",
+                "`mask`",
+            ),
+            (
+                "[[route]]\ntable = \"a.b\"\ntopic = \"t.{route}\"\n",
+                "outbox routes",
+            ),
+            (
+                "[[route]]\ntable = \"a.b\"\noutbox = { fields = [\"x\"] }\n",
+                "column:placement",
+            ),
+            (
+                "[[route]]\ntable = \"a.b\"\noutbox = { fields = [\"x:value\"] }\n",
+                "placement",
+            ),
+            (
+                "[[route]]\ntable = \"a.b\"\noutbox = { colour = 1 }\n",
+                "colour",
+            ),
+        ] {
+            let Err(error) = Routes::parse(text, "test") else {
+                panic!("{text} accepted");
+            };
+            assert!(error.to_string().contains(says), "{text}: {error}");
+        }
+    }
+}
