@@ -152,30 +152,16 @@ fn source(cluster: &str, schema: &str, table: &str) -> String {
 mod tests {
     use serde_json::Value;
 
-    use super::super::{OutMessage, Routes, Transformed, Transformer};
+    use super::super::{transform_doc, OutMessage, Routes, Transformed};
     use super::source;
-    use crate::dms::Decoder;
-    use crate::source::SourcePosition;
 
     fn messages(mode: &str) -> Vec<OutMessage> {
         let routes = format!(
             "[defaults]\nenvelope = \"cloudevents\"\ncontent_mode = \"{mode}\"\n\
              [[route]]\ntable = \"public.orders\"\ntopics = [\"a\", \"b\"]\nkey = [\"id\"]\n"
         );
-        let transformer = Transformer::new(Routes::parse(&routes, "test").expect("valid routes"));
         let doc = r#"{"data":{"id":5,"n":19.90},"metadata":{"timestamp":"2024-01-01T00:00:01Z","commit-timestamp":"2024-01-01T00:00:00.5Z","record-type":"data","operation":"update","schema-name":"public","table-name":"orders"}}"#;
-        let event = Decoder::default()
-            .decode(doc.as_bytes())
-            .expect("DMS record");
-        let pos = SourcePosition {
-            cluster: "arn:aws:kafka:eu-west-1:1:cluster/cdc/x",
-            timestamp_ms: 0,
-            topic: "dms",
-            partition: 0,
-            offset: 3,
-            kafka_key: None,
-        };
-        match transformer.transform(pos, &event) {
+        match transform_doc(&routes, "arn:aws:kafka:eu-west-1:1:cluster/cdc/x", doc) {
             Ok(Transformed::Messages(m)) => m,
             other => panic!("{other:?}"),
         }

@@ -477,9 +477,7 @@ fn text_of(raw: &str) -> Cow<'_, str> {
 mod tests {
     use serde_json::Value;
 
-    use super::super::{Routes, Transformed, Transformer};
-    use crate::dms::Decoder;
-    use crate::source::SourcePosition;
+    use super::super::{transform_doc, Routes, Transformed};
 
     const ROUTES: &str = r#"
 [defaults]
@@ -494,27 +492,12 @@ big = "int"
 amount = "decimal"
 "#;
 
-    fn pos() -> SourcePosition<'static> {
-        SourcePosition {
-            cluster: "c",
-            timestamp_ms: 1_732_200_000_000,
-            topic: "dms",
-            partition: 2,
-            offset: 7,
-            kafka_key: Some(b"public.orders"),
-        }
-    }
-
     /// The (key, value) of the first message made from a DMS record of `op` with `data`.
     fn first(routes: &str, op: &str, data: &str) -> (Value, Option<Value>) {
-        let transformer = Transformer::new(Routes::parse(routes, "test").expect("valid routes"));
         let doc = format!(
             r#"{{"data":{data},"metadata":{{"timestamp":"2024-01-01T00:00:00.123456Z","record-type":"data","operation":"{op}","schema-name":"public","table-name":"orders","transaction-id":9}}}}"#
         );
-        let event = Decoder::default()
-            .decode(doc.as_bytes())
-            .expect("DMS record");
-        let Ok(Transformed::Messages(messages)) = transformer.transform(pos(), &event) else {
+        let Ok(Transformed::Messages(messages)) = transform_doc(routes, "c", &doc) else {
             panic!("messages expected");
         };
         let message = &messages[0];
@@ -565,11 +548,7 @@ amount = "decimal"
     }
 
     fn outcome(doc: &str) -> Result<Transformed, crate::error::RecordError> {
-        let transformer = Transformer::new(Routes::parse(ROUTES, "test").expect("valid routes"));
-        let event = Decoder::default()
-            .decode(doc.as_bytes())
-            .expect("DMS record");
-        transformer.transform(pos(), &event)
+        transform_doc(ROUTES, "c", doc)
     }
 
     /// An `int` past 64 signed bits is a record error, never a wrapped int64; so is a key
@@ -618,15 +597,11 @@ amount = "decimal"
     #[test]
     fn keys_have_one_spelling() {
         let routes = ROUTES.replace("key = [\"id\"]", "key = [\"code\"]");
-        let transformer = Transformer::new(Routes::parse(&routes, "test").expect("valid routes"));
         let key = |code: &str| {
             let doc = format!(
                 r#"{{"data":{{"code":{code}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}}}"#
             );
-            let event = Decoder::default()
-                .decode(doc.as_bytes())
-                .expect("DMS record");
-            match transformer.transform(pos(), &event) {
+            match transform_doc(&routes, "c", &doc) {
                 Ok(Transformed::Messages(m)) => m[0].key.clone().expect("a key"),
                 other => panic!("{other:?}"),
             }
@@ -656,12 +631,8 @@ amount = "decimal"
             "envelope = \"debezium\"",
             "envelope = \"debezium\"\nschemas = false",
         );
-        let transformer = Transformer::new(Routes::parse(&routes, "test").expect("valid routes"));
         let doc = r#"{"data":{"id":5,"price":19.90,"n":123456789012345678901234567890},"metadata":{"timestamp":"2024-01-01T00:00:00Z","record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}"#;
-        let event = Decoder::default()
-            .decode(doc.as_bytes())
-            .expect("DMS record");
-        let Ok(Transformed::Messages(messages)) = transformer.transform(pos(), &event) else {
+        let Ok(Transformed::Messages(messages)) = transform_doc(&routes, "c", doc) else {
             panic!("messages expected");
         };
         let value = String::from_utf8(messages[0].value.clone().expect("a value")).expect("UTF-8");

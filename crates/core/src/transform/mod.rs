@@ -1208,6 +1208,29 @@ impl<'a> SourceInfo<'a> {
     }
 }
 
+/// Test help: the transform of one DMS record (`doc`) under `routes`, read at a fixed
+/// source position of `cluster`.
+#[cfg(test)]
+pub(crate) fn transform_doc(
+    routes: &str,
+    cluster: &str,
+    doc: &str,
+) -> Result<Transformed, RecordError> {
+    let transformer = Transformer::new(Routes::parse(routes, "test").expect("valid routes"));
+    let event = crate::dms::Decoder::default()
+        .decode(doc.as_bytes())
+        .expect("DMS record");
+    let pos = SourcePosition {
+        cluster,
+        timestamp_ms: 1_732_200_000_000,
+        topic: "dms",
+        partition: 2,
+        offset: 7,
+        kafka_key: Some(b"public.orders"),
+    };
+    transformer.transform(pos, &event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,30 +158,14 @@ fn expanded<'a>(outbox: &Outbox, payload: &'a RawValue) -> Cow<'a, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{OutMessage, Routes, SkipReason, Transformed, Transformer};
-    use crate::dms::Decoder;
-    use crate::source::SourcePosition;
+    use super::super::{transform_doc, OutMessage, Routes, SkipReason, Transformed};
 
     fn transform(outbox: &str, op: &str, data: &str) -> Result<Transformed, String> {
         let routes = format!("[[route]]\ntable = \"public.outbox\"\noutbox = {outbox}\n");
-        let transformer = Transformer::new(Routes::parse(&routes, "test").expect("valid routes"));
         let doc = format!(
             r#"{{"data":{data},"metadata":{{"record-type":"data","operation":"{op}","schema-name":"public","table-name":"outbox"}}}}"#
         );
-        let event = Decoder::default()
-            .decode(doc.as_bytes())
-            .expect("DMS record");
-        let pos = SourcePosition {
-            cluster: "c",
-            timestamp_ms: 0,
-            topic: "dms",
-            partition: 0,
-            offset: 1,
-            kafka_key: None,
-        };
-        transformer
-            .transform(pos, &event)
-            .map_err(|e| e.to_string())
+        transform_doc(&routes, "c", &doc).map_err(|e| e.to_string())
     }
 
     fn one(outbox: &str, data: &str) -> OutMessage {
