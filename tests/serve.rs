@@ -1079,3 +1079,77 @@ async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
 }
+
+/// `serve` writes the ecosystem's formats as the other modes do (one transform): the
+/// Debezium envelope, a CloudEvent in binary mode, and an outbox row as its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_writes_the_ecosystem_formats() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 3);
+    let outbox = json!({
+        "data": {"id": "e-1", "aggregatetype": "out", "aggregateid": "a-1", "payload": "{\"n\":19.90}"},
+        "metadata": {"timestamp": "2026-11-23T10:00:00Z", "record-type": "data", "operation": "insert",
+                     "schema-name": "public", "table-name": "outbox"}
+    });
+    produce_large(&kafka, 0, "public.outbox", &outbox.to_string());
+    let rounds = [
+        ("debezium", "envelope = \"debezium\""),
+        (
+            "cloudevents",
+            "envelope = \"cloudevents\"\ncontent_mode = \"binary\"",
+        ),
+    ];
+    for (name, defaults) in rounds {
+        let topic = format!("formats.{name}");
+        kafka.cluster().create_topic(&topic, 1, 1).expect("topic");
+        // The orders in the format, the outbox row's event to the same topic.
+        let routes = format!(
+            "[defaults]\n{defaults}\n[[route]]\ntable = \"public.orders\"\ntopic = \"{topic}\"\nkey = [\"id\"]\n\
+             [[route]]\ntable = \"public.outbox\"\noutbox = {{ expand_json = true }}\ntopic = \"formats.{{route}}\"\n"
+        )
+        .replace("formats.{route}", &format!("formats.{name}"));
+        let serving = Serving::start_with(&kafka, name, &routes, &[]);
+        let until = Instant::now() + Duration::from_secs(30);
+        let messages = loop {
+            let read = tokio::task::block_in_place(|| {
+                read_topics(
+                    &kafka.bootstrap_servers(),
+                    &[&topic],
+                    Duration::from_secs(10),
+                )
+                .expect("read back")
+            });
+            if read.len() >= 4 || Instant::now() > until {
+                break read;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        serving.stop().await;
+        assert_eq!(
+            messages.len(),
+            4,
+            "{name}: three orders and the outbox event"
+        );
+        for m in messages.iter().filter(|m| m.header("id").is_none()) {
+            let value: serde_json::Value =
+                serde_json::from_slice(m.value.as_deref().expect("a value")).expect("JSON");
+            if name == "debezium" {
+                assert_eq!(
+                    value["schema"]["name"], "dms.public.orders.Envelope",
+                    "{value}"
+                );
+                assert_eq!(value["payload"]["op"], "c");
+            } else {
+                assert_eq!(m.header("ce_id"), m.header(header::EVENT_ID));
+                assert_eq!(m.header("ce_type"), Some("dms.public.orders.insert"));
+                assert_eq!(value["op"], "insert");
+            }
+        }
+        let event = messages
+            .iter()
+            .find(|m| m.header("id") == Some("e-1"))
+            .expect("the outbox row's event");
+        assert_eq!(event.key.as_deref(), Some(&b"a-1"[..]));
+        assert_eq!(event.value.as_deref(), Some(&br#"{"n":19.90}"#[..]));
+    }
+}
