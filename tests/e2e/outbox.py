@@ -23,6 +23,9 @@ from debezium import compile_checker
 from kit import ROOT, check, read_raw, relay_to, run_alone
 
 FIXTURE = os.path.join(ROOT, "events", "outbox.json")
+# The fixture's rows whose payload Debezium's EventRouter fails to expand (a number past
+# 64 bits; an array).
+CANNOT_EXPAND = {901, 907}
 ROUTES = os.path.join(ROOT, "tests", "routes", "outbox.toml")
 
 # (name, the route's outbox table, EventRouter's configuration for the same).
@@ -84,7 +87,7 @@ def outbox_round_trip(broker):
         for offset, payload, result in zip(offsets, payloads, results):
             where = f"outbox {name}: offset {offset}"
             mine = ours.get(offset, [])
-            if not result["ok"] and "expand" in name and payload is not None:
+            if not result["ok"] and name == "expanded" and offset in CANNOT_EXPAND:
                 # EventRouter cannot expand every JSON: a number past 64 bits, or an array,
                 # fails the record there. The relay's value is the JSON the payload holds.
                 beyond += 1

@@ -11,9 +11,10 @@
 //! `{cluster}/{schema}/{table}` (the cluster: the MSK cluster's ARN, else `/` and the
 //! source's bootstrap servers, else `/cdc-relay`; names percent-encoded), `type`
 //! `dms.{schema}.{table}.{op}` (`op`: load, insert, update, delete), `time` the commit
-//! time (else when DMS read the change), `subject` the entity key, and the
-//! `partitionkey` extension the Kafka key (in binary mode the key itself carries it, as
-//! the binding maps it). A tombstone stays a tombstone: it is not an event.
+//! time (else when DMS read the change), `subject` the entity key (routes with `key`
+//! columns), and the `partitionkey` extension the Kafka key (in binary mode the key
+//! itself carries it, as the binding maps it); an empty key gives neither. A tombstone
+//! stays a tombstone: it is not an event.
 
 use std::borrow::Cow;
 
@@ -23,6 +24,7 @@ use serde_json::value::RawValue;
 
 use super::coerce;
 use crate::dms::{ChangeEvent, Operation};
+use crate::error::{RecordError, Stage};
 use crate::source::SourcePosition;
 
 /// The `content-type` of a structured-mode message.
@@ -62,6 +64,7 @@ impl<'c> Attributes<'c> {
         event: &ChangeEvent<'_>,
         op: Operation,
         key: &'c [u8],
+        entity: bool,
         id: &'c str,
     ) -> Attributes<'c> {
         let metadata = &event.metadata;
@@ -70,33 +73,36 @@ impl<'c> Attributes<'c> {
             .as_deref()
             .and_then(coerce::rfc3339)
             .or_else(|| metadata.timestamp.as_deref().and_then(coerce::rfc3339));
-        let key = std::str::from_utf8(key).ok();
+        // An empty attribute is not allowed: no key, no subject or partition key.
+        let key = std::str::from_utf8(key).ok().filter(|k| !k.is_empty());
         Attributes {
             specversion: "1.0",
             id,
             source: source(pos.cluster, &event.schema, &event.table),
             kind: format!("dms.{}.{}.{}", event.schema, event.table, op.as_str()),
             time,
-            subject: key,
+            // The entity: the route's key columns (DMS's key names a table, not a row).
+            subject: key.filter(|_| entity),
             datacontenttype: DATA_CONTENT_TYPE,
             partitionkey: key,
         }
     }
 
     /// Structured mode: the event with `data`, the relay envelope's JSON, inside.
-    pub fn structured(&self, data: &[u8]) -> Vec<u8> {
+    pub fn structured(&self, data: &[u8]) -> Result<Vec<u8>, RecordError> {
         #[derive(Serialize)]
         struct Event<'a, 'c> {
             #[serde(flatten)]
             attributes: &'a Attributes<'c>,
             data: &'a RawValue,
         }
-        let Ok(text) = std::str::from_utf8(data) else {
-            return Vec::new();
-        };
-        let Ok(data) = serde_json::from_str::<&RawValue>(text) else {
-            return Vec::new();
-        };
+        // The relay envelope is JSON the relay wrote: anything else is a bug, reported.
+        let data = std::str::from_utf8(data)
+            .ok()
+            .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+            .ok_or_else(|| {
+                RecordError::permanent(Stage::Transform, "the event's data is not JSON")
+            })?;
         let mut out = Vec::with_capacity(data.get().len() + 512);
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(
@@ -106,7 +112,7 @@ impl<'c> Attributes<'c> {
                 data,
             },
         );
-        out
+        Ok(out)
     }
 
     /// Binary mode: the attributes as `ce_*` headers and the data's `content-type` (the

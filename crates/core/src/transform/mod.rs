@@ -414,11 +414,17 @@ impl Transformer {
                 };
                 let message = match self.routes.envelope {
                     Envelope::CloudEvents => {
-                        let attributes =
-                            cloudevents::Attributes::new(pos, event, op, key_bytes, id.as_str());
+                        let attributes = cloudevents::Attributes::new(
+                            pos,
+                            event,
+                            op,
+                            key_bytes,
+                            route.key.is_some(),
+                            id.as_str(),
+                        );
                         match self.routes.content_mode {
                             ContentMode::Structured => {
-                                let value = attributes.structured(&bytes);
+                                let value = attributes.structured(&bytes)?;
                                 let mut message =
                                     headers.message(topic.clone(), key_bytes, Some(value), &id);
                                 message.headers.push((

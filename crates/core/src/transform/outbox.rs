@@ -69,23 +69,37 @@ pub(super) fn messages(
     let id = present(&outbox.id).ok_or_else(|| problem(&outbox.id, "event id"))?;
     let key = present(&outbox.key).ok_or_else(|| problem(&outbox.key, "key"))?;
     let routed = present(&outbox.route_by).ok_or_else(|| problem(&outbox.route_by, "route_by"))?;
-    let payload = column_value(route, data, &outbox.payload);
-    let empty = match payload {
-        None => true,
-        Some(v) => match Kind::of(v.get()) {
-            Kind::Null => true,
-            Kind::String => coerce::string_of(v).is_ok_and(|s| s.trim().is_empty()),
-            _ => false,
-        },
+    // A column the row lacks is a mistake (a misspelt name would make every event
+    // null); a null value is the application's.
+    let column = |name: &str| {
+        column_value(route, data, name).ok_or_else(|| {
+            RecordError::permanent(
+                Stage::Transform,
+                format!(
+                    "{qualified} outbox row has no column {name:?} (route {:?})",
+                    route.table
+                ),
+            )
+        })
     };
-    let payload_json: Option<Cow<'_, str>> = match payload {
-        Some(v) if Kind::of(v.get()) != Kind::Null => Some(expanded(outbox, v)),
-        _ => None,
+    let payload = column(&outbox.payload)?;
+    let empty = match Kind::of(payload.get()) {
+        Kind::Null => true,
+        // Java's trim, as Debezium's: every character up to U+0020.
+        Kind::String => {
+            coerce::string_of(payload).is_ok_and(|s| s.trim_matches(|c| c <= ' ').is_empty())
+        }
+        _ => false,
     };
-    let envelope: Vec<_> = outbox
-        .fields
+    let payload_json: Option<Cow<'_, str>> =
+        (Kind::of(payload.get()) != Kind::Null).then(|| expanded(outbox, payload));
+    let mut placed = Vec::with_capacity(outbox.fields.len());
+    for field in &outbox.fields {
+        placed.push((field, column(&field.column)?));
+    }
+    let envelope: Vec<_> = placed
         .iter()
-        .filter(|f| f.placement == Placement::Envelope)
+        .filter(|(f, _)| f.placement == Placement::Envelope)
         .collect();
     let value = if empty && outbox.tombstone_on_empty {
         None
@@ -95,22 +109,31 @@ pub(super) fn messages(
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(b"{\"payload\":");
         out.extend_from_slice(payload_json.as_deref().unwrap_or("null").as_bytes());
-        for field in envelope {
+        for (field, v) in envelope {
             out.push(b',');
             // Writing a string into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut out, &field.alias);
             out.push(b':');
-            let v = column_value(route, data, &field.column).map_or("null", RawValue::get);
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(v.get().as_bytes());
         }
         out.push(b'}');
         Some(out)
     };
     let key_text = scalar_text(key);
     let topic_value = scalar_text(routed);
+    if topic_value.trim().is_empty() {
+        return Err(problem(&outbox.route_by, "route_by (blank)"));
+    }
     let mut messages = Vec::with_capacity(route.topics.len());
     for template in &route.topics {
         let topic: Arc<str> = template.render_outbox(&event.schema, &event.table, &topic_value);
+        if topic.starts_with("__") {
+            // Kafka's own topics (`__consumer_offsets`, `__transaction_state`).
+            return Err(problem(
+                &outbox.route_by,
+                "route_by (naming an internal topic)",
+            ));
+        }
         let mut message: OutMessage = headers.message(
             topic,
             key_text.as_bytes(),
@@ -120,15 +143,12 @@ pub(super) fn messages(
         message
             .headers
             .push(("id".into(), scalar_text(id).as_bytes().to_vec()));
-        for field in outbox
-            .fields
+        for (field, v) in placed
             .iter()
-            .filter(|f| f.placement == Placement::Header)
+            .filter(|(f, _)| f.placement == Placement::Header)
         {
             // A null column has no header (a Kafka header value here is bytes).
-            if let Some(v) =
-                column_value(route, data, &field.column).filter(|v| Kind::of(v.get()) != Kind::Null)
-            {
+            if Kind::of(v.get()) != Kind::Null {
                 message.headers.push((
                     field.alias.clone().into(),
                     scalar_text(v).as_bytes().to_vec(),
@@ -145,8 +165,8 @@ pub(super) fn messages(
 fn expanded<'a>(outbox: &Outbox, payload: &'a RawValue) -> Cow<'a, str> {
     if outbox.expand_json && Kind::of(payload.get()) == Kind::String {
         if let Ok(text) = coerce::string_of(payload) {
-            let inner = text.trim_start();
-            if (inner.starts_with('{') || inner.starts_with('['))
+            // As Debezium: only a string that starts with the object or array.
+            if (text.starts_with('{') || text.starts_with('['))
                 && serde_json::from_str::<&RawValue>(&text).is_ok()
             {
                 return Cow::Owned(text.into_owned());
@@ -230,6 +250,18 @@ mod tests {
             .is_err_and(|e| e.contains("refuse")));
         assert!(transform("{}", "insert", &ROW.replace("46", "null"))
             .is_err_and(|e| e.contains("\"aggregateid\"")));
+        assert!(
+            transform("{}", "insert", &ROW.replace("\"order\"", "\" \""))
+                .is_err_and(|e| e.contains("\"aggregatetype\""))
+        );
+        let internal = ROW.replace("\"order\"", "\"_consumer_offsets\"");
+        assert!(transform("{}\ntopic = \"_{route}\"", "insert", &internal)
+            .is_err_and(|e| e.contains("internal topic")));
+        // A misspelt column is an error, never a null event.
+        assert!(transform("{ payload = \"paylod\" }", "insert", ROW)
+            .is_err_and(|e| e.contains("no column \"paylod\"")));
+        assert!(transform(r#"{ fields = ["tipe:header"] }"#, "insert", ROW)
+            .is_err_and(|e| e.contains("no column \"tipe\"")));
     }
 
     /// The routes file: mapping options and `{route}` elsewhere are refused.
@@ -260,6 +292,18 @@ mod tests {
                 "[[route]]\ntable = \"a.b\"\noutbox = { colour = 1 }\n",
                 "colour",
             ),
+            ("[[route]]\ntable = \"a.b\"\noutbox = {}\ntopic = \"{route}\"\n", "any topic"),
+            (
+                "[defaults]\ndlq_topic = \"out.dead\"\n[[route]]\ntable = \"a.b\"\noutbox = {}\ntopic = \"out.{route}\"\n",
+                "\"out.dead\"",
+            ),
+            ("[defaults]\ntopic = \"x.{route}\"\n", "outbox routes"),
+            ("[defaults]\nschema_changes_topic = \"x.{route}\"\n", "outbox routes"),
+            (
+                "[[route]]\ntable = \"a.b\"\noutbox = { fields = [\"a:header:h\", \"b:header:h\"] }\n",
+                "twice",
+            ),
+            ("[[route]]\ntable = \"a.b\"\noutbox = { fields = [\"a:header:id\"] }\n", "relay's own"),
         ] {
             let Err(error) = Routes::parse(text, "test") else {
                 panic!("{text} accepted");

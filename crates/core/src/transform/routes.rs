@@ -276,6 +276,19 @@ fn compile_outbox(raw: RawOutbox) -> Result<Outbox, String> {
                 "outbox field {text:?}: \"payload\" is the event's own field"
             ));
         }
+        if fields
+            .iter()
+            .any(|f: &OutboxField| f.placement == placement && f.alias == alias)
+        {
+            return Err(format!(
+                "outbox field {text:?}: the name {alias:?} is used twice"
+            ));
+        }
+        if placement == Placement::Header && (alias == "id" || alias.starts_with("relay-")) {
+            return Err(format!(
+                "outbox field {text:?}: the header {alias:?} is the relay's own"
+            ));
+        }
         fields.push(OutboxField {
             column: column.to_owned(),
             placement,
@@ -863,6 +876,11 @@ impl Routes {
             })?,
             None => TopicTemplate::parse("cdc.{schema}.{table}").map_err(fail)?,
         };
+        if default_topic.routes_by_value() {
+            return Err(fail(
+                "[defaults] topic: {route} is for outbox routes (`outbox = { ... }`)".to_owned(),
+            ));
+        }
         let defaults = raw.defaults;
         let missing = defaults.missing.unwrap_or(Missing::Omit);
         let ignore_case = defaults.ignore_case.unwrap_or(false);
@@ -879,6 +897,15 @@ impl Routes {
             })?),
             None => None,
         };
+        if schema_changes_topic
+            .as_ref()
+            .is_some_and(TopicTemplate::routes_by_value)
+        {
+            return Err(fail(
+                "schema_changes_topic: {route} is for outbox routes (`outbox = { ... }`)"
+                    .to_owned(),
+            ));
+        }
         let dlq_topic = match &defaults.dlq_topic {
             Some(t) if t.get_ref().trim().is_empty() => {
                 return Err(fail(format!(
@@ -931,7 +958,38 @@ impl Routes {
         routes
             .set_dlq(dlq_override.or(dlq_topic), defaults.on_poison)
             .map_err(fail)?;
+        routes.check_outbox_topics().map_err(fail)?;
         Ok(routes)
+    }
+
+    /// An outbox route's topic is partly written by the rows (`{route}`): it must name
+    /// some of the topic itself, and no row may route into the dead-letter topic or the
+    /// schema-changes topic.
+    fn check_outbox_topics(&self) -> Result<(), String> {
+        let reserved: Vec<String> = self
+            .dlq_topic
+            .iter()
+            .cloned()
+            .chain(self.schema_changes_topic.iter().map(TopicTemplate::text))
+            .collect();
+        for route in self.routes.iter().filter(|r| r.outbox.is_some()) {
+            for template in route.topics.iter().filter(|t| t.routes_by_value()) {
+                let text = template.text();
+                if text.replace("{route}", "").is_empty() {
+                    return Err(format!(
+                        "route {:?}: topic {text:?} lets the rows name any topic: write part of it (the default is {OUTBOX_TOPIC:?})",
+                        route.table
+                    ));
+                }
+                if let Some(topic) = reserved.iter().find(|t| template.matches(t)) {
+                    return Err(format!(
+                        "route {:?}: topic {text:?} lets a row route its event to {topic:?}",
+                        route.table
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The routes that replace values by pseudonyms (`hash`), by table pattern.
