@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::coerce::{self, Coercion, Kind};
 use super::routes::Route;
-use super::{to_raw, Cell, Json};
+use super::{scalar_text, to_raw, Cell, Json};
 use crate::dms::{ChangeEvent, Operation};
 use crate::error::{RecordError, Stage};
 use crate::source::SourcePosition;
@@ -247,7 +247,7 @@ impl Event<'_, '_, '_> {
         out.extend_from_slice(b",\"transaction\":");
         let transaction = metadata.transaction_id.map(|id| {
             json!({
-                "id": text_of(id.get()),
+                "id": scalar_text(id),
                 "total_order": metadata
                     .transaction_record_id
                     .and_then(|r| r.get().trim_matches('"').parse::<i64>().ok()),
@@ -277,7 +277,7 @@ impl Event<'_, '_, '_> {
             "db": self.event.schema,
             "schema": self.event.schema,
             "table": self.event.table,
-            "txId": metadata.transaction_id.map(|id| text_of(id.get())),
+            "txId": metadata.transaction_id.map(scalar_text),
             "stream_position": metadata.stream_position,
             "topic": self.pos.topic,
             "partition": self.pos.partition,
@@ -462,14 +462,6 @@ fn write_number(n: Option<i64>, out: &mut Vec<u8>) {
     match n {
         Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
         None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A transaction id as text: a string's content, a number's digits.
-fn text_of(raw: &str) -> Cow<'_, str> {
-    match serde_json::from_str::<Cow<'_, str>>(raw) {
-        Ok(text) => text,
-        Err(_) => Cow::Borrowed(raw),
     }
 }
 
