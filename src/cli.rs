@@ -11,6 +11,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 
 use cdc_relay::config::{Overrides, ServeSettings, Settings};
+use cdc_relay::dms::Decoder;
 use cdc_relay::generate::{generate, GenOptions};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::{self, EmbeddedKafka};
@@ -18,6 +19,7 @@ use cdc_relay::modes::serve::{Server, SHUTDOWN_EPILOGUE};
 use cdc_relay::ops;
 use cdc_relay::relay::Relay;
 use cdc_relay::source::{self, MskEvent, LAMBDA_PAYLOAD_LIMIT};
+use cdc_relay::transform::tabledef::TableDef;
 use cdc_relay::transform::Routes;
 
 pub async fn run_lambda() -> anyhow::Result<()> {
@@ -182,6 +184,50 @@ pub fn schema(routes_path: PathBuf) -> anyhow::Result<()> {
     let routes = Routes::load_with_dlq(&routes_path, settings.routes.dlq_topic.clone())?;
     let schemas = cdc_relay::transform::schema::schemas(&routes);
     println!("{}", serde_json::to_string_pretty(&schemas)?);
+    Ok(())
+}
+
+/// `[route.types]` from the table definitions of the control records in `event`: the
+/// latest definition of each table, in the order the tables first appear.
+pub fn types(event: PathBuf, routes: Option<PathBuf>) -> anyhow::Result<()> {
+    let routes = routes.map(|path| Routes::load(&path)).transpose()?;
+    let (_, records) = source::records(read_event(Some(&event))?);
+    let decoder = Decoder::default();
+    let mut defs: Vec<TableDef> = Vec::new();
+    for record in &records {
+        let at = format!(
+            "{}-{} offset {}",
+            record.topic, record.partition, record.offset
+        );
+        let Some(value) = record
+            .decode()
+            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?
+            .value
+        else {
+            continue;
+        };
+        // A record that is not DMS's is not a table definition; `check-routes` says why.
+        let Ok(change) = decoder.decode(&value) else {
+            continue;
+        };
+        let Some(def) = TableDef::of(&change).map_err(|e| anyhow::anyhow!("{at}: {e}"))? else {
+            continue;
+        };
+        match defs.iter_mut().find(|d| d.qualified() == def.qualified()) {
+            Some(known) => *known = def,
+            None => defs.push(def),
+        }
+    }
+    anyhow::ensure!(
+        !defs.is_empty(),
+        "{} holds no table definition: DMS sends one in control records when the \
+         endpoint sets IncludeControlDetails",
+        event.display()
+    );
+    for def in &defs {
+        let route = routes.as_ref().and_then(|r| r.route_for(&def.qualified()));
+        println!("{}", def.route_types(route));
+    }
     Ok(())
 }
 

@@ -76,6 +76,16 @@ enum Command {
         /// The routes file.
         routes: PathBuf,
     },
+    /// Print `[route.types]` for every table whose DMS table definition an MSK event
+    /// holds (control records, with the endpoint's IncludeControlDetails); with
+    /// --routes, what the table's route does not declare yet.
+    Types {
+        /// An MSK event holding DMS control records.
+        event: PathBuf,
+        /// The routes file the types are for.
+        #[arg(long)]
+        routes: Option<PathBuf>,
+    },
     /// Run as a long-lived consumer: read the DMS topics with a consumer group, relay
     /// them through the same pipeline, commit what is done (configured by environment:
     /// RELAY_SOURCE_TOPICS, RELAY_GROUP_ID, RELAY_SOURCE_BROKERS, RELAY_EXACTLY_ONCE...).
@@ -134,6 +144,7 @@ fn run() -> anyhow::Result<()> {
             against,
         }) => runtime.block_on(cli::check_routes(routes, event, against)),
         Some(Command::Schema { routes }) => cli::schema(routes),
+        Some(Command::Types { event, routes }) => cli::types(event, routes),
         Some(Command::Replay {
             events,
             brokers,

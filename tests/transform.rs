@@ -360,3 +360,47 @@ fn schemas_hold_for_folded_names_and_partial_before_images() {
         }
     }
 }
+
+/// `cdc-relay types`: the table definition of the DDL fixture's control record becomes
+/// `[route.types]` that loads under its route and types the columns DMS calls integers;
+/// given the example routes, only what their route does not type yet; an event without a
+/// table definition is an error that says where DMS sends one.
+#[test]
+fn types_command_turns_a_table_def_into_route_types() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-relay"))
+            .args(args)
+            .current_dir(util::root())
+            .output()
+            .expect("the binary runs")
+    };
+    let bare = run(&["types", "events/ddl-control.json"]);
+    assert!(bare.status.success(), "{bare:?}");
+    let text = String::from_utf8(bare.stdout).expect("UTF-8");
+    let routes = Routes::parse(
+        &format!("[[route]]\ntable = \"public.orders\"\ntopic = \"t\"\n{text}"),
+        "types",
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let route = routes.route_for("public.orders").expect("routed");
+    let types: Vec<(&str, &str)> = route
+        .types
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(types, [("id", "int"), ("user_id", "int")], "{text}");
+
+    let given = run(&[
+        "types",
+        "events/ddl-control.json",
+        "--routes",
+        "routes.toml",
+    ]);
+    let text = String::from_utf8(given.stdout).expect("UTF-8");
+    assert!(text.contains("\nid = \"int\""), "{text}");
+    assert!(!text.contains("user_id ="), "{text}");
+
+    let none = run(&["types", "events/insert.json"]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("IncludeControlDetails"));
+}

@@ -28,6 +28,7 @@ mod outbox;
 pub mod personal;
 pub mod routes;
 pub mod schema;
+pub mod tabledef;
 
 use std::borrow::Cow;
 use std::sync::Arc;
