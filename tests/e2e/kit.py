@@ -92,10 +92,16 @@ def run_alone(name, round_trip):
     print(f"{name}: passed")
 
 
-def relay_to(broker, routes, events, env=None):
-    """Every fixture in `events` through `cdc-relay invoke` to `broker` under `routes`
-    (their topics created first, 3 partitions each); what `check-routes` planned for
-    each, schema-change events left out (a record in two fixtures is planned twice)."""
+# Set by e2e.py: `function(routes, event) -> (answered_ok, detail)` invokes the fixture
+# through the Lambda runtime (`cargo lambda watch` under `routes`, `cargo lambda invoke`).
+function = None
+
+
+def relay_to(broker, routes, events, env=None, via_lambda=False):
+    """Every fixture in `events` to `broker` under `routes` (their topics created first,
+    3 partitions each), through `cdc-relay invoke`, or through the Lambda runtime when
+    `via_lambda` and e2e.py provides one; what `check-routes` planned for each,
+    schema-change events left out (a record in two fixtures is planned twice)."""
     planned = []
     for event in events:
         dry = run([BINARY, "check-routes", routes, event])
@@ -109,6 +115,11 @@ def relay_to(broker, routes, events, env=None):
     wanted = [NewTopic(t, 3, 1) for t in sorted({m["topic"] for m in planned}) if t not in existing]
     for future in (admin.create_topics(wanted).values() if wanted else []):
         future.result()
+    if via_lambda and function is not None:
+        for event in events:
+            ok, detail = function(routes, event)
+            check(ok, f"cargo lambda invoke {os.path.basename(event)} under {os.path.basename(routes)}: {detail}")
+        return planned
     env = dict(os.environ, RELAY_ROUTES=routes, **(env or {}))
     for event in events:
         invoked = run([BINARY, "invoke", event, "--brokers", broker], env=env)
