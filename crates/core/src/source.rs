@@ -485,12 +485,20 @@ fn decode_payload(payload: Option<&Payload>, what: &str) -> Result<Option<Vec<u8
     match payload {
         None => Ok(None),
         Some(Payload::Bytes(bytes)) => Ok(Some(bytes.clone())),
-        Some(Payload::Base64(text)) => base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map(Some)
-            .map_err(|e| {
-                RecordError::permanent(Stage::Source, format!("{what} is not valid base64: {e}"))
-            }),
+        Some(Payload::Base64(text)) => decode_base64(text).map(Some).map_err(|e| {
+            RecordError::permanent(Stage::Source, format!("{what} is not valid base64: {e}"))
+        }),
+    }
+}
+
+/// Standard base64 with padding, strict (no whitespace, no stray trailing bits), as
+/// Lambda writes it: a SIMD decoder, about a fifth of the instructions of a scalar one
+/// on a record's value. Only input it refuses goes through the scalar decoder too, for
+/// an error that says what and where (both accept exactly the same input: see the test).
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    match base64_simd::STANDARD.decode_to_vec(text) {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => base64::engine::general_purpose::STANDARD.decode(text),
     }
 }
 
@@ -608,5 +616,34 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(collected.get("a-0"), Some(1));
+    }
+
+    proptest::proptest! {
+        /// The SIMD decoder accepts exactly what the scalar one does, and gives the same
+        /// bytes: for encodings of any bytes, and for strings near base64 (padding in
+        /// the wrong place, stray trailing bits, whitespace, URL-safe letters).
+        #[test]
+        fn simd_base64_accepts_what_the_scalar_decoder_accepts(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            near in "[A-Za-z0-9+/=_ \\-]{0,40}",
+            at in 0usize..300,
+            with in "[A-Za-z0-9+/=_ ]",
+        ) {
+            let scalar = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).ok();
+            let encoded = base64_text(&bytes);
+            proptest::prop_assert_eq!(decode_base64(&encoded).ok(), Some(bytes));
+            let mut changed = encoded.clone();
+            if !changed.is_empty() {
+                let i = at % changed.len();
+                changed.replace_range(i..=i, &with);
+            }
+            for text in [&near, &changed, &format!("{encoded}{near}")] {
+                proptest::prop_assert_eq!(
+                    base64_simd::STANDARD.decode_to_vec(text.as_str()).ok(),
+                    scalar(text),
+                    "{:?}", text
+                );
+            }
+        }
     }
 }

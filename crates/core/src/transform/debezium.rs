@@ -389,7 +389,7 @@ pub(super) fn key(
     };
     let mut cells: Vec<Cell<'_, '_>> = Vec::with_capacity(columns.len());
     for cell in columns {
-        let plan = route.plan(cell.source);
+        let plan = cell.plan;
         let raw = cell.value.raw();
         let coerced: Cow<'_, str> = match (plan.coerce, plan.hash) {
             (Some(coercion), false) => coercion.apply(raw).map_err(|reason| {
@@ -411,6 +411,7 @@ pub(super) fn key(
         cells.push(Cell {
             source: cell.source,
             name: cell.name,
+            plan: cell.plan,
             value: Json::Owned(to_raw(text)),
         });
     }

@@ -44,6 +44,7 @@ use crate::source::SourcePosition;
 pub use coerce::Coercion;
 use coerce::Kind;
 pub use personal::HashKey;
+use routes::ColumnPlan;
 pub use routes::{
     ContentMode, DeletePolicy, DmsTables, Envelope, Missing, OnPoison, OnUpdate, Outbox,
     OutboxField, Placement, Route, Routes, TopicTemplate, Unrouted,
@@ -314,14 +315,15 @@ impl Transformer {
                     selected.push(Cell {
                         source: column,
                         name,
+                        plan: route.plan(column),
                         value: Json::Raw(null()),
                     });
                 }
             }
         }
-        let mapped_data = finish(route, hash_key, selected)?;
+        let mapped_data = finish(hash_key, selected)?;
         let mapped_before = match selected_before {
-            Some(b) => Some(finish(route, hash_key, b)?),
+            Some(b) => Some(finish(hash_key, b)?),
             None => None,
         };
         fn output_names<'r>(route: &'r Route, cols: Vec<&'r str>) -> Vec<&'r str> {
@@ -721,6 +723,8 @@ fn to_raw(text: String) -> Box<RawValue> {
 struct Cell<'r, 'a> {
     source: &'r str,
     name: &'r str,
+    /// What the route does with the column, looked up once.
+    plan: &'r ColumnPlan,
     value: Json<'a>,
 }
 
@@ -779,7 +783,8 @@ fn entity_key<'r, 'a>(
         }
         // A hashed key column keys by its pseudonym (the same token as in `data`): one
         // entity, one key, no personal data.
-        let value = if !route.hash.is_empty() && route.plan(column).hash {
+        let plan = route.plan(column);
+        let value = if !route.hash.is_empty() && plan.hash {
             hashed_key(route, hash_key, qualified, column, value)?
         } else {
             Json::Raw(value)
@@ -803,6 +808,7 @@ fn entity_key<'r, 'a>(
         object.push(Cell {
             source,
             name,
+            plan,
             value,
         });
     }
@@ -982,11 +988,14 @@ fn select<'r, 'a>(
     let mut out: Vec<Cell<'r, 'a>> = row
         .columns
         .iter()
-        .filter(|column| route.plan(&column.name).keep)
-        .map(|column| Cell {
-            source: &column.name,
-            name: &column.name,
-            value: Json::Raw(column.value),
+        .filter_map(|column| {
+            let plan = route.plan(&column.name);
+            plan.keep.then(|| Cell {
+                source: &column.name,
+                name: plan.name.as_deref().unwrap_or(&column.name),
+                plan,
+                value: Json::Raw(column.value),
+            })
         })
         .collect();
     // Stable: of a repeated column the last occurrence is kept, as a JSON reader would,
@@ -994,9 +1003,7 @@ fn select<'r, 'a>(
     out.sort_by(|a, b| a.source.cmp(b.source));
     dedup_keep_last(&mut out, |c| c.source);
     for cell in &mut out {
-        let plan = route.plan(cell.source);
-        cell.name = plan.name.as_deref().unwrap_or(cell.source);
-        let (Some(coercion), Json::Raw(raw)) = (plan.coerce, &cell.value) else {
+        let (Some(coercion), Json::Raw(raw)) = (cell.plan.coerce, &cell.value) else {
             continue;
         };
         let raw: &'a RawValue = raw;
@@ -1101,12 +1108,11 @@ fn find<'c>(cells: &'c [Cell<'_, '_>], source: &str) -> Option<&'c RawValue> {
 
 /// Truncate, hash, mask, then order by downstream name.
 fn finish<'r, 'a>(
-    route: &Route,
     hash_key: Option<&HashKey>,
     mut cells: Vec<Cell<'r, 'a>>,
 ) -> Result<Vec<Cell<'r, 'a>>, RecordError> {
     for cell in &mut cells {
-        let plan = route.plan(cell.source);
+        let plan = cell.plan;
         if let Some(max) = plan.truncate {
             if let Some(cut) = personal::truncated(cell.value.raw(), max) {
                 cell.value = Json::Owned(to_raw(cut));
