@@ -11,7 +11,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 
 use cdc_relay::config::{Overrides, ServeSettings, Settings};
-use cdc_relay::dms::Decoder;
+use cdc_relay::dms::{Change, Decoder};
 use cdc_relay::generate::{generate, GenOptions};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::{self, EmbeddedKafka};
@@ -188,32 +188,44 @@ pub fn schema(routes_path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// `[route.types]` from the table definitions of the control records in `event`: the
-/// latest definition of each table, in the order the tables first appear.
+/// latest definition of each table (by DMS's timestamp), in the order the tables first
+/// appear, each suggested type tried on the table's data records in the event. A record
+/// that is not DMS's or a control record whose definition is malformed is skipped with
+/// a warning.
 pub fn types(event: PathBuf, routes: Option<PathBuf>) -> anyhow::Result<()> {
     let routes = routes.map(|path| Routes::load(&path)).transpose()?;
     let (_, records) = source::records(read_event(Some(&event))?);
     let decoder = Decoder::default();
+    let values: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .filter_map(|record| {
+            let at = format!(
+                "{}-{} offset {}",
+                record.topic, record.partition, record.offset
+            );
+            match record.decode() {
+                Ok(decoded) => decoded.value.map(|value| (at, value)),
+                Err(error) => {
+                    eprintln!("{at}: skipped: {error}");
+                    None
+                }
+            }
+        })
+        .collect();
     let mut defs: Vec<TableDef> = Vec::new();
-    for record in &records {
-        let at = format!(
-            "{}-{} offset {}",
-            record.topic, record.partition, record.offset
-        );
-        let Some(value) = record
-            .decode()
-            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?
-            .value
-        else {
-            continue;
-        };
-        // A record that is not DMS's is not a table definition; `check-routes` says why.
-        let Ok(change) = decoder.decode(&value) else {
-            continue;
-        };
-        let Some(def) = TableDef::of(&change).map_err(|e| anyhow::anyhow!("{at}: {e}"))? else {
-            continue;
+    for (at, value) in &values {
+        let def = match decoder.decode(value).map(|change| TableDef::of(&change)) {
+            Ok(Ok(Some(def))) => def,
+            Ok(Ok(None)) => continue,
+            Ok(Err(error)) => {
+                eprintln!("{at}: skipped: {error}");
+                continue;
+            }
+            // `check-routes` says what is wrong with a record that is not DMS's.
+            Err(_) => continue,
         };
         match defs.iter_mut().find(|d| d.qualified() == def.qualified()) {
+            Some(known) if known.timestamp > def.timestamp => {}
             Some(known) => *known = def,
             None => defs.push(def),
         }
@@ -224,8 +236,28 @@ pub fn types(event: PathBuf, routes: Option<PathBuf>) -> anyhow::Result<()> {
          endpoint sets IncludeControlDetails",
         event.display()
     );
+    for (_, value) in &values {
+        let Ok(change) = decoder.decode(value) else {
+            continue;
+        };
+        let Change::Data { data, .. } = &change.change else {
+            continue;
+        };
+        let qualified = format!("{}.{}", change.schema, change.table);
+        if let Some(def) = defs.iter_mut().find(|d| d.qualified() == qualified) {
+            def.try_on(data);
+        }
+    }
     for def in &defs {
-        let route = routes.as_ref().and_then(|r| r.route_for(&def.qualified()));
+        // Only a `[[route]]` of the file: the unrouted policy has none to add types to.
+        let route = routes.as_ref().and_then(|r| {
+            r.routes
+                .iter()
+                .find(|route| route.matches(&def.qualified()))
+        });
+        if routes.is_some() && route.is_none() {
+            println!("# no [[route]] takes {}", def.qualified().escape_debug());
+        }
         println!("{}", def.route_types(route));
     }
     Ok(())

@@ -390,15 +390,18 @@ fn types_command_turns_a_table_def_into_route_types() {
         .collect();
     assert_eq!(types, [("id", "int"), ("user_id", "int")], "{text}");
 
+    // The example route types user_id already: only id is added, under its table.
     let given = run(&[
         "types",
         "events/ddl-control.json",
         "--routes",
         "routes.toml",
     ]);
+    assert!(given.status.success(), "{given:?}");
     let text = String::from_utf8(given.stdout).expect("UTF-8");
     assert!(text.contains("\nid = \"int\""), "{text}");
     assert!(!text.contains("user_id ="), "{text}");
+    assert!(!text.contains("[route.types]\n"), "{text}");
 
     let none = run(&["types", "events/insert.json"]);
     assert!(!none.status.success());

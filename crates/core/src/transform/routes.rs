@@ -745,7 +745,8 @@ impl Route {
         }
     }
 
-    fn matches(&self, qualified: &str) -> bool {
+    /// Whether the route takes `schema.table`.
+    pub fn matches(&self, qualified: &str) -> bool {
         match &self.matcher {
             TableMatcher::Exact(name) if self.ignore_case => name.eq_ignore_ascii_case(qualified),
             TableMatcher::Exact(name) => name == qualified,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::coerce::Coercion;
 use super::routes::Route;
-use crate::dms::{Change, ChangeEvent};
+use crate::dms::{Change, ChangeEvent, Row};
 
 /// The coercion that reads a DMS column type's values as its type, or `None` when the
 /// value is best left as DMS writes it (strings, dates and times of day, types not
@@ -50,6 +50,11 @@ pub struct DefColumn {
     pub dms_type: String,
     /// What `[route.types]` should say for it.
     pub coercion: Option<Coercion>,
+    /// Values of data records it was tried on ([`TableDef::try_on`]), and how many of
+    /// them the coercion refused.
+    pub seen: usize,
+    /// See `seen`.
+    pub refused: usize,
 }
 
 /// The table definition of one control record.
@@ -98,46 +103,81 @@ impl TableDef {
                 .as_deref()
                 .unwrap_or_default()
                 .to_owned(),
-            columns: def
-                .columns
-                .0
-                .into_iter()
-                .map(|(name, column)| DefColumn {
-                    coercion: coercion_for(&column.kind),
-                    dms_type: column.kind,
-                    name,
-                })
-                .collect(),
+            columns: {
+                // A name DMS repeats: its last definition, as a JSON reader would.
+                let mut columns: Vec<DefColumn> = Vec::with_capacity(def.columns.0.len());
+                for (name, column) in def.columns.0 {
+                    columns.retain(|c| c.name != name);
+                    columns.push(DefColumn {
+                        coercion: coercion_for(&column.kind),
+                        dms_type: column.kind,
+                        name,
+                        refused: 0,
+                        seen: 0,
+                    });
+                }
+                columns
+            },
         }))
     }
 
-    /// `[route.types]` for this table as TOML (to go under the table's `[[route]]`), one
-    /// line per column, the DMS type in a comment. Given the route that takes the table, a column it already types alike is
-    /// left out, and one it types otherwise is shown as a comment naming both (the
-    /// route's word stands until its author changes it).
+    /// Tries each column's coercion on a data record's row of this table (its after
+    /// image), counting the values it refuses: a suggested type that refuses values DMS
+    /// really sends would make those records poison, so it is printed commented out.
+    pub fn try_on(&mut self, row: &Row<'_>) {
+        for column in &mut self.columns {
+            let (Some(coercion), Some(value)) = (column.coercion, row.get(&column.name)) else {
+                continue;
+            };
+            column.seen += 1;
+            if coercion.apply(value).is_err() {
+                column.refused += 1;
+            }
+        }
+    }
+
+    /// The table's types as TOML, one line per column with its DMS type in a comment:
+    /// under a `[route.types]` header when `route` declares no types yet, else the lines
+    /// to add to the route's `[route.types]` (a second header would not load). Given
+    /// the route, a column it already types alike is left out, and one it types
+    /// otherwise is a comment naming both (the route's word stands). A type that refused
+    /// a value of the data records it was tried on is commented out, with the count.
+    /// Everything from the record is escaped: nothing in it can add a line.
     pub fn route_types(&self, route: Option<&Route>) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
             "# {}: {} at {} (DMS table-def)",
-            self.qualified(),
-            self.operation,
+            comment(&self.qualified()),
+            comment(&self.operation),
             if self.timestamp.is_empty() {
-                "an unknown time"
+                "an unknown time".to_owned()
             } else {
-                &self.timestamp
+                comment(&self.timestamp)
             }
         );
-        if let Some(route) = route {
-            let _ = writeln!(
-                out,
-                "# for the route of table = {}",
-                toml_string(&route.table)
-            );
+        match route {
+            Some(route) if !route.types.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "# add to the [route.types] of the route with table = {}",
+                    comment(&toml_string(&route.table))
+                );
+            }
+            Some(route) => {
+                let _ = writeln!(
+                    out,
+                    "# for the route with table = {}\n[route.types]",
+                    comment(&toml_string(&route.table))
+                );
+            }
+            None => {
+                let _ = writeln!(out, "[route.types]");
+            }
         }
-        let _ = writeln!(out, "[route.types]");
         for column in &self.columns {
             let key = toml_key(&column.name);
+            let kind = describe(&column.dms_type);
             let declared = route.and_then(|r| {
                 r.types
                     .iter()
@@ -149,26 +189,27 @@ impl TableDef {
                 (wanted, Some(has)) => {
                     let _ = writeln!(
                         out,
-                        "# {key}: the route says {:?}; DMS's {} reads as {}",
+                        "# {}: the route says {:?}; DMS's {kind} reads as {}",
+                        comment(&key),
                         has.as_str(),
-                        describe(&column.dms_type),
                         wanted.map_or("its text".to_owned(), |c| format!("{:?}", c.as_str()))
                     );
                 }
-                (Some(wanted), None) => {
+                (Some(wanted), None) if column.refused > 0 => {
                     let _ = writeln!(
                         out,
-                        "{key} = {:?}  # {}",
+                        "# {} = {:?}  # {kind}: refused {} of {} values in the event: left as DMS writes it",
+                        comment(&key),
                         wanted.as_str(),
-                        describe(&column.dms_type)
+                        column.refused,
+                        column.seen
                     );
                 }
+                (Some(wanted), None) => {
+                    let _ = writeln!(out, "{key} = {:?}  # {kind}", wanted.as_str());
+                }
                 (None, None) => {
-                    let _ = writeln!(
-                        out,
-                        "# {key}: {}, left as DMS writes it",
-                        describe(&column.dms_type)
-                    );
+                    let _ = writeln!(out, "# {}: {kind}, left as DMS writes it", comment(&key));
                 }
             }
         }
@@ -176,17 +217,36 @@ impl TableDef {
     }
 }
 
-fn describe(dms_type: &str) -> &str {
+fn describe(dms_type: &str) -> String {
     if dms_type.is_empty() {
-        "no type given"
+        "no type given".to_owned()
     } else {
-        dms_type
+        comment(dms_type)
     }
 }
 
-/// A TOML basic string (JSON's escapes are a subset of TOML's).
+/// Text for a TOML comment: control characters (a line break above all) escaped.
+fn comment(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escape = c.is_control();
+            let mut shown: Vec<char> = Vec::new();
+            if escape {
+                shown.extend(c.escape_unicode());
+            } else {
+                shown.push(c);
+            }
+            shown
+        })
+        .collect()
+}
+
+/// A TOML basic string: JSON's escapes (a subset of TOML's), and DEL, which TOML
+/// refuses raw.
 fn toml_string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
+    serde_json::Value::from(text)
+        .to_string()
+        .replace('\u{7f}', "\\u007f")
 }
 
 /// A TOML key: bare when it can be, quoted otherwise.
@@ -349,28 +409,110 @@ mod tests {
                 ("user_id", "int"),
             ]
         );
-        assert!(text.contains("# \"order note\": WSTRING, left as DMS writes it"));
-    }
-
-    /// Given the route, a column it types alike is left out and one it types otherwise
-    /// is a comment naming both; the rest are printed.
-    #[test]
-    fn printed_types_respect_the_route() {
-        let routes = Routes::parse(
-            "[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\n[route.types]\nid = \"int\"\namount = \"float\"\n",
-            "r",
-        )
-        .expect("valid");
-        let text = def().route_types(routes.route_for("public.orders"));
         assert!(
-            text.contains("# for the route of table = \"public.orders\"\n"),
+            text.contains("# \"order note\": WSTRING, left as DMS writes it"),
             "{text}"
         );
+    }
+
+    /// Given a route with types, a column it types alike is left out and one it types
+    /// otherwise is a comment naming both; the rest are lines that, pasted into the
+    /// route's `[route.types]`, load (no second header).
+    #[test]
+    fn printed_types_respect_the_route() {
+        let route = "[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\n[route.types]\nid = \"int\"\namount = \"float\"\n";
+        let routes = Routes::parse(route, "r").expect("valid");
+        let text = def().route_types(routes.route_for("public.orders"));
+        assert!(
+            text.contains(
+                "# add to the [route.types] of the route with table = \"public.orders\"\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("\n[route.types]"), "{text}");
         assert!(!text.contains("\nid ="), "{text}");
         assert!(
             text.contains("# amount: the route says \"float\"; DMS's NUMERIC reads as \"decimal\""),
             "{text}"
         );
-        assert!(text.contains("user_id = \"int\"  # INT4"), "{text}");
+        assert!(text.contains("\nuser_id = \"int\"  # INT4"), "{text}");
+        let pasted = Routes::parse(&format!("{route}{text}"), "pasted")
+            .unwrap_or_else(|e| panic!("{e}\n{route}{text}"));
+        let types = &pasted.route_for("public.orders").expect("routed").types;
+        assert_eq!(types.get("user_id").map(|c| c.as_str()), Some("int"));
+        assert_eq!(types.get("amount").map(|c| c.as_str()), Some("float"));
+
+        // A route without types yet gets the header.
+        let bare =
+            Routes::parse("[[route]]\ntable = \"public.*\"\ntopic = \"o\"\n", "r").expect("valid");
+        let text = def().route_types(bare.route_for("public.orders"));
+        assert!(
+            text.contains("# for the route with table = \"public.*\"\n[route.types]\n"),
+            "{text}"
+        );
+    }
+
+    /// Names and types from the record cannot break the TOML or add a line: quotes,
+    /// backslashes, line breaks, DEL, dots, non-ASCII and empty names load as the
+    /// columns they are, and a type holding a line break stays in its comment.
+    #[test]
+    fn names_from_the_record_are_escaped() {
+        let doc = "{\"control\":{\"table-def\":{\"columns\":{\"a\\\"b\":{\"type\":\"INT4\"},\"c\\\\d\":{\"type\":\"INT4\"},\"e\\nf\":{\"type\":\"INT4\"},\"g\\u007fh\":{\"type\":\"INT4\"},\"i.j\":{\"type\":\"INT4\"},\"k\u{e9}\":{\"type\":\"INT4\"},\"\":{\"type\":\"INT4\"},\"x\":{\"type\":\"STRING\\nx = \\\"hex\\\"\"}}}},\"metadata\":{\"record-type\":\"control\",\"operation\":\"create-table\\n[evil]\",\"schema-name\":\"s\",\"table-name\":\"t\"}}";
+        let event = Decoder::default().decode(doc.as_bytes()).expect("decodes");
+        let text = TableDef::of(&event)
+            .expect("a table-def")
+            .expect("present")
+            .route_types(None);
+        let routes = Routes::parse(
+            &format!("[[route]]\ntable = \"s.t\"\ntopic = \"t\"\n{text}"),
+            "escaped",
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let types: Vec<&str> = routes
+            .route_for("s.t")
+            .expect("routed")
+            .types
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            types,
+            ["", "a\"b", "c\\d", "e\nf", "g\u{7f}h", "i.j", "k\u{e9}"],
+            "{text}"
+        );
+        assert!(!text.contains("\n[evil]"), "{text}");
+    }
+
+    /// A suggested type that refuses a value of the table's data records in the event is
+    /// commented out with the count; one that takes them all stays.
+    #[test]
+    fn a_type_the_data_refuses_is_commented_out() {
+        let mut def = def();
+        let decoder = Decoder::default();
+        for data in [
+            r#"{"paid_at":"2024-11-21 14:39:59","id":1,"active":"maybe"}"#,
+            r#"{"paid_at":"0000-00-00 00:00:00","id":2,"active":true}"#,
+        ] {
+            let doc = format!(
+                r#"{{"data":{data},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}}}"#
+            );
+            let event = decoder.decode(doc.as_bytes()).expect("decodes");
+            let Change::Data { data, .. } = &event.change else {
+                panic!("a data record");
+            };
+            def.try_on(data);
+        }
+        let text = def.route_types(None);
+        assert!(
+            text.contains(
+                "# paid_at = \"timestamp\"  # DATETIME: refused 1 of 2 values in the event"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# active = \"bool\"  # BOOLEAN: refused 1 of 2 values in the event"),
+            "{text}"
+        );
+        assert!(text.contains("\nid = \"int\"  # INT32\n"), "{text}");
     }
 }
