@@ -513,9 +513,22 @@ pub fn dead_letter_id(pos: SourcePosition<'_>) -> String {
 
 /// The ids of the messages made from one record: UUID v5 (SHA-1) of the source cluster,
 /// topic, partition, offset and timestamp, NUL-separated, then what the message is (its
-/// index, or `dead-letter`). The common prefix is hashed once.
+/// index, or `dead-letter`). The common prefix is hashed once per record, and the part
+/// every record of a partition shares (namespace, cluster, topic, partition: a full
+/// SHA-1 block and more with an MSK cluster's ARN) once per partition and thread.
 struct EventIds {
     prefix: sha1_smol::Sha1,
+}
+
+/// A partition's shared prefix: cluster, topic, partition and the SHA-1 state after
+/// hashing them behind the namespace.
+type PartitionPrefix = (String, String, i64, sha1_smol::Sha1);
+
+thread_local! {
+    /// The last partition's prefix on this thread: a batch's records come partition by
+    /// partition, so one entry serves nearly every record.
+    static PARTITION_PREFIX: std::cell::RefCell<Option<PartitionPrefix>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// A formatted id on the stack: 36 ASCII bytes.
@@ -535,15 +548,53 @@ impl EventId {
 
 impl EventIds {
     fn new(pos: SourcePosition<'_>) -> EventIds {
-        let mut prefix = sha1_smol::Sha1::new();
-        prefix.update(EVENT_ID_NAMESPACE.as_bytes());
         let mut number = itoa::Buffer::new();
-        prefix.update(pos.cluster.as_bytes());
-        prefix.update(b"\0");
-        prefix.update(pos.topic.as_bytes());
-        prefix.update(b"\0");
-        prefix.update(number.format(pos.partition).as_bytes());
-        prefix.update(b"\0");
+        let shared = |number: &mut itoa::Buffer| {
+            let mut prefix = sha1_smol::Sha1::new();
+            prefix.update(EVENT_ID_NAMESPACE.as_bytes());
+            prefix.update(pos.cluster.as_bytes());
+            prefix.update(b"\0");
+            prefix.update(pos.topic.as_bytes());
+            prefix.update(b"\0");
+            prefix.update(number.format(pos.partition).as_bytes());
+            prefix.update(b"\0");
+            prefix
+        };
+        let mut prefix = PARTITION_PREFIX
+            .try_with(|last| {
+                let mut last = last.borrow_mut();
+                match &mut *last {
+                    Some((cluster, topic, partition, state))
+                        if *partition == pos.partition
+                            && cluster == pos.cluster
+                            && topic == pos.topic =>
+                    {
+                        state.clone()
+                    }
+                    // Another partition: the entry's strings are reused.
+                    Some((cluster, topic, partition, state)) => {
+                        *state = shared(&mut number);
+                        cluster.clear();
+                        cluster.push_str(pos.cluster);
+                        topic.clear();
+                        topic.push_str(pos.topic);
+                        *partition = pos.partition;
+                        state.clone()
+                    }
+                    None => {
+                        let state = shared(&mut number);
+                        *last = Some((
+                            pos.cluster.to_owned(),
+                            pos.topic.to_owned(),
+                            pos.partition,
+                            state.clone(),
+                        ));
+                        state
+                    }
+                }
+            })
+            // A thread being torn down has no cache: hash it all.
+            .unwrap_or_else(|_| shared(&mut number));
         prefix.update(number.format(pos.offset).as_bytes());
         prefix.update(b"\0");
         prefix.update(number.format(pos.timestamp_ms).as_bytes());
@@ -1378,6 +1429,45 @@ operations = ["insert"]
             base.unwrap_or_default(),
             "a dead letter's id differs from its record's messages"
         );
+    }
+
+    /// An event id is UUID v5 of the documented name, whichever partition the thread saw
+    /// before: positions that differ only in cluster, topic or partition, taken in turn,
+    /// each get the id of their own name (the partition's hashed prefix is kept per
+    /// thread and must never serve another partition).
+    #[test]
+    fn event_ids_are_uuid_v5_of_their_own_name_in_any_order() {
+        let base = pos(3);
+        let positions = [
+            base,
+            SourcePosition {
+                cluster: "arn:aws:kafka:us-east-1:444455556666:cluster/cdc/ffff-0000-1",
+                ..base
+            },
+            SourcePosition {
+                topic: "dms.public.users",
+                ..base
+            },
+            SourcePosition {
+                partition: 2,
+                ..base
+            },
+            SourcePosition { offset: 4, ..base },
+        ];
+        for round in 0..2 {
+            for (i, &p) in positions.iter().chain(positions.iter().rev()).enumerate() {
+                let name = format!(
+                    "{}\0{}\0{}\0{}\0{}\0{}",
+                    p.cluster, p.topic, p.partition, p.offset, p.timestamp_ms, i
+                );
+                let expected = uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes());
+                assert_eq!(
+                    event_id(p, i),
+                    expected.hyphenated().to_string(),
+                    "round {round}, position {i}: {name:?}"
+                );
+            }
+        }
     }
 
     /// Delete policy `event+tombstone` emits the event, then a null-valued tombstone.
