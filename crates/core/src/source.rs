@@ -621,11 +621,12 @@ mod tests {
     proptest::proptest! {
         /// The SIMD decoder accepts exactly what the scalar one does, and gives the same
         /// bytes: for encodings of any bytes, and for strings near base64 (padding in
-        /// the wrong place, stray trailing bits, whitespace, URL-safe letters).
+        /// the wrong place, stray trailing bits, whitespace, URL-safe letters, control
+        /// and non-ASCII characters), each decoder asked directly.
         #[test]
         fn simd_base64_accepts_what_the_scalar_decoder_accepts(
             bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
-            near in "[A-Za-z0-9+/=_ \\-]{0,40}",
+            near in "[A-Za-z0-9+/=_ \\-\t\n\u{0}\u{e9}\u{1f600}]{0,40}",
             at in 0usize..300,
             with in "[A-Za-z0-9+/=_ ]",
         ) {
@@ -637,7 +638,7 @@ mod tests {
                 let i = at % changed.len();
                 changed.replace_range(i..=i, &with);
             }
-            for text in [&near, &changed, &format!("{encoded}{near}")] {
+            for text in [&encoded, &near, &changed, &format!("{encoded}{near}")] {
                 proptest::prop_assert_eq!(
                     base64_simd::STANDARD.decode_to_vec(text.as_str()).ok(),
                     scalar(text),

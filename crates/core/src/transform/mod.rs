@@ -573,12 +573,13 @@ impl EventIds {
                     }
                     // Another partition: the entry's strings are reused.
                     Some((cluster, topic, partition, state)) => {
-                        *state = shared(&mut number);
+                        // The key first: a key half written never sits over a state.
                         cluster.clear();
                         cluster.push_str(pos.cluster);
                         topic.clear();
                         topic.push_str(pos.topic);
                         *partition = pos.partition;
+                        *state = shared(&mut number);
                         state.clone()
                     }
                     None => {
@@ -1454,8 +1455,12 @@ operations = ["insert"]
             },
             SourcePosition { offset: 4, ..base },
         ];
-        for round in 0..2 {
-            for (i, &p) in positions.iter().chain(positions.iter().rev()).enumerate() {
+        // Every ordered pair: each change of one field alone, in both directions.
+        for (a, b) in positions
+            .iter()
+            .flat_map(|a| positions.iter().map(move |b| (*a, *b)))
+        {
+            for (i, p) in [a, b].into_iter().enumerate() {
                 let name = format!(
                     "{}\0{}\0{}\0{}\0{}\0{}",
                     p.cluster, p.topic, p.partition, p.offset, p.timestamp_ms, i
@@ -1464,7 +1469,8 @@ operations = ["insert"]
                 assert_eq!(
                     event_id(p, i),
                     expected.hyphenated().to_string(),
-                    "round {round}, position {i}: {name:?}"
+                    "{name:?} after {:?}",
+                    (a.cluster, a.topic, a.partition)
                 );
             }
         }
