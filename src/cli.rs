@@ -11,7 +11,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 
 use cdc_relay::config::{Overrides, ServeSettings, Settings};
-use cdc_relay::dms::{Change, Decoder};
+use cdc_relay::dms::{Change, ChangeEvent, Decoder};
 use cdc_relay::generate::{generate, GenOptions};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::{self, EmbeddedKafka};
@@ -212,17 +212,20 @@ pub fn types(event: PathBuf, routes: Option<PathBuf>) -> anyhow::Result<()> {
             }
         })
         .collect();
+    // Each value decoded once; `check-routes` says what is wrong with one not DMS's.
+    let changes: Vec<(&str, ChangeEvent<'_>)> = values
+        .iter()
+        .filter_map(|(at, value)| Some((at.as_str(), decoder.decode(value).ok()?)))
+        .collect();
     let mut defs: Vec<TableDef> = Vec::new();
-    for (at, value) in &values {
-        let def = match decoder.decode(value).map(|change| TableDef::of(&change)) {
-            Ok(Ok(Some(def))) => def,
-            Ok(Ok(None)) => continue,
-            Ok(Err(error)) => {
+    for (at, change) in &changes {
+        let def = match TableDef::of(change) {
+            Ok(Some(def)) => def,
+            Ok(None) => continue,
+            Err(error) => {
                 eprintln!("{at}: skipped: {error}");
                 continue;
             }
-            // `check-routes` says what is wrong with a record that is not DMS's.
-            Err(_) => continue,
         };
         match defs.iter_mut().find(|d| d.qualified() == def.qualified()) {
             Some(known) if known.timestamp > def.timestamp => {}
@@ -236,10 +239,7 @@ pub fn types(event: PathBuf, routes: Option<PathBuf>) -> anyhow::Result<()> {
          endpoint sets IncludeControlDetails",
         event.display()
     );
-    for (_, value) in &values {
-        let Ok(change) = decoder.decode(value) else {
-            continue;
-        };
+    for (_, change) in &changes {
         let Change::Data { data, .. } = &change.change else {
             continue;
         };

@@ -227,18 +227,15 @@ fn describe(dms_type: &str) -> String {
 
 /// Text for a TOML comment: control characters (a line break above all) escaped.
 fn comment(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escape = c.is_control();
-            let mut shown: Vec<char> = Vec::new();
-            if escape {
-                shown.extend(c.escape_unicode());
-            } else {
-                shown.push(c);
-            }
-            shown
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A TOML basic string: JSON's escapes (a subset of TOML's), and DEL, which TOML
