@@ -3,6 +3,11 @@
 # same generated 6,000-record batch (crates/core/examples/profile.rs under callgrind:
 # instructions are deterministic, unlike times on a shared 2-core machine).
 #
+# Two counts per revision: `process` is decode + transform of each record (what every
+# revision's profile example runs); `event` adds parsing the MSK event from its bytes and
+# dropping its records (the example's `pass`, from the revision that parses events from
+# bytes on; "-" before it).
+#
 #   bench/core-ab.sh REV [ROUTES...]   default routes: bench/routes.toml routes.toml
 #
 # Each routes file is profiled as it is in the working tree, at both revisions (the past
@@ -22,28 +27,40 @@ git worktree remove --force "$old" 2>/dev/null || true
 git worktree add -q --detach "$old" "$rev"
 trap 'git worktree remove --force "$old" 2>/dev/null || true' EXIT
 
-count() { # binary [routes]: instructions per record in cdc_relay_core::process
-  local out
+count() { # function binary [routes]: instructions per record in function
+  local out function="$1"
+  shift
   out="$(mktemp)"
-  valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='cdc_relay_core::process' \
+  valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect="$function" \
     "$@" >/dev/null 2>&1 || { rm -f "$out"; return 1; }
   local total
   total="$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
   rm -f "$out"
+  [[ "$total" =~ ^[0-9]+$ && "$total" -gt 0 ]] || { echo "-"; return 0; }
   echo $(( total / (records * rounds) ))
 }
 
+ratio() { # then now
+  if ! [[ "$1" =~ ^[0-9]+$ && "$2" =~ ^[0-9]+$ ]]; then echo "-"; else python3 -c "print(f'{$2/$1:.3f}')"; fi
+}
+
 cargo build -q --release -p cdc-relay-core --example profile
-printf '%-22s %14s %14s %8s\n' routes "$rev" now ratio
+now_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo '+changes')"
+echo "# bench/core-ab.sh $rev: instructions per record, $rev against $now_rev, $(date -u +%FT%TZ)"
+printf '%-22s %-8s %14s %14s %8s\n' routes count "$rev" now ratio
 for file in "${routes[@]}"; do
   cp "$file" "$old/routes.toml"
-  then=$( (cd "$old" && CARGO_TARGET_DIR="$root/target/core-ab" cargo build -q --release -p cdc-relay-core --example profile 2>/dev/null) \
-    && count "$root/target/core-ab/release/examples/profile" "$rounds" || echo "")
-  now=$(count "$root/target/release/examples/profile" "$rounds" "$file")
-  if [ -n "$then" ]; then
-    printf '%-22s %14s %14s %8s\n' "$file" "$then" "$now" "$(python3 -c "print(f'{$now/$then:.3f}')")"
-  else
-    printf '%-22s %14s %14s %8s\n' "$file" "(not valid)" "$now" "-"
-  fi
+  built=yes
+  (cd "$old" && CARGO_TARGET_DIR="$root/target/core-ab" cargo build -q --release -p cdc-relay-core --example profile 2>/dev/null) || built=no
+  for what in process event; do
+    function='cdc_relay_core::process'
+    [ "$what" = event ] && function='profile::pass'
+    then="(not valid)"
+    if [ "$built" = yes ]; then
+      then=$(count "$function" "$root/target/core-ab/release/examples/profile" "$rounds" || echo "(not valid)")
+    fi
+    now=$(count "$function" "$root/target/release/examples/profile" "$rounds" "$file" || echo "(failed)")
+    printf '%-22s %-8s %14s %14s %8s\n' "$file" "$what" "$then" "$now" "$(ratio "$then" "$now")"
+  done
   git -C "$old" checkout -q -- routes.toml
 done

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 
 use cdc_relay::config::{Overrides, ServeSettings, Settings};
 use cdc_relay::dms::{Change, ChangeEvent, Decoder};
 use cdc_relay::generate::{generate, GenOptions};
+use cdc_relay::modes::lambda::payload::{Payloads, RawPayloadLayer};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::{self, EmbeddedKafka};
 use cdc_relay::modes::serve::{Server, SHUTDOWN_EPILOGUE};
 use cdc_relay::ops;
 use cdc_relay::relay::Relay;
-use cdc_relay::source::{self, MskEvent, LAMBDA_PAYLOAD_LIMIT};
+use cdc_relay::source::{MskEvent, LAMBDA_PAYLOAD_LIMIT};
 use cdc_relay::transform::tabledef::TableDef;
 use cdc_relay::transform::Routes;
 
@@ -31,10 +31,17 @@ pub async fn run_lambda() -> anyhow::Result<()> {
         }
     })
     .await;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-        let function = function.clone();
-        async move { function.handle(event).await }
+    // The runtime's own tracing layer outermost, as `lambda_runtime::run` has it; the
+    // payload taken as bytes inside it.
+    let payloads = Payloads::default();
+    let handler_payloads = payloads.clone();
+    lambda_runtime::Runtime::new(lambda_runtime::service_fn(move |event: LambdaEvent<()>| {
+        let (function, payloads) = (function.clone(), handler_payloads.clone());
+        async move { function.handle_payload(event, &payloads).await }
     }))
+    .layer(RawPayloadLayer::new(payloads))
+    .layer(lambda_runtime::layers::TracingLayer::new())
+    .run()
     .await
     .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
 }
@@ -111,16 +118,14 @@ pub async fn termination() {
     }
 }
 
-fn read_event(path: Option<&PathBuf>) -> anyhow::Result<KafkaEvent> {
-    let text = match path {
-        Some(path) => std::fs::read_to_string(path)
+fn read_event(path: Option<&PathBuf>) -> anyhow::Result<MskEvent> {
+    let bytes = match path {
+        Some(path) => std::fs::read(path)
             .with_context(|| format!("cannot read event file {}", path.display()))?,
-        None => local::SAMPLE_EVENT.to_owned(),
+        None => local::SAMPLE_EVENT.as_bytes().to_vec(),
     };
     let name = path.map_or_else(|| "<sample event>".to_owned(), |p| p.display().to_string());
-    serde_json::from_str::<source::MskEvent>(&text)
-        .map(|e| e.0)
-        .with_context(|| format!("{name} is not an MSK event"))
+    MskEvent::parse(bytes).with_context(|| format!("{name} is not an MSK event"))
 }
 
 pub async fn check_routes(
@@ -154,7 +159,7 @@ pub async fn check_routes(
     let Some(event) = event else {
         return Ok(());
     };
-    let (origin, records) = source::records(read_event(Some(&event))?);
+    let MskEvent { origin, records } = read_event(Some(&event))?;
     let new = local::dry_run(relay.pipeline(), &origin, &records);
     let Some(old) = old else {
         for line in new {
@@ -194,7 +199,7 @@ pub fn schema(routes_path: PathBuf) -> anyhow::Result<()> {
 /// a warning.
 pub fn types(event: PathBuf, routes: Option<PathBuf>) -> anyhow::Result<()> {
     let routes = routes.map(|path| Routes::load(&path)).transpose()?;
-    let (_, records) = source::records(read_event(Some(&event))?);
+    let records = read_event(Some(&event))?.records;
     let decoder = Decoder::default();
     let values: Vec<(String, Vec<u8>)> = records
         .iter()
@@ -292,7 +297,7 @@ pub async fn invoke(
     // The same entry point Lambda calls: span, cold-start flag, metrics, answer.
     let invocation = function
         .invoke(LambdaEvent::new(
-            MskEvent(payload),
+            payload,
             local_context("local-invoke", timeout_ms),
         ))
         .await;
@@ -379,10 +384,10 @@ pub async fn replay(
             let t = std::time::Instant::now();
             let text =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let event: source::MskEvent = serde_json::from_slice(&text)
+            // As in Lambda, the event is parsed from the payload's bytes, its records'
+            // keys and values slices of them.
+            let event = MskEvent::parse(text)
                 .with_context(|| format!("{} is not an MSK event", path.display()))?;
-            // As in Lambda, the payload's bytes are gone once the event is parsed.
-            drop(text);
             let parse_ms = t.elapsed().as_secs_f64() * 1e3;
             let invocation = function
                 .invoke(LambdaEvent::new(event, local_context("replay", 60_000)))

@@ -34,7 +34,6 @@ use cdc_relay::relay::Relay;
 use cdc_relay::secrets::{
     fetch_hash_key, fetch_scram_secret, secret_region, Credentials, ScramCredentials,
 };
-use cdc_relay::source::MskEvent;
 use cdc_relay::transform::HashKey;
 use hmac::{Hmac, KeyInit, Mac};
 use lambda_runtime::LambdaEvent;
@@ -586,7 +585,7 @@ async fn refused_scram_login_fetches_the_secret_again() {
     .with_credentials(credentials);
     let batch = || {
         relay.handle(LambdaEvent::new(
-            MskEvent(util::load_event("insert.json")),
+            util::load_event("insert.json"),
             util::context(4_000),
         ))
     };
@@ -722,10 +721,7 @@ async fn failing_auth_never_reveals_the_password() {
     let mut context = util::context(4_000);
     context.request_id = "failing-auth".to_owned();
     let response = relay
-        .handle(LambdaEvent::new(
-            MskEvent(util::load_event("insert.json")),
-            context,
-        ))
+        .handle(LambdaEvent::new(util::load_event("insert.json"), context))
         .await
         .expect("an answer");
     assert!(

@@ -23,7 +23,7 @@ fn routes() -> Routes {
 }
 
 /// Two partitions of `n` inserts each on table `t`.
-fn two_partitions(n: i64) -> aws_lambda_events::event::kafka::KafkaEvent {
+fn two_partitions(n: i64) -> MskEvent {
     let mut b = util::EventBuilder::new();
     for p in 0..2 {
         for i in 0..n {
@@ -93,10 +93,7 @@ async fn broker_down_reports_every_partition_before_the_deadline() {
     kafka.cluster().broker_down(1).expect("broker down");
     let started = Instant::now();
     let response = relay
-        .handle(LambdaEvent::new(
-            MskEvent(two_partitions(5)),
-            util::context(2_500),
-        ))
+        .handle(LambdaEvent::new(two_partitions(5), util::context(2_500)))
         .await
         .expect("partial response");
     let elapsed = started.elapsed();
@@ -117,10 +114,7 @@ async fn broker_down_without_partial_batch_is_an_error() {
     let relay = util::relay(&kafka, routes(), &[("RELAY_DEADLINE_MARGIN_MS", "500")]);
     kafka.cluster().broker_down(1).expect("broker down");
     let error = relay
-        .handle(LambdaEvent::new(
-            MskEvent(two_partitions(3)),
-            util::context(2_000),
-        ))
+        .handle(LambdaEvent::new(two_partitions(3), util::context(2_000)))
         .await
         .expect_err("must fail the batch");
     assert!(error.is_retryable());

@@ -87,9 +87,10 @@ async fn headers_trace_every_message_to_its_source() {
             .header(header::SOURCE_OFFSET)
             .and_then(|o| o.parse().ok())
             .expect("offset header");
-        let source = event.records[&format!("{topic}-{partition}")]
+        let source = event
+            .records
             .iter()
-            .find(|r| r.offset == offset);
+            .find(|r| *r.batch_partition == format!("{topic}-{partition}") && r.offset == offset);
         assert!(
             source.is_some(),
             "{topic}/{partition}@{offset} is not in the input"

@@ -1,7 +1,6 @@
 //! What an operator sees: EMF metrics valid against their schema, trace context carried
 //! downstream, logs that name the invocation and never carry row values.
 
-use cdc_relay::source::MskEvent;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -123,10 +122,7 @@ async fn trace_context_is_carried_downstream() {
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
     );
     relay
-        .handle(LambdaEvent::new(
-            MskEvent(util::load_event("insert.json")),
-            context,
-        ))
+        .handle(LambdaEvent::new(util::load_event("insert.json"), context))
         .await
         .expect("success");
     let messages = util::consume(&kafka, &["orders.changes"]);
@@ -212,14 +208,11 @@ async fn logs_name_the_invocation_and_never_the_values() {
         c
     };
     relay
-        .handle(LambdaEvent::new(MskEvent(poison), context()))
+        .handle(LambdaEvent::new(poison, context()))
         .await
         .expect("answer");
     relay
-        .handle(LambdaEvent::new(
-            MskEvent(util::load_event("insert.json")),
-            context(),
-        ))
+        .handle(LambdaEvent::new(util::load_event("insert.json"), context()))
         .await
         .expect("answer");
 
@@ -399,7 +392,7 @@ async fn log_values_opt_in_shows_the_value() {
     let mut context = util::context(60_000);
     context.request_id = "log-values-request".to_owned();
     relay
-        .handle(LambdaEvent::new(MskEvent(poison), context))
+        .handle(LambdaEvent::new(poison, context))
         .await
         .expect("answer");
     let text =

@@ -6,13 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use cdc_relay::generate::{generate, GenOptions};
 use cdc_relay::modes::lambda::{BatchResponse, Function};
 use cdc_relay::modes::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::pipeline::BatchOutcome;
-use cdc_relay::source;
 use cdc_relay::transform::{header, Routes, SkipReason};
 use lambda_runtime::LambdaEvent;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -169,7 +167,7 @@ async fn bad_inputs_get_their_documented_outcome() {
     let follower = value_of(&doc("insert", "orders", json!({"id": 2})));
     for (i, case) in cases.iter().enumerate() {
         let topic = format!("case-{i}");
-        let event: KafkaEvent = serde_json::from_value(json!({
+        let event: MskEvent = serde_json::from_value(json!({
             "eventSource": "aws:kafka",
             "eventSourceArn": "arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5",
             "records": {format!("{topic}-0"): [
@@ -295,7 +293,7 @@ async fn batch_level_inputs() {
         Routes::parse("[defaults]\ntopic = \"all\"\n", "t").expect("routes"),
         &[],
     );
-    let empty: KafkaEvent =
+    let empty: MskEvent =
         serde_json::from_value(json!({"eventSource": "aws:kafka", "records": {}})).expect("event");
     assert!(util::invoke(&relay, empty)
         .await
@@ -325,13 +323,18 @@ async fn batch_level_inputs() {
     let outcome = process(&relay, serde_json::from_value(six_mb).expect("event")).await;
     assert_eq!(outcome.produced, 2_400);
 
-    // What the handler takes (`MskEvent`), not the upstream type it wraps.
+    // What the handler parses the payload with, and the serde reading of the same type.
     for not_an_event in [
         r#"{"records": 5}"#,
         r#"{"records": {"t-0": [{"topic": "t"}]}}"#,
         r#"{"records": {"t-0": [{"topic": "t", "partition": 0, "offset": 1, "timestamp": 1.5}]}}"#,
+        r#"{"records": {"t-0": [], "t-0": []}}"#,
         "nonsense",
     ] {
+        assert!(
+            MskEvent::parse(not_an_event.as_bytes().to_vec()).is_err(),
+            "{not_an_event}"
+        );
         assert!(
             serde_json::from_str::<MskEvent>(not_an_event).is_err(),
             "{not_an_event}"
@@ -339,7 +342,7 @@ async fn batch_level_inputs() {
     }
 }
 
-async fn process(relay: &Function, event: KafkaEvent) -> BatchOutcome {
+async fn process(relay: &Function, event: MskEvent) -> BatchOutcome {
     relay.process(event, None).await.expect("processed")
 }
 
@@ -349,7 +352,7 @@ async fn process(relay: &Function, event: KafkaEvent) -> BatchOutcome {
 /// configuration. Returns how many records were done.
 fn assert_invariant(
     relay: &Function,
-    event: &KafkaEvent,
+    event: &MskEvent,
     response: &BatchResponse,
     consumed: &[ConsumedMessage],
 ) -> usize {
@@ -367,7 +370,7 @@ fn assert_invariant(
         .iter()
         .filter_map(|m| m.header(header::EVENT_ID))
         .collect();
-    let (origin, records) = source::records(event.clone());
+    let (origin, records) = (&event.origin, event.records.as_slice());
     let cluster = origin.cluster();
     let dead_letters = consumed.iter().filter(|m| m.topic == "dlq").count();
     eprintln!(
@@ -377,7 +380,7 @@ fn assert_invariant(
         response.batch_item_failures.iter().map(|f| (&f.item_identifier.partition, f.item_identifier.offset)).collect::<Vec<_>>()
     );
     let mut done = 0;
-    for record in &records {
+    for record in records {
         if record.offset
             >= reported
                 .get(&*record.batch_partition)
@@ -403,7 +406,7 @@ fn assert_invariant(
     done
 }
 
-fn fault_event() -> KafkaEvent {
+fn fault_event() -> MskEvent {
     serde_json::from_value(generate(&GenOptions {
         records: 600,
         partitions: 3,
@@ -413,7 +416,7 @@ fn fault_event() -> KafkaEvent {
 }
 
 /// A small batch on its own source topic, to connect the producer before a fault.
-fn warm_up_event() -> KafkaEvent {
+fn warm_up_event() -> MskEvent {
     serde_json::from_value(generate(&GenOptions {
         records: 10,
         topic: "warm-up".to_owned(),
@@ -435,7 +438,7 @@ fn consume_all(kafka: &EmbeddedKafka) -> Vec<ConsumedMessage> {
 async fn with_fault(
     inject: impl Fn(&EmbeddedKafka),
     deadline_ms: u64,
-) -> (Function, KafkaEvent, BatchResponse, Vec<ConsumedMessage>) {
+) -> (Function, MskEvent, BatchResponse, Vec<ConsumedMessage>) {
     let kafka = EmbeddedKafka::start(1).expect("mock cluster");
     kafka.cluster().create_topic("out", 3, 1).expect("topic");
     kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
@@ -456,10 +459,7 @@ async fn with_fault(
     let event = fault_event();
     let started = std::time::Instant::now();
     let response = relay
-        .handle(LambdaEvent::new(
-            MskEvent(event.clone()),
-            util::context(deadline_ms),
-        ))
+        .handle(LambdaEvent::new(event.clone(), util::context(deadline_ms)))
         .await
         .expect("partial response");
     let elapsed = started.elapsed();
@@ -553,7 +553,7 @@ async fn broker_down_in_the_middle_keeps_the_invariant() {
     util::invoke(&relay, warm_up_event())
         .await
         .expect("warm-up batch");
-    let big: KafkaEvent = serde_json::from_value(generate(&GenOptions {
+    let big: MskEvent = serde_json::from_value(generate(&GenOptions {
         records: 6_000,
         partitions: 3,
         seed: 9,
@@ -569,7 +569,7 @@ async fn broker_down_in_the_middle_keeps_the_invariant() {
         let big = big.clone();
         tokio::spawn(async move {
             relay
-                .handle(LambdaEvent::new(MskEvent(big), util::context(3_000)))
+                .handle(LambdaEvent::new(big, util::context(3_000)))
                 .await
         })
     };

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use cdc_relay::generate::{generate, GenOptions, PartitionBy};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::{read_topics, EmbeddedKafka};
-use cdc_relay::source::{self, MskEvent};
+use cdc_relay::source::MskEvent;
 use cdc_relay::transform::{header, Routes};
 use lambda_runtime::LambdaEvent;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -285,7 +285,8 @@ fn event_of(template: &Value, pending: &BTreeMap<String, VecDeque<Value>>) -> Ms
         .map(|(p, q)| (p.clone(), Value::Array(q.iter().cloned().collect())))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    serde_json::from_value(event).expect("driver builds valid events")
+    MskEvent::parse(serde_json::to_vec(&event).expect("serialises"))
+        .expect("driver builds valid events")
 }
 
 fn new_relay(kafka: &EmbeddedKafka, scenario: &Scenario) -> Function {
@@ -457,7 +458,7 @@ fn check(
         report.last_copy_order_violations += copies.windows(2).filter(|w| w[1].1 < w[0].1).count();
     }
     let origin_event: MskEvent = event_of(template, all);
-    let (origin, records) = source::records(origin_event.0);
+    let MskEvent { origin, records } = origin_event;
     let cluster = origin.cluster();
     let relay = new_relay(kafka, scenario);
     let mut expected_dead_letters: HashSet<String> = HashSet::new();

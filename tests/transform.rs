@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use cdc_relay::dms::Decoder;
 use cdc_relay::modes::local::{compare_runs, dry_run};
 use cdc_relay::pipeline::{Pipeline, PipelineOptions};
-use cdc_relay::source;
+use cdc_relay::source::MskEvent;
 use cdc_relay::transform::schema::schemas;
 use cdc_relay::transform::{HashKey, Routes, TopicTemplate, Transformer};
 use serde_json::{json, Value};
@@ -64,7 +64,7 @@ fn routes_golden_output(name: &str) {
         .collect();
     names.sort();
     for name in names {
-        let (origin, records) = source::records(util::load_event(&name));
+        let MskEvent { origin, records } = util::load_event(&name);
         let mut text = String::new();
         for line in dry_run(&pipeline, &origin, &records) {
             text.push_str(&line.to_string());
@@ -272,7 +272,7 @@ fn a_routes_change_is_shown_record_by_record() {
         .set_hash_key(Some(HashKey::local()))
         .expect("a key");
     let (old, new) = (pipeline(util::example_routes()), pipeline(new_routes));
-    let (origin, records) = source::records(util::load_event("sample.json"));
+    let MskEvent { origin, records } = util::load_event("sample.json");
     let report = compare_runs(
         &dry_run(&old, &origin, &records),
         &dry_run(&new, &origin, &records),

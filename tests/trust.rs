@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use cdc_relay::modes::lambda::{BatchResponse, Function};
 use cdc_relay::modes::local::{ConsumedMessage, EmbeddedKafka};
 use cdc_relay::source::MskEvent;
@@ -40,7 +39,7 @@ fn from_offset<'a>(
 }
 
 /// One partition `src-0` with inserts of `public.orders` at offsets 10.., each row given.
-fn orders(rows: &[Value]) -> KafkaEvent {
+fn orders(rows: &[Value]) -> MskEvent {
     let mut b = util::EventBuilder::new();
     for (i, row) in rows.iter().enumerate() {
         b = b.data("src", 0, 10 + i as i64, "insert", "orders", row.clone());
@@ -65,16 +64,13 @@ fn two_brokers(topics: &[(&str, i32)]) -> EmbeddedKafka {
 /// itself outlives that deadline by more than a few seconds (a wait without a bound).
 async fn handle_by(
     relay: &Function,
-    event: KafkaEvent,
+    event: MskEvent,
     deadline_ms: u64,
 ) -> (Result<BatchResponse, cdc_relay::Error>, Duration) {
     let started = Instant::now();
     let answer = tokio::time::timeout(
         Duration::from_millis(deadline_ms + 5_000),
-        relay.handle(LambdaEvent::new(
-            MskEvent(event),
-            util::context(deadline_ms),
-        )),
+        relay.handle(LambdaEvent::new(event, util::context(deadline_ms))),
     )
     .await
     .unwrap_or_else(|_| panic!("no answer within {deadline_ms} ms + 5 s"));

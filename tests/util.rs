@@ -7,7 +7,6 @@ use cdc_relay::source::{EventWriter, MskEvent, RecordOut};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use cdc_relay::config::Settings;
 use cdc_relay::modes::lambda::{BatchResponse, Function};
@@ -22,12 +21,12 @@ pub fn root() -> PathBuf {
 }
 
 /// Parses an MSK event from text.
-pub fn parse_event(text: &str) -> KafkaEvent {
-    serde_json::from_str(text).expect("fixture is an MSK event")
+pub fn parse_event(text: &str) -> MskEvent {
+    MskEvent::parse(text.as_bytes().to_vec()).expect("fixture is an MSK event")
 }
 
 /// Loads `events/<name>`.
-pub fn load_event(name: &str) -> KafkaEvent {
+pub fn load_event(name: &str) -> MskEvent {
     let path = root().join("events").join(name);
     parse_event(&std::fs::read_to_string(&path).expect("fixture readable"))
 }
@@ -68,13 +67,8 @@ pub fn context(ms: u64) -> Context {
 }
 
 /// Invokes the Lambda handler with a 60 s deadline.
-pub async fn invoke(
-    relay: &Function,
-    event: KafkaEvent,
-) -> Result<BatchResponse, cdc_relay::Error> {
-    relay
-        .handle(LambdaEvent::new(MskEvent(event), context(60_000)))
-        .await
+pub async fn invoke(relay: &Function, event: MskEvent) -> Result<BatchResponse, cdc_relay::Error> {
+    relay.handle(LambdaEvent::new(event, context(60_000))).await
 }
 
 /// `(partition, offset)` of each failure, sorted.
@@ -180,7 +174,7 @@ impl EventBuilder {
         )
     }
 
-    pub fn build(self) -> KafkaEvent {
+    pub fn build(self) -> MskEvent {
         let mut event = EventWriter::new(
             Some("arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5"),
             None,
@@ -200,7 +194,7 @@ impl EventBuilder {
                 },
             );
         }
-        serde_json::from_value(serde_json::to_value(&event).expect("an event serialises"))
+        MskEvent::parse(serde_json::to_vec(&event).expect("an event serialises"))
             .expect("builder makes valid events")
     }
 }

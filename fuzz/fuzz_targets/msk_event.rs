@@ -6,10 +6,9 @@ use cdc_relay_core::source::MskEvent;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // The handler's payload type: what Lambda's JSON is parsed into.
-    if let Ok(MskEvent(event)) = serde_json::from_slice::<MskEvent>(data) {
-        let (_, records) = cdc_relay_core::source::records(event);
-        for record in &records {
+    // What the handler parses Lambda's payload bytes with.
+    if let Ok(event) = MskEvent::parse(data.to_vec()) {
+        for record in &event.records {
             let _ = record.decode();
             let _ = record.original_parts();
         }

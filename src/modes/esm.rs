@@ -570,7 +570,7 @@ fn event<'a>(reads: &'a [Read], options: &'a EsmOptions) -> EventWriter<'a> {
 /// A payload in base64: as it came (Lambda's own events), else encoded.
 fn base64(payload: &Payload) -> Cow<'_, str> {
     match payload {
-        Payload::Base64(text) => Cow::Borrowed(text),
+        Payload::Base64(text) => Cow::Borrowed(text.as_str()),
         Payload::Bytes(bytes) => Cow::Owned(base64_text(bytes)),
     }
 }
@@ -772,10 +772,13 @@ mod tests {
             "{} bytes",
             json.len()
         );
-        let crate::source::MskEvent(parsed) = serde_json::from_str(&json).expect("an MSK event");
-        assert_eq!(parsed.event_source.as_deref(), Some("SelfManagedKafka"));
-        assert_eq!(parsed.bootstrap_servers.as_deref(), Some("b-1:9092"));
-        let (_, records) = crate::source::records(parsed);
+        let parsed = crate::source::MskEvent::parse(json.into_bytes()).expect("an MSK event");
+        assert_eq!(
+            parsed.origin.event_source.as_deref(),
+            Some("SelfManagedKafka")
+        );
+        assert_eq!(parsed.origin.bootstrap_servers.as_deref(), Some("b-1:9092"));
+        let records = parsed.records;
         assert_eq!(records.len(), 3);
         for (got, want) in records.iter().zip(&reads) {
             assert_eq!(

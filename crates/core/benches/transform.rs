@@ -5,12 +5,11 @@
 
 use std::hint::black_box;
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use cdc_relay_core::dms::Decoder;
 use cdc_relay_core::generate::{generate, GenOptions};
 use cdc_relay_core::process;
 use cdc_relay_core::source::SourcePosition;
-use cdc_relay_core::source::{self, SourceRecord};
+use cdc_relay_core::source::{MskEvent, SourceRecord};
 use cdc_relay_core::transform::{HashKey, Routes, Transformer};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -26,8 +25,9 @@ fn event() -> (String, Vec<SourceRecord>, Vec<Vec<u8>>) {
         ..GenOptions::default()
     })
     .to_string();
-    let parsed: KafkaEvent = serde_json::from_str(&json).expect("generated event parses");
-    let (_, records) = source::records(parsed);
+    let records = MskEvent::parse(json.clone().into_bytes())
+        .expect("generated event parses")
+        .records;
     let values = records
         .iter()
         .map(|r| {
@@ -51,6 +51,7 @@ fn routes() -> Routes {
 
 fn stages(c: &mut Criterion) {
     let (json, records, values) = event();
+    let body = bytes::Bytes::from(json);
     let value_bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
     let decoder = Decoder::default();
     let transformer = Transformer::new(routes());
@@ -63,9 +64,8 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(RECORDS as u64));
     g.bench_function("msk_parse_and_base64", |b| {
         b.iter(|| {
-            let event: KafkaEvent = serde_json::from_str(black_box(&json)).expect("parses");
-            let (_, records) = source::records(event);
-            for r in &records {
+            let event = MskEvent::parse(black_box(body.clone())).expect("parses");
+            for r in &event.records {
                 black_box(r.decode().expect("decodes"));
             }
         })

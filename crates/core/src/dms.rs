@@ -98,8 +98,8 @@ fn check_escapes(value: &RawValue) -> Result<(), serde_json::Error> {
     }
 }
 
-/// A string that borrows from the input when it holds no escapes.
-struct Text<'a>(Cow<'a, str>);
+/// A JSON string that borrows from the input when it holds no escapes.
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

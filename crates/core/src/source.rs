@@ -8,89 +8,204 @@
 //! not decode fails alone.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
-use aws_lambda_events::encodings::MillisecondTimestamp;
-use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
-use serde::de::Error as _;
+use bytes::Bytes;
+use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::dms::Text;
 use crate::error::{RecordError, Stage};
 
-/// The MSK event as the handler receives it: an `aws_lambda_events` [`KafkaEvent`],
-/// deserialised without panicking.
+/// An MSK event as the relay reads it: where it came from, and its records in source
+/// order (by `"<topic>-<partition>"` key, then offset).
 ///
-/// `KafkaEvent`'s own deserialiser asserts that a record's `timestamp` has no fraction
-/// and panics otherwise (found by fuzzing). This type reads the same JSON through a
-/// mirror of the record and turns bad values into errors instead: timestamps must be
-/// whole milliseconds within chrono's range; absent `headers` mean none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MskEvent(pub KafkaEvent);
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MirrorEvent {
-    #[serde(default)]
-    event_source: Option<String>,
-    #[serde(default)]
-    event_source_arn: Option<String>,
-    #[serde(default)]
-    records: Option<HashMap<String, Vec<MirrorRecord>>>,
-    #[serde(default)]
-    bootstrap_servers: Option<String>,
+/// [`MskEvent::parse`] reads it from the payload's bytes, as Lambda's runtime API hands
+/// them over: one pass, no key strings, each record's key and value kept as a slice of
+/// the payload (base64, decoded per record in the concurrent tasks). Its `Deserialize`
+/// reads the same JSON from any other serde source (copying the text). Either way bad
+/// values are errors, never panics: timestamps must be whole milliseconds within
+/// chrono's range; absent `headers` mean none; a partition key given twice is refused.
+#[derive(Debug, Clone, Default)]
+pub struct MskEvent {
+    /// The parts of the event that are not records.
+    pub origin: EventOrigin,
+    /// The records, in source order.
+    pub records: Vec<SourceRecord>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MirrorRecord {
-    #[serde(default)]
-    topic: Option<String>,
-    partition: i64,
-    offset: i64,
-    timestamp: serde_json::Number,
-    #[serde(default)]
-    timestamp_type: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(default)]
-    headers: Vec<HashMap<String, Vec<i8>>>,
+impl MskEvent {
+    /// Reads an MSK event from its JSON bytes, the records' key and value text shared
+    /// with `body` (no copy unless the JSON escapes a character in them).
+    pub fn parse(body: impl Into<Bytes>) -> Result<MskEvent, serde_json::Error> {
+        let body = body.into();
+        // One SIMD pass over the whole payload instead of a scalar check of each string
+        // the parser borrows from it.
+        let text = simdutf8::basic::from_utf8(&body)
+            .map_err(|_| serde_json::Error::custom("the event is not UTF-8"))?;
+        let raw: RawEvent<'_> = serde_json::from_str(text)?;
+        raw.build(Some(&body))
+    }
 }
 
 impl<'de> Deserialize<'de> for MskEvent {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mirror = MirrorEvent::deserialize(deserializer)?;
-        let mut event = KafkaEvent::default();
-        event.event_source = mirror.event_source;
-        event.event_source_arn = mirror.event_source_arn;
-        event.bootstrap_servers = mirror.bootstrap_servers;
-        for (batch_partition, list) in mirror.records.unwrap_or_default() {
-            let records = list
-                .into_iter()
-                .map(|r| {
-                    let millis = r.timestamp.as_i64().ok_or_else(|| {
-                        D::Error::custom("record timestamp must be whole epoch milliseconds")
-                    })?;
-                    let time = chrono::DateTime::from_timestamp_millis(millis)
-                        .ok_or_else(|| D::Error::custom("record timestamp out of range"))?;
-                    let mut record = KafkaRecord::default();
-                    record.topic = r.topic;
-                    record.partition = r.partition;
-                    record.offset = r.offset;
-                    record.timestamp = MillisecondTimestamp(time);
-                    record.timestamp_type = r.timestamp_type;
-                    record.key = r.key;
-                    record.value = r.value;
-                    record.headers = r.headers;
-                    Ok(record)
-                })
-                .collect::<Result<Vec<_>, D::Error>>()?;
-            event.records.insert(batch_partition, records);
+        RawEvent::deserialize(deserializer)?.build(None)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEvent<'a> {
+    #[serde(default, borrow)]
+    event_source: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    event_source_arn: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    records: Option<Partitions<'a>>,
+    #[serde(default, borrow)]
+    bootstrap_servers: Option<Text<'a>>,
+}
+
+/// The `records` map, its entries in the order the JSON lists them.
+struct Partitions<'a>(Vec<(Text<'a>, Vec<RawRecord<'a>>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Partitions<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartitionsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for PartitionsVisitor<'a> {
+            type Value = Partitions<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of \"<topic>-<partition>\" to records")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Partitions<'a>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Partitions(out))
+            }
         }
-        Ok(MskEvent(event))
+        deserializer.deserialize_map(PartitionsVisitor(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecord<'a> {
+    #[serde(default, borrow)]
+    topic: Option<Text<'a>>,
+    partition: i64,
+    offset: i64,
+    #[serde(deserialize_with = "whole_millis")]
+    timestamp: i64,
+    #[serde(default, borrow)]
+    key: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    value: Option<Text<'a>>,
+    #[serde(default)]
+    headers: Vec<Headers>,
+}
+
+/// A record's timestamp: whole epoch milliseconds that chrono can represent.
+fn whole_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let millis = number
+        .as_i64()
+        .ok_or_else(|| D::Error::custom("record timestamp must be whole epoch milliseconds"))?;
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|_| millis)
+        .ok_or_else(|| D::Error::custom("record timestamp out of range"))
+}
+
+/// One entry of a record's `headers`: names to Java's signed bytes, in the JSON's order.
+struct Headers(Vec<(String, Vec<u8>)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeadersVisitor;
+        impl<'de> Visitor<'de> for HeadersVisitor {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of header names to signed bytes")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                let mut out = Vec::new();
+                while let Some((name, bytes)) = map.next_entry::<String, Vec<i8>>()? {
+                    // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
+                    out.push((name, bytes.into_iter().map(|b| b as u8).collect()));
+                }
+                Ok(Headers(out))
+            }
+        }
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+/// `text` as bytes of `body` when it lies inside it (borrowed by the parser), else a
+/// copy.
+fn share(body: Option<&Bytes>, text: Cow<'_, str>) -> Bytes {
+    if let (Some(body), Cow::Borrowed(borrowed)) = (body, &text) {
+        let start = (borrowed.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        if start <= body.len() && borrowed.len() <= body.len() - start {
+            return body.slice(start..start + borrowed.len());
+        }
+    }
+    Bytes::from(text.into_owned().into_bytes())
+}
+
+impl RawEvent<'_> {
+    /// The event, its records sorted by `"<topic>-<partition>"` key, then offset (Lambda
+    /// already sends each partition in offset order; sorting makes the order independent
+    /// of the map's). Records of one partition share their key and topic strings; a
+    /// record without `topic` takes the key minus its `-<partition>` suffix.
+    fn build<E: serde::de::Error>(self, body: Option<&Bytes>) -> Result<MskEvent, E> {
+        let text = |t: Option<Text<'_>>| t.map(|t| t.0.into_owned());
+        let origin = EventOrigin {
+            event_source: text(self.event_source),
+            event_source_arn: text(self.event_source_arn),
+            bootstrap_servers: text(self.bootstrap_servers),
+        };
+        let mut groups = self.records.map_or_else(Vec::new, |p| p.0);
+        groups.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        if let Some(pair) = groups.windows(2).find(|pair| pair[0].0 .0 == pair[1].0 .0) {
+            return Err(E::custom(format!(
+                "partition key {:?} appears twice in records",
+                pair[0].0 .0
+            )));
+        }
+        let total = groups.iter().map(|(_, list)| list.len()).sum();
+        let mut records = Vec::with_capacity(total);
+        for (batch_partition, list) in groups {
+            let batch_partition: Arc<str> = Arc::from(batch_partition.0);
+            let mut topic: Option<Arc<str>> = None;
+            let start = records.len();
+            for record in list {
+                let record_topic = match (record.topic, &topic) {
+                    (Some(t), Some(shared)) if **shared == *t.0 => shared.clone(),
+                    (Some(t), _) => Arc::from(t.0),
+                    (None, _) => Arc::from(topic_from_key(&batch_partition)),
+                };
+                topic = Some(record_topic.clone());
+                let payload =
+                    |t: Option<Text<'_>>| t.map(|t| Payload::Base64(Base64Text(share(body, t.0))));
+                records.push(SourceRecord {
+                    batch_partition: batch_partition.clone(),
+                    topic: record_topic,
+                    partition: record.partition,
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp,
+                    key: payload(record.key),
+                    value: payload(record.value),
+                    headers: record.headers.into_iter().flat_map(|h| h.0).collect(),
+                });
+            }
+            records[start..].sort_by_key(|r| r.offset);
+        }
+        Ok(MskEvent { origin, records })
     }
 }
 
@@ -338,9 +453,37 @@ impl EventOrigin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// Base64 text, as Lambda sends it in an MSK event; decoded per record.
-    Base64(String),
+    Base64(Base64Text),
     /// The bytes themselves, as a Kafka consumer reads them.
     Bytes(Vec<u8>),
+}
+
+/// A record's key or value as an MSK event carries it: base64 text, usually a slice of
+/// the event's payload ([`MskEvent::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base64Text(Bytes);
+
+impl Base64Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Made only from a `str` (see `share`), so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The text's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// One Kafka record: as Lambda delivered it (key and value still base64-encoded), or as
@@ -375,55 +518,6 @@ pub struct DecodedRecord {
     pub value: Option<Vec<u8>>,
     /// Headers in the order they were sent.
     pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// Splits an MSK event into its origin and its records in source order.
-///
-/// Records are ordered by `batch_partition`, then offset (Lambda already sends each
-/// partition in offset order; sorting makes the order independent of map iteration).
-pub fn records(event: KafkaEvent) -> (EventOrigin, Vec<SourceRecord>) {
-    let origin = EventOrigin {
-        event_source: event.event_source,
-        event_source_arn: event.event_source_arn,
-        bootstrap_servers: event.bootstrap_servers,
-    };
-    let mut groups: Vec<(String, Vec<_>)> = event.records.into_iter().collect();
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
-    let total = groups.iter().map(|(_, list)| list.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    for (batch_partition, list) in groups {
-        let batch_partition: Arc<str> = Arc::from(batch_partition);
-        // Records of one partition share the topic string; fall back to the map key
-        // minus its `-<partition>` suffix when a record omits `topic`.
-        let mut topic: Option<Arc<str>> = None;
-        let start = out.len();
-        for record in list {
-            let record_topic = match (&record.topic, &topic) {
-                (Some(t), Some(shared)) if **shared == *t => shared.clone(),
-                (Some(t), _) => Arc::from(t.as_str()),
-                (None, _) => Arc::from(topic_from_key(&batch_partition)),
-            };
-            topic = Some(record_topic.clone());
-            out.push(SourceRecord {
-                batch_partition: batch_partition.clone(),
-                topic: record_topic,
-                partition: record.partition,
-                offset: record.offset,
-                timestamp_ms: record.timestamp.timestamp_millis(),
-                key: record.key.map(Payload::Base64),
-                value: record.value.map(Payload::Base64),
-                // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
-                headers: record
-                    .headers
-                    .into_iter()
-                    .flat_map(|h| h.into_iter())
-                    .map(|(name, bytes)| (name, bytes.into_iter().map(|b| b as u8).collect()))
-                    .collect(),
-            });
-        }
-        out[start..].sort_by_key(|r| r.offset);
-    }
-    (origin, out)
 }
 
 /// `"dms.public.orders-3"` -> `"dms.public.orders"`.
@@ -485,7 +579,7 @@ fn decode_payload(payload: Option<&Payload>, what: &str) -> Result<Option<Vec<u8
     match payload {
         None => Ok(None),
         Some(Payload::Bytes(bytes)) => Ok(Some(bytes.clone())),
-        Some(Payload::Base64(text)) => decode_base64(text).map(Some).map_err(|e| {
+        Some(Payload::Base64(text)) => decode_base64(text.as_bytes()).map(Some).map_err(|e| {
             RecordError::permanent(Stage::Source, format!("{what} is not valid base64: {e}"))
         }),
     }
@@ -495,7 +589,7 @@ fn decode_payload(payload: Option<&Payload>, what: &str) -> Result<Option<Vec<u8
 /// Lambda writes it: a SIMD decoder, about a fifth of the instructions of a scalar one
 /// on a record's value. Only input it refuses goes through the scalar decoder too, for
 /// an error that says what and where (both accept exactly the same input: see the test).
-fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+fn decode_base64(text: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
     match base64_simd::STANDARD.decode_to_vec(text) {
         Ok(bytes) => Ok(bytes),
         Err(_) => base64::engine::general_purpose::STANDARD.decode(text),
@@ -506,20 +600,23 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 mod tests {
     use super::*;
 
-    fn event(json: &str) -> KafkaEvent {
-        serde_json::from_str(json).expect("test event is valid")
+    fn event(json: &str) -> MskEvent {
+        MskEvent::parse(Bytes::copy_from_slice(json.as_bytes())).expect("test event is valid")
     }
 
     /// Records come out sorted by partition key and offset, with topics taken from the
     /// record even when the topic contains `-`.
     #[test]
     fn orders_records_and_keeps_topic_names() {
-        let (origin, recs) = records(event(
+        let MskEvent {
+            origin,
+            records: recs,
+        } = event(
             r#"{"eventSource":"aws:kafka","records":{
               "my-topic-1":[{"topic":"my-topic","partition":1,"offset":9,"timestamp":1,"headers":[]},
                             {"topic":"my-topic","partition":1,"offset":8,"timestamp":1,"headers":[]}],
               "my-topic-0":[{"topic":"my-topic","partition":0,"offset":5,"timestamp":1,"headers":[]}]}}"#,
-        ));
+        );
         assert_eq!(origin.event_source.as_deref(), Some("aws:kafka"));
         let got: Vec<_> = recs
             .iter()
@@ -538,10 +635,11 @@ mod tests {
     /// Signed header bytes become the UTF-8 bytes they stand for.
     #[test]
     fn decodes_signed_header_bytes() {
-        let (_, recs) = records(event(
+        let recs = event(
             r#"{"records":{"t-0":[{"topic":"t","partition":0,"offset":0,"timestamp":1,
                "key":"aw==","value":"e30=","headers":[{"name":[-61,-85]}]}]}}"#,
-        ));
+        )
+        .records;
         let decoded = recs[0].decode().expect("valid record");
         assert_eq!(decoded.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(decoded.value.as_deref(), Some(&b"{}"[..]));
@@ -560,24 +658,70 @@ mod tests {
                 r#"{{"records":{{"t-0":[{{"topic":"t","partition":0,"offset":0,"timestamp":{ts}}}]}}}}"#
             )
         };
-        assert!(serde_json::from_str::<MskEvent>(&with("1732200000000.5")).is_err());
-        assert!(serde_json::from_str::<MskEvent>(&with("1e300")).is_err());
-        assert!(serde_json::from_str::<MskEvent>(&with("99999999999999999")).is_err());
-        let MskEvent(event) = serde_json::from_str(&with("1732200000000")).expect("valid");
+        for bad in ["1732200000000.5", "1e300", "99999999999999999"] {
+            assert!(MskEvent::parse(Bytes::from(with(bad))).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<MskEvent>(&with(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        let event = event(&with("1732200000000"));
+        assert_eq!(event.records[0].timestamp_ms, 1_732_200_000_000);
+        assert!(event.records[0].headers.is_empty());
+    }
+
+    /// Parsed from the payload's bytes, a record's value is a slice of them, not a copy;
+    /// an escaped character in the JSON string still reads as itself (then copied); both
+    /// entry points read the same event; a partition key given twice is refused.
+    #[test]
+    fn parse_shares_the_payload_and_reads_escapes() {
+        let json = r#"{"eventSourceArn":"arn:x","records":{"t-0":[
+            {"topic":"t","partition":0,"offset":1,"timestamp":1,"key":"aw==","value":"e30="},
+            {"topic":"t","partition":0,"offset":2,"timestamp":1,"value":"e30\u003d","headers":[{"a":[1],"b":[2]}]}]}}"#;
+        let body = Bytes::copy_from_slice(json.as_bytes());
+        let event = MskEvent::parse(body.clone()).expect("valid");
+        let within = |text: &[u8]| {
+            let start = text.as_ptr() as usize;
+            let range = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+            range.contains(&start) && range.contains(&(start + text.len() - 1))
+        };
+        let value = |i: usize| match &event.records[i].value {
+            Some(Payload::Base64(text)) => text.clone(),
+            other => panic!("a base64 value, got {other:?}"),
+        };
+        assert!(within(value(0).as_bytes()), "the plain value is shared");
+        assert!(!within(value(1).as_bytes()), "the escaped one is a copy");
+        assert_eq!(value(1).as_str(), "e30=");
         assert_eq!(
-            event.records["t-0"][0].timestamp.timestamp_millis(),
-            1_732_200_000_000
+            event.records[1].decode().expect("decodes").value.as_deref(),
+            Some(&b"{}"[..])
         );
-        assert!(event.records["t-0"][0].headers.is_empty());
+        assert_eq!(
+            event.records[1].headers,
+            vec![("a".to_owned(), vec![1]), ("b".to_owned(), vec![2])]
+        );
+        let via_serde: MskEvent = serde_json::from_str(json).expect("valid");
+        assert_eq!(via_serde.origin, event.origin);
+        let parts = |e: &MskEvent| -> Vec<_> {
+            e.records
+                .iter()
+                .map(|r| (r.offset, r.key.clone(), r.value.clone(), r.headers.clone()))
+                .collect()
+        };
+        assert_eq!(parts(&via_serde), parts(&event));
+        let twice = r#"{"records":{"t-0":[],"t-0":[]}}"#;
+        let error = MskEvent::parse(Bytes::from_static(twice.as_bytes())).expect_err("refused");
+        assert!(error.to_string().contains("appears twice"), "{error}");
     }
 
     /// Invalid base64 fails the record in the source stage, permanently.
     #[test]
     fn invalid_base64_is_a_permanent_source_error() {
-        let (_, recs) = records(event(
+        let recs = event(
             r#"{"records":{"t-0":[{"topic":"t","partition":0,"offset":0,"timestamp":1,
                "value":"not base64!","headers":[]}]}}"#,
-        ));
+        )
+        .records;
         let err = recs[0].decode().expect_err("must fail");
         assert_eq!(err.stage, Stage::Source);
         assert!(!err.is_retryable());
@@ -632,7 +776,7 @@ mod tests {
         ) {
             let scalar = |t: &str| base64::engine::general_purpose::STANDARD.decode(t).ok();
             let encoded = base64_text(&bytes);
-            proptest::prop_assert_eq!(decode_base64(&encoded).ok(), Some(bytes));
+            proptest::prop_assert_eq!(decode_base64(encoded.as_bytes()).ok(), Some(bytes));
             let mut changed = encoded.clone();
             if !changed.is_empty() {
                 let i = at % changed.len();

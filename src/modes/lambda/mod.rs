@@ -1,4 +1,4 @@
-//! The Lambda mode: `LambdaEvent<MskEvent>` (a `KafkaEvent`) -> [`Relay`] ->
+//! The Lambda mode: the payload's bytes ([`payload`]) -> [`MskEvent`] -> [`Relay`] ->
 //! [`BatchResponse`], with one EMF metrics record per invocation ([`emf`]).
 //!
 //! The answer: all records done -> an empty `batchItemFailures`. Otherwise, with
@@ -7,11 +7,11 @@
 //! ignored by a mapping without `ReportBatchItemFailures`, which would drop records).
 
 pub mod emf;
+pub mod payload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::pipeline::BatchOutcome;
 use crate::relay::Relay;
 use crate::secrets::Credentials;
-use crate::source::{self, MskEvent};
+use crate::source::MskEvent;
 use crate::transform::Routes;
 use emf::{emf, emf_tables, TableLabels, Timings};
 
@@ -105,6 +105,22 @@ impl Function {
         &self.relay
     }
 
+    /// Lambda entry point under the runtime with [`payload::RawPayloadLayer`]: the
+    /// invocation's payload is taken from `payloads` and parsed here. A payload that is
+    /// not an MSK event is an error of the invocation ([`Error::Event`]).
+    pub async fn handle_payload(
+        &self,
+        event: LambdaEvent<()>,
+        payloads: &payload::Payloads,
+    ) -> Result<BatchResponse, Error> {
+        let ((), context) = event.into_parts();
+        let body = payloads
+            .take(&context.request_id)
+            .ok_or_else(|| Error::Event("no payload kept for this invocation".to_owned()))?;
+        let event = MskEvent::parse(body).map_err(|e| Error::Event(e.to_string()))?;
+        self.handle(LambdaEvent::new(event, context)).await
+    }
+
     /// Lambda entry point. Every log line of the invocation carries its request id and
     /// whether it is the execution environment's first (cold) invocation.
     pub async fn handle(&self, event: LambdaEvent<MskEvent>) -> Result<BatchResponse, Error> {
@@ -117,7 +133,7 @@ impl Function {
     pub async fn invoke(&self, event: LambdaEvent<MskEvent>) -> Invocation {
         use tracing::Instrument;
         let cold_start = !self.invoked.swap(true, Ordering::Relaxed);
-        let (MskEvent(payload), context) = event.into_parts();
+        let (MskEvent { origin, records }, context) = event.into_parts();
         let span = tracing::info_span!("invocation", request_id = %context.request_id, cold_start);
         let deadline = arrival_deadline(context.deadline);
         let xray = context
@@ -126,7 +142,6 @@ impl Function {
             .or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok());
         async move {
             let started = Instant::now();
-            let (origin, records) = source::records(payload);
             match self.relay.run(origin, records, deadline, xray).await {
                 Ok(outcome) => {
                     self.emit_metrics(&outcome, started.elapsed());
@@ -150,11 +165,12 @@ impl Function {
     /// `RELAY_DEADLINE_MARGIN_MS` before it.
     pub async fn process(
         &self,
-        event: KafkaEvent,
+        event: MskEvent,
         deadline: Option<SystemTime>,
     ) -> Result<BatchOutcome, Error> {
-        let (origin, records) = source::records(event);
-        self.relay.run(origin, records, deadline, None).await
+        self.relay
+            .run(event.origin, event.records, deadline, None)
+            .await
     }
 
     /// Writes the invocation's EMF record to stdout (in Lambda, or with RELAY_METRICS=true).

@@ -29,11 +29,11 @@ pub mod personal;
 pub mod routes;
 pub mod schema;
 pub mod tabledef;
+mod write;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -382,17 +382,18 @@ impl Transformer {
                     _ => {
                         first_value = Some(messages.len());
                         match self.routes.envelope {
-                            Envelope::Relay | Envelope::CloudEvents => serialize(&RelayEnvelope {
+                            Envelope::Relay | Envelope::CloudEvents => Ok(RelayEnvelope {
                                 id: id.as_str(),
                                 op: op.as_str(),
                                 source: SourceInfo::new(pos, event),
-                                key: key.object.as_deref().map(Object),
-                                data: Object(&mapped_data),
-                                before: mapped_before.as_deref().map(Object),
+                                key: key.object.as_deref(),
+                                data: &mapped_data,
+                                before: mapped_before.as_deref(),
                                 changed: changed.as_deref(),
                                 unknown: unknown.as_deref(),
-                            }),
-                            Envelope::Flat => serialize(&FlatEnvelope {
+                            }
+                            .write()),
+                            Envelope::Flat => Ok(FlatEnvelope {
                                 row: &mapped_data,
                                 op: op.as_str(),
                                 table: qualified,
@@ -401,7 +402,8 @@ impl Transformer {
                                     .commit_timestamp
                                     .as_deref()
                                     .or(event.metadata.timestamp.as_deref()),
-                            }),
+                            }
+                            .write()),
                             Envelope::Debezium => debezium::Event {
                                 route,
                                 schemas: self.routes.connect_schemas,
@@ -780,17 +782,26 @@ struct Cell<'r, 'a> {
     value: Json<'a>,
 }
 
-/// A JSON object written from cells in their order.
-struct Object<'c, 'r, 'a>(&'c [Cell<'r, 'a>]);
+/// Room for what an envelope writes around its objects (ids, source, timestamps): most
+/// envelopes are written without growing their buffer.
+const ENVELOPE_AROUND: usize = 384;
 
-impl Serialize for Object<'_, '_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for cell in self.0 {
-            map.serialize_entry(cell.name, &cell.value)?;
-        }
-        map.end()
+/// The length of [`write_object`]'s output when no name needs escaping.
+fn object_len(cells: &[Cell<'_, '_>]) -> usize {
+    2 + cells
+        .iter()
+        .map(|c| c.name.len() + c.value.raw().get().len() + 4)
+        .sum::<usize>()
+}
+
+/// A JSON object of cells, in their order.
+fn write_object(out: &mut Vec<u8>, cells: &[Cell<'_, '_>]) {
+    out.push(b'{');
+    for (i, cell) in cells.iter().enumerate() {
+        write::field(out, i == 0, cell.name);
+        write::raw(out, cell.value.raw());
     }
+    out.push(b'}');
 }
 
 /// The downstream key: the route's key columns (looked up in the row, then in the
@@ -1186,18 +1197,54 @@ fn finish<'r, 'a>(
 
 /// The downstream event (`envelope = "relay"`). `id` must stay first: further topics
 /// patch it in place ([`ENVELOPE_ID`]).
-#[derive(Serialize)]
 struct RelayEnvelope<'a> {
     id: &'a str,
     op: &'a str,
     source: SourceInfo<'a>,
-    key: Option<Object<'a, 'a, 'a>>,
-    data: Object<'a, 'a, 'a>,
-    before: Option<Object<'a, 'a, 'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a [Cell<'a, 'a>]>,
+    data: &'a [Cell<'a, 'a>],
+    before: Option<&'a [Cell<'a, 'a>]>,
+    /// Left out when `None`.
     changed: Option<&'a [&'a str]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Left out when `None`.
     unknown: Option<&'a [&'a str]>,
+}
+
+impl RelayEnvelope<'_> {
+    /// The event's JSON, written by hand ([`write`]).
+    fn write(&self) -> Vec<u8> {
+        let cells = [Some(self.data), self.key, self.before];
+        let mut out = Vec::with_capacity(
+            ENVELOPE_AROUND + cells.iter().flatten().map(|c| object_len(c)).sum::<usize>(),
+        );
+        write::literal(&mut out, "{\"id\":");
+        write::string(&mut out, self.id);
+        write::literal(&mut out, ",\"op\":");
+        write::string(&mut out, self.op);
+        write::literal(&mut out, ",\"source\":");
+        self.source.write(&mut out);
+        let object = |out: &mut Vec<u8>, cells: Option<&[Cell<'_, '_>]>| match cells {
+            Some(cells) => write_object(out, cells),
+            None => out.extend_from_slice(b"null"),
+        };
+        write::literal(&mut out, ",\"key\":");
+        object(&mut out, self.key);
+        write::literal(&mut out, ",\"data\":");
+        write_object(&mut out, self.data);
+        write::literal(&mut out, ",\"before\":");
+        object(&mut out, self.before);
+        for (field, names) in [
+            (",\"changed\":", self.changed),
+            (",\"unknown\":", self.unknown),
+        ] {
+            if let Some(names) = names {
+                write::literal(&mut out, field);
+                write::strings(&mut out, names);
+            }
+        }
+        out.push(b'}');
+        out
+    }
 }
 
 /// The downstream event (`envelope = "flat"`): the row plus three fields.
@@ -1208,16 +1255,27 @@ struct FlatEnvelope<'c, 'r, 'a> {
     source_ts: Option<&'c str>,
 }
 
-impl Serialize for FlatEnvelope<'_, '_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.row.len() + 3))?;
-        for cell in self.row {
-            map.serialize_entry(cell.name, &cell.value)?;
+impl FlatEnvelope<'_, '_, '_> {
+    /// The event's JSON, written by hand ([`write`]).
+    fn write(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENVELOPE_AROUND + object_len(self.row));
+        out.push(b'{');
+        for (i, cell) in self.row.iter().enumerate() {
+            write::field(&mut out, i == 0, cell.name);
+            write::raw(&mut out, cell.value.raw());
         }
-        map.serialize_entry("__op", self.op)?;
-        map.serialize_entry("__table", self.table)?;
-        map.serialize_entry("__source_ts", &self.source_ts)?;
-        map.end()
+        if self.row.is_empty() {
+            write::literal(&mut out, "\"__op\":");
+        } else {
+            write::literal(&mut out, ",\"__op\":");
+        }
+        write::string(&mut out, self.op);
+        write::literal(&mut out, ",\"__table\":");
+        write::string(&mut out, self.table);
+        write::literal(&mut out, ",\"__source_ts\":");
+        write::string_or_null(&mut out, self.source_ts);
+        out.push(b'}');
+        out
     }
 }
 
@@ -1252,6 +1310,46 @@ struct SourceInfo<'a> {
     prev_transaction_record_id: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_position: Option<&'a str>,
+}
+
+impl SourceInfo<'_> {
+    /// The same JSON its `Serialize` writes, by hand ([`write`]).
+    fn write(&self, out: &mut Vec<u8>) {
+        write::literal(out, "{\"schema\":");
+        write::string(out, self.schema);
+        write::literal(out, ",\"table\":");
+        write::string(out, self.table);
+        write::literal(out, ",\"topic\":");
+        write::string(out, self.topic);
+        write::literal(out, ",\"partition\":");
+        write::int(out, self.partition);
+        write::literal(out, ",\"offset\":");
+        write::int(out, self.offset);
+        write::literal(out, ",\"transaction_id\":");
+        write::raw_or_null(out, self.transaction_id);
+        write::literal(out, ",\"commit_timestamp\":");
+        write::string_or_null(out, self.commit_timestamp);
+        write::literal(out, ",\"timestamp\":");
+        write::string_or_null(out, self.timestamp);
+        for (field, value) in [
+            (",\"transaction_record_id\":", self.transaction_record_id),
+            (",\"prev_transaction_id\":", self.prev_transaction_id),
+            (
+                ",\"prev_transaction_record_id\":",
+                self.prev_transaction_record_id,
+            ),
+        ] {
+            if let Some(value) = value {
+                write::literal(out, field);
+                write::raw(out, value);
+            }
+        }
+        if let Some(position) = self.stream_position {
+            write::literal(out, ",\"stream_position\":");
+            write::string(out, position);
+        }
+        out.push(b'}');
+    }
 }
 
 impl<'a> SourceInfo<'a> {
