@@ -2,11 +2,12 @@
 """The seed's comparison, on lag: DMS-shaped records fed to a source topic at a steady
 rate, relayed by each contender, read back by an independent consumer.
 
-    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,serve-eos,esm,kafkajs] [--smoke]
+    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,serve-eos,esm,kafkajs] [--broker nisshi|mock] [--smoke]
 
 Contenders, each consuming the same kind of source topic on the same broker (nisshi on
-loopback, scripts/broker.sh) and applying the same mapping (bench/routes.toml,
-bench/mapping.json):
+loopback, scripts/broker.sh; or with --broker mock librdkafka's mock cluster, which keeps
+everything in memory and answers fetches at once, so that the broker does not bound the
+lag) and applying the same mapping (bench/routes.toml, bench/mapping.json):
 
 - serve:     `cdc-relay serve` (at least once)
 - serve-eos: `cdc-relay serve` with RELAY_EXACTLY_ONCE=true (read back as committed)
@@ -52,10 +53,44 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, **kw).stdout
 
 
+# The running mock cluster (`cdc-relay mock-cluster`), when it is the broker: it creates
+# topics named on its standard input, as it does not answer CreateTopics.
+MOCK = None
+
+
 def create_topic(broker, name):
+    if MOCK is not None:
+        MOCK.stdin.write(name + "\n")
+        MOCK.stdin.flush()
+        answer = MOCK.stdout.readline().strip()
+        if answer != f"created {name}":
+            sys.exit(f"lag: the mock cluster did not create {name}: {answer!r}")
+        return
     admin = AdminClient({"bootstrap.servers": broker})
     for future in admin.create_topics([NewTopic(name, 3, 1)]).values():
         future.result(30)
+
+
+def start_broker(kind):
+    """The broker's bootstrap address: nisshi (scripts/broker.sh) or librdkafka's mock
+    cluster (`cdc-relay mock-cluster`, 3 partitions per topic, like the source topics)."""
+    global MOCK
+    if kind == "mock":
+        MOCK = subprocess.Popen([BINARY, "mock-cluster", "--topics", ",".join(OUTPUTS), "--partitions", "3"],
+                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return MOCK.stdout.readline().strip()
+    return sh(["scripts/broker.sh", "start"] + OUTPUTS).strip().splitlines()[-1]
+
+
+def stop_broker():
+    if MOCK is not None:
+        MOCK.stdin.close()
+        try:
+            MOCK.wait(10)
+        except subprocess.TimeoutExpired:
+            MOCK.kill()
+        return
+    subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
 
 
 def process_tree(pid):
@@ -125,6 +160,27 @@ class Reader(threading.Thread):
                     continue
                 key = (int(headers["relay-source-partition"]), int(headers["relay-source-offset"]))
                 self.read.setdefault(key, now)
+        self.consumer.close()
+
+
+class SourceStamps(threading.Thread):
+    """Reads the source topic as it is fed: (partition, offset) -> timestamp (ms). For the
+    mock cluster, which keeps only the last 5 MiB of each partition, so the source cannot
+    be read back from its start after the run."""
+
+    def __init__(self, broker, topic):
+        super().__init__(daemon=True)
+        self.stamps = {}
+        self.stop = False
+        self.consumer = Consumer({"bootstrap.servers": broker, "group.id": f"lag-source-{topic}",
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+
+    def run(self):
+        while not self.stop:
+            for m in self.consumer.consume(10000, 0.05):
+                if not m.error():
+                    self.stamps[(m.partition(), m.offset())] = m.timestamp()[1]
         self.consumer.close()
 
 
@@ -237,6 +293,10 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
     reader = Reader(broker, topic)
     reader.start()
     reader.ready.wait(60)
+    live = None
+    if MOCK is not None:
+        live = SourceStamps(broker, topic)
+        live.start()
     time.sleep(1)
     pids = [q for p in procs for q in process_tree(p.pid)]
     if contender == "esm":
@@ -265,7 +325,14 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
             p.wait(30)
         except subprocess.TimeoutExpired:
             p.kill()
-    stamps = source_timestamps(broker, topic, fed["records"])
+    if live is not None:
+        while len(live.stamps) < fed["records"] and time.time() - feed_end < 150:
+            time.sleep(0.2)
+        live.stop = True
+        live.join(10)
+        stamps = live.stamps
+    else:
+        stamps = source_timestamps(broker, topic, fed["records"])
     lags = [reader.read[k] - stamps[k] for k in reader.read if k in stamps]
     missing = fed["records"] - len(reader.read)
     result = {"contender": contender, "rate": rate, "seconds": seconds, "fed": fed["records"],
@@ -280,7 +347,8 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
     return result
 
 
-BROKERS = {"nisshi": "nisshi 0.7.0 (memory storage), loopback"}
+BROKERS = {"nisshi": "nisshi 0.7.0 (memory storage), loopback",
+           "mock": "librdkafka's mock cluster (cdc-relay mock-cluster, in memory), loopback"}
 
 NAMES = {"serve": "cdc-relay serve", "serve-eos": "cdc-relay serve, exactly once", "esm": "Lambda path (esm + cargo lambda watch)",
          "kafkajs": "kafkajs server (eachBatch + sendBatch)"}
@@ -369,7 +437,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--contenders", default="serve,serve-eos,esm,kafkajs")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--broker", choices=["nisshi"], default="nisshi", help="nisshi (scripts/broker.sh)")
+    parser.add_argument("--broker", choices=["nisshi", "mock"], default="nisshi",
+                        help="nisshi (scripts/broker.sh) or librdkafka's mock cluster (cdc-relay mock-cluster)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     contenders = args.contenders.split(",")
@@ -377,7 +446,7 @@ def main():
         rates, args.seconds = [200], 3
     logs = os.path.join(ROOT, "target", "lag")
     os.makedirs(logs, exist_ok=True)
-    broker = sh(["scripts/broker.sh", "start"] + OUTPUTS).strip().splitlines()[-1]
+    broker = start_broker(args.broker)
     function_proc = start_function(broker, logs) if "esm" in contenders else None
     results = []
     try:
@@ -387,7 +456,7 @@ def main():
     finally:
         if function_proc:
             os.killpg(function_proc.pid, signal.SIGTERM)
-        subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
+        stop_broker()
     failed = [r for r in results if r["missing"] != 0 or r["lag_ms"] is None]
     if not args.smoke:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

@@ -118,6 +118,37 @@ pub async fn termination() {
     }
 }
 
+/// librdkafka's mock cluster until standard input ends; its bootstrap servers on
+/// stdout's first line. Each line read is a topic to create with `partitions` partitions
+/// (the mock cluster does not answer Kafka's CreateTopics; others are created on first
+/// use with its default of four).
+pub fn mock_cluster(brokers: i32, topics: Vec<String>, partitions: i32) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let kafka = EmbeddedKafka::start(brokers)?;
+    let create = |topic: &str| {
+        kafka
+            .cluster()
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("cannot create topic {topic}"))
+    };
+    for topic in &topics {
+        create(topic)?;
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", kafka.bootstrap_servers())?;
+    stdout.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let topic = line.trim();
+        if !topic.is_empty() {
+            create(topic)?;
+            writeln!(stdout, "created {topic}")?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
+}
+
 fn read_event(path: Option<&PathBuf>) -> anyhow::Result<MskEvent> {
     let bytes = match path {
         Some(path) => std::fs::read(path)

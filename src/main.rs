@@ -104,6 +104,22 @@ enum Command {
         #[command(flatten)]
         options: EsmOptions,
     },
+    /// Run librdkafka's mock cluster on loopback until standard input ends, printing its
+    /// bootstrap servers on the first line; each line read names a topic to create. A
+    /// Kafka-protocol broker (groups and transactions included) kept in memory, with no
+    /// storage or fetch wait to bound lag, for benchmarks (bench/lag.py --broker mock).
+    /// Not a broker to keep data in.
+    MockCluster {
+        /// Brokers in the cluster.
+        #[arg(long, default_value_t = 1)]
+        brokers: i32,
+        /// Topics to create first (`a,b,...`); others are created on first use.
+        #[arg(long, value_delimiter = ',')]
+        topics: Vec<String>,
+        /// Partitions of each topic created first.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
     /// Write a synthetic MSK event of DMS records (deterministic per seed).
     GenEvent {
         #[command(flatten)]
@@ -151,6 +167,11 @@ fn run() -> anyhow::Result<()> {
             rounds,
         }) => runtime.block_on(cli::replay(events, brokers, rounds)),
         Some(Command::GenEvent { options, out }) => cli::gen_event(options, out),
+        Some(Command::MockCluster {
+            brokers,
+            topics,
+            partitions,
+        }) => cli::mock_cluster(brokers, topics, partitions),
         Some(Command::Serve) => runtime.block_on(cli::serve()),
         Some(Command::Health { url }) => {
             let healthy = runtime.block_on(ops::probe(&url, Duration::from_secs(3)))?;

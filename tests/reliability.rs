@@ -342,6 +342,72 @@ async fn batch_level_inputs() {
     }
 }
 
+/// Under the Lambda runtime the payload reaches the handler as the runtime API's bytes:
+/// the layer keeps them by request id and hands the runtime `null` to deserialise; the
+/// handler takes them once and parses them. A payload that is not an MSK event, or one
+/// that was never kept, is an invalid event (not retryable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_payloads_reach_the_handler_as_bytes() {
+    use cdc_relay::modes::lambda::payload::{Payloads, RawPayloadLayer};
+    use lambda_runtime::tower::{Layer, Service};
+    use lambda_runtime::LambdaInvocation;
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = util::relay(&kafka, util::example_routes(), &[]);
+    let payloads = Payloads::default();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut runtime = RawPayloadLayer::new(payloads.clone()).layer(lambda_runtime::service_fn({
+        let seen = seen.clone();
+        move |invocation: LambdaInvocation| {
+            seen.lock()
+                .expect("not poisoned")
+                .push(invocation.body.clone());
+            std::future::ready(Ok::<(), lambda_runtime::Error>(()))
+        }
+    }));
+    let mut deliver = |request_id: &str, body: Vec<u8>| {
+        let mut context = util::context(60_000);
+        context.request_id = request_id.to_owned();
+        let invocation = LambdaInvocation {
+            parts: http::Response::new(()).into_parts().0,
+            body: body.into(),
+            context: context.clone(),
+        };
+        (runtime.call(invocation), context)
+    };
+    let insert = std::fs::read(util::root().join("events/insert.json")).expect("fixture");
+    let (call, context) = deliver("r-1", insert);
+    call.await.expect("the inner service answers");
+    let (call, bad_context) = deliver("r-2", b"{\"records\": 5}".to_vec());
+    call.await.expect("the inner service answers");
+    let seen: Vec<Vec<u8>> = seen
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|b| b.to_vec())
+        .collect();
+    assert_eq!(seen, vec![b"null".to_vec(), b"null".to_vec()]);
+
+    let response = relay
+        .handle_payload(LambdaEvent::new((), context.clone()), &payloads)
+        .await
+        .expect("the fixture is relayed");
+    assert!(response.batch_item_failures.is_empty());
+    let again = relay
+        .handle_payload(LambdaEvent::new((), context), &payloads)
+        .await
+        .expect_err("a payload is taken once");
+    assert!(matches!(again, cdc_relay::Error::Event(_)), "{again}");
+    let bad = relay
+        .handle_payload(LambdaEvent::new((), bad_context), &payloads)
+        .await
+        .expect_err("not an MSK event");
+    assert!(
+        matches!(&bad, cdc_relay::Error::Event(m) if m.contains("line 1")),
+        "{bad}"
+    );
+    assert!(!bad.is_retryable());
+}
+
 async fn process(relay: &Function, event: MskEvent) -> BatchOutcome {
     relay.process(event, None).await.expect("processed")
 }

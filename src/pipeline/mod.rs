@@ -241,8 +241,8 @@ impl Pipeline {
         }
     }
 
-    /// Runs a batch. Records must be in source order (as [`crate::source::records`]
-    /// returns them). `budget` is when to stop waiting for the broker: undelivered
+    /// Runs a batch. Records must be in source order (as [`crate::source::MskEvent`]
+    /// holds them). `budget` is when to stop waiting for the broker: undelivered
     /// messages are then purged and their records reported not done.
     ///
     /// `renew` gives the recovery round a new producer when `sink` turns fatal.

@@ -295,9 +295,9 @@ impl Decoder {
 
     /// Decodes one Kafka value. Every problem is a permanent error of the DMS stage.
     pub fn decode<'a>(&self, value: &'a [u8]) -> Result<ChangeEvent<'a>, RecordError> {
-        // UTF-8 is checked once for the whole value, so strings and raw values borrowed
-        // from it are not checked again one by one.
-        let text = std::str::from_utf8(value)
+        // UTF-8 is checked once for the whole value (with SIMD), so strings and raw
+        // values borrowed from it are not checked again one by one.
+        let text = simdutf8::compat::from_utf8(value)
             .map_err(|e| dms_error(format!("not a DMS JSON record: invalid UTF-8: {e}")))?;
         let mut de = serde_json::Deserializer::from_str(text);
         let raw = DocumentSeed {

@@ -6,7 +6,7 @@
 //!
 //! A record travels one way through these modules:
 //!
-//! - [`source`]: MSK `KafkaEvent` -> ordered [`source::SourceRecord`]s; base64 and headers.
+//! - [`source`]: MSK event bytes -> ordered [`source::SourceRecord`]s; base64 and headers.
 //! - [`dms`]: DMS JSON -> [`dms::ChangeEvent`], borrowed: rows are raw JSON text per column.
 //! - [`transform`]: the routes file (filters, pseudonyms, JSON Schemas of the output);
 //!   change -> [`transform::OutMessage`]s.

@@ -1,8 +1,8 @@
 //! MSK event -> ordered [`SourceRecord`]s, and their base64 decoding.
 //!
-//! Lambda sends `records` as a map keyed `"<topic>-<partition>"` (a `HashMap`, so in no
-//! particular order). [`records`] flattens it into one list sorted by that key and, within
-//! a key, by offset, so that everything downstream can rely on source order. Decoding
+//! Lambda sends `records` as a map keyed `"<topic>-<partition>"` (in no particular
+//! order). [`MskEvent::parse`] flattens it into one list sorted by that key and, within a
+//! key, by offset, so that everything downstream can rely on source order. Decoding
 //! (base64 of key and value, Java's signed header bytes) happens per record in
 //! [`SourceRecord::decode`], inside the concurrent transform tasks, so a record that does
 //! not decode fails alone.
@@ -44,8 +44,8 @@ impl MskEvent {
         let body = body.into();
         // One SIMD pass over the whole payload instead of a scalar check of each string
         // the parser borrows from it.
-        let text = simdutf8::basic::from_utf8(&body)
-            .map_err(|_| serde_json::Error::custom("the event is not UTF-8"))?;
+        let text = simdutf8::compat::from_utf8(&body)
+            .map_err(|e| serde_json::Error::custom(format!("the event is not UTF-8: {e}")))?;
         let raw: RawEvent<'_> = serde_json::from_str(text)?;
         raw.build(Some(&body))
     }

@@ -8,7 +8,7 @@
 //! parses them itself ([`crate::source::MskEvent::parse`]: one pass, each key and value
 //! a slice of the payload).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -19,20 +19,29 @@ use lambda_runtime::LambdaInvocation;
 /// What the runtime deserialises in place of a payload: the handler's event is `()`.
 const PLACEHOLDER: &[u8] = b"null";
 
+/// At most this many payloads are kept: the runtime runs one invocation at a time, so a
+/// payload whose handler never ran (the runtime failed before it) is dropped once this
+/// many later ones have come, not kept for the life of the execution environment.
+const KEPT: usize = 8;
+
 /// The payloads of the invocations under way, by request id.
 #[derive(Debug, Clone, Default)]
-pub struct Payloads(Arc<Mutex<HashMap<String, Bytes>>>);
+pub struct Payloads(Arc<Mutex<VecDeque<(String, Bytes)>>>);
 
 impl Payloads {
     fn put(&self, request_id: String, body: Bytes) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.insert(request_id, body);
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((request_id, body));
     }
 
     /// The payload of `request_id`, once: `None` if none was kept.
     pub fn take(&self, request_id: &str) -> Option<Bytes> {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.remove(request_id)
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = kept.iter().position(|(id, _)| id == request_id)?;
+        kept.remove(at).map(|(_, body)| body)
     }
 }
 
