@@ -119,6 +119,16 @@ fn stages(c: &mut Criterion) {
             }
         })
     });
+    // What an invocation does before it produces: the MSK event parsed from its bytes
+    // (shared, as the runtime hands them over), then each record decoded and transformed.
+    g.bench_function("parse_decode_and_transform_records", |b| {
+        b.iter(|| {
+            let event = MskEvent::parse(black_box(body.clone())).expect("parses");
+            for r in &event.records {
+                let _ = black_box(process(&decoder, &transformer, r, CLUSTER, false).result);
+            }
+        })
+    });
     // The peers' mapping (bench/routes.toml): include, rename and keys only, none of the
     // options that cost per record (filter, hash, truncate); what the side-by-side
     // benchmark runs.
