@@ -15,7 +15,6 @@ import platform
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,7 +241,7 @@ def report(result):
                   f"| peak RSS at 6,000 <= 0.8x the lowest peer | {relay['peak_rss_bytes'] / 2**20:.1f} MiB vs {lowest_peer_rss / 2**20:.1f} MiB ({rss_ratio:.2f}x) | {verdict(rss_ratio <= 0.8)} |",
                   f"| first invocation after init <= 1.2x warm (6,000 records) | {cold['first_invocation_ms']:.1f} ms vs {cold['warm_median_ms']:.1f} ms ({cold_ratio:.2f}x) | {verdict(cold_ratio <= 1.2)} |",
                   ""]
-    for broker in ("tansu", "nisshi"):
+    for broker in ("tansu", "nisshi", "mock"):
         lag = os.path.join(ROOT, "bench", "results", f"lag-{broker}.md")
         if os.path.exists(lag):
             lines += [open(lag).read().strip(), ""]

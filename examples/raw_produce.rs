@@ -1,6 +1,8 @@
 //! The benchmark's ceiling: produce already-transformed messages with rdkafka and await
 //! every acknowledgement, nothing else (no event parsing, no base64, no DMS, no routes).
-//! Same producer configuration as cdc-relay (idempotent, acks=all).
+//! Same producer configuration as cdc-relay (idempotent, acks=all), and like cdc-relay it
+//! flushes once everything is enqueued, so neither waits out `linger.ms` for the last
+//! messages.
 //!
 //!   raw_produce BROKERS ROUNDS MESSAGES.jsonl...
 //!
@@ -89,10 +91,23 @@ async fn main() -> anyhow::Result<()> {
                 }
                 futures.push(producer.send_result(record).map_err(|(e, _)| e)?);
             }
+            // As the relay does at the end of a batch: librdkafka sends what is queued at
+            // once while a flush is under way (rdkafka's own `flush` polls with a zero
+            // timeout, which ends it before the broker thread looks).
+            let flusher = producer.clone();
+            let flush = tokio::task::spawn_blocking(move || {
+                // SAFETY: the handle belongs to `flusher`'s producer, kept alive by this
+                // closure until the call returns; rd_kafka_flush may be called from any
+                // thread. Each message's own delivery report decides.
+                unsafe {
+                    rdkafka::bindings::rd_kafka_flush(flusher.client().native_ptr(), 30_000);
+                }
+            });
             let mut ok = true;
             for f in futures {
                 ok &= matches!(f.await, Ok(Ok(_)));
             }
+            flush.await?;
             println!(
                 "{}",
                 serde_json::json!({"round": round, "event": path, "ms": t.elapsed().as_secs_f64() * 1e3,
