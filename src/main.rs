@@ -106,9 +106,9 @@ enum Command {
     },
     /// Run librdkafka's mock cluster on loopback until standard input ends, printing its
     /// bootstrap servers on the first line; each line read names a topic to create. A
-    /// Kafka-protocol broker (groups and transactions included) kept in memory, with no
-    /// storage or fetch wait to bound lag, for benchmarks (bench/lag.py --broker mock).
-    /// Not a broker to keep data in.
+    /// Kafka-protocol broker (groups and transactions included) kept in memory, for
+    /// benchmarks (bench/lag.py --broker mock, which states its limits). Not a broker to
+    /// keep data in: it keeps the last 5 MiB of each partition.
     MockCluster {
         /// Brokers in the cluster.
         #[arg(long, default_value_t = 1)]

@@ -76,8 +76,10 @@ fn routes_golden_output(name: &str) {
 
 /// The values and keys of the relay and flat envelopes, byte for byte: the other
 /// golden files compare parsed JSON, which would not see a change of field order,
-/// spacing or escape spelling. Recorded from the serde-derived writer the hand-written
-/// one replaced (identical on every fixture and 3,000 generated records).
+/// spacing or escape spelling. `tests/inputs/escapes.json` puts quotes, backslashes,
+/// control characters, U+2028 and non-ASCII text in schema, table and column names and
+/// values. The hand-written writer gave the same bytes as the serde-derived one it
+/// replaced on every fixture, this input and 3,000 generated records.
 #[test]
 fn envelopes_are_written_byte_for_byte() {
     let mut text = Vec::new();
@@ -88,11 +90,13 @@ fn envelopes_are_written_byte_for_byte() {
             .expect("a hash key");
         let pipeline = pipeline(routes);
         for name in [
-            "update-before-image.json",
-            "oracle-names.json",
-            "types-and-drift.json",
+            "events/update-before-image.json",
+            "events/oracle-names.json",
+            "events/types-and-drift.json",
+            "tests/inputs/escapes.json",
         ] {
-            let MskEvent { origin, records } = util::load_event(name);
+            let input = std::fs::read_to_string(util::root().join(name)).expect("input");
+            let MskEvent { origin, records } = util::parse_event(&input);
             let cluster = origin.cluster();
             for record in &records {
                 let Ok(cdc_relay::transform::Transformed::Messages(messages)) =

@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(event.records.len(), read.records.len());
         for (record, copy) in event.records.iter().zip(&read.records) {
             assert_eq!(
-                (&record.batch_partition, &record.topic, record.offset, record.timestamp_ms),
-                (&copy.batch_partition, &copy.topic, copy.offset, copy.timestamp_ms)
+                (&record.batch_partition, &record.topic, record.partition, record.offset, record.timestamp_ms),
+                (&copy.batch_partition, &copy.topic, copy.partition, copy.offset, copy.timestamp_ms)
             );
             assert_eq!((&record.key, &record.value, &record.headers), (&copy.key, &copy.value, &copy.headers));
             let _ = record.decode();

@@ -31,6 +31,8 @@ pub struct Payloads(Arc<Mutex<VecDeque<(String, Bytes)>>>);
 impl Payloads {
     fn put(&self, request_id: String, body: Bytes) {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // A request id delivered again (the runtime retrying) replaces its payload.
+        kept.retain(|(id, _)| *id != request_id);
         if kept.len() >= KEPT {
             kept.pop_front();
         }
