@@ -794,13 +794,18 @@ fn object_len(cells: &[Cell<'_, '_>]) -> usize {
         .sum::<usize>()
 }
 
-/// A JSON object of cells, in their order.
-fn write_object(out: &mut Vec<u8>, cells: &[Cell<'_, '_>]) {
-    out.push(b'{');
+/// The `"name":value` fields of cells, in their order, comma-separated.
+fn write_cells(out: &mut Vec<u8>, cells: &[Cell<'_, '_>]) {
     for (i, cell) in cells.iter().enumerate() {
         write::field(out, i == 0, cell.name);
         write::raw(out, cell.value.raw());
     }
+}
+
+/// A JSON object of cells, in their order.
+fn write_object(out: &mut Vec<u8>, cells: &[Cell<'_, '_>]) {
+    out.push(b'{');
+    write_cells(out, cells);
     out.push(b'}');
 }
 
@@ -1260,10 +1265,7 @@ impl FlatEnvelope<'_, '_, '_> {
     fn write(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(ENVELOPE_AROUND + object_len(self.row));
         out.push(b'{');
-        for (i, cell) in self.row.iter().enumerate() {
-            write::field(&mut out, i == 0, cell.name);
-            write::raw(&mut out, cell.value.raw());
-        }
+        write_cells(&mut out, self.row);
         if self.row.is_empty() {
             write::literal(&mut out, "\"__op\":");
         } else {
