@@ -3,9 +3,12 @@
 //! The document is `{"data": {...}, "<before-image field>": {...}, "metadata": {...}}`
 //! for data records and `{"control": {...}, "metadata": {...}}` for DDL/control records.
 //! The before-image field name is configurable in DMS (`BeforeImageSettings.FieldName`),
-//! so decoding goes through a [`serde::de::DeserializeSeed`] that knows the name: one pass,
-//! no intermediate DOM. Unknown top-level and metadata fields are ignored; pretty-printed
-//! (`json`) and one-line (`json-unformatted`) values parse alike.
+//! so the decoder knows the name. It reads the document in one pass of the core's JSON
+//! scanner (`json.rs`), no intermediate DOM: what serde_json accepts, it accepts
+//! (`Decoder::decode_with_serde`, the serde reading it replaced, is the reference the
+//! tests and the `dms_decode` fuzz target compare it with). Unknown top-level and
+//! metadata fields are skipped (but checked); pretty-printed (`json`) and one-line
+//! (`json-unformatted`) values parse alike.
 //!
 //! Nothing is copied or converted: a row is a list of column names and the raw JSON text
 //! of each value ([`RawValue`]), metadata strings borrow from the input unless they hold
@@ -15,11 +18,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{RecordError, Stage};
+use crate::json::{raw_value, ScanError, Scanner};
 
 /// One column of a row: its name and its value's JSON text, as DMS wrote them.
 #[derive(Debug, Clone, Copy)]
@@ -295,12 +299,53 @@ impl Decoder {
 
     /// Decodes one Kafka value. Every problem is a permanent error of the DMS stage.
     pub fn decode<'a>(&self, value: &'a [u8]) -> Result<ChangeEvent<'a>, RecordError> {
-        // UTF-8 is checked once for the whole value (with SIMD), so strings and raw
-        // values borrowed from it are not checked again one by one.
         let text = simdutf8::compat::from_utf8(value)
             .map_err(|e| dms_error(format!("not a DMS JSON record: invalid UTF-8: {e}")))?;
+        let mut scanner = Scanner::new(text);
+        self.document(&mut scanner)
+            .and_then(|raw| scanner.end().map(|()| raw))
+            .map_err(|e| dms_error(format!("not a DMS JSON record: {e}")))?
+            .into_change_event()
+    }
+
+    /// The document's fields, in one pass of the scanner.
+    fn document<'a>(&self, s: &mut Scanner<'a>) -> Result<RawDocument<'a>, ScanError> {
+        s.object("a DMS record object with `metadata`")?;
+        let mut doc = RawDocument::default();
+        let mut first = true;
+        while let Some(key) = s.key(&mut first)? {
+            let taken = match &*key {
+                "data" => doc.data.is_some(),
+                "metadata" => doc.metadata.is_some(),
+                "control" => doc.control.is_some(),
+                k if k == self.before_field => doc.before.is_some(),
+                _ => false,
+            };
+            if taken {
+                return Err(s.error(format_args!("duplicate field `{key}`")));
+            }
+            match &*key {
+                "data" => doc.data = Some(row_or_null(s)?),
+                "metadata" => doc.metadata = Some(metadata(s)?),
+                "control" => doc.control = Some(raw_value(s.raw()?)?),
+                k if k == self.before_field => doc.before = Some(row_or_null(s)?),
+                _ => {
+                    s.raw()?;
+                }
+            }
+        }
+        Ok(doc)
+    }
+
+    /// [`Decoder::decode`] as serde_json reads the document: the reference the scanner
+    /// is tested against (differentially, by the tests and the `dms_decode` fuzz target).
+    #[cfg(any(test, feature = "reference"))]
+    pub fn decode_with_serde<'a>(&self, value: &'a [u8]) -> Result<ChangeEvent<'a>, RecordError> {
+        let text = simdutf8::compat::from_utf8(value)
+            .map_err(|e| dms_error(format!("not a DMS JSON record: invalid UTF-8: {e}")))?;
+        use serde::de::DeserializeSeed;
         let mut de = serde_json::Deserializer::from_str(text);
-        let raw = DocumentSeed {
+        let raw = reference::DocumentSeed {
             before_field: &self.before_field,
             _input: std::marker::PhantomData,
         }
@@ -308,6 +353,118 @@ impl Decoder {
         .and_then(|raw| de.end().map(|()| raw))
         .map_err(|e| dms_error(format!("not a DMS JSON record: {e}")))?;
         raw.into_change_event()
+    }
+}
+
+/// Decodes `value` both ways and says how the readings differ, if they do: one
+/// accepts what the other refuses, or they read different events. The one difference
+/// kept on purpose: serde's derive reads a struct from an array of its fields in order,
+/// so the reference takes `"metadata": [...]`, which DMS never writes; the decoder
+/// refuses it.
+#[cfg(any(test, feature = "reference"))]
+pub fn compare_with_serde(decoder: &Decoder, value: &[u8]) -> Result<(), String> {
+    let ours = decoder.decode(value);
+    let reference = decoder.decode_with_serde(value);
+    match (&ours, &reference) {
+        (Ok(a), Ok(b)) if format!("{a:?}") == format!("{b:?}") => Ok(()),
+        (Err(_), Err(_)) => Ok(()),
+        (Err(_), Ok(_)) if metadata_is_an_array(value) => Ok(()),
+        _ => Err(format!("decoder: {ours:?}\nserde_json: {reference:?}")),
+    }
+}
+
+#[cfg(any(test, feature = "reference"))]
+fn metadata_is_an_array(value: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(value)
+        .ok()
+        .is_some_and(|doc| doc.get("metadata").is_some_and(serde_json::Value::is_array))
+}
+
+/// A row, or `null` (`None`).
+fn row_or_null<'a>(s: &mut Scanner<'a>) -> Result<Option<Row<'a>>, ScanError> {
+    if s.null()? {
+        return Ok(None);
+    }
+    s.object("a row object")?;
+    let mut columns = Vec::with_capacity(16);
+    let mut first = true;
+    while let Some(name) = s.key(&mut first)? {
+        let value = raw_value(s.raw()?)?;
+        if s.escaped() {
+            check_escapes(value).map_err(|e| s.error(format_args!("column {name:?}: {e}")))?;
+        }
+        columns.push(Column { name, value });
+    }
+    Ok(Some(Row { columns }))
+}
+
+/// The `metadata` object: known fields read, others skipped (but checked), a field
+/// given twice refused.
+fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
+    s.object("struct Metadata")?;
+    let mut m = Metadata::default();
+    let mut seen = 0u16;
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        let field = match &*key {
+            "timestamp" => 0,
+            "record-type" => 1,
+            "operation" => 2,
+            "partition-key-type" => 3,
+            "partition-key-value" => 4,
+            "schema-name" => 5,
+            "table-name" => 6,
+            "transaction-id" => 7,
+            "commit-timestamp" => 8,
+            "stream-position" => 9,
+            "transaction-record-id" => 10,
+            "prev-transaction-id" => 11,
+            "prev-transaction-record-id" => 12,
+            _ => {
+                s.raw()?;
+                continue;
+            }
+        };
+        if seen & (1 << field) != 0 {
+            return Err(s.error(format_args!("duplicate field `{key}`")));
+        }
+        seen |= 1 << field;
+        match field {
+            0 => m.timestamp = s.text_or_null(&key)?,
+            1 => m.record_type = s.text_or_null(&key)?,
+            2 => m.operation = s.text_or_null(&key)?,
+            3 => m.partition_key_type = s.text_or_null(&key)?,
+            4 => m.partition_key_value = raw_or_null(s)?,
+            5 => m.schema_name = s.text_or_null(&key)?,
+            6 => m.table_name = s.text_or_null(&key)?,
+            7 => m.transaction_id = number_or_string_or_null(s, &key)?,
+            8 => m.commit_timestamp = s.text_or_null(&key)?,
+            9 => m.stream_position = s.text_or_null(&key)?,
+            10 => m.transaction_record_id = number_or_string_or_null(s, &key)?,
+            11 => m.prev_transaction_id = number_or_string_or_null(s, &key)?,
+            _ => m.prev_transaction_record_id = number_or_string_or_null(s, &key)?,
+        }
+    }
+    Ok(m)
+}
+
+fn raw_or_null<'a>(s: &mut Scanner<'a>) -> Result<Option<&'a RawValue>, ScanError> {
+    if s.null()? {
+        return Ok(None);
+    }
+    raw_value(s.raw()?).map(Some)
+}
+
+fn number_or_string_or_null<'a>(
+    s: &mut Scanner<'a>,
+    field: &str,
+) -> Result<Option<&'a RawValue>, ScanError> {
+    match s.peek() {
+        Some(b'n') => raw_or_null(s),
+        Some(b'"' | b'-' | b'0'..=b'9') => raw_value(s.raw()?).map(Some),
+        _ => Err(s.error(format_args!(
+            "invalid type: `{field}`: expected a number or a string"
+        ))),
     }
 }
 
@@ -375,63 +532,73 @@ impl<'a> RawDocument<'a> {
     }
 }
 
-struct DocumentSeed<'s, 'a> {
-    before_field: &'s str,
-    _input: std::marker::PhantomData<&'a ()>,
-}
+/// The serde_json reading of a document, kept as the reference for
+/// [`Decoder::decode_with_serde`].
+#[cfg(any(test, feature = "reference"))]
+mod reference {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
 
-impl<'de: 'a, 'a> DeserializeSeed<'de> for DocumentSeed<'_, 'a> {
-    type Value = RawDocument<'a>;
+    use super::{RawDocument, Text};
 
-    fn deserialize<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<RawDocument<'a>, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for DocumentSeed<'_, 'a> {
-    type Value = RawDocument<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a DMS record object with `metadata`")
+    pub(super) struct DocumentSeed<'s, 'a> {
+        pub(super) before_field: &'s str,
+        pub(super) _input: std::marker::PhantomData<&'a ()>,
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocument<'a>, A::Error> {
-        use serde::de::Error as _;
-        let mut doc = RawDocument::default();
-        while let Some(Text(key)) = map.next_key::<Text<'a>>()? {
-            let slot_taken = |taken: bool| {
-                if taken {
-                    Err(A::Error::custom(format!("duplicate field `{key}`")))
-                } else {
-                    Ok(())
-                }
-            };
-            match key.as_ref() {
-                "data" => {
-                    slot_taken(doc.data.is_some())?;
-                    doc.data = Some(map.next_value()?);
-                }
-                "metadata" => {
-                    slot_taken(doc.metadata.is_some())?;
-                    doc.metadata = Some(map.next_value()?);
-                }
-                "control" => {
-                    slot_taken(doc.control.is_some())?;
-                    doc.control = Some(map.next_value()?);
-                }
-                k if k == self.before_field => {
-                    slot_taken(doc.before.is_some())?;
-                    doc.before = Some(map.next_value()?);
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+    impl<'de: 'a, 'a> DeserializeSeed<'de> for DocumentSeed<'_, 'a> {
+        type Value = RawDocument<'a>;
+
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<RawDocument<'a>, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+    }
+
+    impl<'de: 'a, 'a> Visitor<'de> for DocumentSeed<'_, 'a> {
+        type Value = RawDocument<'a>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a DMS record object with `metadata`")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocument<'a>, A::Error> {
+            use serde::de::Error as _;
+            let mut doc = RawDocument::default();
+            while let Some(Text(key)) = map.next_key::<Text<'a>>()? {
+                let slot_taken = |taken: bool| {
+                    if taken {
+                        Err(A::Error::custom(format!("duplicate field `{key}`")))
+                    } else {
+                        Ok(())
+                    }
+                };
+                match key.as_ref() {
+                    "data" => {
+                        slot_taken(doc.data.is_some())?;
+                        doc.data = Some(map.next_value()?);
+                    }
+                    "metadata" => {
+                        slot_taken(doc.metadata.is_some())?;
+                        doc.metadata = Some(map.next_value()?);
+                    }
+                    "control" => {
+                        slot_taken(doc.control.is_some())?;
+                        doc.control = Some(map.next_value()?);
+                    }
+                    k if k == self.before_field => {
+                        slot_taken(doc.before.is_some())?;
+                        doc.before = Some(map.next_value()?);
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
             }
+            Ok(doc)
         }
-        Ok(doc)
     }
 }
 
@@ -522,6 +689,53 @@ mod tests {
         let ev = Decoder::default().decode(doc.as_bytes()).expect("valid");
         assert!(
             matches!(ev.change, Change::Control { ref operation, .. } if operation == "add-column")
+        );
+    }
+
+    /// The scanner reads every document as serde_json does: generated records, and
+    /// the same records cut, spliced and scribbled on.
+    #[test]
+    fn reads_documents_as_serde_json_does() {
+        let event = crate::generate::generate(&crate::generate::GenOptions {
+            records: 40,
+            value_bytes: 200,
+            ..Default::default()
+        });
+        let event: crate::source::MskEvent = serde_json::from_value(event).expect("an event");
+        let escaped = r#"{"data":{"caf\u00e9":"a\"b\\c\ud83d\ude00","n":-1.5e-3,"o":{"x":[1,{}]}},
+          "metadata":{"record-type":"data","operation":"insert","schema-name":"s\u0041",
+          "table-name":"t","transaction-id":"0A.1","partition-key-value":{"k":[true]}}}"#;
+        let docs: Vec<String> = [UPDATE.to_owned(), escaped.to_owned()]
+            .into_iter()
+            .chain(
+                event
+                    .records
+                    .iter()
+                    .filter_map(|r| String::from_utf8(r.decode().ok()?.value?).ok()),
+            )
+            .collect();
+        let decoder = Decoder::default();
+        crate::json::check_scribbled(
+            &docs,
+            vec![
+                "\\u",
+                "\\ud800",
+                "\\udc00",
+                "nul",
+                "1.5e3",
+                "01",
+                ".",
+                "e",
+                "\n",
+                "\u{1}",
+                "\"data\":",
+                "\"metadata\":",
+                "\"before-image\":",
+                "true",
+                "é",
+                "\"x\"",
+            ],
+            |doc| compare_with_serde(&decoder, doc),
         );
     }
 

@@ -13,6 +13,7 @@
 //! - [`deadletter`]: poison records -> dead-letter messages with the reason and origin.
 //! - [`generate`]: synthetic MSK events of DMS records (benchmarks, load tests).
 //! - [`error`]: typed record and configuration errors (retryable or permanent).
+//! - `json` (private): the validating JSON scanner `source` and `dms` read with.
 //!
 //! [`process`] is one record through the first three: what the pipeline runs per record.
 
@@ -24,6 +25,7 @@ pub mod deadletter;
 pub mod dms;
 pub mod error;
 pub mod generate;
+mod json;
 pub mod source;
 pub mod transform;
 

@@ -19,14 +19,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::dms::Text;
 use crate::error::{RecordError, Stage};
+use crate::json::{ScanError, Scanner};
 
 /// An MSK event as the relay reads it: where it came from, and its records in source
 /// order (by `"<topic>-<partition>"` key, then offset).
 ///
 /// [`MskEvent::parse`] reads it from the payload's bytes, as Lambda's runtime API hands
-/// them over: one pass, no key strings, each record's key and value kept as a slice of
-/// the payload (base64, decoded per record in the concurrent tasks). Its `Deserialize`
-/// reads the same JSON from any other serde source (copying the text). Either way bad
+/// them over: one pass of the core's JSON scanner, no key strings, each record's key and
+/// value kept as a slice of the payload (base64, decoded per record in the concurrent
+/// tasks). Its `Deserialize` reads the same JSON from any other serde source (copying
+/// the text); the two readings are compared by `compare_with_serde`, in the tests and
+/// the `msk_event` fuzz target. Either way bad
 /// values are errors, never panics: timestamps must be whole milliseconds within
 /// chrono's range; absent `headers` mean none; a partition key given twice is refused.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +49,10 @@ impl MskEvent {
         // the parser borrows from it.
         let text = simdutf8::compat::from_utf8(&body)
             .map_err(|e| serde_json::Error::custom(format!("the event is not UTF-8: {e}")))?;
-        let raw: RawEvent<'_> = serde_json::from_str(text)?;
+        let mut scanner = Scanner::new(text);
+        let raw = RawEvent::scan(&mut scanner)
+            .and_then(|raw| scanner.end().map(|()| raw))
+            .map_err(|e| serde_json::Error::custom(e.to_string()))?;
         raw.build(Some(&body))
     }
 }
@@ -143,6 +149,233 @@ impl<'de> Deserialize<'de> for Headers {
         }
         deserializer.deserialize_map(HeadersVisitor)
     }
+}
+
+/// The event read by the scanner: what serde reads through the derives above, field for
+/// field (unknown fields skipped but checked, a field given twice refused). Only the
+/// derives' reading of a struct from an array of its fields is not repeated: Lambda
+/// never sends one.
+impl<'a> RawEvent<'a> {
+    fn scan(s: &mut Scanner<'a>) -> Result<RawEvent<'a>, ScanError> {
+        s.object("an MSK event object")?;
+        let mut event = RawEvent {
+            event_source: None,
+            event_source_arn: None,
+            records: None,
+            bootstrap_servers: None,
+        };
+        let mut seen = Fields::default();
+        let mut first = true;
+        while let Some(key) = s.key(&mut first)? {
+            let text = |s: &mut Scanner<'a>| s.text_or_null(&key).map(|t| t.map(Text));
+            match &*key {
+                "eventSource" => {
+                    seen.once(s, 0, &key)?;
+                    event.event_source = text(s)?;
+                }
+                "eventSourceArn" => {
+                    seen.once(s, 1, &key)?;
+                    event.event_source_arn = text(s)?;
+                }
+                "bootstrapServers" => {
+                    seen.once(s, 2, &key)?;
+                    event.bootstrap_servers = text(s)?;
+                }
+                "records" => {
+                    seen.once(s, 3, &key)?;
+                    event.records = if s.null()? {
+                        None
+                    } else {
+                        Some(Partitions::scan(s)?)
+                    };
+                }
+                _ => {
+                    s.raw()?;
+                }
+            }
+        }
+        Ok(event)
+    }
+}
+
+impl<'a> Partitions<'a> {
+    fn scan(s: &mut Scanner<'a>) -> Result<Partitions<'a>, ScanError> {
+        s.object("a map of \"<topic>-<partition>\" to records")?;
+        let mut out = Vec::new();
+        let mut first = true;
+        while let Some(key) = s.key(&mut first)? {
+            s.array("a sequence of records")?;
+            let mut records = Vec::new();
+            let mut first = true;
+            while s.element(&mut first)? {
+                records.push(RawRecord::scan(s)?);
+            }
+            out.push((Text(key), records));
+        }
+        Ok(Partitions(out))
+    }
+}
+
+impl<'a> RawRecord<'a> {
+    fn scan(s: &mut Scanner<'a>) -> Result<RawRecord<'a>, ScanError> {
+        s.object("struct RawRecord")?;
+        let mut topic = None;
+        let (mut partition, mut offset, mut timestamp) = (None, None, None);
+        let (mut key_text, mut value, mut headers) = (None, None, Vec::new());
+        let mut seen = Fields::default();
+        let mut first = true;
+        while let Some(key) = s.key(&mut first)? {
+            let text = |s: &mut Scanner<'a>| s.text_or_null(&key).map(|t| t.map(Text));
+            match &*key {
+                "topic" => {
+                    seen.once(s, 0, &key)?;
+                    topic = text(s)?;
+                }
+                "partition" => {
+                    seen.once(s, 1, &key)?;
+                    partition = Some(s.integer()?);
+                }
+                "offset" => {
+                    seen.once(s, 2, &key)?;
+                    offset = Some(s.integer()?);
+                }
+                "timestamp" => {
+                    seen.once(s, 3, &key)?;
+                    let millis = s.integer().map_err(|_| {
+                        s.error("record timestamp must be whole epoch milliseconds")
+                    })?;
+                    if chrono::DateTime::from_timestamp_millis(millis).is_none() {
+                        return Err(s.error("record timestamp out of range"));
+                    }
+                    timestamp = Some(millis);
+                }
+                "key" => {
+                    seen.once(s, 4, &key)?;
+                    key_text = text(s)?;
+                }
+                "value" => {
+                    seen.once(s, 5, &key)?;
+                    value = text(s)?;
+                }
+                "headers" => {
+                    seen.once(s, 6, &key)?;
+                    headers = Headers::scan_list(s)?;
+                }
+                _ => {
+                    s.raw()?;
+                }
+            }
+        }
+        let missing = |field: &str| s.error(format_args!("missing field `{field}`"));
+        Ok(RawRecord {
+            topic,
+            partition: partition.ok_or_else(|| missing("partition"))?,
+            offset: offset.ok_or_else(|| missing("offset"))?,
+            timestamp: timestamp.ok_or_else(|| missing("timestamp"))?,
+            key: key_text,
+            value,
+            headers,
+        })
+    }
+}
+
+impl Headers {
+    /// A record's `headers`: a list of maps of names to Java's signed bytes.
+    fn scan_list(s: &mut Scanner<'_>) -> Result<Vec<Headers>, ScanError> {
+        s.array("a sequence of headers")?;
+        let mut list = Vec::new();
+        let mut first = true;
+        while s.element(&mut first)? {
+            s.object("a map of header names to signed bytes")?;
+            let mut entries = Vec::new();
+            let mut first = true;
+            while let Some(name) = s.key(&mut first)? {
+                s.array("a sequence of signed bytes")?;
+                let mut bytes = Vec::new();
+                let mut first = true;
+                while s.element(&mut first)? {
+                    let byte = s.integer()?;
+                    match i8::try_from(byte) {
+                        // Lambda serialises header bytes as Java's signed `byte`: -61 is 0xC3.
+                        Ok(b) => bytes.push(b as u8),
+                        Err(_) => {
+                            return Err(
+                                s.error(format_args!("invalid value: {byte} is not a signed byte"))
+                            )
+                        }
+                    }
+                }
+                entries.push((name.into_owned(), bytes));
+            }
+            list.push(Headers(entries));
+        }
+        Ok(list)
+    }
+}
+
+/// The fields of one object read so far, to refuse one given twice.
+#[derive(Default)]
+struct Fields(u8);
+
+impl Fields {
+    fn once(&mut self, s: &Scanner<'_>, field: u8, name: &str) -> Result<(), ScanError> {
+        if self.0 & (1 << field) != 0 {
+            return Err(s.error(format_args!("duplicate field `{name}`")));
+        }
+        self.0 |= 1 << field;
+        Ok(())
+    }
+}
+
+/// Reads `data` both ways, [`MskEvent::parse`] and serde's `Deserialize`, and says how
+/// the readings differ, if they do. Two differences are kept on purpose: bytes that are
+/// not UTF-8 are refused by the parser where serde_json may skip them unread, and the
+/// serde derives read a struct from an array of its fields (`[..]` for an event or a
+/// record), which Lambda never sends and the parser refuses.
+#[cfg(any(test, feature = "reference"))]
+pub fn compare_with_serde(data: &[u8]) -> Result<(), String> {
+    let parsed = MskEvent::parse(data.to_vec());
+    let read = serde_json::from_slice::<MskEvent>(data);
+    match (&parsed, &read) {
+        (Err(_), Err(_)) => Ok(()),
+        (Err(_), Ok(_)) if std::str::from_utf8(data).is_err() || struct_as_array(data) => Ok(()),
+        (Ok(event), Ok(copy)) => {
+            let parts = |e: &MskEvent| -> Vec<_> {
+                e.records
+                    .iter()
+                    .map(|r| {
+                        let ids = (r.batch_partition.clone(), r.topic.clone(), r.partition);
+                        let at = (r.offset, r.timestamp_ms);
+                        (ids, at, r.key.clone(), r.value.clone(), r.headers.clone())
+                    })
+                    .collect()
+            };
+            if event.origin == copy.origin && parts(event) == parts(copy) {
+                Ok(())
+            } else {
+                Err(format!("parse: {event:?}\nserde: {copy:?}"))
+            }
+        }
+        _ => Err(format!("parse: {parsed:?}\nserde: {read:?}")),
+    }
+}
+
+/// Whether the event, or one of its records, is a JSON array.
+#[cfg(any(test, feature = "reference"))]
+fn struct_as_array(data: &[u8]) -> bool {
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    event.is_array()
+        || event
+            .get("records")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(|partitions| {
+                partitions.values().any(|list| {
+                    list.as_array()
+                        .is_some_and(|records| records.iter().any(serde_json::Value::is_array))
+                })
+            })
 }
 
 /// `text` as bytes of `body` when it lies inside it (borrowed by the parser), else a
@@ -712,6 +945,50 @@ mod tests {
         let twice = r#"{"records":{"t-0":[],"t-0":[]}}"#;
         let error = MskEvent::parse(Bytes::from_static(twice.as_bytes())).expect_err("refused");
         assert!(error.to_string().contains("appears twice"), "{error}");
+    }
+
+    /// The parser reads every event as serde does: generated events, and the same
+    /// events cut, spliced and scribbled on.
+    #[test]
+    fn parses_events_as_serde_does() {
+        let events: Vec<String> = (0..4u64)
+            .map(|seed| {
+                crate::generate::generate(&crate::generate::GenOptions {
+                    records: 3,
+                    value_bytes: 40,
+                    seed,
+                    ..Default::default()
+                })
+                .to_string()
+            })
+            .chain([
+                r#"{"eventSource":"aws:kafka","records":{"t\u002d0":[{"topic":"t",
+              "partition":0,"offset":-1,"timestamp":1,"timestampType":"CREATE_TIME",
+              "key":"a\u0077==","value":null,"headers":[{"h":[-61,127,0]},{}],"x":[{"y":1}]}]}}"#
+                    .to_owned(),
+            ])
+            .collect();
+        crate::json::check_scribbled(
+            &events,
+            vec![
+                "\\u00",
+                "-0",
+                "1.5",
+                "1e3",
+                "9223372036854775808",
+                "128",
+                "-129",
+                "\"records\":",
+                "\"partition\":",
+                "\"offset\":1,",
+                "\"timestamp\":",
+                "\"headers\":",
+                "\"key\":",
+                "[1]",
+                "é",
+            ],
+            compare_with_serde,
+        );
     }
 
     /// Invalid base64 fails the record in the source stage, permanently.
