@@ -431,6 +431,26 @@ impl<'a> Scanner<'a> {
             None => return self.fail("EOF while parsing a value"),
         }
         let start = self.at;
+        // The common case read directly: up to 18 digits, which cannot overflow, ended
+        // by neither a fraction nor an exponent.
+        let bytes = self.bytes();
+        let negative = bytes.get(start) == Some(&b'-');
+        let digits = start + usize::from(negative);
+        let mut at = digits;
+        let mut n: i64 = 0;
+        while let Some(&b @ b'0'..=b'9') = bytes.get(at) {
+            if at - digits == 18 {
+                break;
+            }
+            n = n * 10 + i64::from(b - b'0');
+            at += 1;
+        }
+        let ends = !matches!(bytes.get(at), Some(b'0'..=b'9' | b'.' | b'e' | b'E'));
+        let leading_zero = bytes.get(digits) == Some(&b'0') && at - digits > 1;
+        if ends && at > digits && !leading_zero && !(negative && n == 0) {
+            self.at = at;
+            return Ok(if negative { -n } else { n });
+        }
         self.number()?;
         let text = self.slice(start, self.at);
         if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) || text == "-0" {
@@ -766,6 +786,21 @@ mod tests {
     fn integers_fit_i64() {
         for case in [
             "0",
+            "7",
+            "-00",
+            "00",
+            "012",
+            "-",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "-1234567890123456789",
+            "12a",
+            "1]",
+            "1.5",
+            "-0.0",
+            "0e1",
+            "18446744073709551616",
             "-1",
             "9223372036854775807",
             "-9223372036854775808",
@@ -778,7 +813,8 @@ mod tests {
             "01",
         ] {
             let reference = serde_json::from_str::<i64>(case);
-            let ours = Scanner::new(case).integer();
+            let mut scanner = Scanner::new(case);
+            let ours = scanner.integer().and_then(|n| scanner.end().map(|()| n));
             assert_eq!(
                 ours.as_ref().ok(),
                 reference.as_ref().ok(),

@@ -1053,19 +1053,16 @@ fn select<'r, 'a>(
     route: &'r Route,
     row: &'r Row<'a>,
 ) -> Result<Vec<Cell<'r, 'a>>, (String, String)> {
-    let mut out: Vec<Cell<'r, 'a>> = row
-        .columns
-        .iter()
-        .filter_map(|column| {
-            let plan = route.plan(&column.name);
-            plan.keep.then(|| Cell {
-                source: &column.name,
-                name: plan.name.as_deref().unwrap_or(&column.name),
-                plan,
-                value: Json::Raw(column.value),
-            })
+    let mut out: Vec<Cell<'r, 'a>> = Vec::with_capacity(row.columns.len());
+    out.extend(row.columns.iter().filter_map(|column| {
+        let plan = route.plan(&column.name);
+        plan.keep.then(|| Cell {
+            source: &column.name,
+            name: plan.name.as_deref().unwrap_or(&column.name),
+            plan,
+            value: Json::Raw(column.value),
         })
-        .collect();
+    }));
     // Stable: of a repeated column the last occurrence is kept, as a JSON reader would,
     // before any coercion sees it.
     out.sort_by(|a, b| a.source.cmp(b.source));
