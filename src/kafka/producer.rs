@@ -325,10 +325,10 @@ impl Sink {
         budget: Option<Instant>,
     ) -> Result<DeliveryFuture, RecordError> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-        for (key, value) in &message.headers {
+        for (key, value) in message.headers.iter() {
             headers = headers.insert(Header {
-                key: key.as_ref(),
-                value: Some(value.as_slice()),
+                key,
+                value: Some(value),
             });
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =

@@ -278,12 +278,7 @@ pub fn dry_run(pipeline: &Pipeline, origin: &EventOrigin, records: &[SourceRecor
 /// A message as the dry run prints it; `topic_as_written` when the name DMS's schema and
 /// table gave was not one Kafka accepts and was made legal.
 fn message_json(message: &OutMessage, routes: &Routes) -> Value {
-    let headers = headers_json(
-        message
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_slice())),
-    );
+    let headers = headers_json(message.headers.iter());
     let value = value_json(message.value.as_deref());
     let mut out = json!({
         "topic": &*message.topic,

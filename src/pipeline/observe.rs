@@ -57,10 +57,10 @@ pub(super) fn traced(
         .map(|(_, bytes)| bytes.clone());
     for message in &mut messages {
         if let Some(tp) = &traceparent {
-            message.headers.push((TRACEPARENT.into(), tp.clone()));
+            message.headers.push(TRACEPARENT, tp);
         }
         if let Some(id) = xray {
-            message.headers.push((XRAY_TRACE_ID.into(), id.to_vec()));
+            message.headers.push(XRAY_TRACE_ID, id);
         }
     }
     Ok(Transformed::Messages(messages))

@@ -149,7 +149,7 @@ pub fn dead_letter(
         topic: letters.topic.clone(),
         key,
         value,
-        headers,
+        headers: headers.into_iter().collect(),
     }
 }
 

@@ -177,7 +177,7 @@ mod tests {
         message
             .headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
             .unwrap_or_else(|| panic!("header {name}"))
     }

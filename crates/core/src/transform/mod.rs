@@ -32,6 +32,7 @@ pub mod tabledef;
 mod write;
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
@@ -116,16 +117,86 @@ pub struct OutMessage {
     /// JSON value; `None` for a tombstone.
     pub value: Option<Vec<u8>>,
     /// Headers, in a fixed order.
-    pub headers: Vec<(Cow<'static, str>, Vec<u8>)>,
+    pub headers: MessageHeaders,
 }
 
 impl OutMessage {
     /// The value of a header, if present.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.get(name)
+    }
+}
+
+/// A message's headers in order: their names, and their values' bytes kept end to end
+/// in one buffer, so a message's headers take two allocations however many it has.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MessageHeaders {
+    /// Each header's name and the range of its value in `bytes`.
+    entries: Vec<(Cow<'static, str>, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
+}
+
+impl MessageHeaders {
+    /// Room for `headers` headers whose values take `bytes` bytes in all.
+    pub fn with_capacity(headers: usize, bytes: usize) -> MessageHeaders {
+        MessageHeaders {
+            entries: Vec::with_capacity(headers),
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Appends a header.
+    pub fn push(&mut self, name: impl Into<Cow<'static, str>>, value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.entries.push((name.into(), start..self.bytes.len()));
+    }
+
+    /// The headers in order, as names and values.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
+        self.entries.iter().map(|(name, range)| {
+            (
+                name.as_ref(),
+                self.bytes.get(range.clone()).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The value of the first header named `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Debug for MessageHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<N: Into<Cow<'static, str>>, V: AsRef<[u8]>> Extend<(N, V)> for MessageHeaders {
+    fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, headers: I) {
+        for (name, value) in headers {
+            self.push(name, value.as_ref());
+        }
+    }
+}
+
+impl<N: Into<Cow<'static, str>>, V: AsRef<[u8]>> FromIterator<(N, V)> for MessageHeaders {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(headers: I) -> MessageHeaders {
+        let mut out = MessageHeaders::default();
+        out.extend(headers);
+        out
     }
 }
 
@@ -432,10 +503,9 @@ impl Transformer {
                                 let value = attributes.structured(&bytes)?;
                                 let mut message =
                                     headers.message(topic.clone(), key_bytes, Some(value), &id);
-                                message.headers.push((
-                                    "content-type".into(),
-                                    cloudevents::STRUCTURED.as_bytes().to_vec(),
-                                ));
+                                message
+                                    .headers
+                                    .push("content-type", cloudevents::STRUCTURED.as_bytes());
                                 message
                             }
                             ContentMode::Binary => {
@@ -690,25 +760,33 @@ impl<'a> Headers<'a> {
         id: &EventId,
     ) -> OutMessage {
         let mut number = itoa::Buffer::new();
-        let partition = number.format(self.pos.partition).as_bytes().to_vec();
-        let offset = number.format(self.pos.offset).as_bytes().to_vec();
-        let mut headers = Vec::with_capacity(6 + self.transaction.len());
-        headers.extend([
-            (header::EVENT_ID.into(), id.as_bytes().to_vec()),
-            (
-                header::SOURCE_TOPIC.into(),
-                self.pos.topic.as_bytes().to_vec(),
-            ),
-            (header::SOURCE_PARTITION.into(), partition),
-            (header::SOURCE_OFFSET.into(), offset),
-            (header::OPERATION.into(), self.op.as_bytes().to_vec()),
-            (header::TABLE.into(), self.qualified.as_bytes().to_vec()),
-        ]);
-        headers.extend(
-            self.transaction
-                .iter()
-                .map(|(name, value)| (Cow::Borrowed(*name), value.clone())),
+        let transaction: usize = self.transaction.iter().map(|(_, v)| v.len()).sum();
+        // Room for two more (content type, trace context) without growing.
+        let mut headers = MessageHeaders::with_capacity(
+            8 + self.transaction.len(),
+            id.as_bytes().len()
+                + self.pos.topic.len()
+                + 40
+                + self.op.len()
+                + self.qualified.len()
+                + transaction
+                + 96,
         );
+        headers.push(header::EVENT_ID, id.as_bytes());
+        headers.push(header::SOURCE_TOPIC, self.pos.topic.as_bytes());
+        headers.push(
+            header::SOURCE_PARTITION,
+            number.format(self.pos.partition).as_bytes(),
+        );
+        headers.push(
+            header::SOURCE_OFFSET,
+            number.format(self.pos.offset).as_bytes(),
+        );
+        headers.push(header::OPERATION, self.op.as_bytes());
+        headers.push(header::TABLE, self.qualified.as_bytes());
+        for (name, value) in &self.transaction {
+            headers.push(*name, value);
+        }
         OutMessage {
             topic,
             key: Some(key.to_vec()),
@@ -1396,6 +1474,33 @@ pub(crate) fn transform_doc(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Headers keep their order and their bytes, whatever their number and length;
+    /// `get` finds the first of a name.
+    #[test]
+    fn message_headers_keep_order_and_bytes() {
+        let long = vec![0xC3; 300];
+        let mut headers = MessageHeaders::with_capacity(1, 4);
+        headers.push("a", b"1");
+        headers.push(String::from("b"), &long);
+        headers.push("a", b"");
+        headers.extend([("c", b"3".to_vec())]);
+        let listed: Vec<(&str, &[u8])> = headers.iter().collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("a", &b"1"[..]),
+                ("b", &long[..]),
+                ("a", &b""[..]),
+                ("c", &b"3"[..])
+            ]
+        );
+        assert_eq!(headers.get("a"), Some(&b"1"[..]));
+        assert_eq!(headers.get("z"), None);
+        assert_eq!(headers.len(), 4);
+        let again: MessageHeaders = listed.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        assert_eq!(again, headers);
+    }
     use crate::dms::Decoder;
 
     const ROUTES: &str = r#"

@@ -140,19 +140,16 @@ pub(super) fn messages(
             value.clone(),
             &ids.id(messages.len()),
         );
-        message
-            .headers
-            .push(("id".into(), scalar_text(id).as_bytes().to_vec()));
+        message.headers.push("id", scalar_text(id).as_bytes());
         for (field, v) in placed
             .iter()
             .filter(|(f, _)| f.placement == Placement::Header)
         {
             // A null column has no header (a Kafka header value here is bytes).
             if Kind::of(v.get()) != Kind::Null {
-                message.headers.push((
-                    field.alias.clone().into(),
-                    scalar_text(v).as_bytes().to_vec(),
-                ));
+                message
+                    .headers
+                    .push(field.alias.clone(), scalar_text(v).as_bytes());
             }
         }
         messages.push(message);
