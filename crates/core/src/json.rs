@@ -628,14 +628,42 @@ pub(crate) fn raw_value(text: &str) -> Result<&RawValue, ScanError> {
         .map_err(|e| ScanError(e.to_string()))
 }
 
+/// A `RawValue` owning `text`, which the relay wrote itself in a form that is always
+/// JSON (a pseudonym: a quoted hex string): handed to serde_json's `Box<RawValue>`
+/// deserialiser as [`raw_value`] hands it a borrowed one, so it is not parsed again.
+/// Whether serde_json still takes its text that way is checked once per process; if it
+/// does not, the text is parsed (and anything not JSON becomes `null`).
+pub(crate) fn owned_raw_value(text: String) -> Box<RawValue> {
+    use serde::de::value::{BorrowedStrDeserializer, Error, MapDeserializer, StringDeserializer};
+    use serde::Deserialize;
+    fn boxed(text: String) -> Result<Box<RawValue>, Error> {
+        let entry = (
+            BorrowedStrDeserializer::<Error>::new(RAW_VALUE_TOKEN),
+            StringDeserializer::<Error>::new(text),
+        );
+        <Box<RawValue>>::deserialize(MapDeserializer::new(std::iter::once(entry)))
+    }
+    static TAKES_TEXT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let takes_text =
+        *TAKES_TEXT.get_or_init(|| boxed("[1]".to_owned()).is_ok_and(|raw| raw.get() == "[1]"));
+    let raw = if takes_text {
+        boxed(text).map_err(|_| ())
+    } else {
+        RawValue::from_string(text).map_err(|_| ())
+    };
+    raw.unwrap_or_else(|()| RawValue::NULL.to_owned())
+}
+
+/// The key serde_json's `RawValue` deserialisers expect their text under.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
 /// The no-parse path of [`raw_value`]: how serde_json's `&RawValue` deserialiser takes
 /// its text (a one-entry map from its private token to the borrowed string).
 fn borrowed_raw_value(text: &str) -> Result<&RawValue, serde::de::value::Error> {
     use serde::de::value::{BorrowedStrDeserializer, MapDeserializer};
     use serde::Deserialize;
-    const TOKEN: &str = "$serde_json::private::RawValue";
     let entry = (
-        BorrowedStrDeserializer::<serde::de::value::Error>::new(TOKEN),
+        BorrowedStrDeserializer::<serde::de::value::Error>::new(RAW_VALUE_TOKEN),
         BorrowedStrDeserializer::<serde::de::value::Error>::new(text),
     );
     <&RawValue>::deserialize(MapDeserializer::new(std::iter::once(entry)))
@@ -683,6 +711,16 @@ mod tests {
         let raw = borrowed_raw_value(text).expect("serde_json takes a borrowed raw value");
         assert_eq!(raw.get(), text);
         assert_eq!(raw.get().as_ptr(), text.as_ptr());
+    }
+
+    /// An owned raw value is the text it was given, without a parse.
+    #[test]
+    fn owned_raw_values_keep_their_text() {
+        let text = "\"0123456789abcdef\"".to_owned();
+        let at = text.as_ptr();
+        let raw = owned_raw_value(text);
+        assert_eq!(raw.get(), "\"0123456789abcdef\"");
+        assert_eq!(raw.get().as_ptr(), at, "the string itself, not a copy");
     }
 
     /// Every way of scanning agrees with serde_json on what is JSON and what a value's

@@ -1001,7 +1001,7 @@ fn hashed_key<'a>(
     let token = key
         .pseudonym(prepared.raw())
         .ok_or_else(|| problem("is null once coerced".to_owned()))?;
-    Ok(Json::Owned(to_raw(token)))
+    Ok(Json::Owned(token))
 }
 
 /// The value of the route's column `column` in `row` (regardless of ASCII case on an
@@ -1264,7 +1264,7 @@ fn finish<'r, 'a>(
         if plan.hash {
             let key = hash_key.ok_or_else(no_hash_key)?;
             if let Some(token) = key.pseudonym(cell.value.raw()) {
-                cell.value = Json::Owned(to_raw(token));
+                cell.value = Json::Owned(token);
             }
         }
         if plan.mask && Kind::of(cell.value.raw().get()) != Kind::Null {

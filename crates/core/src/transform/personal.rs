@@ -52,9 +52,13 @@ impl HashKey {
 
     /// The token of some bytes: 64 lower-case hex digits.
     pub fn token(&self, bytes: &[u8]) -> String {
+        hex::encode(self.digest(bytes))
+    }
+
+    fn digest(&self, bytes: &[u8]) -> [u8; 32] {
         let mut mac = self.keyed.clone();
         mac.update(bytes);
-        hex::encode(mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
     }
 
     /// The published key of local runs ([`LOCAL_HASH_KEY`]).
@@ -65,21 +69,25 @@ impl HashKey {
     }
 
     /// The pseudonym of a JSON value, as JSON text (`null` stays `null`).
-    pub(crate) fn pseudonym(&self, value: &RawValue) -> Option<String> {
+    pub(crate) fn pseudonym(&self, value: &RawValue) -> Option<Box<RawValue>> {
         let text = value.get();
-        let token = match Kind::of(text) {
+        let digest = match Kind::of(text) {
             Kind::Null => return None,
             Kind::String => match string_of(value) {
-                Ok(content) => self.token(content.as_bytes()),
-                Err(_) => self.token(text.as_bytes()),
+                Ok(content) => self.digest(content.as_bytes()),
+                Err(_) => self.digest(text.as_bytes()),
             },
-            _ => self.token(text.as_bytes()),
+            _ => self.digest(text.as_bytes()),
         };
-        let mut out = String::with_capacity(token.len() + 2);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(2 * digest.len() + 2);
         out.push('"');
-        out.push_str(&token);
+        for b in digest {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
         out.push('"');
-        Some(out)
+        Some(crate::json::owned_raw_value(out))
     }
 }
 
@@ -115,26 +123,27 @@ mod tests {
     #[test]
     fn pseudonyms_are_keyed_and_stable() {
         let key = HashKey::new(b"0123456789abcdef0123456789abcdef").expect("key");
+        let pseudonym = |key: &HashKey, text: &str| {
+            key.pseudonym(&raw(text))
+                .map(|token| token.get().to_owned())
+        };
         let mut mac =
             Hmac::<Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef").expect("key");
         mac.update(b"a@b.c");
         let expected = hex::encode(mac.finalize().into_bytes());
         assert_eq!(
-            key.pseudonym(&raw("\"a@b.c\"")),
+            pseudonym(&key, "\"a@b.c\""),
             Some(format!("\"{expected}\""))
         );
         assert_eq!(
-            key.pseudonym(&raw("\"a\\u0040b.c\"")),
-            key.pseudonym(&raw("\"a@b.c\"")),
+            pseudonym(&key, "\"a\\u0040b.c\""),
+            pseudonym(&key, "\"a@b.c\""),
             "escapes do not change the token"
         );
-        assert_eq!(key.pseudonym(&raw("42")), key.pseudonym(&raw("\"42\"")));
-        assert_eq!(key.pseudonym(&raw("null")), None);
+        assert_eq!(pseudonym(&key, "42"), pseudonym(&key, "\"42\""));
+        assert_eq!(pseudonym(&key, "null"), None);
         let other = HashKey::new(b"another key of enough bytes!").expect("key");
-        assert_ne!(
-            other.pseudonym(&raw("\"a@b.c\"")),
-            key.pseudonym(&raw("\"a@b.c\""))
-        );
+        assert_ne!(pseudonym(&other, "\"a@b.c\""), pseudonym(&key, "\"a@b.c\""));
         assert!(HashKey::new(b"short").is_err());
         assert_eq!(format!("{key:?}"), "HashKey(<redacted>)");
     }
