@@ -54,7 +54,7 @@ pub(super) fn traced(
         .headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
-        .map(|(_, bytes)| bytes.clone());
+        .map(|(_, bytes)| bytes.as_slice());
     for message in &mut messages {
         if let Some(tp) = &traceparent {
             message.headers.push(TRACEPARENT, tp);

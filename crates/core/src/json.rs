@@ -638,11 +638,12 @@ pub(crate) fn raw_value(text: &str) -> Result<&RawValue, ScanError> {
     }
 }
 
-/// A `RawValue` owning `text`, which the relay wrote itself in a form that is always
-/// JSON (a pseudonym: a quoted hex string): handed to serde_json's `Box<RawValue>`
-/// deserialiser as [`raw_value`] hands it a borrowed one, so it is not parsed again.
-/// Whether serde_json still takes its text that way is checked once per process; if it
-/// does not, the text is parsed (and anything not JSON becomes `null`).
+/// A `RawValue` owning `text`, which the relay wrote itself (a pseudonym: a quoted hex
+/// string). The text is checked by the scanner (one value, nothing around it), then
+/// handed to serde_json's `Box<RawValue>` deserialiser as [`raw_value`] hands it a
+/// borrowed one, so serde_json does not parse it again. Whether serde_json still takes
+/// its text that way is checked once per process; if it does not, or the scanner
+/// refuses the text, serde_json parses it (and what is not JSON becomes `null`).
 pub(crate) fn owned_raw_value(text: String) -> Box<RawValue> {
     use serde::de::value::{BorrowedStrDeserializer, Error, MapDeserializer, StringDeserializer};
     use serde::Deserialize;
@@ -656,7 +657,11 @@ pub(crate) fn owned_raw_value(text: String) -> Box<RawValue> {
     static TAKES_TEXT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let takes_text =
         *TAKES_TEXT.get_or_init(|| boxed("[1]".to_owned()).is_ok_and(|raw| raw.get() == "[1]"));
-    let raw = if takes_text {
+    let mut scanner = Scanner::new(&text);
+    let whole = scanner
+        .raw()
+        .is_ok_and(|raw| raw.len() == text.len() && scanner.end().is_ok());
+    let raw = if takes_text && whole {
         boxed(text).map_err(|_| ())
     } else {
         RawValue::from_string(text).map_err(|_| ())
@@ -741,6 +746,15 @@ mod tests {
         let raw = owned_raw_value(text);
         assert_eq!(raw.get(), "\"0123456789abcdef\"");
         assert_eq!(raw.get().as_ptr(), at, "the string itself, not a copy");
+        // Never a raw value that is not JSON, nor one with space around it.
+        for (text, kept) in [
+            ("not json", "null"),
+            ("", "null"),
+            ("{\"a\":", "null"),
+            (" 1 ", "1"),
+        ] {
+            assert_eq!(owned_raw_value(text.to_owned()).get(), kept, "{text:?}");
+        }
     }
 
     /// Every way of scanning agrees with serde_json on what is JSON and what a value's
