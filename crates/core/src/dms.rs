@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{RecordError, Stage};
-use crate::json::{raw_value, ScanError, Scanner};
+use crate::json::{raw_value, Fields, ScanError, Scanner, Text};
 
 /// One column of a row: its name and its value's JSON text, as DMS wrote them.
 #[derive(Debug, Clone, Copy)]
@@ -99,31 +99,6 @@ fn check_escapes(value: &RawValue) -> Result<(), serde_json::Error> {
     match text.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).map(drop),
         _ => serde_json::from_str::<serde_json::Value>(text).map(drop),
-    }
-}
-
-/// A JSON string that borrows from the input when it holds no escapes.
-pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -417,7 +392,7 @@ fn row_or_null<'a>(s: &mut Scanner<'a>) -> Result<Option<Row<'a>>, ScanError> {
 fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
     s.object("struct Metadata")?;
     let mut m = Metadata::default();
-    let mut seen = 0u16;
+    let mut seen = Fields::default();
     let mut first = true;
     while let Some(key) = s.key(&mut first)? {
         let field = match &*key {
@@ -439,10 +414,7 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
                 continue;
             }
         };
-        if seen & (1 << field) != 0 {
-            return Err(s.error(format_args!("duplicate field `{key}`")));
-        }
-        seen |= 1 << field;
+        seen.once(s, field, &key)?;
         match field {
             0 => m.timestamp = s.text_or_null(&key)?,
             1 => m.record_type = s.text_or_null(&key)?,
@@ -706,25 +678,23 @@ mod tests {
         );
     }
 
-    /// The scanner reads every document as serde_json does: generated records, and
-    /// the same records cut, spliced and scribbled on.
+    /// The scanner reads every document as serde_json does: the sample events'
+    /// records, and the same records cut, spliced and scribbled on.
     #[test]
     fn reads_documents_as_serde_json_does() {
-        let event = crate::generate::generate(&crate::generate::GenOptions {
-            records: 40,
-            value_bytes: 200,
-            ..Default::default()
-        });
-        let event: crate::source::MskEvent = serde_json::from_value(event).expect("an event");
+        let events: Vec<crate::source::MskEvent> = crate::json::SAMPLE_EVENTS
+            .iter()
+            .map(|text| serde_json::from_str(text).expect("an event"))
+            .collect();
         let escaped = r#"{"data":{"caf\u00e9":"a\"b\\c\ud83d\ude00","n":-1.5e-3,"o":{"x":[1,{}]}},
           "metadata":{"record-type":"data","operation":"insert","schema-name":"s\u0041",
           "table-name":"t","transaction-id":"0A.1","partition-key-value":{"k":[true]}}}"#;
         let docs: Vec<String> = [UPDATE.to_owned(), escaped.to_owned()]
             .into_iter()
             .chain(
-                event
-                    .records
+                events
                     .iter()
+                    .flat_map(|event| &event.records)
                     .filter_map(|r| String::from_utf8(r.decode().ok()?.value?).ok()),
             )
             .collect();

@@ -1,5 +1,5 @@
 //! A validating JSON scanner over borrowed text, for the documents every record goes
-//! through: each DMS value ([`crate::dms::Decoder`]). It accepts exactly the JSON that
+//! through: each DMS value and the MSK event. It accepts exactly the JSON that
 //! serde_json accepts and keeps a value as the slice of text it was, as serde_json's
 //! `RawValue` does, so what it hands on is byte for byte what came in.
 //!
@@ -35,6 +35,47 @@ impl fmt::Display for ScanError {
 /// derives read a struct from an array of its fields, which the readers here refuse, so
 /// the differential tests recognise that one difference by it.
 pub(crate) const SEQUENCE_FOR: &str = "invalid type: a sequence, expected";
+
+/// A JSON string read through serde that borrows from the input when it holds no
+/// escapes (the serde readings of the event and of DMS rows).
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// The fields of one object read so far, to refuse one given twice (as serde's derives
+/// do). Fields are numbered from 0 to 31.
+#[derive(Default)]
+pub(crate) struct Fields(u32);
+
+impl Fields {
+    pub(crate) fn once(&mut self, s: &Scanner<'_>, field: u8, name: &str) -> Result<(), ScanError> {
+        if self.0 & (1 << field) != 0 {
+            return Err(s.error(format_args!("duplicate field `{name}`")));
+        }
+        self.0 |= 1 << field;
+        Ok(())
+    }
+}
 
 /// A position in a JSON text, read forward.
 pub(crate) struct Scanner<'a> {
@@ -683,6 +724,16 @@ fn borrowed_raw_value(text: &str) -> Result<&RawValue, serde::de::value::Error> 
     );
     <&RawValue>::deserialize(MapDeserializer::new(std::iter::once(entry)))
 }
+
+/// The repository's sample MSK events (`events/`), for the readers' differential tests.
+#[cfg(test)]
+pub(crate) const SAMPLE_EVENTS: [&str; 5] = [
+    include_str!("../../../events/insert.json"),
+    include_str!("../../../events/multi-topic.json"),
+    include_str!("../../../events/before-images.json"),
+    include_str!("../../../events/oracle-names.json"),
+    include_str!("../../../events/ddl-control.json"),
+];
 
 /// Checks `agree` on `docs` cut, spliced and scribbled on with JSON's punctuation and
 /// `noise`: up to four edits of one document, each at any byte or (half of them) next to
