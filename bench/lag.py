@@ -2,7 +2,8 @@
 """The seed's comparison, on lag: DMS-shaped records fed to a source topic at a steady
 rate, relayed by each contender, read back by an independent consumer.
 
-    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,serve-eos,esm,kafkajs] [--broker nisshi|mock] [--smoke]
+    bench/lag.py [--rates 500,2000,10000] [--seconds 60] [--contenders serve,serve-eos,esm,kafkajs] [--broker nisshi|mock]
+                 [--fetch-wait-ms 10] [--smoke]
 
 Contenders, each consuming the same kind of source topic on the same broker (nisshi on
 loopback, scripts/broker.sh; or with --broker mock librdkafka's mock cluster, in memory,
@@ -16,12 +17,14 @@ bench/mapping.json):
              the seed's winner
 
 Per run: a fresh source topic (3 partitions); the contender is started and ready; a
-reader subscribes to the output topics; scripts/feed.py produces at the rate for the
+reader subscribes to the output topics; a warm-up of WARM_UP_RECORDS records is fed and
+read back through the contender (not measured); scripts/feed.py produces at the rate for the
 duration, stamping each record with the time it is produced; the reader records when
 it reads each output message (matched to its source record by the relay-source-*
 headers). Lag = read time - source record timestamp: p50, p99 and max. CPU: the
 contender's processes' user + system seconds over the run, per second of feeding (1.0 =
-one core). Memory: their peak RSS (VmHWM). Results: bench/results/lag-BROKER.json and .md, a section of BENCHMARKS.md and a chart; --smoke runs
+one core). Memory: their peak RSS (VmHWM). The contenders' and the reader's fetches wait
+at most --fetch-wait-ms (10) when they find nothing. Results: bench/results/lag-BROKER.json and .md, a section of BENCHMARKS.md and a chart; --smoke runs
 one short run per contender and writes nothing.
 
 The reader reads as committed (isolation.level=read_committed), so exactly once's lag
@@ -31,21 +34,25 @@ aborted transactions to readers (scripts/broker.sh) cannot have shown them anyth
 """
 import argparse
 import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "cdc-relay")
 OUTPUTS = ["bench.orders", "bench.users", "bench.payments", "bench.invoices"]
 ESM_PORT = 9390
+# Records fed and read back through a contender before its run is measured.
+WARM_UP_RECORDS = 40
 SERVE_HTTP = "127.0.0.1:9389"
 
 
@@ -138,32 +145,46 @@ def peak_rss_mib(pids):
 
 class Reader(threading.Thread):
     """Reads the output topics from their end; keeps (source partition, offset) -> read
-    time (ms) for messages made from `source_topic`."""
+    time (ms), and -> the output's timestamp (set by the contender's producer when it
+    produced it), for messages made from `source_topic`."""
 
-    def __init__(self, broker, source_topic):
+    def __init__(self, broker, source_topic, fetch_wait_ms):
         super().__init__(daemon=True)
         self.source_topic = source_topic
         self.read = {}
+        self.produced = {}
+        self.ignored = set()
         self.stop = False
         self.ready = threading.Event()
         self.consumer = Consumer({"bootstrap.servers": broker, "group.id": f"lag-reader-{source_topic}",
                                   "auto.offset.reset": "latest", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "fetch.min.bytes": 1,
+                                  "fetch.wait.max.ms": fetch_wait_ms, "fetch.min.bytes": 1,
                                   "isolation.level": "read_committed"})
 
     def run(self):
         self.consumer.subscribe(OUTPUTS, on_assign=lambda c, parts: self.ready.set())
         while not self.stop:
-            for m in self.consumer.consume(1000, 0.05):
-                now = time.time() * 1000
-                if m.error():
-                    continue
+            # One message at a time: poll returns as soon as one is there, where consume
+            # would hold what it has until its batch fills or its timeout passes.
+            m = self.consumer.poll(0.05)
+            now = time.time() * 1000
+            if m is not None and not m.error():
                 headers = dict(m.headers() or [])
-                if headers.get("relay-source-topic", b"").decode() != self.source_topic:
-                    continue
-                key = (int(headers["relay-source-partition"]), int(headers["relay-source-offset"]))
-                self.read.setdefault(key, now)
+                if headers.get("relay-source-topic", b"").decode() == self.source_topic:
+                    key = (int(headers["relay-source-partition"]), int(headers["relay-source-offset"]))
+                    if key not in self.ignored:
+                        self.read.setdefault(key, now)
+                        kind, stamp = m.timestamp()
+                        if kind == TIMESTAMP_CREATE_TIME:
+                            self.produced.setdefault(key, stamp)
         self.consumer.close()
+
+    def forget_warm_up(self):
+        """Forgets what was read so far (the warm-up), and ignores those records if they
+        come again (a late duplicate is not a measured record)."""
+        self.ignored.update(self.read)
+        self.read.clear()
+        self.produced.clear()
 
 
 class SourceStamps(threading.Thread):
@@ -202,13 +223,13 @@ def source_timestamps(broker, topic, expected):
     return out
 
 
-def start(contender, broker, topic, logs):
+def start(contender, broker, topic, logs, fetch_wait_ms):
     log = open(os.path.join(logs, f"{topic}.log"), "w")
     group = f"group-{topic}"
     if contender in ("serve", "serve-eos"):
         env = dict(os.environ, RELAY_BROKERS=broker, RELAY_SOURCE_TOPICS=topic, RELAY_GROUP_ID=group,
                    RELAY_ROUTES=os.path.join(ROOT, "bench", "routes.toml"), RELAY_HTTP_ADDR=SERVE_HTTP,
-                   RUST_LOG="warn")
+                   RUST_LOG="warn", RELAY_CONSUMER_FETCH_WAIT_MAX_MS=str(fetch_wait_ms))
         if contender == "serve-eos":
             env.update(RELAY_EXACTLY_ONCE="true", RELAY_TRANSACTIONAL_ID=f"lag-{topic}")
         proc = subprocess.Popen([BINARY, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -221,12 +242,14 @@ def start(contender, broker, topic, logs):
     if contender == "esm":
         url = f"http://127.0.0.1:{ESM_PORT}/2015-03-31/functions/cdc-relay/invocations"
         esm = subprocess.Popen([BINARY, "esm", "--function-url", url, "--brokers", broker, "--topics", topic,
-                                "--group", group, "--report-batch-item-failures"],
+                                "--group", group, "--report-batch-item-failures",
+                                "--consumer-property", f"fetch.wait.max.ms={fetch_wait_ms}"],
                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         time.sleep(3)  # the mapping joins its group
         return [esm]
     if contender == "kafkajs":
-        proc = subprocess.Popen(["node", os.path.join(ROOT, "bench", "node", "server.js"), broker, topic, group],
+        proc = subprocess.Popen(["node", os.path.join(ROOT, "bench", "node", "server.js"), broker, topic, group,
+                                 str(fetch_wait_ms)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         line = proc.stdout.readline()
         if "ready" not in line:
@@ -270,6 +293,10 @@ def percentile(values, p):
 
 def start_function(broker, logs):
     """cargo lambda watch on ESM_PORT with the bench routes (the esm contender's function)."""
+    with socket.socket() as probe_socket:
+        if probe_socket.connect_ex(("127.0.0.1", ESM_PORT)) == 0:
+            sys.exit(f"lag: port {ESM_PORT} is taken (a function left by an earlier run?): "
+                     "its answers would come from another broker's function")
     log = open(os.path.join(logs, "watch.log"), "w")
     cmd = ["cargo", "lambda", "watch", "--release", "--invoke-port", str(ESM_PORT), "--ignore-changes",
            "--env-var", f"RELAY_BROKERS={broker}", "--env-var", "RELAY_PARTIAL_BATCH=true",
@@ -289,24 +316,65 @@ def start_function(broker, logs):
     return proc
 
 
-def run_one(contender, broker, rate, seconds, logs, function_proc):
+def start_feed(broker, topic, rate, seconds):
+    """scripts/feed.py, started: it has produced the warm-up records (acknowledged), and
+    waits for a line."""
+    feeder = subprocess.Popen(["python3", "scripts/feed.py", broker, topic, "--records", "20000", "--tables", "4",
+                               "--seed", "5", "--rate", str(rate), "--seconds", str(seconds),
+                               "--warm-up", str(WARM_UP_RECORDS)],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = feeder.stdout.readline()
+    warm = json.loads(line) if line.startswith("{") else {}
+    if warm.get("warm_up") != WARM_UP_RECORDS or warm.get("failed"):
+        feeder.kill()
+        sys.exit(f"lag: {topic}: the feeder's warm-up failed: {line!r}")
+    return feeder
+
+
+def finish_feed(feeder):
+    """Lets the started feeder feed; its summary once it is done."""
+    feeder.stdin.write("go\n")
+    feeder.stdin.flush()
+    out, _ = feeder.communicate()
+    if feeder.returncode != 0:
+        sys.exit(f"lag: scripts/feed.py failed: {out[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_one(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms):
     topic = f"lag.{contender}.{rate}.{int(time.time())}"
     create_topic(broker, topic)
-    procs = start(contender, broker, topic, logs)
-    reader = Reader(broker, topic)
+    procs = start(contender, broker, topic, logs, fetch_wait_ms)
+    reader = Reader(broker, topic, fetch_wait_ms)
     reader.start()
     reader.ready.wait(60)
     live = None
     if MOCK is not None:
         live = SourceStamps(broker, topic)
         live.start()
+    # Warm-up: the first records of the sequence, fed and read back through the
+    # contender, so the run measures a member that has its partitions and its output
+    # topics, fed by a producer that has its connections. warm_up_s: from the warm-up
+    # records' acknowledgement by the broker until the last is read back.
+    feeder = start_feed(broker, topic, rate, seconds)
+    try:
+        warm_started = time.time()
+        wait(lambda: len(reader.read) >= WARM_UP_RECORDS, f"{topic}: the warm-up records never came through")
+        warm_up_s = time.time() - warm_started
+        reader.forget_warm_up()
+        if live is not None:
+            wait(lambda: len(live.stamps) >= WARM_UP_RECORDS, f"{topic}: the warm-up records were never stamped")
+            live.stamps.clear()
+    except SystemExit:
+        feeder.kill()
+        raise
     time.sleep(1)
     pids = [q for p in procs for q in process_tree(p.pid)]
     if contender == "esm":
         pids += process_tree(function_proc.pid)
     cpu_before = cpu_seconds(pids)
-    fed = json.loads(sh(["python3", "scripts/feed.py", broker, topic, "--records", "20000", "--tables", "4",
-                         "--seed", "5", "--rate", str(rate), "--seconds", str(seconds)]).strip().splitlines()[-1])
+    feed_started = time.time() * 1000
+    fed = finish_feed(feeder)
     feed_end = time.time()
     idle = time.time()
     last = -1
@@ -340,15 +408,27 @@ def run_one(contender, broker, rate, seconds, logs, function_proc):
             sys.exit(f"lag: {topic}: {len(stamps)} of {fed['records']} source records stamped; "
                      "the stamp reader fell behind the mock cluster's 5 MiB per partition")
     else:
-        stamps = source_timestamps(broker, topic, fed["records"])
+        stamps = source_timestamps(broker, topic, WARM_UP_RECORDS + fed["records"])
     lags = [reader.read[k] - stamps[k] for k in reader.read if k in stamps]
+    # Where the lag is spent: until the contender produced the output (its timestamp,
+    # set by the contender's producer), and over the run (p99 per 10 s of feed).
+    produced = [reader.produced[k] - stamps[k] for k in reader.read if k in stamps and k in reader.produced]
+    last_bucket = max(math.ceil(seconds / 10) - 1, 0)
+    by_10s = {}
+    for k in reader.read:
+        if k in stamps:
+            bucket = min(max(int((stamps[k] - feed_started) // 10000), 0), last_bucket)
+            by_10s.setdefault(bucket, []).append(reader.read[k] - stamps[k])
     missing = fed["records"] - len(reader.read)
     result = {"contender": contender, "rate": rate, "seconds": seconds, "fed": fed["records"],
               "fed_rate": fed["rate"], "read": len(reader.read), "missing": missing,
               "lag_ms": {"p50": round(percentile(lags, 50), 1), "p99": round(percentile(lags, 99), 1),
                          "max": round(max(lags), 1)} if lags else None,
+              "to_produce_ms": {"p50": round(percentile(produced, 50), 1),
+                                "p99": round(percentile(produced, 99), 1)} if produced else None,
+              "lag_p99_by_10s_ms": [round(percentile(by_10s[i], 99), 1) for i in sorted(by_10s)],
               "cpu_cores": round(cpu / max(fed["seconds"], 1e-9), 3),
-              "peak_rss_mib": round(rss, 1)}
+              "peak_rss_mib": round(rss, 1), "warm_up_s": round(warm_up_s, 2)}
     if aborted is not None:
         result["transactions_aborted"] = aborted
     print(json.dumps(result), flush=True)
@@ -363,10 +443,12 @@ BROKER_NOTES = {"mock": [
     "",
     "What the mock cluster does (librdkafka's `rdkafka_mock_handlers.c`, `rdkafka_mock.c`), which these numbers",
     "carry: a fetch that finds no new record is answered at the end of its MaxWait, never earlier when a record",
-    "arrives (100 ms for serve and esm, `fetch.wait.max.ms`, and for the kafkajs server, `maxWaitTimeInMs`); a",
-    "fetch returns at most one producer batch per partition (`scripts/feed.py` lingers 1 ms, so batches are",
-    "small), so a consumer that fetches again only after producing what it read needs many round trips per",
-    "second; and each partition keeps only its last 5 MiB. The generator keys records by table, so the source's",
+    "arrives, where a real broker answers then (so each hop's MaxWait, {fetch_wait_ms} ms here, is that hop's floor at low",
+    "rates); a fetch returns at most one producer batch per partition (`scripts/feed.py` lingers 1 ms, so batches",
+    "are small), so a consumer that fetches again only after producing what it read needs many round trips per",
+    "second; a fetch finds its offset by walking the partition's batches from the oldest (`rd_kafka_mock_msgset_find`,",
+    "\"FIXME: Maintain an index\"), so fetches cost more as the partitions fill (serve's p99 per 10 s, above);",
+    "and each partition keeps only its last 5 MiB. The generator keys records by table, so the source's",
     "partitions fill unevenly (15,027, 0 and 4,973 of the 20,000 records `scripts/feed.py` cycles through): the",
     "fullest keeps its last 7 s or so at 2,000 records/s and 1.4 s at 10,000. A contender further behind finds",
     "its next records deleted and resumes after them: the likely reading of the kafkajs server's undelivered records (it logs nothing). No",
@@ -390,21 +472,36 @@ def section(result, broker):
              "(4 tables; inserts, updates, deletes from `cdc-relay gen-event`) are fed to a fresh 3-partition source topic",
              f"at a steady rate for {result['seconds']:.0f} s by `scripts/feed.py`, which stamps each with the time it is",
              "produced. Each contender consumes it with a consumer group and applies the same mapping",
-             "(`bench/routes.toml` = `bench/mapping.json`). An independent consumer reads the outputs; lag is its read time",
-             "minus the source record's timestamp. CPU is the contender's processes' user + system time per second of",
+             "(`bench/routes.toml` = `bench/mapping.json`). An independent consumer reads the outputs one message at a",
+             "time; lag is its read time minus the source record's timestamp. Before each run is measured, its first",
+             f"{WARM_UP_RECORDS} records are fed and read back through the contender (a fresh member waits for its partitions",
+             "and its output topics' metadata; `warm_up_s` in the JSON: from their acknowledgement to the last read back). "
+             + (f"A fetch that finds nothing waits at most {result['fetch_wait_ms']} ms, for every contender and the reader"
+                " (serve: `RELAY_CONSUMER_FETCH_WAIT_MAX_MS`, esm: `--consumer-property fetch.wait.max.ms`, kafkajs:"
+                " `maxWaitTimeInMs`). " if "fetch_wait_ms" in result else "")
+             + "CPU is the contender's processes' user + system time per second of",
              "feeding (1.0 = one core; the Lambda path counts `cdc-relay esm` and the function process); memory is their",
              f"peak RSS. One run per cell, contenders in turn at each rate; raw numbers in `bench/results/lag-{broker}.json`.", "",
-             "| rate (records/s) | contender | lag p50 ms | p99 ms | max ms | CPU (cores) | peak RSS MiB | delivered |",
-             "|---|---|---|---|---|---|---|---|"]
+             "`until produced` is the part of the lag until the contender handed the output to its producer (the output's",
+             "CreateTime: librdkafka stamps a message when it is queued, kafkajs when it builds the produce request).", "",
+             "| rate (records/s) | contender | lag p50 ms | p99 ms | max ms | until produced p50 / p99 ms | CPU (cores) | peak RSS MiB | delivered |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for rate in rates:
         for c in NAMES:
             r = by.get((c, rate))
             if not r:
                 continue
             lag = r["lag_ms"] or {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-            lines.append(f"| {rate:,} | {NAMES[c]} | {lag['p50']:.0f} | {lag['p99']:.0f} | {lag['max']:.0f} | "
+            produced = r.get("to_produce_ms")
+            produced = f"{produced['p50']:.0f} / {produced['p99']:.0f}" if produced else "-"
+            lines.append(f"| {rate:,} | {NAMES[c]} | {lag['p50']:.0f} | {lag['p99']:.0f} | {lag['max']:.0f} | {produced} | "
                          f"{r['cpu_cores']:.3f} | {r['peak_rss_mib']:.1f} | {r['read']:,} of {r['fed']:,} |")
-    lines += BROKER_NOTES.get(broker, [])
+    over_time = [f"- serve's p99 per 10 s of feed at {rate:,} records/s: "
+                 + ", ".join(f"{v:.0f}" for v in by[("serve", rate)]["lag_p99_by_10s_ms"]) + " ms"
+                 for rate in rates if by.get(("serve", rate), {}).get("lag_p99_by_10s_ms")]
+    if over_time:
+        lines += [""] + over_time
+    lines += [line.replace("{fetch_wait_ms}", str(result.get("fetch_wait_ms", "?"))) for line in BROKER_NOTES.get(broker, [])]
     lines += ["", f"![lag p99 per rate](bench/results/lag-{broker}.png)", "", "Targets:", ""]
     for rate in rates:
         s, k = by.get(("serve", rate)), by.get(("kafkajs", rate))
@@ -414,6 +511,11 @@ def section(result, broker):
                          f"({met(s['lag_ms']['p99'] < k['lag_ms']['p99'])}); CPU {s['cpu_cores']:.3f} vs {k['cpu_cores']:.3f} "
                          f"({met(s['cpu_cores'] < k['cpu_cores'])}); peak RSS {s['peak_rss_mib']:.1f} vs {k['peak_rss_mib']:.1f} MiB "
                          f"({met(s['peak_rss_mib'] < k['peak_rss_mib'])})")
+    for rate in (500, 2000):
+        s = by.get(("serve", rate))
+        if s and s["lag_ms"]:
+            lines.append(f"- {rate:,} records/s: serve p99 {s['lag_ms']['p99']:.0f} ms "
+                         f"({'met' if s['lag_ms']['p99'] <= 50 else 'missed'}: <= 50 ms)")
     for rate in rates:
         s, e = by.get(("serve", rate)), by.get(("serve-eos", rate))
         if s and e and s["lag_ms"] and e["lag_ms"]:
@@ -463,6 +565,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--contenders", default="serve,serve-eos,esm,kafkajs")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--fetch-wait-ms", type=int, default=10,
+                        help="the longest a fetch that finds nothing waits, for every contender and the reader")
     parser.add_argument("--broker", choices=["nisshi", "mock"], default="nisshi",
                         help="nisshi (scripts/broker.sh) or librdkafka's mock cluster (cdc-relay mock-cluster)")
     args = parser.parse_args()
@@ -478,7 +582,8 @@ def main():
     try:
         for rate in rates:
             for contender in contenders:
-                results.append(run_one(contender, broker, rate, args.seconds, logs, function_proc))
+                results.append(run_one(contender, broker, rate, args.seconds, logs, function_proc,
+                                       args.fetch_wait_ms))
     finally:
         if function_proc:
             os.killpg(function_proc.pid, signal.SIGTERM)
@@ -488,7 +593,8 @@ def main():
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
         out = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": f"{os.cpu_count()} cores",
-               "broker": BROKERS[args.broker], "seconds": args.seconds, "results": results}
+               "broker": BROKERS[args.broker], "seconds": args.seconds, "fetch_wait_ms": args.fetch_wait_ms,
+               "results": results}
         json.dump(out, open(os.path.join(ROOT, "bench", "results", f"lag-{args.broker}.json"), "w"), indent=1)
         publish(out, args.broker)
     if failed:

@@ -3,11 +3,15 @@
 `cdc-relay gen-event` (inserts, updates and deletes over a few tables, deterministic per
 seed), produced with their keys, all at once or at a steady rate.
 
-    scripts/feed.py BROKER TOPIC [--records N] [--tables T] [--seed S] [--rate R] [--seconds D]
+    scripts/feed.py BROKER TOPIC [--records N] [--tables T] [--seed S] [--rate R] [--seconds D] [--warm-up W]
 
 With --rate, records are produced at R records/s (for D seconds when given, cycling
 through the generated records) with the current time as their timestamp; the last line
-printed is a JSON summary. Needs confluent-kafka and a release build (cargo build --release).
+printed is a JSON summary. With --warm-up, the first W records are produced and
+acknowledged first, `{"warm_up": W}` is printed, and the feed starts when a line is read
+from standard input: the producer then has its connections and its idempotent producer id
+(which takes librdkafka about 0.5 s to get after start-up, a wait every record stamped
+meanwhile would carry as lag). Needs confluent-kafka and a release build (cargo build --release).
 """
 import argparse
 import base64
@@ -43,6 +47,8 @@ def main():
     parser.add_argument("--partitions", type=int, default=3, help="the topic's partitions")
     parser.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
     parser.add_argument("--seconds", type=float, help="with --rate: how long to feed")
+    parser.add_argument("--warm-up", type=int, default=0,
+                        help="records produced and acknowledged before the feed, which then waits for a line on stdin")
     args = parser.parse_args()
     records = generated(args.records, args.tables, args.seed, args.partitions)
     producer = Producer({"bootstrap.servers": args.broker, "enable.idempotence": True, "linger.ms": 1})
@@ -52,9 +58,28 @@ def main():
         if error is not None:
             failed.append(str(error))
 
+    def produce(record):
+        key, value, partition = record
+        while True:
+            try:
+                producer.produce(args.topic, key=key, value=value, partition=partition % args.partitions,
+                                 timestamp=int(time.time() * 1000), on_delivery=delivered)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    warm = records[:args.warm_up]
+    for record in warm:
+        produce(record)
+    if warm:
+        left = producer.flush(60)
+        print(json.dumps({"warm_up": len(warm), "failed": len(failed) + left}), flush=True)
+        if not sys.stdin.readline():
+            sys.exit("feed: standard input closed before the feed began")
+        records = records[len(warm):] + warm
     started = time.time()
     sent = 0
-    total = len(records) if not (args.rate and args.seconds) else int(args.rate * args.seconds)
+    total = len(records) - len(warm) if not (args.rate and args.seconds) else int(args.rate * args.seconds)
     while sent < total:
         if args.rate:
             # Every record due by now, then a short sleep: a steady rate without a
@@ -63,14 +88,7 @@ def main():
             if sent >= due:
                 time.sleep(0.002)
                 continue
-        key, value, partition = records[sent % len(records)]
-        while True:
-            try:
-                producer.produce(args.topic, key=key, value=value, partition=partition % args.partitions,
-                                 timestamp=int(time.time() * 1000), on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(records[sent % len(records)])
         producer.poll(0)
         sent += 1
     producer.flush(60)

@@ -273,7 +273,7 @@ impl Relay {
             }
         };
         let margin = self.settings.pipeline.deadline_margin;
-        if self.sink().is_some_and(|sink| sink.login_refused()) {
+        if self.scram_refetch_due() && self.sink().is_some_and(|sink| sink.take_login_refused()) {
             let budget = deadline.map(|d| budget_instant(d, margin));
             self.refetch_scram_secret(budget).await;
         }
@@ -315,6 +315,15 @@ impl Relay {
             "batch finished"
         );
         Ok(outcome)
+    }
+
+    /// Whether [`Relay::refetch_scram_secret`] may fetch now (the last fetch is at least
+    /// [`SECRET_REFETCH_INTERVAL`] old): a login refusal is taken only then, so that one
+    /// seen within the interval waits for it instead of being forgotten.
+    pub(crate) fn scram_refetch_due(&self) -> bool {
+        self.last_secret_fetch.lock().map_or(true, |last| {
+            !last.is_some_and(|at| at.elapsed() < SECRET_REFETCH_INTERVAL)
+        })
     }
 
     /// Before a batch, when the brokers refused a client's login: with

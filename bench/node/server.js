@@ -3,19 +3,19 @@
 // bench/mapping.json, sends the batch's messages with one sendBatch (acks=all), then
 // resolves the offsets and commits. The same work as `cdc-relay serve` at least once.
 //
-//   node server.js BROKERS TOPIC GROUP
+//   node server.js BROKERS TOPIC GROUP [MAX_WAIT_MS]
 //
 // Prints {"ready":true} once the group has assigned partitions; SIGTERM disconnects.
 'use strict';
 const { Kafka, logLevel } = require('kafkajs');
 const { transformValue } = require('./transform');
 
-const [brokers, topic, group] = process.argv.slice(2);
+const [brokers, topic, group, maxWait] = process.argv.slice(2);
 
 async function main() {
   const kafka = new Kafka({ clientId: 'bench-kafkajs-server', brokers: brokers.split(','), logLevel: logLevel.NOTHING });
   const producer = kafka.producer({ allowAutoTopicCreation: false });
-  const consumer = kafka.consumer({ groupId: group, maxWaitTimeInMs: 100 });
+  const consumer = kafka.consumer({ groupId: group, maxWaitTimeInMs: Number(maxWait || 100) });
   await producer.connect();
   await consumer.connect();
   consumer.on(consumer.events.GROUP_JOIN, () => console.log(JSON.stringify({ ready: true })));

@@ -468,13 +468,14 @@ impl Source {
         })
     }
 
-    /// Whether the brokers refused the consumer's login (SASL authentication).
-    pub(crate) fn login_refused(&self) -> bool {
+    /// Whether the brokers refused the consumer's login (SASL authentication) since
+    /// the last call, and forgets it (as [`crate::kafka::producer::Sink::take_login_refused`]).
+    pub(crate) fn take_login_refused(&self) -> bool {
         self.consumer
             .context()
             .inner
             .auth_refused
-            .load(Ordering::Relaxed)
+            .swap(false, Ordering::Relaxed)
     }
 
     /// What the source reads and how it batches (to make it again).

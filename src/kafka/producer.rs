@@ -173,9 +173,19 @@ impl Sink {
         }
     }
 
-    /// Whether the brokers refused this producer's login (SASL authentication failed).
+    /// Whether the brokers refused this producer's login (SASL authentication failed)
+    /// since [`Sink::take_login_refused`] last asked.
     pub fn login_refused(&self) -> bool {
         self.login_refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether the brokers refused this producer's login since the last call, and
+    /// forgets it: one refusal is acted on once (the secret fetched again), and a login
+    /// that works again stops asking for the secret. A refusal that lasts is reported
+    /// again: librdkafka passes an identical broker error on at most once per 30 s per
+    /// broker, and again at the first refusal after that.
+    pub fn take_login_refused(&self) -> bool {
+        self.login_refused.swap(false, Ordering::Relaxed)
     }
 
     /// The largest message the producer sends (`message.max.bytes`).
@@ -512,6 +522,33 @@ mod tests {
                 "{code:?}"
             );
         }
+    }
+
+    /// A refused login is reported once per refusal: taking it forgets it, so a login
+    /// refused once (and the secret fetched again, unchanged) does not have the secret
+    /// fetched before every later batch; a refusal after that is seen again.
+    #[test]
+    fn a_refused_login_is_taken_once_per_refusal() {
+        use rdkafka::client::ClientContext;
+        let sink = Sink::connect_with("127.0.0.1:1", ClientAuth::None, &[]).expect("a sink");
+        let refuse = || {
+            sink.producer.context().error(
+                KafkaError::Global(RDKafkaErrorCode::Authentication),
+                "SASL authentication error: Authentication failed",
+            )
+        };
+        assert!(!sink.take_login_refused());
+        refuse();
+        assert!(sink.login_refused());
+        assert!(sink.take_login_refused());
+        assert!(!sink.take_login_refused(), "taken, so forgotten");
+        sink.producer.context().error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "connection refused",
+        );
+        assert!(!sink.take_login_refused(), "not a login refusal");
+        refuse();
+        assert!(sink.take_login_refused(), "refused again");
     }
 
     /// A refused topic name is flagged for the pipeline to blame; nothing else is.

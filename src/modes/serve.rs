@@ -349,8 +349,16 @@ impl Server {
     /// but not committed are read again).
     async fn renew_credentials(&mut self) {
         if !self.remake_source {
-            let refused = self.source.login_refused()
-                || self.relay.sink().is_some_and(|sink| sink.login_refused());
+            if !self.relay.scram_refetch_due() {
+                return;
+            }
+            // Both asked: each refusal is acted on once.
+            let source_refused = self.source.take_login_refused();
+            let sink_refused = self
+                .relay
+                .sink()
+                .is_some_and(|sink| sink.take_login_refused());
+            let refused = source_refused || sink_refused;
             if !refused || !self.relay.refetch_scram_secret(None).await {
                 return;
             }
