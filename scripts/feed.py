@@ -10,8 +10,8 @@ through the generated records) with the current time as their timestamp; the las
 printed is a JSON summary. With --warm-up, the first W records are produced and
 acknowledged first, `{"warm_up": W}` is printed, and the feed starts when a line is read
 from standard input: the producer then has its connections and its idempotent producer id
-(which takes librdkafka about 0.5 s to get after start-up, a wait every record stamped
-meanwhile would carry as lag). Needs confluent-kafka and a release build (cargo build --release).
+(which librdkafka asks for after start-up: every record stamped meanwhile would carry that
+wait as lag). Needs confluent-kafka and a release build (cargo build --release).
 """
 import argparse
 import base64
