@@ -411,16 +411,16 @@ def run_one(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms
                      "the stamp reader fell behind the mock cluster's 5 MiB per partition")
     else:
         stamps = source_timestamps(broker, topic, WARM_UP_RECORDS + fed["records"])
-    lags = [reader.read[k] - stamps[k] for k in reader.read if k in stamps]
+    lag_of = {k: reader.read[k] - stamps[k] for k in reader.read if k in stamps}
+    lags = list(lag_of.values())
     # Where the lag is spent: until the contender produced the output (its timestamp,
     # set by the contender's producer), and over the run (p99 per 10 s of feed).
-    produced = [reader.produced[k] - stamps[k] for k in reader.read if k in stamps and k in reader.produced]
+    produced = [reader.produced[k] - stamps[k] for k in lag_of if k in reader.produced]
     last_bucket = max(math.ceil(seconds / 10) - 1, 0)
     by_10s = {}
-    for k in reader.read:
-        if k in stamps:
-            bucket = min(max(int((stamps[k] - feed_started) // 10000), 0), last_bucket)
-            by_10s.setdefault(bucket, []).append(reader.read[k] - stamps[k])
+    for k, lag in lag_of.items():
+        bucket = min(max(int((stamps[k] - feed_started) // 10000), 0), last_bucket)
+        by_10s.setdefault(bucket, []).append(lag)
     missing = fed["records"] - len(reader.read)
     result = {"contender": contender, "rate": rate, "seconds": seconds, "fed": fed["records"],
               "fed_rate": fed["rate"], "read": len(reader.read), "missing": missing,

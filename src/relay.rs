@@ -38,6 +38,11 @@ const INIT_BUDGET: Duration = Duration::from_secs(8);
 /// How often, at most, a refused SCRAM login fetches the secret again.
 const SECRET_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Whether a secret fetched at `last` is younger than [`SECRET_REFETCH_INTERVAL`].
+fn fetched_recently(last: Option<Instant>) -> bool {
+    last.is_some_and(|at| at.elapsed() < SECRET_REFETCH_INTERVAL)
+}
+
 /// The longest init waits for the brokers when warming the producer up.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -321,9 +326,9 @@ impl Relay {
     /// [`SECRET_REFETCH_INTERVAL`] old): a login refusal is taken only then, so that one
     /// seen within the interval waits for it instead of being forgotten.
     pub(crate) fn scram_refetch_due(&self) -> bool {
-        self.last_secret_fetch.lock().map_or(true, |last| {
-            !last.is_some_and(|at| at.elapsed() < SECRET_REFETCH_INTERVAL)
-        })
+        self.last_secret_fetch
+            .lock()
+            .map_or(true, |last| !fetched_recently(*last))
     }
 
     /// Before a batch, when the brokers refused a client's login: with
@@ -343,7 +348,7 @@ impl Relay {
             return false;
         };
         if let Ok(mut last) = self.last_secret_fetch.lock() {
-            if last.is_some_and(|at| at.elapsed() < SECRET_REFETCH_INTERVAL) {
+            if fetched_recently(*last) {
                 return false;
             }
             *last = Some(Instant::now());

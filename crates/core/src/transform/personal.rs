@@ -79,15 +79,12 @@ impl HashKey {
             },
             _ => self.digest(text.as_bytes()),
         };
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(2 * digest.len() + 2);
-        out.push('"');
-        for b in digest {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        out.push('"');
-        Some(crate::json::owned_raw_value(out))
+        // The quoted hex, written in place, then copied once into the value's String.
+        let mut quoted = [b'"'; 66];
+        hex::encode_to_slice(digest, &mut quoted[1..65])
+            .expect("64 hex digits fit the 64 bytes between the quotes");
+        let text = std::str::from_utf8(&quoted).expect("hex digits and quotes are ASCII");
+        Some(crate::json::owned_raw_value(text.to_owned()))
     }
 }
 
