@@ -237,6 +237,62 @@ async fn serve_relays_every_record_once_and_commits_the_end() {
     );
 }
 
+/// At least once, offsets commit on their own interval, not after every batch: with a
+/// minute's interval, thirty batches are relayed and nothing is committed yet; leaving
+/// the group commits what is done. With a short interval, what is done is committed
+/// while the member idles, without a record to wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_commit_on_their_interval_not_per_batch() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 300);
+    let serving = Serving::start(
+        &kafka,
+        "interval",
+        &[
+            ("RELAY_BATCH_SIZE", "10"),
+            ("RELAY_COMMIT_INTERVAL_MS", "60000"),
+        ],
+    );
+    let messages = tokio::task::block_in_place(|| wait_for(&kafka, 300, Duration::from_secs(30)));
+    assert_eq!(ids(&messages).len(), 300, "every record relayed");
+    let meanwhile = tokio::task::block_in_place(|| committed(&kafka, "interval"));
+    assert_eq!(
+        meanwhile,
+        vec![None; 3],
+        "no commit before the interval, whatever the batches"
+    );
+    serving.stop().await;
+    let left = tokio::task::block_in_place(|| committed(&kafka, "interval"));
+    assert_eq!(left, vec![Some(100); 3], "leaving commits what is done");
+
+    produce_source(&kafka, 300, 300);
+    let serving = Serving::start(
+        &kafka,
+        "interval",
+        &[
+            ("RELAY_BATCH_SIZE", "10"),
+            ("RELAY_COMMIT_INTERVAL_MS", "200"),
+        ],
+    );
+    let messages = tokio::task::block_in_place(|| wait_for(&kafka, 600, Duration::from_secs(30)));
+    assert_eq!(ids(&messages).len(), 600, "the next 300 relayed");
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut idle = Vec::new();
+    while Instant::now() < until {
+        idle = tokio::task::block_in_place(|| committed(&kafka, "interval"));
+        if idle == vec![Some(200); 3] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        idle,
+        vec![Some(200); 3],
+        "committed within the interval while idle, before leaving"
+    );
+    serving.stop().await;
+}
+
 /// An infrastructure fault (the output topic refuses the relay) commits nothing past
 /// the first record not done; once it clears, the partition is read again from there
 /// and every record is relayed once.
@@ -629,7 +685,7 @@ async fn a_killed_process_loses_nothing() {
             .env("RELAY_GROUP_ID", "crash")
             .env("RELAY_ROUTES", &routes)
             .env("RELAY_HTTP_ADDR", "off")
-            .env("RELAY_BATCH_SIZE", "20")
+            .env("RELAY_BATCH_SIZE", "5")
             .env("RELAY_BATCH_WINDOW_MS", "5")
             .env("RELAY_CONSUMER_SESSION_TIMEOUT_MS", "3000")
             .env("RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS", "300")

@@ -9,6 +9,11 @@ use crate::error::ConfigError;
 /// Prefix of the variables passed through to the source consumer (`serve`).
 pub const CONSUMER_PREFIX: &str = "RELAY_CONSUMER_";
 
+/// The batch window's default under exactly once: each batch is a transaction (two
+/// round trips to its coordinator and a marker per partition written), so batches wait
+/// this long to fill instead of committing a transaction per few records.
+pub const EXACTLY_ONCE_BATCH_WINDOW: Duration = Duration::from_millis(20);
+
 /// What `cdc-relay serve` reads on top of [`Settings`]: the source consumer group, how
 /// it batches, and how it commits.
 #[derive(Debug, Clone)]
@@ -25,9 +30,17 @@ pub struct ServeSettings {
     pub group_id: String,
     /// Most records per batch (`RELAY_BATCH_SIZE`, default 500).
     pub batch_size: usize,
-    /// Longest wait for a batch to fill after its first record (`RELAY_BATCH_WINDOW_MS`,
-    /// default 20).
+    /// Longest wait for a batch to fill after its first record (`RELAY_BATCH_WINDOW_MS`;
+    /// default 0 at least once: a batch is what has arrived, since offsets commit on
+    /// their own interval; 20 exactly once, where every batch is a transaction).
     pub batch_window: Duration,
+    /// At least once: how long offsets of records done may wait to be committed, so one
+    /// commit covers the batches of that time (`RELAY_COMMIT_INTERVAL_MS`, default 500;
+    /// 0 commits after every batch). A revocation and leaving the group commit at once;
+    /// a member that dies without leaving has its partitions' records of up to that
+    /// long produced again by their next owner. Exactly once commits in each batch's
+    /// transaction.
+    pub commit_interval: Duration,
     /// Most key, value and header bytes per batch (`RELAY_BATCH_MAX_BYTES`, default 6 MiB).
     pub batch_max_bytes: usize,
     /// A record larger than this (key, value and headers) is poison: dead-lettered cut to
@@ -83,7 +96,8 @@ impl ServeSettings {
             source_cluster_arn: None,
             group_id: "cdc-relay".to_owned(),
             batch_size: 500,
-            batch_window: Duration::from_millis(20),
+            batch_window: Duration::ZERO,
+            commit_interval: Duration::from_millis(500),
             batch_max_bytes: 6 * 1024 * 1024,
             max_record_bytes: 8 * 1024 * 1024,
             batch_timeout: Duration::from_secs(30),
@@ -97,6 +111,7 @@ impl ServeSettings {
             consumer_overrides: Vec::new(),
         };
         let mut brokers = None;
+        let mut batch_window = None;
         for (name, value) in vars {
             let (name, value): (String, String) = (name.into(), value.into());
             match name.as_str() {
@@ -118,7 +133,8 @@ impl ServeSettings {
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
                 }
                 "RELAY_BATCH_SIZE" => settings.batch_size = positive(&name, &value)?,
-                "RELAY_BATCH_WINDOW_MS" => settings.batch_window = millis(&name, &value)?,
+                "RELAY_BATCH_WINDOW_MS" => batch_window = Some(millis(&name, &value)?),
+                "RELAY_COMMIT_INTERVAL_MS" => settings.commit_interval = millis(&name, &value)?,
                 "RELAY_BATCH_MAX_BYTES" => settings.batch_max_bytes = positive(&name, &value)?,
                 "RELAY_MAX_RECORD_BYTES" => settings.max_record_bytes = positive(&name, &value)?,
                 "RELAY_BATCH_TIMEOUT_MS" => {
@@ -190,6 +206,11 @@ impl ServeSettings {
                 }
             }
         }
+        settings.batch_window = batch_window.unwrap_or(if settings.exactly_once {
+            EXACTLY_ONCE_BATCH_WINDOW
+        } else {
+            Duration::ZERO
+        });
         settings.source_brokers = settings.source_brokers.or(brokers);
         if settings.source_brokers.is_none() {
             return Err(invalid(
@@ -228,6 +249,28 @@ mod tests {
                 .chain(vars)
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    /// A batch waits for more records only under exactly once, where it is a
+    /// transaction; at least once it is what has arrived, and offsets commit on their
+    /// own interval. Either is the user's to set.
+    #[test]
+    fn the_batch_window_defaults_by_delivery_guarantee() {
+        let at_least_once = serve(&[("RELAY_BROKERS", "b:9092")]).expect("settings");
+        assert_eq!(at_least_once.batch_window, Duration::ZERO);
+        assert_eq!(at_least_once.commit_interval, Duration::from_millis(500));
+        let exactly_once = serve(&[("RELAY_BROKERS", "b:9092"), ("RELAY_EXACTLY_ONCE", "true")])
+            .expect("settings");
+        assert_eq!(exactly_once.batch_window, EXACTLY_ONCE_BATCH_WINDOW);
+        let set = serve(&[
+            ("RELAY_BATCH_WINDOW_MS", "7"),
+            ("RELAY_BROKERS", "b:9092"),
+            ("RELAY_EXACTLY_ONCE", "true"),
+            ("RELAY_COMMIT_INTERVAL_MS", "0"),
+        ])
+        .expect("settings");
+        assert_eq!(set.batch_window, Duration::from_millis(7));
+        assert_eq!(set.commit_interval, Duration::ZERO);
     }
 
     /// Exactly once with the downstream on another cluster is refused at start: the

@@ -55,6 +55,10 @@ pub(crate) struct SourceOptions {
     pub batch_size: usize,
     /// Longest wait for a batch to fill after its first record.
     pub batch_window: Duration,
+    /// How long offsets of records done may wait to be committed, so that one commit
+    /// covers the batches of that time (zero: a commit after every batch). Revocations
+    /// and leaving the group commit what is done at once.
+    pub commit_interval: Duration,
     /// Most bytes per batch, as [`SourceOptions::record_size`] counts them.
     pub batch_max_bytes: usize,
     /// A record's size towards `batch_max_bytes`.
@@ -102,14 +106,14 @@ impl Group {
     }
 
     /// Commits the offsets noted (only those of `partitions` when given); forgets
-    /// those committed.
+    /// those committed. Whether there was anything to commit.
     fn commit<C: Consumer<SourceContext>>(
         &self,
         consumer: &C,
         partitions: Option<&[(String, i32)]>,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<bool, KafkaError> {
         let Ok(mut g) = self.0.lock() else {
-            return Ok(());
+            return Ok(false);
         };
         let chosen: Vec<((String, i32), i64)> = g
             .uncommitted
@@ -118,7 +122,7 @@ impl Group {
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         if chosen.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &chosen {
@@ -130,7 +134,12 @@ impl Group {
                 g.uncommitted.remove(&key);
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether any offset is noted and not committed yet.
+    fn pending(&self) -> bool {
+        self.0.lock().is_ok_and(|g| !g.uncommitted.is_empty())
     }
 }
 
@@ -392,6 +401,9 @@ pub(crate) struct Source {
     /// Records read that did not fit in the last batch, or while the loop was busy
     /// elsewhere ([`Source::serve_while`]): the first of the next, in the order read.
     carried: VecDeque<Read>,
+    /// When the oldest offset not committed yet was noted done: it is committed
+    /// [`SourceOptions::commit_interval`] after that at the latest.
+    pending_since: Option<tokio::time::Instant>,
 }
 
 impl Source {
@@ -465,6 +477,7 @@ impl Source {
             paused: Vec::new(),
             failures: HashMap::new(),
             carried: VecDeque::new(),
+            pending_since: None,
         })
     }
 
@@ -489,7 +502,7 @@ impl Source {
     /// revoked meanwhile are dropped; the rest come sorted by partition and offset.
     pub(crate) async fn read_batch(&mut self) -> Vec<Read> {
         self.resume_due();
-        self.commit().await;
+        self.commit_due().await;
         let mut batch: Vec<Read> = Vec::new();
         let mut bytes = 0;
         let mut window_end: Option<tokio::time::Instant> = None;
@@ -498,10 +511,23 @@ impl Source {
             let read = match self.carried.pop_front() {
                 Some(read) => read,
                 None => {
-                    let wake = self.paused.iter().map(|p| p.until).min();
+                    // Waiting for the first record: until a paused partition resumes,
+                    // offsets done are due to be committed, or the idle tick.
+                    let wake = self
+                        .paused
+                        .iter()
+                        .map(|p| tokio::time::Instant::from_std(p.until))
+                        .chain(
+                            // (One past due, after a failed commit, is retried at the
+                            // next batch, as before.)
+                            self.pending_since
+                                .map(|since| since + self.options.commit_interval)
+                                .filter(|due| *due > tokio::time::Instant::now()),
+                        )
+                        .min();
                     let until = match (window_end, wake) {
                         (Some(end), _) => end,
-                        (None, Some(w)) => tokio::time::Instant::from_std(w).min(idle_end),
+                        (None, Some(w)) => w.min(idle_end),
                         (None, None) => idle_end,
                     };
                     let received = tokio::time::timeout_at(until, self.consumer.recv())
@@ -616,17 +642,26 @@ impl Source {
     }
 
     /// Commits the offsets of records done. On failure they stay noted: retried before
-    /// the next batch, at a revocation and at shutdown.
+    /// the next batch, at a revocation and at shutdown. Records committed are progress
+    /// (liveness).
     /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown)
     /// is not held by brokers that do not answer.
-    pub(crate) async fn commit(&self) -> bool {
+    pub(crate) async fn commit(&mut self) -> bool {
         if self.consumer.assignment_lost() {
             tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
             return false;
         }
         let (consumer, group) = (self.consumer.clone(), self.group.clone());
         match tokio::task::spawn_blocking(move || group.commit(&*consumer, None)).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(committed)) => {
+                if committed {
+                    self.consumer.context().metrics.progress();
+                }
+                if !self.group.pending() {
+                    self.pending_since = None;
+                }
+                true
+            }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "commit failed; retried before the next batch");
                 false
@@ -635,6 +670,21 @@ impl Source {
                 tracing::warn!(%error, "commit not done; retried before the next batch");
                 false
             }
+        }
+    }
+
+    /// Commits the offsets of records done once the oldest of them has waited
+    /// [`SourceOptions::commit_interval`] (at once when that is zero, or after a failed
+    /// commit).
+    pub(crate) async fn commit_due(&mut self) {
+        if !self.group.pending() {
+            self.pending_since = None;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *self.pending_since.get_or_insert(now);
+        if now >= since + self.options.commit_interval {
+            self.commit().await;
         }
     }
 
@@ -852,7 +902,7 @@ impl Source {
     /// members at once).
     /// Gives up waiting after `within`: a commit or a close the brokers do not answer is
     /// left behind (the partitions then move after the session timeout).
-    pub(crate) async fn leave(self, within: Duration) {
+    pub(crate) async fn leave(mut self, within: Duration) {
         tracing::info!("leaving the consumer group");
         let leaving = tokio::spawn(async move {
             self.commit().await;

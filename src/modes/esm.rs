@@ -239,6 +239,8 @@ impl Mapping {
                 group_id: options.group.clone(),
                 batch_size: options.batch_size as usize,
                 batch_window: Duration::from_secs_f64(options.maximum_batching_window_in_seconds),
+                // As the event source mapping: a commit after every invocation.
+                commit_interval: Duration::ZERO,
                 batch_max_bytes: LAMBDA_PAYLOAD_LIMIT - ENVELOPE_ROOM,
                 record_size: event_bytes,
                 overrides: options.consumer_overrides()?,

@@ -130,6 +130,7 @@ impl Server {
                 group_id: settings.group_id.clone(),
                 batch_size: settings.batch_size,
                 batch_window: settings.batch_window,
+                commit_interval: settings.commit_interval,
                 batch_max_bytes: settings.batch_max_bytes,
                 record_size: SourceRecord::size,
                 overrides: settings.consumer_overrides.clone(),
@@ -563,15 +564,14 @@ impl Server {
         result
     }
 
-    /// At least once: commits, per partition, up to the first record not done, and
+    /// At least once: notes, per partition, the records up to the first not done as
+    /// done (committed once the oldest has waited `RELAY_COMMIT_INTERVAL_MS`), and
     /// reads the rest again after a backoff.
     async fn commit_done(&mut self, spans: &[Span], outcome: &BatchOutcome) -> Committed {
         let failed = &outcome.failures;
         self.source.done_except(spans, failed);
-        if self.source.commit().await && outcome.not_done < outcome.records {
-            // Records done and committed: progress (liveness).
-            self.metrics.progress();
-        }
+        // Records done and committed are progress (liveness): the source reports it.
+        self.source.commit_due().await;
         self.read_again(spans, failed);
         if failed.is_empty() {
             Committed::All
