@@ -16,7 +16,9 @@ bench/mapping.json):
 - kafkajs:   bench/node/server.js, a kafkajs consumer group (eachBatch + one sendBatch),
              the seed's winner
 
-Per run: a fresh source topic (3 partitions); the contender is started and ready; a
+Per run: a fresh broker (started for the run, so no run reads or writes topics an earlier
+run filled: the mock cluster's fetches cost more the more batches a partition holds) and
+on it a fresh source topic (3 partitions); the contender is started and ready; a
 reader subscribes to the output topics; a warm-up of WARM_UP_RECORDS records is fed and
 read back through the contender (not measured); scripts/feed.py produces at the rate for the
 duration, stamping each record with the time it is produced; the reader records when
@@ -318,6 +320,21 @@ def start_function(broker, logs):
     return proc
 
 
+def stop_function(proc):
+    """Stops cargo lambda watch and its function, and waits for ESM_PORT to be free."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def port_free():
+        with socket.socket() as probe_socket:
+            return probe_socket.connect_ex(("127.0.0.1", ESM_PORT)) != 0
+    wait(port_free, f"port {ESM_PORT} still taken after the function stopped", timeout=30)
+
+
 def start_feed(broker, topic, rate, seconds):
     """scripts/feed.py, started: it has produced the warm-up records (acknowledged), and
     waits for a line."""
@@ -483,7 +500,7 @@ def section(result, broker):
                 " `maxWaitTimeInMs`). " if result.get("fetch_wait_ms") else "")
              + "CPU is the contender's processes' user + system time per second of",
              "feeding (1.0 = one core; the Lambda path counts `cdc-relay esm` and the function process); memory is their",
-             f"peak RSS. One run per cell, contenders in turn at each rate; raw numbers in `bench/results/lag-{broker}.json`.", "",
+             f"peak RSS. One run per cell, each on a broker started for it, contenders in turn at each rate; raw numbers in `bench/results/lag-{broker}.json`.", "",
              "`until produced` is the part of the lag until the contender handed the output to its producer (the output's",
              "CreateTime: librdkafka stamps a message when it is queued, kafkajs when it builds the produce request).", "",
              "| rate (records/s) | contender | lag p50 ms | p99 ms | max ms | until produced p50 / p99 ms | CPU (cores) | peak RSS MiB | delivered |",
@@ -583,18 +600,20 @@ def main():
         rates, args.seconds = [200], 3
     logs = os.path.join(ROOT, "target", "lag")
     os.makedirs(logs, exist_ok=True)
-    broker = start_broker(args.broker)
-    function_proc = start_function(broker, logs) if "esm" in contenders else None
     results = []
-    try:
-        for rate in rates:
-            for contender in contenders:
+    for rate in rates:
+        for contender in contenders:
+            # Each run on a broker of its own (the esm contender's function with it).
+            broker = start_broker(args.broker)
+            function_proc = None
+            try:
+                function_proc = start_function(broker, logs) if contender == "esm" else None
                 results.append(run_one(contender, broker, rate, args.seconds, logs, function_proc,
                                        args.fetch_wait_ms))
-    finally:
-        if function_proc:
-            os.killpg(function_proc.pid, signal.SIGTERM)
-        stop_broker()
+            finally:
+                if function_proc:
+                    stop_function(function_proc)
+                stop_broker()
     failed = [r for r in results if r["missing"] != 0 or r["lag_ms"] is None]
     if not args.smoke:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

@@ -168,7 +168,8 @@ impl Serving {
         Serving::start_with(kafka, group, ROUTES, vars)
     }
 
-    /// With other routes; `vars` override the defaults here.
+    /// With other routes; `vars` override the defaults here (one with an empty value
+    /// unsets it: serve's own default applies).
     fn start_with(
         kafka: &EmbeddedKafka,
         group: &str,
@@ -188,7 +189,8 @@ impl Serving {
             ("RELAY_CONSUMER_SESSION_TIMEOUT_MS", "3000"),
             ("RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS", "300"),
         ];
-        all.extend_from_slice(vars);
+        all.retain(|(name, _)| !vars.iter().any(|(set, _)| set == name));
+        all.extend(vars.iter().filter(|(_, value)| !value.is_empty()));
         let server = server(&all, routes).expect("server");
         let metrics = server.metrics();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -291,6 +293,55 @@ async fn offsets_commit_on_their_interval_not_per_batch() {
         "committed within the interval while idle, before leaving"
     );
     serving.stop().await;
+}
+
+/// At least once, a batch in flight does not hold back the commit of the batches before
+/// it: they are committed when due (liveness counts commits), not when it ends. The
+/// downstream cluster answers every request 1 s late, so each batch takes a second; the
+/// source cluster answers at once. With serve's default batch window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_flight_does_not_hold_back_the_commit_before_it() {
+    let (source, downstream) = (cluster(), cluster());
+    for broker in 1..=3 {
+        downstream
+            .cluster()
+            .broker_round_trip_time(broker, Duration::from_secs(1))
+            .expect("round trip time");
+    }
+    produce_source(&source, 0, 300);
+    let source_brokers = source.bootstrap_servers();
+    let serving = Serving::start(
+        &downstream,
+        "in-flight",
+        &[
+            ("RELAY_SOURCE_BROKERS", source_brokers.as_str()),
+            ("RELAY_BATCH_SIZE", "30"),
+            ("RELAY_COMMIT_INTERVAL_MS", "200"),
+            ("RELAY_BATCH_WINDOW_MS", ""),
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while serving.metrics.records.get() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done_then = serving.metrics.records.get();
+    assert!(done_then > 0, "a first batch done");
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut sum = 0;
+    while sum == 0 && Instant::now() < until {
+        sum = tokio::task::block_in_place(|| committed(&source, "in-flight"))
+            .iter()
+            .map(|c| c.unwrap_or(0))
+            .sum();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done_at_commit = serving.metrics.records.get();
+    serving.stop().await;
+    assert_eq!(sum, done_then as i64, "the first batch's records committed");
+    assert_eq!(
+        done_at_commit, done_then,
+        "committed while the next batch was in flight, not after it"
+    );
 }
 
 /// An infrastructure fault (the output topic refuses the relay) commits nothing past
@@ -687,6 +738,9 @@ async fn a_killed_process_loses_nothing() {
             .env("RELAY_HTTP_ADDR", "off")
             .env("RELAY_BATCH_SIZE", "5")
             .env("RELAY_BATCH_WINDOW_MS", "5")
+            // Commits while it relays, so the kill finds some records committed and some
+            // not: only the latter may be relayed twice.
+            .env("RELAY_COMMIT_INTERVAL_MS", "50")
             .env("RELAY_CONSUMER_SESSION_TIMEOUT_MS", "3000")
             .env("RELAY_CONSUMER_HEARTBEAT_INTERVAL_MS", "300")
             .env("RUST_LOG", "warn")
@@ -937,13 +991,13 @@ async fn serve_refuses_a_liveness_bound_shorter_than_a_batch() {
         .expect("refused")
         .to_string();
     assert!(error.contains("statistics"), "{error}");
-    let error = server("32000", "false").expect("refused").to_string();
+    let error = server("32500", "false").expect("refused").to_string();
     assert!(
-        error.contains("RELAY_LIVENESS_TIMEOUT_MS") && error.contains("32020 ms"),
-        "{error}"
+        error.contains("RELAY_LIVENESS_TIMEOUT_MS") && error.contains("32520 ms"),
+        "at least once adds the commit interval (500 ms): {error}"
     );
-    assert!(server("32021", "false").is_none(), "longer than a batch");
-    let error = server("32021", "true").expect("refused").to_string();
+    assert!(server("32521", "false").is_none(), "longer than a batch");
+    let error = server("32521", "true").expect("refused").to_string();
     assert!(
         error.contains("52020 ms"),
         "exactly once adds the commit: {error}"

@@ -6,8 +6,10 @@
 //! delivers inside a poll, never lands while a batch is in flight, and a partition's
 //! records are never processed after it is lost. Records read but not processed when
 //! their partition is revoked are dropped; their offsets were never committed, so the
-//! partition's new owner reads them. Offsets of records done whose commit failed are
-//! committed again before the next batch, and before their partition is revoked.
+//! partition's new owner reads them. Offsets of records done are committed on an
+//! interval (`serve` at least once: one commit for the batches of that time; `esm`:
+//! after every batch), at once before their partition is revoked and when the member
+//! leaves, and again before the next batch when a commit failed.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -72,12 +74,15 @@ pub(crate) struct SourceOptions {
 /// - per partition, how many times it was revoked (its *epoch*): a record read under an
 ///   older epoch belongs to an assignment that was lost, even when the partition has
 ///   been assigned back since;
-/// - offsets of records done but not committed yet (a commit failed), which a
-///   revocation commits before the partition goes.
+/// - offsets of records done but not committed yet (waiting for the commit interval, or
+///   a commit failed), which a revocation commits before the partition goes.
 #[derive(Default)]
 struct Shared {
     epochs: HashMap<(String, i32), u64>,
     uncommitted: HashMap<(String, i32), i64>,
+    /// When the oldest offset in `uncommitted` was noted: it is committed
+    /// [`SourceOptions::commit_interval`] after that at the latest.
+    pending_since: Option<tokio::time::Instant>,
 }
 
 #[derive(Default)]
@@ -99,6 +104,9 @@ impl Group {
             let key = (topic.to_owned(), partition);
             if g.epochs.get(&key).copied().unwrap_or(0) != epoch {
                 return;
+            }
+            if g.uncommitted.is_empty() {
+                g.pending_since = Some(tokio::time::Instant::now());
             }
             let entry = g.uncommitted.entry(key).or_insert(next);
             *entry = (*entry).max(next);
@@ -134,12 +142,19 @@ impl Group {
                 g.uncommitted.remove(&key);
             }
         }
+        if g.uncommitted.is_empty() {
+            g.pending_since = None;
+        }
         Ok(true)
     }
 
-    /// Whether any offset is noted and not committed yet.
-    fn pending(&self) -> bool {
-        self.0.lock().is_ok_and(|g| !g.uncommitted.is_empty())
+    /// When the offsets noted are due to be committed, if any are noted.
+    fn due(&self, interval: Duration) -> Option<tokio::time::Instant> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|g| g.pending_since)
+            .map(|since| since + interval)
     }
 }
 
@@ -281,7 +296,9 @@ impl ConsumerContext for SourceContext {
                 .collect();
             let lost = consumer.assignment_lost();
             tracing::info!(partitions = ?list, lost, "partitions revoked");
-            // Done but not committed yet (a commit failed): commit before they go.
+            // Done but not committed yet (waiting for the commit interval, or a commit
+            // failed): committed before they go. A synchronous commit, inside the poll
+            // that serves the rebalance: one coordinator round trip on the polling task.
             if !lost {
                 if let Err(error) = self.group.commit(consumer, Some(&list)) {
                     tracing::warn!(%error, "commit before the revocation failed; the new owner reads those records again");
@@ -291,6 +308,9 @@ impl ConsumerContext for SourceContext {
                 for partition in list {
                     g.uncommitted.remove(&partition);
                     *g.epochs.entry(partition).or_insert(0) += 1;
+                }
+                if g.uncommitted.is_empty() {
+                    g.pending_since = None;
                 }
             }
         }
@@ -401,9 +421,6 @@ pub(crate) struct Source {
     /// Records read that did not fit in the last batch, or while the loop was busy
     /// elsewhere ([`Source::serve_while`]): the first of the next, in the order read.
     carried: VecDeque<Read>,
-    /// When the oldest offset not committed yet was noted done: it is committed
-    /// [`SourceOptions::commit_interval`] after that at the latest.
-    pending_since: Option<tokio::time::Instant>,
 }
 
 impl Source {
@@ -477,7 +494,6 @@ impl Source {
             paused: Vec::new(),
             failures: HashMap::new(),
             carried: VecDeque::new(),
-            pending_since: None,
         })
     }
 
@@ -520,8 +536,8 @@ impl Source {
                         .chain(
                             // (One past due, after a failed commit, is retried at the
                             // next batch, as before.)
-                            self.pending_since
-                                .map(|since| since + self.options.commit_interval)
+                            self.group
+                                .due(self.options.commit_interval)
                                 .filter(|due| *due > tokio::time::Instant::now()),
                         )
                         .min();
@@ -646,45 +662,35 @@ impl Source {
     /// (liveness).
     /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown)
     /// is not held by brokers that do not answer.
-    pub(crate) async fn commit(&mut self) -> bool {
-        if self.consumer.assignment_lost() {
-            tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
-            return false;
-        }
-        let (consumer, group) = (self.consumer.clone(), self.group.clone());
-        match tokio::task::spawn_blocking(move || group.commit(&*consumer, None)).await {
-            Ok(Ok(committed)) => {
-                if committed {
-                    self.consumer.context().metrics.progress();
-                }
-                if !self.group.pending() {
-                    self.pending_since = None;
-                }
-                true
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "commit failed; retried before the next batch");
-                false
-            }
-            Err(error) => {
-                tracing::warn!(%error, "commit not done; retried before the next batch");
-                false
-            }
-        }
+    pub(crate) async fn commit(&self) -> bool {
+        commit(self.consumer.clone(), self.group.clone()).await
     }
 
     /// Commits the offsets of records done once the oldest of them has waited
     /// [`SourceOptions::commit_interval`] (at once when that is zero, or after a failed
     /// commit).
-    pub(crate) async fn commit_due(&mut self) {
-        if !self.group.pending() {
-            self.pending_since = None;
-            return;
-        }
-        let now = tokio::time::Instant::now();
-        let since = *self.pending_since.get_or_insert(now);
-        if now >= since + self.options.commit_interval {
+    pub(crate) async fn commit_due(&self) {
+        let due = self.group.due(self.options.commit_interval);
+        if due.is_some_and(|due| tokio::time::Instant::now() >= due) {
             self.commit().await;
+        }
+    }
+
+    /// Commits the offsets of records done when they fall due, for the loop to run
+    /// beside a batch: the records of the batches before are committed on time however
+    /// long this one takes (liveness counts commits). Touches nothing a poll serves; one
+    /// commit at most, and never ends when nothing is noted.
+    pub(crate) fn commit_when_due(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (consumer, group) = (self.consumer.clone(), self.group.clone());
+        let due = self.group.due(self.options.commit_interval);
+        async move {
+            match due {
+                Some(due) => {
+                    tokio::time::sleep_until(due).await;
+                    commit(consumer, group).await;
+                }
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -902,7 +908,7 @@ impl Source {
     /// members at once).
     /// Gives up waiting after `within`: a commit or a close the brokers do not answer is
     /// left behind (the partitions then move after the session timeout).
-    pub(crate) async fn leave(mut self, within: Duration) {
+    pub(crate) async fn leave(self, within: Duration) {
         tracing::info!("leaving the consumer group");
         let leaving = tokio::spawn(async move {
             self.commit().await;
@@ -918,6 +924,35 @@ impl Source {
                 within_ms = within.as_millis() as u64,
                 "the consumer did not leave the group in time: its partitions move after the session timeout"
             );
+        }
+    }
+}
+
+/// Commits the offsets of records done (see [`Source::commit`]). On failure they stay
+/// noted: retried before the next batch, at a revocation and at shutdown. Records
+/// committed are progress (liveness).
+/// The commit runs on a blocking thread: a caller that stops waiting (the shutdown) is
+/// not held by brokers that do not answer.
+async fn commit(consumer: Arc<StreamConsumer<SourceContext>>, group: Arc<Group>) -> bool {
+    if consumer.assignment_lost() {
+        tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
+        return false;
+    }
+    let committer = consumer.clone();
+    match tokio::task::spawn_blocking(move || group.commit(&*committer, None)).await {
+        Ok(Ok(committed)) => {
+            if committed {
+                consumer.context().metrics.progress();
+            }
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "commit failed; retried before the next batch");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "commit not done; retried before the next batch");
+            false
         }
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! **At least once** (default): per partition, the committed offset is the first record
 //! not done, exactly what Lambda's partial batch response tells the event source
-//! mapping. A partition with a record not done is sought back to it and paused for a
+//! mapping. It is committed `RELAY_COMMIT_INTERVAL_MS` after the records are done at the
+//! latest (beside the next batch when one runs), so one commit covers the batches of
+//! that time; a batch is what has arrived (no window by default). A partition with a record not done is sought back to it and paused for a
 //! backoff (doubling per failure in a row), then read again; the other partitions go on.
 //!
 //! **Exactly once** (`RELAY_EXACTLY_ONCE=true`): the producer is transactional; a batch's
@@ -48,6 +50,8 @@ const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 /// What the liveness bound leaves on top of the longest a batch may take: making a
 /// producer, committing the offsets, pausing and seeking.
 const LIVENESS_MARGIN: Duration = Duration::from_secs(2);
+/// The longest wait for the old consumer's commit when it is made again.
+const COMMIT_BEFORE_REMAKE: Duration = Duration::from_secs(2);
 /// The longest wait, at start, for each cluster to say its id (exactly once).
 const CLUSTER_ID_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,7 +86,8 @@ pub struct Server {
 /// What a batch came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Committed {
-    /// Every record done and committed.
+    /// Every record done (at least once: committed within the commit interval; exactly
+    /// once: committed in the transaction).
     All,
     /// Some partitions read again (at least once: the done part committed; exactly
     /// once: nothing committed).
@@ -249,19 +254,28 @@ impl Server {
             }
             let shutdown_timeout = self.settings.shutdown_timeout;
             self.metrics.in_flight(true);
+            // The batches before this one are committed when due, not after it.
+            let committing = self.source.commit_when_due();
             let result = {
                 let processing = self.process(batch);
                 tokio::pin!(processing);
-                tokio::select! {
-                    result = &mut processing => Some(result),
-                    () = &mut shutdown => {
-                        tracing::info!(
-                            timeout_ms = shutdown_timeout.as_millis() as u64,
-                            "shutting down: finishing the batch in flight"
-                        );
-                        let now = tokio::time::Instant::now();
-                        stopped_at = Some(now);
-                        tokio::time::timeout_at(now + shutdown_timeout, &mut processing).await.ok()
+                tokio::pin!(committing);
+                let mut committed = false;
+                loop {
+                    tokio::select! {
+                        result = &mut processing => break Some(result),
+                        () = &mut committing, if !committed => committed = true,
+                        () = &mut shutdown => {
+                            tracing::info!(
+                                timeout_ms = shutdown_timeout.as_millis() as u64,
+                                "shutting down: finishing the batch in flight"
+                            );
+                            let now = tokio::time::Instant::now();
+                            stopped_at = Some(now);
+                            break tokio::time::timeout_at(now + shutdown_timeout, &mut processing)
+                                .await
+                                .ok();
+                        }
                     }
                 }
             };
@@ -347,7 +361,7 @@ impl Server {
     /// or the producer's login, the secret is fetched again (it may have been rotated; at
     /// most every 30 s, as Lambda does before a batch). When it changed, the producer is
     /// replaced and the consumer made again with it (it rejoins the group; records done
-    /// but not committed are read again).
+    /// are committed first if the old consumer still can, else read again).
     async fn renew_credentials(&mut self) {
         if !self.remake_source {
             if !self.relay.scram_refetch_due() {
@@ -366,6 +380,10 @@ impl Server {
             self.transactions.forget();
             self.remake_source = true;
         }
+        // What is done but waits for its commit interval is committed first, before the
+        // new member joins, when the old consumer still can (a refusal may have been the
+        // producer's alone), so the new one does not read it again.
+        let _ = tokio::time::timeout(COMMIT_BEFORE_REMAKE, self.source.commit()).await;
         let brokers = self.origin.bootstrap_servers.clone().unwrap_or_default();
         let source = self
             .relay
@@ -770,7 +788,8 @@ fn liveness_timeout(settings: &ServeSettings) -> Result<Duration, Error> {
         + if settings.exactly_once {
             COMMIT_BUDGET
         } else {
-            Duration::ZERO
+            // Records done are progress once committed.
+            settings.commit_interval
         };
     let statistics = settings
         .consumer_overrides
@@ -804,7 +823,7 @@ fn liveness_timeout(settings: &ServeSettings) -> Result<Duration, Error> {
             if settings.exactly_once {
                 ", and the commit's budget"
             } else {
-                ""
+                ", the commit interval"
             }
         )));
     }
