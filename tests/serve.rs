@@ -344,6 +344,46 @@ async fn a_batch_in_flight_does_not_hold_back_the_commit_before_it() {
     );
 }
 
+/// A downstream cluster slower to answer than the topic check waits (every request 3 s
+/// late, the check 2 s) costs a batch one unanswered check, not one per record: every
+/// record of the first batch is done, none failed for a batch budget spent on checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cluster_costs_one_topic_check_per_batch() {
+    let (source, downstream) = (cluster(), cluster());
+    for broker in 1..=3 {
+        downstream
+            .cluster()
+            .broker_round_trip_time(broker, Duration::from_secs(3))
+            .expect("round trip time");
+    }
+    produce_source(&source, 0, 30);
+    let source_brokers = source.bootstrap_servers();
+    let serving = Serving::start(
+        &downstream,
+        "slow",
+        &[
+            ("RELAY_SOURCE_BROKERS", source_brokers.as_str()),
+            ("RELAY_BATCH_SIZE", "30"),
+            ("RELAY_BATCH_WINDOW_MS", "1000"),
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(90);
+    while serving.metrics.records.get() < 30 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (records, produced, failed) = (
+        serving.metrics.records.get(),
+        serving.metrics.produced.get(),
+        serving.metrics.failed.get(),
+    );
+    serving.stop().await;
+    assert_eq!(
+        (records, produced, failed),
+        (30, 30, 0),
+        "one batch of 30 records, all produced, none failed"
+    );
+}
+
 /// An infrastructure fault (the output topic refuses the relay) commits nothing past
 /// the first record not done; once it clears, the partition is read again from there
 /// and every record is relayed once.

@@ -66,9 +66,15 @@ enum TopicCheck {
     /// batch that asked) or the next batch ([`Sink::begin_batch`]), so the other
     /// partitions of the batch fail at once instead of each waiting for metadata.
     Refused(Instant, Undelivered),
+    /// The cluster did not answer in time (or listed no partitions yet): produced without
+    /// asking again until this instant (as for a refusal) or the next batch, so one
+    /// record of the batch waits for the answer, not each in turn; the delivery reports
+    /// decide.
+    Unanswered(Instant),
 }
 
-/// How long a refusal is remembered when the batch has no budget.
+/// How long a refusal or a question not answered is remembered when the batch has no
+/// budget.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(1);
 
 /// Longest wait for a topic's metadata before producing without an answer.
@@ -165,8 +171,9 @@ impl Sink {
         &self.producer
     }
 
-    /// Forgets the topics the cluster refused: a new batch asks about them again, so a
-    /// grant added or a topic created between invocations takes effect at once.
+    /// Forgets the topics the cluster refused or did not answer about: a new batch asks
+    /// about them again, so a grant added or a topic created between invocations takes
+    /// effect at once.
     pub(crate) fn begin_batch(&self) {
         if let Ok(mut topics) = self.topics.lock() {
             topics.retain(|_, check| matches!(check, TopicCheck::Exists));
@@ -226,7 +233,9 @@ impl Sink {
     /// the topic does not exist or the relay may not use it. Asked once per producer
     /// for a topic that exists; a refusal is remembered until `budget`. When the
     /// cluster does not answer by `budget` (or [`TOPIC_CHECK_TIMEOUT`]), the message is
-    /// produced and the delivery reports decide.
+    /// produced and the delivery reports decide; so are the topic's next messages until
+    /// `budget`, without asking again (a slow cluster would otherwise hold every record
+    /// of the batch for the timeout in turn).
     pub(crate) async fn check_topic(
         &self,
         topic: &Arc<str>,
@@ -236,6 +245,7 @@ impl Sink {
         match known {
             Some(TopicCheck::Exists) => return Ok(()),
             Some(TopicCheck::Refused(until, error)) if Instant::now() < until => return Err(error),
+            Some(TopicCheck::Unanswered(until)) if Instant::now() < until => return Ok(()),
             _ => {}
         }
         let timeout = budget
@@ -285,13 +295,13 @@ impl Sink {
                 )
             }
             // No answer in time, or no partitions yet: let the producer find out.
-            _ => return Ok(()),
+            _ => TopicCheck::Unanswered(budget.unwrap_or_else(|| Instant::now() + REFUSAL_MEMORY)),
         };
         if let Ok(mut topics) = self.topics.lock() {
             topics.insert(topic.clone(), verdict.clone());
         }
         match verdict {
-            TopicCheck::Exists => Ok(()),
+            TopicCheck::Exists | TopicCheck::Unanswered(_) => Ok(()),
             TopicCheck::Refused(_, error) => Err(error),
         }
     }
