@@ -471,9 +471,10 @@ BROKER_NOTES = {"mock": [
     "partitions fill unevenly (15,027, 0 and 4,973 of the 20,000 records `scripts/feed.py` cycles through): the",
     "fullest keeps its last 7 s or so at 2,000 records/s and 1.4 s at 10,000. A contender further behind finds",
     "its next records deleted and resumes after them: the likely reading of the kafkajs server's undelivered records (it logs nothing). No",
-    "cdc-relay contender fell that far behind. The kafkajs server's lag here is bounded by these limits more than",
-    "by its own work (on nisshi its p99 at 500 records/s was 316 ms), so the comparisons with it below say",
-    "little; the cdc-relay rows are the point of this section.",
+    "cdc-relay contender fell that far behind. Each run has a broker of its own. Runs before commit 03b108a",
+    "shared one, so later runs fetched from output topics holding the earlier runs' batches, which each fetch",
+    "walks: the likely reason the kafkajs server, which ran last at each rate, showed seconds of lag at 500",
+    "records/s then (this file's history).",
 ]}
 
 NAMES = {"serve": "cdc-relay serve", "serve-eos": "cdc-relay serve, exactly once", "esm": "Lambda path (esm + cargo lambda watch)",
