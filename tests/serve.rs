@@ -35,6 +35,19 @@ pub fn cluster() -> EmbeddedKafka {
     kafka
 }
 
+/// The mock cluster with the source and output topics, every broker of which answers
+/// each request `round_trip` late.
+fn slow_cluster(round_trip: Duration) -> EmbeddedKafka {
+    let kafka = cluster();
+    for broker in 1..=3 {
+        kafka
+            .cluster()
+            .broker_round_trip_time(broker, round_trip)
+            .expect("round trip time");
+    }
+    kafka
+}
+
 /// Produces `count` DMS insert records for `public.orders` into the source topic,
 /// spread over its partitions, starting at order id `first`.
 pub fn produce_source(kafka: &EmbeddedKafka, first: u64, count: u64) {
@@ -301,13 +314,7 @@ async fn offsets_commit_on_their_interval_not_per_batch() {
 /// source cluster answers at once. With serve's default batch window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_flight_does_not_hold_back_the_commit_before_it() {
-    let (source, downstream) = (cluster(), cluster());
-    for broker in 1..=3 {
-        downstream
-            .cluster()
-            .broker_round_trip_time(broker, Duration::from_secs(1))
-            .expect("round trip time");
-    }
+    let (source, downstream) = (cluster(), slow_cluster(Duration::from_secs(1)));
     produce_source(&source, 0, 300);
     let source_brokers = source.bootstrap_servers();
     let serving = Serving::start(
@@ -349,13 +356,7 @@ async fn a_batch_in_flight_does_not_hold_back_the_commit_before_it() {
 /// record of the first batch is done, none failed for a batch budget spent on checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_cluster_costs_one_topic_check_per_batch() {
-    let (source, downstream) = (cluster(), cluster());
-    for broker in 1..=3 {
-        downstream
-            .cluster()
-            .broker_round_trip_time(broker, Duration::from_secs(3))
-            .expect("round trip time");
-    }
+    let (source, downstream) = (cluster(), slow_cluster(Duration::from_secs(3)));
     produce_source(&source, 0, 30);
     let source_brokers = source.bootstrap_servers();
     let serving = Serving::start(
