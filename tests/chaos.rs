@@ -412,12 +412,16 @@ async fn chaos(exactly_once: bool) {
     let started = Instant::now();
 
     // A rebalance: the second member joins while the first works through a backlog.
+    // The coordinator refuses commits until the group is stable again (on the mock
+    // cluster each round takes up to 2 s, and more rounds under load), so no progress
+    // is possible meanwhile: /healthz may fail until the members have committed again.
     h.produce(0, 600);
     h.start(0);
     assert!(
         h.relays(0, 0, 20, Duration::from_secs(30)).await,
         "{mode}: the first member relays"
     );
+    let from = Instant::now();
     h.start(1);
     let sampler = sample(h.ports, samples.clone());
     let until = Instant::now() + Duration::from_secs(30);
@@ -431,6 +435,8 @@ async fn chaos(exactly_once: bool) {
         h.metric(1, "cdc_relay_assigned_partitions").await > 0,
         "{mode}: the second member got partitions"
     );
+    h.settled(mode, "the rebalance").await;
+    faults.push((from, Instant::now() + Duration::from_secs(1)));
 
     // SIGKILL while relaying a backlog, and a restart.
     let from = h.relayed(0).await;
