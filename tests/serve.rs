@@ -12,6 +12,7 @@ use cdc_relay::ops::Metrics;
 use cdc_relay::relay::Relay;
 use cdc_relay::transform::{header, Routes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCoordinator;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -217,6 +218,17 @@ impl Serving {
         }
     }
 
+    /// Stops it, whatever it returns: how long that took, and what it returned.
+    async fn stop_timed(self) -> (Duration, Result<(), cdc_relay::Error>) {
+        let stopping = Instant::now();
+        let _ = self.stop.send(());
+        let ended = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("serve returns")
+            .expect("serve task");
+        (stopping.elapsed(), ended)
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.task
@@ -310,11 +322,11 @@ async fn offsets_commit_on_their_interval_not_per_batch() {
 
 /// At least once, a batch in flight does not hold back the commit of the batches before
 /// it: they are committed when due (liveness counts commits), not when it ends. The
-/// downstream cluster answers every request 1 s late, so each batch takes a second; the
+/// downstream cluster answers every request 3 s late, so each batch takes that long; the
 /// source cluster answers at once. With serve's default batch window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_flight_does_not_hold_back_the_commit_before_it() {
-    let (source, downstream) = (cluster(), slow_cluster(Duration::from_secs(1)));
+    let (source, downstream) = (cluster(), slow_cluster(Duration::from_secs(3)));
     produce_source(&source, 0, 300);
     let source_brokers = source.bootstrap_servers();
     let serving = Serving::start(
@@ -1218,13 +1230,7 @@ async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
         }
         // The next batch waits on the brokers.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let stopping = Instant::now();
-        let _ = serving.stop.send(());
-        let ended = tokio::time::timeout(Duration::from_secs(30), serving.task)
-            .await
-            .expect("serve returns")
-            .expect("serve task");
-        let took = stopping.elapsed();
+        let (took, ended) = serving.stop_timed().await;
         let bound = Duration::from_secs(2) + SHUTDOWN_EPILOGUE;
         eprintln!(
             "exactly once {exactly_once}: shutdown took {took:?} (bound {bound:?}): {ended:?}"
@@ -1243,6 +1249,77 @@ async fn shutdown_is_bounded_when_the_brokers_stop_answering() {
         }
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
+}
+
+/// A commit the group's coordinator answers late holds neither the loop nor its
+/// shutdown: the batches go on while it is under way, commits that fall due meanwhile
+/// wait for the next chance instead of queueing behind it, and SIGTERM returns within
+/// `RELAY_SHUTDOWN_TIMEOUT_MS` and [`SHUTDOWN_EPILOGUE`]. The source cluster's
+/// coordinator (broker 3) answers 12 s late, its partition leaders (brokers 1 and 2) at
+/// once; downstream answers 20 ms late, so the backlog lasts. Before, a commit held the
+/// lock the loop takes to note records done for its whole round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_under_way_holds_neither_the_loop_nor_its_shutdown() {
+    let group = "late-commit";
+    let (source, downstream) = (cluster(), slow_cluster(Duration::from_millis(20)));
+    source
+        .cluster()
+        .coordinator(MockCoordinator::Group(group.to_owned()), 3)
+        .expect("coordinator");
+    for partition in 0..PARTITIONS {
+        source
+            .cluster()
+            .partition_leader(SOURCE, partition, Some(1 + partition % 2))
+            .expect("leader");
+    }
+    produce_source(&source, 0, 20_000);
+    let source_brokers = source.bootstrap_servers();
+    let serving = Serving::start(
+        &downstream,
+        group,
+        &[
+            ("RELAY_SOURCE_BROKERS", source_brokers.as_str()),
+            ("RELAY_BATCH_SIZE", "10"),
+            ("RELAY_COMMIT_INTERVAL_MS", "100"),
+            ("RELAY_SHUTDOWN_TIMEOUT_MS", "2000"),
+            // Heartbeats answered 12 s late keep the session.
+            ("RELAY_CONSUMER_SESSION_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while serving.metrics.records.get() < 10 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        serving.metrics.records.get() >= 10,
+        "relaying before the coordinator slows down"
+    );
+    source
+        .cluster()
+        .broker_round_trip_time(3, Duration::from_secs(12))
+        .expect("round trip time");
+    // A commit falls due within 100 ms and is then under way for 12 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = serving.metrics.records.get();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = serving.metrics.records.get() - before;
+    let (took, ended) = serving.stop_timed().await;
+    let bound = Duration::from_secs(2) + SHUTDOWN_EPILOGUE;
+    eprintln!(
+        "{during} records relayed in 2 s while a commit was under way; shutdown took {took:?} \
+         (bound {bound:?}): {ended:?}"
+    );
+    // What was left behind (a commit, the consumer's close) ends before the cluster goes.
+    let _ = source.cluster().broker_round_trip_time(3, Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        during >= 100,
+        "the batches went on while a commit was under way ({during} records in 2 s)"
+    );
+    assert!(
+        took <= bound + Duration::from_secs(1),
+        "shutdown took {took:?}, past {bound:?}"
+    );
 }
 
 /// `serve` writes the ecosystem's formats as the other modes do (one transform): the

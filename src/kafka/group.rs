@@ -85,12 +85,24 @@ struct Shared {
     pending_since: Option<tokio::time::Instant>,
 }
 
+/// The shared state, locked only for short reads and writes (never across a call to
+/// the brokers: the loop's thread takes it to read and to note records done), and a
+/// second lock that serialises commits to the brokers, held across each synchronous
+/// round trip: commits go out one at a time, each with the latest offsets, so a
+/// group's committed offsets never move back.
 #[derive(Default)]
-struct Group(Mutex<Shared>);
+struct Group {
+    state: Mutex<Shared>,
+    committing: Mutex<()>,
+    /// A commit on a blocking thread is under way (or waiting for its turn): the
+    /// commits that fall due meanwhile are left to the next chance instead of piling up
+    /// threads behind a coordinator that answers late.
+    under_way: AtomicBool,
+}
 
 impl Group {
     fn epoch(&self, topic: &str, partition: i32) -> u64 {
-        self.0
+        self.state
             .lock()
             .ok()
             .and_then(|g| g.epochs.get(&(topic.to_owned(), partition)).copied())
@@ -100,7 +112,7 @@ impl Group {
     /// Notes `next` as the partition's offset to commit (never moving it back), unless
     /// the partition was revoked since `epoch`.
     fn done(&self, topic: &str, partition: i32, next: i64, epoch: u64) {
-        if let Ok(mut g) = self.0.lock() {
+        if let Ok(mut g) = self.state.lock() {
             let key = (topic.to_owned(), partition);
             if g.epochs.get(&key).copied().unwrap_or(0) != epoch {
                 return;
@@ -114,21 +126,28 @@ impl Group {
     }
 
     /// Commits the offsets noted (only those of `partitions` when given); forgets
-    /// those committed. Whether there was anything to commit.
+    /// those committed (unless noted further meanwhile). Whether there was anything to
+    /// commit. Waits for a commit already under way: call it on a blocking thread, or
+    /// where waiting for one round trip to the brokers is meant (a revocation).
     fn commit<C: Consumer<SourceContext>>(
         &self,
         consumer: &C,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<bool, KafkaError> {
-        let Ok(mut g) = self.0.lock() else {
+        let Ok(_one_at_a_time) = self.committing.lock() else {
             return Ok(false);
         };
-        let chosen: Vec<((String, i32), i64)> = g
-            .uncommitted
-            .iter()
-            .filter(|(k, _)| partitions.is_none_or(|p| p.contains(k)))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+        let taken = tokio::time::Instant::now();
+        let chosen: Vec<((String, i32), i64)> = {
+            let Ok(g) = self.state.lock() else {
+                return Ok(false);
+            };
+            g.uncommitted
+                .iter()
+                .filter(|(k, _)| partitions.is_none_or(|p| p.contains(k)))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
         if chosen.is_empty() {
             return Ok(false);
         }
@@ -137,20 +156,25 @@ impl Group {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
         consumer.commit(&offsets, CommitMode::Sync)?;
-        for (key, next) in chosen {
-            if g.uncommitted.get(&key) == Some(&next) {
-                g.uncommitted.remove(&key);
+        if let Ok(mut g) = self.state.lock() {
+            for (key, next) in chosen {
+                if g.uncommitted.get(&key) == Some(&next) {
+                    g.uncommitted.remove(&key);
+                }
             }
-        }
-        if g.uncommitted.is_empty() {
-            g.pending_since = None;
+            if g.uncommitted.is_empty() {
+                g.pending_since = None;
+            } else if partitions.is_none() {
+                // What is left was noted while the commit was under way.
+                g.pending_since = g.pending_since.map(|since| since.max(taken));
+            }
         }
         Ok(true)
     }
 
     /// When the offsets noted are due to be committed, if any are noted.
     fn due(&self, interval: Duration) -> Option<tokio::time::Instant> {
-        self.0
+        self.state
             .lock()
             .ok()
             .and_then(|g| g.pending_since)
@@ -298,13 +322,18 @@ impl ConsumerContext for SourceContext {
             tracing::info!(partitions = ?list, lost, "partitions revoked");
             // Done but not committed yet (waiting for the commit interval, or a commit
             // failed): committed before they go. A synchronous commit, inside the poll
-            // that serves the rebalance: one coordinator round trip on the polling task.
+            // that serves the rebalance: one coordinator round trip on the polling task
+            // (two when a commit is under way beside a batch: it goes first).
             if !lost {
-                if let Err(error) = self.group.commit(consumer, Some(&list)) {
-                    tracing::warn!(%error, "commit before the revocation failed; the new owner reads those records again");
+                match self.group.commit(consumer, Some(&list)) {
+                    Ok(true) => self.metrics.progress(),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "commit before the revocation failed; the new owner reads those records again");
+                    }
                 }
             }
-            if let Ok(mut g) = self.group.0.lock() {
+            if let Ok(mut g) = self.group.state.lock() {
                 for partition in list {
                     g.uncommitted.remove(&partition);
                     *g.epochs.entry(partition).or_insert(0) += 1;
@@ -663,7 +692,7 @@ impl Source {
     /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown)
     /// is not held by brokers that do not answer.
     pub(crate) async fn commit(&self) -> bool {
-        commit(self.consumer.clone(), self.group.clone()).await
+        commit(self.consumer.clone(), self.group.clone(), IfUnderWay::Wait).await
     }
 
     /// Commits the offsets of records done once the oldest of them has waited
@@ -672,7 +701,7 @@ impl Source {
     pub(crate) async fn commit_due(&self) {
         let due = self.group.due(self.options.commit_interval);
         if due.is_some_and(|due| tokio::time::Instant::now() >= due) {
-            self.commit().await;
+            commit(self.consumer.clone(), self.group.clone(), IfUnderWay::Skip).await;
         }
     }
 
@@ -687,7 +716,7 @@ impl Source {
             match due {
                 Some(due) => {
                     tokio::time::sleep_until(due).await;
-                    commit(consumer, group).await;
+                    commit(consumer, group, IfUnderWay::Skip).await;
                 }
                 None => std::future::pending().await,
             }
@@ -711,7 +740,7 @@ impl Source {
         }
         let uncommitted = self
             .group
-            .0
+            .state
             .lock()
             .map_or(true, |g| !g.uncommitted.is_empty());
         if uncommitted {
@@ -933,13 +962,32 @@ impl Source {
 /// committed are progress (liveness).
 /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown) is
 /// not held by brokers that do not answer.
-async fn commit(consumer: Arc<StreamConsumer<SourceContext>>, group: Arc<Group>) -> bool {
+/// With [`IfUnderWay::Skip`], nothing is done while another commit is under way (the
+/// offsets stay noted, for the next chance); with [`IfUnderWay::Wait`] the commit goes
+/// out after it.
+async fn commit(
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    group: Arc<Group>,
+    if_under_way: IfUnderWay,
+) -> bool {
     if consumer.assignment_lost() {
         tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
         return false;
     }
+    let busy = group.under_way.swap(true, Ordering::AcqRel);
+    if busy && if_under_way == IfUnderWay::Skip {
+        return false;
+    }
     let committer = consumer.clone();
-    match tokio::task::spawn_blocking(move || group.commit(&*committer, None)).await {
+    let committed = tokio::task::spawn_blocking(move || {
+        let committed = group.commit(&*committer, None);
+        if !busy {
+            group.under_way.store(false, Ordering::Release);
+        }
+        committed
+    })
+    .await;
+    match committed {
         Ok(Ok(committed)) => {
             if committed {
                 consumer.context().metrics.progress();
@@ -955,6 +1003,15 @@ async fn commit(consumer: Arc<StreamConsumer<SourceContext>>, group: Arc<Group>)
             false
         }
     }
+}
+
+/// What a commit does when another is under way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfUnderWay {
+    /// Nothing: the commits that fall due while the loop runs.
+    Skip,
+    /// Goes out after it: leaving the group, remaking the consumer.
+    Wait,
 }
 
 /// A consumed message as a source record.

@@ -297,9 +297,24 @@ impl Sink {
             // No answer in time, or no partitions yet: let the producer find out.
             _ => TopicCheck::Unanswered(budget.unwrap_or_else(|| Instant::now() + REFUSAL_MEMORY)),
         };
-        if let Ok(mut topics) = self.topics.lock() {
-            topics.insert(topic.clone(), verdict.clone());
-        }
+        // A check that went unanswered never replaces an answer another check got
+        // meanwhile (a refusal still in force, or the topic's existence).
+        let verdict = match self.topics.lock() {
+            Ok(mut topics) => {
+                let verdict = match (verdict, topics.get(topic)) {
+                    (TopicCheck::Unanswered(_), Some(TopicCheck::Exists)) => TopicCheck::Exists,
+                    (TopicCheck::Unanswered(_), Some(TopicCheck::Refused(until, error)))
+                        if Instant::now() < *until =>
+                    {
+                        TopicCheck::Refused(*until, error.clone())
+                    }
+                    (verdict, _) => verdict,
+                };
+                topics.insert(topic.clone(), verdict.clone());
+                verdict
+            }
+            Err(_) => verdict,
+        };
         match verdict {
             TopicCheck::Exists | TopicCheck::Unanswered(_) => Ok(()),
             TopicCheck::Refused(_, error) => Err(error),

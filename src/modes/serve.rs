@@ -8,9 +8,10 @@
 //!
 //! **At least once** (default): per partition, the committed offset is the first record
 //! not done, exactly what Lambda's partial batch response tells the event source
-//! mapping. It is committed `RELAY_COMMIT_INTERVAL_MS` after the records are done at the
-//! latest (beside the next batch when one runs), so one commit covers the batches of
-//! that time; a batch is what has arrived (no window by default). A partition with a record not done is sought back to it and paused for a
+//! mapping. It falls due `RELAY_COMMIT_INTERVAL_MS` after the records are done and is
+//! committed then (beside the next batch when one runs; a failed commit is tried again
+//! at the next batch or read), so one commit covers the batches of that time; a batch
+//! is what has arrived (no window by default). A partition with a record not done is sought back to it and paused for a
 //! backoff (doubling per failure in a row), then read again; the other partitions go on.
 //!
 //! **Exactly once** (`RELAY_EXACTLY_ONCE=true`): the producer is transactional; a batch's
