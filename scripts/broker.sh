@@ -137,6 +137,12 @@ wait_ready() {
 launch() {
   local bin
   bin="$(broker_bin)" || { say "no broker binary"; return 3; }
+  # Another process on the address would answer in the broker's place while the new one
+  # fails to bind.
+  if (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
+    say "something else already listens on ${address} (a broker another checkout started?): stop it, or choose another port with BROKER_PORT (BROKER_SCRAM_PORT for the SCRAM broker)"
+    return 4
+  fi
   say "starting $("${bin}" --version 2>/dev/null || echo "${bin}") on ${address} $*"
   cd "${state}"
   nohup "${bin}" broker --listener-url "tcp://${address}" \
@@ -166,7 +172,7 @@ case "${1:-status}" in
     if running; then
       say "already running (pid $(cat "${pidfile}"))"
     else
-      launch --storage-engine memory://nisshi/
+      launch --storage-engine memory://nisshi/ || exit 1
     fi
     wait_ready || { say "cannot start the broker"; exit 1; }
     # shellcheck disable=SC2086
@@ -198,7 +204,7 @@ case "${1:-status}" in
     }
     stop_running 2>/dev/null
     mkdir -p "${state}" && rm -f "${state}"/scram.db*
-    launch --storage-engine sqlite://scram.db
+    launch --storage-engine sqlite://scram.db || exit 1
     if ! wait_ready; then
       if grep -q "FeatureNotEnabled" "${log}"; then
         say "this tansu has no SQLite storage, which the SCRAM broker needs: scripts/broker.sh install-scram"
@@ -211,7 +217,7 @@ case "${1:-status}" in
     "$(tansu_scram_bin)" user create --broker "tcp://${address}" --mechanism scram512 "${user}" "${password}" >&2 \
       || { say "cannot create the SCRAM user"; exit 1; }
     stop_running 2>/dev/null
-    launch --storage-engine sqlite://scram.db --authentication
+    launch --storage-engine sqlite://scram.db --authentication || exit 1
     SASL_USER="${user}" SASL_PASSWORD="${password}" wait_ready || { say "SCRAM broker did not accept the login"; exit 1; }
     echo "${address}"
     ;;
