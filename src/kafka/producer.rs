@@ -15,20 +15,28 @@
 //! ([`Undelivered::name_refused`]): the pipeline blames the record when the relay rendered
 //! the name from DMS's, and the configuration when the routes wrote it out.
 //!
+//! Each message's delivery report is written into a [`Book`] under the message's ticket
+//! (its delivery opaque, a number), where the pipeline takes it: no channel, boxed
+//! sender or allocation per message, and waiting tasks are woken only when a report
+//! one of them waits for comes in.
+//!
 //! Before the first message to a topic, the sink asks the cluster about it once
 //! ([`Sink::check_topic`]): a topic that does not exist, or that the relay may not
 //! describe, fails its records at once (retryable) instead of after librdkafka's 30 s of
 //! metadata waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use tokio::sync::Notify;
 
 use crate::error::{Error, RecordError, Stage};
 use crate::kafka::{ClientAuth, Redactor, RelayContext};
@@ -45,7 +53,9 @@ pub(crate) struct Delivered {
 
 /// The downstream Kafka producer.
 pub struct Sink {
-    producer: FutureProducer<RelayContext>,
+    producer: ThreadedProducer<SinkContext>,
+    /// Where the delivery reports of this producer's messages are written.
+    book: Arc<Book>,
     brokers: String,
     auth: crate::kafka::AuthMode,
     redactor: Redactor,
@@ -137,15 +147,19 @@ impl Sink {
         auth: ClientAuth,
         overrides: &[(String, String)],
     ) -> Result<Sink, Error> {
-        let context = RelayContext::new(&auth);
-        let login_refused = context.auth_refused.clone();
+        let book = Arc::new(Book::default());
+        let context = SinkContext {
+            relay: RelayContext::new(&auth),
+            book: book.clone(),
+        };
+        let login_refused = context.relay.auth_refused.clone();
         let redactor = Redactor::new(auth.secrets());
         let config = producer_config_with(brokers, &auth, overrides);
         let message_max_bytes = config
             .get("message.max.bytes")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
-        let producer: FutureProducer<RelayContext> =
+        let producer: ThreadedProducer<SinkContext> =
             config.create_with_context(context).map_err(|e| {
                 let e = e.to_string();
                 Error::Producer(format!(
@@ -155,6 +169,7 @@ impl Sink {
             })?;
         Ok(Sink {
             producer,
+            book,
             brokers: brokers.to_owned(),
             auth: auth.mode(),
             redactor,
@@ -167,7 +182,7 @@ impl Sink {
     /// The transactional producer's calls (`serve` with exactly-once: the producer
     /// then has a `transactional.id`). Each blocks up to its timeout: call them off the
     /// async workers.
-    pub(crate) fn transactions(&self) -> &FutureProducer<RelayContext> {
+    pub(crate) fn transactions(&self) -> &ThreadedProducer<SinkContext> {
         &self.producer
     }
 
@@ -352,13 +367,13 @@ impl Sink {
         })
     }
 
-    /// Hands a message to librdkafka and returns the future of its acknowledgement.
+    /// Hands a message to librdkafka and returns the ticket of its delivery report.
     /// When the local queue is full, waits for room until `budget` (if any).
     pub(crate) async fn enqueue(
         &self,
         message: &OutMessage,
         budget: Option<Instant>,
-    ) -> Result<DeliveryFuture, RecordError> {
+    ) -> Result<Ticket, RecordError> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (key, value) in message.headers.iter() {
             headers = headers.insert(Header {
@@ -366,8 +381,11 @@ impl Sink {
                 value: Some(value),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&message.topic).headers(headers);
+        // Issued first: the report may come before `send` returns. A message that is
+        // never sent drops its ticket, which frees the slot.
+        let ticket = Book::issue(&self.book);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&message.topic, ticket.number).headers(headers);
         if let Some(key) = &message.key {
             record = record.key(key.as_slice());
         }
@@ -375,8 +393,8 @@ impl Sink {
             record = record.payload(value.as_slice());
         }
         loop {
-            match self.producer.send_result(record) {
-                Ok(future) => return Ok(future),
+            match self.producer.send(record) {
+                Ok(()) => return Ok(ticket),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     if budget.is_some_and(|b| Instant::now() >= b) {
                         return Err(RecordError::retryable(
@@ -393,7 +411,7 @@ impl Sink {
     }
 
     /// Drops everything not yet acknowledged: queued and in-flight messages fail with a
-    /// purge error, so their futures resolve now instead of outliving the invocation.
+    /// purge error, so their reports come now instead of outliving the invocation.
     /// Queued messages are never sent; a message already on the wire may still be
     /// written by the broker, with the same event id as its retry (consumers
     /// de-duplicate by it).
@@ -465,22 +483,260 @@ impl From<&KafkaError> for Undelivered {
     }
 }
 
-/// Resolves a delivery future (or `&mut` one) into an acknowledgement or a classified error.
-pub(crate) async fn delivered<F>(future: F) -> Result<Delivered, Undelivered>
-where
-    F: std::future::Future<Output = <DeliveryFuture as std::future::Future>::Output>,
-{
-    match future.await {
-        Ok(Ok(delivery)) => Ok(Delivered {
-            partition: delivery.partition,
-            offset: delivery.offset,
-        }),
-        Ok(Err((error, _message))) => Err(Undelivered::from(&error)),
-        Err(_canceled) => Err(RecordError::retryable(
+/// The producer's context: the relay's (logs, tokens, refused logins), and the book
+/// each delivery report is written into.
+pub(crate) struct SinkContext {
+    relay: RelayContext,
+    book: Arc<Book>,
+}
+
+impl ClientContext for SinkContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = RelayContext::ENABLE_REFRESH_OAUTH_TOKEN;
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.relay.log(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.relay.stats(statistics);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.relay.stats_raw(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.relay.error(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.relay.generate_oauth_token(oauthbearer_config)
+    }
+}
+
+impl ProducerContext for SinkContext {
+    /// The message's ticket in the book.
+    type DeliveryOpaque = usize;
+
+    /// On the producer's polling thread (or inside a flush).
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: usize) {
+        let outcome = match result {
+            Ok(message) => Ok(Delivered {
+                partition: message.partition(),
+                offset: message.offset(),
+            }),
+            Err((error, _message)) => Err(Undelivered::from(error)),
+        };
+        self.book.report(ticket, outcome);
+    }
+}
+
+impl Drop for SinkContext {
+    /// The producer is gone (its queue was purged and flushed as it went): a report
+    /// still missing will never come.
+    fn drop(&mut self) {
+        self.book.close();
+    }
+}
+
+/// What became of a message.
+type Outcome = Result<Delivered, Undelivered>;
+
+/// The delivery reports of one producer's messages, by ticket. Tickets are issued in
+/// order and slots freed from the front, so a report is found by subtraction; a report
+/// whose ticket was given up (its batch ended or was cancelled) is dropped.
+#[derive(Default)]
+pub(crate) struct Book {
+    slots: Mutex<Slots>,
+    /// Woken when an awaited ticket is reported, or the book closes.
+    reported: Notify,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// The ticket of `slots[0]`.
+    first: usize,
+    slots: VecDeque<Slot>,
+    /// Tickets a task is waiting for.
+    awaited: Vec<usize>,
+    /// No report will come any more.
+    closed: bool,
+}
+
+enum Slot {
+    /// Sent, not reported yet.
+    Waiting,
+    Reported(Outcome),
+    /// Taken, or given up.
+    Free,
+}
+
+impl Slots {
+    fn slot(&mut self, ticket: usize) -> Option<&mut Slot> {
+        let index = ticket.checked_sub(self.first)?;
+        self.slots.get_mut(index)
+    }
+
+    /// Frees a ticket's slot; drops the free slots at the front.
+    fn free(&mut self, ticket: usize) {
+        if let Some(slot) = self.slot(ticket) {
+            *slot = Slot::Free;
+        }
+        while matches!(self.slots.front(), Some(Slot::Free)) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+impl Book {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        // Nothing here panics while holding the lock; if something did, the slots are
+        // still consistent (each change is one assignment).
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A ticket for a message about to be sent.
+    fn issue(book: &Arc<Book>) -> Ticket {
+        let mut slots = book.lock();
+        let number = slots.first + slots.slots.len();
+        let slot = if slots.closed {
+            Slot::Reported(Err(dropped()))
+        } else {
+            Slot::Waiting
+        };
+        slots.slots.push_back(slot);
+        Ticket {
+            book: book.clone(),
+            number,
+            taken: false,
+        }
+    }
+
+    /// Writes a report; wakes the task waiting for it, if one is.
+    fn report(&self, ticket: usize, outcome: Outcome) {
+        let wake = {
+            let mut slots = self.lock();
+            match slots.slot(ticket) {
+                Some(slot @ Slot::Waiting) => *slot = Slot::Reported(outcome),
+                _ => return,
+            }
+            match slots.awaited.iter().position(|&t| t == ticket) {
+                Some(at) => {
+                    slots.awaited.swap_remove(at);
+                    true
+                }
+                None => false,
+            }
+        };
+        if wake {
+            self.reported.notify_waiters();
+        }
+    }
+
+    /// The producer is gone: every report still missing fails, retryable.
+    fn close(&self) {
+        {
+            let mut slots = self.lock();
+            slots.closed = true;
+            for slot in &mut slots.slots {
+                if matches!(slot, Slot::Waiting) {
+                    *slot = Slot::Reported(Err(dropped()));
+                }
+            }
+            slots.awaited.clear();
+        }
+        self.reported.notify_waiters();
+    }
+}
+
+fn dropped() -> Undelivered {
+    RecordError::retryable(
+        Stage::Sink,
+        "producer dropped the message before acknowledging it",
+    )
+    .into()
+}
+
+/// A message handed to the producer: where its delivery report will be. Dropping the
+/// ticket gives the report up.
+pub(crate) struct Ticket {
+    book: Arc<Book>,
+    number: usize,
+    /// The report was taken (its slot is free already).
+    taken: bool,
+}
+
+impl Ticket {
+    /// Waits for the message's report: an acknowledgement or a classified error. Safe
+    /// to cancel (the report stays for the next call) and to call again after it
+    /// answered (the same answer is not kept: it then fails as given up).
+    pub(crate) async fn delivered(&mut self) -> Outcome {
+        let Ticket {
+            book,
+            number,
+            taken,
+        } = self;
+        loop {
+            // Most reports are in by the time their message's turn comes: one look.
+            if let Some(outcome) = take(taken, *number, &mut book.lock()) {
+                return outcome;
+            }
+            let reported = book.reported.notified();
+            tokio::pin!(reported);
+            // Registered before looking again, so a report written after that look
+            // wakes this wait.
+            reported.as_mut().enable();
+            {
+                let mut slots = book.lock();
+                if let Some(outcome) = take(taken, *number, &mut slots) {
+                    return outcome;
+                }
+                if !slots.awaited.contains(number) {
+                    slots.awaited.push(*number);
+                }
+            }
+            reported.await;
+        }
+    }
+}
+
+/// Ticket `number`'s report, if it is in (its slot freed, `taken` set); `None` while
+/// it is awaited.
+fn take(taken: &mut bool, number: usize, slots: &mut Slots) -> Option<Outcome> {
+    if *taken {
+        // Taken before (the pipeline takes each report once).
+        return Some(Err(RecordError::retryable(
             Stage::Sink,
-            "producer dropped the message before acknowledging it",
+            "this message's delivery report was already taken",
         )
-        .into()),
+        .into()));
+    }
+    let outcome = match slots.slot(number) {
+        Some(Slot::Waiting) => return None,
+        Some(slot) => match std::mem::replace(slot, Slot::Free) {
+            Slot::Reported(outcome) => outcome,
+            _ => Err(dropped()),
+        },
+        None => Err(dropped()),
+    };
+    *taken = true;
+    slots.free(number);
+    Some(outcome)
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.taken {
+            let mut slots = self.book.lock();
+            slots.awaited.retain(|&t| t != self.number);
+            slots.free(self.number);
+        }
     }
 }
 
@@ -517,6 +773,151 @@ fn is_record_fault(code: RDKafkaErrorCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn acked(offset: i64) -> Outcome {
+        Ok(Delivered {
+            partition: 0,
+            offset,
+        })
+    }
+
+    fn offset(outcome: Outcome) -> Option<i64> {
+        outcome.ok().map(|d| d.offset)
+    }
+
+    fn pending(book: &Book) -> (usize, usize) {
+        let slots = book.lock();
+        (slots.first, slots.slots.len())
+    }
+
+    /// Each report reaches its own ticket, whether it came before the wait or during
+    /// it, and in any order; taken reports free their slots, so the book holds only what
+    /// is still under way.
+    #[tokio::test]
+    async fn reports_reach_their_tickets_in_any_order() {
+        let book = Arc::new(Book::default());
+        let mut tickets: Vec<Ticket> = (0..3).map(|_| Book::issue(&book)).collect();
+        book.report(tickets[2].number, acked(12));
+        book.report(tickets[0].number, acked(10));
+        assert_eq!(offset(tickets[0].delivered().await), Some(10));
+        let waiter = {
+            let book = book.clone();
+            let number = tickets[1].number;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                book.report(number, acked(11));
+            })
+        };
+        let second = tokio::time::timeout(Duration::from_secs(5), tickets[1].delivered()).await;
+        assert_eq!(offset(second.expect("woken by its report")), Some(11));
+        waiter.await.expect("reporter");
+        assert_eq!(offset(tickets[2].delivered().await), Some(12));
+        assert_eq!(pending(&book), (3, 0), "every slot freed");
+    }
+
+    /// A wait given up (the budget passed) keeps the report for the next wait; a
+    /// ticket dropped unanswered frees its slot, and its late report is ignored.
+    #[tokio::test]
+    async fn a_cancelled_wait_keeps_the_report_and_a_dropped_ticket_frees_its_slot() {
+        let book = Arc::new(Book::default());
+        let mut first = Book::issue(&book);
+        let second = Book::issue(&book);
+        let waited = tokio::time::timeout(Duration::from_millis(20), first.delivered()).await;
+        assert!(waited.is_err(), "nothing reported yet");
+        book.report(first.number, acked(1));
+        assert_eq!(offset(first.delivered().await), Some(1));
+        let mut second = second;
+        let waited = tokio::time::timeout(Duration::from_millis(20), second.delivered()).await;
+        assert!(waited.is_err(), "nothing reported yet");
+        assert_eq!(
+            book.lock().awaited,
+            [second.number],
+            "its wait was registered"
+        );
+        let number = second.number;
+        drop(second);
+        book.report(number, acked(2));
+        assert_eq!(pending(&book), (2, 0), "the dropped ticket's slot is gone");
+        assert!(
+            book.lock().awaited.is_empty(),
+            "a dropped ticket is awaited no more"
+        );
+    }
+
+    /// When the producer goes, every ticket still waiting fails, retryable: nothing
+    /// waits forever for a report that cannot come.
+    #[tokio::test]
+    async fn a_closed_book_fails_the_waiting_tickets() {
+        let book = Arc::new(Book::default());
+        let mut ticket = Book::issue(&book);
+        let closer = {
+            let book = book.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                book.close();
+            })
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(5), ticket.delivered())
+            .await
+            .expect("woken by the close");
+        let error = outcome.expect_err("not delivered").error;
+        assert!(error.is_retryable() && error.message.contains("dropped"));
+        closer.await.expect("closer");
+        let mut late = Book::issue(&book);
+        assert!(late.delivered().await.is_err(), "issued after the close");
+    }
+
+    /// A producer dropped with a message it could not deliver (no broker answers) fails
+    /// the message's ticket, retryable: its batch does not wait for a report that
+    /// cannot come.
+    #[tokio::test]
+    async fn a_dropped_producer_fails_its_undelivered_messages() {
+        let sink = Sink::connect_with("127.0.0.1:1", ClientAuth::None, &[]).expect("a sink");
+        let message = OutMessage {
+            topic: Arc::from("out"),
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: Default::default(),
+        };
+        let mut ticket = sink.enqueue(&message, None).await.expect("enqueued");
+        tokio::task::spawn_blocking(move || drop(sink))
+            .await
+            .expect("dropped");
+        let outcome = tokio::time::timeout(Duration::from_secs(10), ticket.delivered())
+            .await
+            .expect("answered once the producer is gone");
+        let error = outcome.expect_err("never delivered").error;
+        assert!(error.is_retryable(), "{error:?}");
+    }
+
+    /// Through a real producer: every message's report reaches its ticket (the
+    /// delivery opaque), with the partition and offset the cluster gave it.
+    #[tokio::test]
+    async fn the_producer_reports_each_message_to_its_ticket() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("out", 1, 1).expect("topic");
+        let sink = Sink::connect_with(&cluster.bootstrap_servers(), ClientAuth::None, &[])
+            .expect("a sink");
+        let message = |n: usize| OutMessage {
+            topic: Arc::from("out"),
+            key: Some(format!("k{n}").into_bytes()),
+            value: Some(format!("v{n}").into_bytes()),
+            headers: Default::default(),
+        };
+        let mut tickets = Vec::new();
+        for n in 0..50 {
+            tickets.push(sink.enqueue(&message(n), None).await.expect("enqueued"));
+        }
+        // Waited for in reverse: each answer is its own message's.
+        for (n, ticket) in tickets.iter_mut().enumerate().rev() {
+            let delivered = tokio::time::timeout(Duration::from_secs(10), ticket.delivered())
+                .await
+                .expect("reported")
+                .expect("acknowledged");
+            assert_eq!(delivered.offset, i64::try_from(n).expect("small"));
+        }
+        assert_eq!(pending(&sink.book).1, 0);
+    }
 
     /// Grants, topics and fatal producer states are the infrastructure's fault:
     /// retryable. Only a message's own bytes make it poison.

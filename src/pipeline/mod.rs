@@ -43,7 +43,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rdkafka::producer::DeliveryFuture;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -54,7 +53,7 @@ mod recovery;
 use crate::deadletter::{dead_letter, DeadLetters};
 use crate::dms::Decoder;
 use crate::error::{Error, RecordError, Stage};
-use crate::kafka::producer::{delivered, Delivered, Sink, Undelivered};
+use crate::kafka::producer::{Delivered, Sink, Ticket, Undelivered};
 use crate::source::{EventOrigin, SourceRecord};
 use crate::transform::{
     header, OnPoison, OutMessage, Routes, SkipReason, Transformed, Transformer,
@@ -175,7 +174,7 @@ struct InFlight {
     /// flight too, and must not count towards the dead letter).
     dead_letter: bool,
     topic: Arc<str>,
-    future: DeliveryFuture,
+    ticket: Ticket,
 }
 
 impl Pipeline {
@@ -292,7 +291,9 @@ impl Pipeline {
             log_values: self.options.log_values,
             records,
             budget,
-            in_flight: Vec::new(),
+            // At least one message per record, as a rule: grown once, not doubling
+            // through a large batch.
+            in_flight: Vec::with_capacity(record_count),
             deliveries: Vec::new(),
             purged: false,
         };
@@ -503,13 +504,13 @@ impl Run<'_> {
                 continue;
             }
             self.first_enqueue.get_or_insert_with(Instant::now);
-            let future = self.sink.enqueue(message, self.budget).await?;
+            let ticket = self.sink.enqueue(message, self.budget).await?;
             self.in_flight.push(InFlight {
                 record: index,
                 message: number,
                 dead_letter,
                 topic: message.topic.clone(),
-                future,
+                ticket,
             });
             remaining += 1;
         }
@@ -577,23 +578,23 @@ impl Run<'_> {
     /// the purged deliveries until the settle time. A delivery still unresolved then is
     /// a failure of its record (retryable): no wait outlives the invocation.
     async fn await_deliveries(&mut self) {
-        for mut flight in std::mem::take(&mut self.in_flight) {
+        let flights = std::mem::take(&mut self.in_flight);
+        self.deliveries.reserve(flights.len());
+        for mut flight in flights {
             let result = match (self.budget, self.purged) {
                 (Some(budget), false) => {
-                    match tokio::time::timeout_at(budget.into(), delivered(&mut flight.future))
-                        .await
-                    {
+                    match tokio::time::timeout_at(budget.into(), flight.ticket.delivered()).await {
                         Ok(result) => result,
                         Err(_elapsed) => {
                             tracing::warn!("invocation budget spent: purging undelivered messages");
                             self.sink.purge();
                             self.purged = true;
-                            self.settle(flight.future).await
+                            self.settle(&mut flight.ticket).await
                         }
                     }
                 }
-                (Some(_), true) => self.settle(flight.future).await,
-                (None, _) => delivered(flight.future).await,
+                (Some(_), true) => self.settle(&mut flight.ticket).await,
+                (None, _) => flight.ticket.delivered().await,
             };
             match result {
                 Ok(d) => {
@@ -618,11 +619,11 @@ impl Run<'_> {
     }
 
     /// Waits for a purged delivery until the settle time.
-    async fn settle(&self, future: DeliveryFuture) -> Result<Delivered, Undelivered> {
+    async fn settle(&self, ticket: &mut Ticket) -> Result<Delivered, Undelivered> {
         let Some(settle_by) = self.settle_by else {
-            return delivered(future).await;
+            return ticket.delivered().await;
         };
-        tokio::time::timeout_at(settle_by.into(), delivered(future))
+        tokio::time::timeout_at(settle_by.into(), ticket.delivered())
             .await
             .unwrap_or_else(|_elapsed| {
                 Err(RecordError::retryable(
