@@ -1219,34 +1219,44 @@ impl Changes<'_> {
     }
 }
 
-/// Compares the selected row with the selected before-image (both sorted by source name).
+/// Compares the selected row with the selected before-image (both sorted by source name,
+/// each name once): one pass over both, so both lists come out sorted.
 fn changed_columns<'r>(data: &[Cell<'r, '_>], before: &[Cell<'r, '_>]) -> Changes<'r> {
+    use std::cmp::Ordering;
     let mut changed = Vec::new();
     let mut unknown = Vec::new();
-    for cell in data {
-        match find(before, cell.source) {
-            None => unknown.push(cell.source),
-            Some(old) if !same_value(old, cell.value.raw()) => changed.push(cell.source),
-            Some(_) => {}
+    let (mut now, mut old) = (data.iter().peekable(), before.iter().peekable());
+    loop {
+        match (now.peek(), old.peek()) {
+            (Some(cell), Some(was)) => match cell.source.cmp(was.source) {
+                Ordering::Less => {
+                    unknown.push(cell.source);
+                    now.next();
+                }
+                Ordering::Greater => {
+                    changed.push(was.source);
+                    old.next();
+                }
+                Ordering::Equal => {
+                    if !same_value(was.value.raw(), cell.value.raw()) {
+                        changed.push(cell.source);
+                    }
+                    now.next();
+                    old.next();
+                }
+            },
+            (Some(cell), None) => {
+                unknown.push(cell.source);
+                now.next();
+            }
+            (None, Some(was)) => {
+                changed.push(was.source);
+                old.next();
+            }
+            (None, None) => break,
         }
     }
-    changed.extend(
-        before
-            .iter()
-            .filter(|cell| find(data, cell.source).is_none())
-            .map(|cell| cell.source),
-    );
-    changed.sort_unstable();
-    changed.dedup();
     Changes { changed, unknown }
-}
-
-/// The value of the cell named `source` in cells sorted by source name.
-fn find<'c>(cells: &'c [Cell<'_, '_>], source: &str) -> Option<&'c RawValue> {
-    cells
-        .binary_search_by(|c| c.source.cmp(source))
-        .ok()
-        .map(|i| cells[i].value.raw())
 }
 
 /// Truncate, hash, mask, then order by downstream name.
