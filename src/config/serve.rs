@@ -75,6 +75,8 @@ pub struct ServeSettings {
     pub http_addr: Option<std::net::SocketAddr>,
     /// `RELAY_CONSUMER_*` librdkafka properties for the source consumer.
     pub consumer_overrides: Vec<(String, String)>,
+    /// Variables given that these settings ignore, each with why (serve warns at start).
+    pub ignored: Vec<(&'static str, &'static str)>,
 }
 
 impl ServeSettings {
@@ -109,7 +111,9 @@ impl ServeSettings {
             liveness_timeout: None,
             http_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8080))),
             consumer_overrides: Vec::new(),
+            ignored: Vec::new(),
         };
+        let mut commit_interval_given = false;
         let mut brokers = None;
         let mut batch_window = None;
         for (name, value) in vars {
@@ -134,7 +138,10 @@ impl ServeSettings {
                 }
                 "RELAY_BATCH_SIZE" => settings.batch_size = positive(&name, &value)?,
                 "RELAY_BATCH_WINDOW_MS" => batch_window = Some(millis(&name, &value)?),
-                "RELAY_COMMIT_INTERVAL_MS" => settings.commit_interval = millis(&name, &value)?,
+                "RELAY_COMMIT_INTERVAL_MS" => {
+                    settings.commit_interval = millis(&name, &value)?;
+                    commit_interval_given = true;
+                }
                 "RELAY_BATCH_MAX_BYTES" => settings.batch_max_bytes = positive(&name, &value)?,
                 "RELAY_MAX_RECORD_BYTES" => settings.max_record_bytes = positive(&name, &value)?,
                 "RELAY_BATCH_TIMEOUT_MS" => {
@@ -188,6 +195,12 @@ impl ServeSettings {
                 "RELAY_SOURCE_TOPICS",
                 "",
                 "serve needs the DMS topics to consume (comma-separated)",
+            ));
+        }
+        if settings.exactly_once && commit_interval_given {
+            settings.ignored.push((
+                "RELAY_COMMIT_INTERVAL_MS",
+                "under exactly once each batch commits its offsets in its own transaction",
             ));
         }
         if settings.exactly_once {
@@ -271,6 +284,29 @@ mod tests {
         .expect("settings");
         assert_eq!(set.batch_window, Duration::from_millis(7));
         assert_eq!(set.commit_interval, Duration::ZERO);
+    }
+
+    /// A commit interval given under exactly once is named as ignored (serve warns at
+    /// start): each batch commits in its transaction. Nothing else is.
+    #[test]
+    fn a_commit_interval_under_exactly_once_is_named_as_ignored() {
+        let given = ("RELAY_COMMIT_INTERVAL_MS", "100");
+        let broker = ("RELAY_BROKERS", "b:9092");
+        let exactly_once = ("RELAY_EXACTLY_ONCE", "true");
+        let ignored = |vars: &[(&str, &str)]| {
+            let settings = serve(vars).expect("settings");
+            settings
+                .ignored
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ignored(&[broker, exactly_once, given]),
+            ["RELAY_COMMIT_INTERVAL_MS"]
+        );
+        assert!(ignored(&[broker, exactly_once]).is_empty());
+        assert!(ignored(&[broker, given]).is_empty());
     }
 
     /// Exactly once with the downstream on another cluster is refused at start: the

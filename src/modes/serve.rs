@@ -238,7 +238,16 @@ impl Server {
         }
         let mut abandoned = false;
         while stopped_at.is_none() {
-            self.renew_credentials().await;
+            // A renewal stops where it is at a shutdown: the secret fetched is applied
+            // in one step once it has answered, and the old consumer's commit, if one is
+            // under way, finishes on its own thread (leaving the group waits for it).
+            tokio::select! {
+                () = self.renew_credentials() => {}
+                () = &mut shutdown => {
+                    stopped_at = Some(tokio::time::Instant::now());
+                    break;
+                }
+            }
             let batch = tokio::select! {
                 batch = self.source.read_batch() => batch,
                 () = &mut shutdown => {
@@ -335,6 +344,9 @@ impl Server {
     /// batch: a restarted instance may get no partitions, or only partitions whose
     /// committed offsets its predecessor's open transaction holds back.
     async fn start(&mut self) -> Result<(), Error> {
+        for (variable, why) in &self.settings.ignored {
+            tracing::warn!(variable, "ignored: {why}");
+        }
         match self.relay.producer(&self.brokers) {
             Ok(sink) => {
                 match sink.warm_up(WARM_UP_TIMEOUT).await {
