@@ -163,7 +163,17 @@ impl Kind {
 
 /// The content of a JSON string value (borrowed unless it holds escapes).
 pub(crate) fn string_of(value: &RawValue) -> Result<Cow<'_, str>, &'static str> {
-    serde_json::from_str::<&str>(value.get())
+    let text = value.get();
+    // A value's text is valid JSON: a string without a backslash is its content
+    // between the quotes, as it stands.
+    if let Some(content) = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|c| !c.contains('\\'))
+    {
+        return Ok(Cow::Borrowed(content));
+    }
+    serde_json::from_str::<&str>(text)
         .map(Cow::Borrowed)
         .or_else(|_| serde_json::from_str::<String>(value.get()).map(Cow::Owned))
         .map_err(|_| "not a string")
@@ -332,6 +342,34 @@ mod tests {
 
     fn apply(coercion: Coercion, text: &str) -> Result<String, &'static str> {
         coercion.apply(&raw(text)).map(Cow::into_owned)
+    }
+
+    /// A string's content is what serde_json reads, escapes or not; anything else is
+    /// not a string. Borrowed when there is no escape.
+    #[test]
+    fn string_content_is_what_serde_json_reads() {
+        for text in [
+            r#""""#,
+            r#""PAID""#,
+            r#""a \"quoted\" word""#,
+            r#""back\\slash""#,
+            r#""\u00e9t\u00e9 \ud83d\ude00""#,
+            r#""été 😀""#,
+            r#""tab\there""#,
+        ] {
+            let expected: String = serde_json::from_str(text).expect("a JSON string");
+            let value = raw(text);
+            let content = string_of(&value).expect("a string");
+            assert_eq!(content, expected, "{text}");
+            assert_eq!(
+                matches!(content, Cow::Borrowed(_)),
+                !text.contains('\\'),
+                "{text}"
+            );
+        }
+        for text in ["42", "null", "true", r#"["a"]"#, r#"{"a":"b"}"#] {
+            assert!(string_of(&raw(text)).is_err(), "{text}");
+        }
     }
 
     /// Each coercion's accepted inputs and outputs, as JSON text.
