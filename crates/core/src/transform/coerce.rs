@@ -164,19 +164,21 @@ impl Kind {
 /// The content of a JSON string value (borrowed unless it holds escapes).
 pub(crate) fn string_of(value: &RawValue) -> Result<Cow<'_, str>, &'static str> {
     let text = value.get();
-    // A value's text is valid JSON: a string without a backslash is its content
-    // between the quotes, as it stands.
-    if let Some(content) = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .filter(|c| !c.contains('\\'))
-    {
+    if let Some(content) = plain_string(text) {
         return Ok(Cow::Borrowed(content));
     }
     serde_json::from_str::<&str>(text)
         .map(Cow::Borrowed)
         .or_else(|_| serde_json::from_str::<String>(value.get()).map(Cow::Owned))
         .map_err(|_| "not a string")
+}
+
+/// The content of `text`, one JSON value, when it is a string without a backslash: what
+/// stands between its quotes. `None` for anything else (read it with serde_json).
+pub(crate) fn plain_string(text: &str) -> Option<&str> {
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|c| !c.contains('\\'))
 }
 
 /// A number literal taken apart: sign, integer digits, fraction digits, exponent.

@@ -413,13 +413,8 @@ fn any_leaf(raw: &RawValue, depth: usize, f: &mut dyn FnMut(&Leaf<'_>) -> bool) 
 
 /// A JSON string's content: borrowed from the text unless it has escapes.
 fn parse_str(text: &str) -> Option<Cow<'_, str>> {
-    // The text is one JSON value (a `RawValue`'s, trimmed): a string without a
-    // backslash is its content between the quotes.
-    if let Some(content) = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .filter(|c| !c.contains('\\'))
-    {
+    // The text is one JSON value (a `RawValue`'s, trimmed).
+    if let Some(content) = super::coerce::plain_string(text) {
         return Some(Cow::Borrowed(content));
     }
     let mut de = serde_json::Deserializer::from_str(text);
