@@ -429,7 +429,8 @@ pub async fn replay(
                 serde_json::json!({
                     "round": round, "event": path.display().to_string(), "ms": t.elapsed().as_secs_f64() * 1e3,
                     "parse_ms": parse_ms, "transform_ms": outcome.transform_ms, "produce_ms": outcome.produce_ms,
-                    "records": outcome.records, "messages": outcome.messages, "ok": invocation.response.is_ok(),
+                    "records": outcome.records, "messages": outcome.messages, "most_in_flight": outcome.most_in_flight,
+                    "ok": invocation.response.is_ok(),
                 })
             );
         }

@@ -123,6 +123,7 @@ impl Relay {
                 chunk_size: settings.pipeline.chunk_size,
                 per_table: settings.metrics.enabled && settings.metrics.per_table,
                 log_values: settings.pipeline.log_values,
+                max_in_flight: settings.pipeline.max_in_flight.unwrap_or(usize::MAX),
             },
         );
         Relay {

@@ -198,3 +198,27 @@ async fn end_of_batch_does_not_linger() {
         }
     }
 }
+
+/// A batch keeps at most `RELAY_MAX_IN_FLIGHT` messages enqueued and not acknowledged,
+/// waiting for the oldest before it produces the next record, and still delivers every
+/// message; with a bound above the batch, the whole batch is in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_in_flight_are_bounded() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    for (bound, most) in [("7", 7), ("1000", 2 * 60)] {
+        let relay = util::relay(&kafka, routes(), &[("RELAY_MAX_IN_FLIGHT", bound)]);
+        let outcome = relay
+            .process(two_partitions(60), None)
+            .await
+            .expect("processed");
+        assert_eq!(
+            (outcome.produced, outcome.not_done, outcome.messages),
+            (120, 0, 120),
+            "bound {bound}"
+        );
+        assert_eq!(outcome.most_in_flight, most, "bound {bound}");
+    }
+    // Both batches, every message once.
+    let consumed = util::consume(&kafka, &["out"]);
+    assert_eq!(consumed.len(), 2 * 120);
+}

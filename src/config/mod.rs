@@ -77,6 +77,9 @@ pub struct PipelineSettings {
     pub concurrency: usize,
     /// Records per transform task (`RELAY_CHUNK_SIZE`).
     pub chunk_size: usize,
+    /// Messages enqueued and not yet acknowledged, at most, before a batch waits for the
+    /// oldest (`RELAY_MAX_IN_FLIGHT`; default: no bound of the relay's own).
+    pub max_in_flight: Option<usize>,
     /// How long before the invocation deadline the relay stops waiting for the broker
     /// and answers (`RELAY_DEADLINE_MARGIN_MS`).
     pub deadline_margin: Duration,
@@ -198,6 +201,7 @@ impl Settings {
             pipeline: PipelineSettings {
                 concurrency: default_concurrency,
                 chunk_size: 256,
+                max_in_flight: None,
                 deadline_margin: Duration::from_millis(1000),
                 partial_batch: false,
                 log_values: false,
@@ -221,6 +225,9 @@ impl Settings {
                 }
                 "RELAY_CONCURRENCY" => settings.pipeline.concurrency = positive(&name, &value)?,
                 "RELAY_CHUNK_SIZE" => settings.pipeline.chunk_size = positive(&name, &value)?,
+                "RELAY_MAX_IN_FLIGHT" => {
+                    settings.pipeline.max_in_flight = Some(positive(&name, &value)?);
+                }
                 "RELAY_PARTIAL_BATCH" => settings.pipeline.partial_batch = boolean(&name, &value)?,
                 "RELAY_DLQ_TOPIC" => settings.routes.dlq_topic = non_empty(&name, &value)?,
                 "RELAY_METRICS" => metrics = Some(boolean(&name, &value)?),
@@ -438,6 +445,7 @@ mod tests {
         assert_eq!(s.brokers, None);
         assert!(!s.pipeline.partial_batch);
         assert_eq!(s.pipeline.chunk_size, 256);
+        assert_eq!(s.pipeline.max_in_flight, None);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(s.pipeline.concurrency, cores);
         assert_eq!(s.routes.before_image_field, "before-image");
@@ -541,6 +549,7 @@ mod tests {
         for (name, value) in [
             ("RELAY_CONCURRENCY", "0"),
             ("RELAY_CHUNK_SIZE", "many"),
+            ("RELAY_MAX_IN_FLIGHT", "0"),
             ("RELAY_PARTIAL_BATCH", "perhaps"),
             ("RELAY_DEADLINE_MARGIN_MS", "-1"),
             ("RELAY_DEADLINE_MARGIN_MS", "50"),

@@ -77,6 +77,9 @@ pub struct BatchOutcome {
     /// offset, the rejection), whether they were then dead-lettered or not: exactly once
     /// isolates them (an aborted transaction cannot dead-letter anything).
     pub rejected: Vec<(Arc<str>, i64, RecordError)>,
+    /// The most messages that were in flight (enqueued, not reported) at once: at most
+    /// about [`super::PipelineOptions::max_in_flight`].
+    pub most_in_flight: usize,
 }
 
 impl BatchOutcome {

@@ -39,7 +39,7 @@
 //! new producer from [`Renew`] when the old one is fatal). The round runs only while
 //! budget remains; records it does not reach are reported.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,6 +91,12 @@ pub struct PipelineOptions {
     pub per_table: bool,
     /// Put the record's value into per-record problem logs (customer data: off by default).
     pub log_values: bool,
+    /// Messages handed to the producer and not yet reported, at most (a record's messages
+    /// go together, so one record may pass it by its fan-out less one). Past it, the
+    /// batch waits for reports down to half of it before producing the next record:
+    /// librdkafka's copies of a large batch's messages and headers are not all in memory
+    /// at once. Unbounded by default: the wait costs time (bench/analysis.md).
+    pub max_in_flight: usize,
 }
 
 impl Default for PipelineOptions {
@@ -100,6 +106,7 @@ impl Default for PipelineOptions {
             chunk_size: 256,
             per_table: false,
             log_values: false,
+            max_in_flight: usize::MAX,
         }
     }
 }
@@ -161,7 +168,10 @@ struct Run<'a> {
     /// Per record, its table (with `per_table`).
     tables: Vec<Option<Arc<str>>>,
     log_values: bool,
-    in_flight: Vec<InFlight>,
+    /// Messages enqueued and not resolved yet, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// The most messages in flight at once.
+    most_in_flight: usize,
     deliveries: Vec<DeliveryRecord>,
     purged: bool,
 }
@@ -188,6 +198,7 @@ impl Pipeline {
         let options = PipelineOptions {
             concurrency: options.concurrency.max(1),
             chunk_size: options.chunk_size.max(1),
+            max_in_flight: options.max_in_flight.max(1),
             ..options
         };
         let dlq_topic = transformer.routes().dlq_topic.as_deref().map(Arc::from);
@@ -268,7 +279,7 @@ impl Pipeline {
             .step_by(self.options.chunk_size)
             .collect();
         let window = self.options.concurrency + 1;
-        let mut tasks: std::collections::VecDeque<JoinHandle<ChunkResult>> = starts
+        let mut tasks: VecDeque<JoinHandle<ChunkResult>> = starts
             .iter()
             .take(window)
             .map(|&start| self.spawn_chunk(&records, start, &cluster, xray.clone(), context))
@@ -291,10 +302,11 @@ impl Pipeline {
             log_values: self.options.log_values,
             records,
             budget,
+            in_flight: VecDeque::with_capacity(self.options.max_in_flight.min(record_count)),
+            most_in_flight: 0,
             // At least one message per record, as a rule: grown once, not doubling
             // through a large batch.
-            in_flight: Vec::with_capacity(record_count),
-            deliveries: Vec::new(),
+            deliveries: Vec::with_capacity(record_count),
             purged: false,
         };
         let mut failed_partition: Option<Arc<str>> = None;
@@ -372,6 +384,7 @@ impl Pipeline {
             .summarise(&run.records, run.tables, run.deliveries);
         outcome.transform_ms = transform_ms;
         outcome.produce_ms = produce_ms;
+        outcome.most_in_flight = run.most_in_flight;
         outcome.oldest_timestamp_ms = oldest_timestamp_ms;
         outcome
     }
@@ -449,6 +462,19 @@ impl Run<'_> {
         messages: &[OutMessage],
         resend: Resend,
     ) -> RecordState {
+        // Every message in flight is an earlier record's: resolving it now is what the
+        // end of the batch would do. Down to half the bound, not one below it: the
+        // producer then gets the next messages together, in full requests, not each
+        // after its own acknowledgement.
+        let max = self.pipeline.options.max_in_flight;
+        if self.in_flight.len() >= max {
+            while self.in_flight.len() > max / 2 {
+                match self.in_flight.pop_front() {
+                    Some(flight) => self.resolve(flight).await,
+                    None => break,
+                }
+            }
+        }
         match self.check_topics(messages).await {
             Err(error) if !error.is_retryable() => return self.poison(index, error).await,
             Err(error) => return RecordState::Failed(error),
@@ -505,13 +531,14 @@ impl Run<'_> {
             }
             self.first_enqueue.get_or_insert_with(Instant::now);
             let ticket = self.sink.enqueue(message, self.budget).await?;
-            self.in_flight.push(InFlight {
+            self.in_flight.push_back(InFlight {
                 record: index,
                 message: number,
                 dead_letter,
                 topic: message.topic.clone(),
                 ticket,
             });
+            self.most_in_flight = self.most_in_flight.max(self.in_flight.len());
             remaining += 1;
         }
         if remaining == 0 {
@@ -578,40 +605,44 @@ impl Run<'_> {
     /// the purged deliveries until the settle time. A delivery still unresolved then is
     /// a failure of its record (retryable): no wait outlives the invocation.
     async fn await_deliveries(&mut self) {
-        let flights = std::mem::take(&mut self.in_flight);
-        self.deliveries.reserve(flights.len());
-        for mut flight in flights {
-            let result = match (self.budget, self.purged) {
-                (Some(budget), false) => {
-                    match tokio::time::timeout_at(budget.into(), flight.ticket.delivered()).await {
-                        Ok(result) => result,
-                        Err(_elapsed) => {
-                            tracing::warn!("invocation budget spent: purging undelivered messages");
-                            self.sink.purge();
-                            self.purged = true;
-                            self.settle(&mut flight.ticket).await
-                        }
+        while let Some(flight) = self.in_flight.pop_front() {
+            self.resolve(flight).await;
+        }
+    }
+
+    /// Awaits one message's report (see [`Run::await_deliveries`] for the budget) and
+    /// books it against its record.
+    async fn resolve(&mut self, mut flight: InFlight) {
+        let result = match (self.budget, self.purged) {
+            (Some(budget), false) => {
+                match tokio::time::timeout_at(budget.into(), flight.ticket.delivered()).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => {
+                        tracing::warn!("invocation budget spent: purging undelivered messages");
+                        self.sink.purge();
+                        self.purged = true;
+                        self.settle(&mut flight.ticket).await
                     }
                 }
-                (Some(_), true) => self.settle(&mut flight.ticket).await,
-                (None, _) => flight.ticket.delivered().await,
-            };
-            match result {
-                Ok(d) => {
-                    self.deliveries.push(DeliveryRecord {
-                        topic: flight.topic,
-                        partition: d.partition,
-                        offset: d.offset,
-                    });
-                    self.ledger
-                        .acknowledged(flight.record, flight.message, flight.dead_letter);
-                }
-                Err(refusal) => {
-                    let error = self.blame(refusal, &flight.topic);
-                    if self.ledger.failed(flight.record, error) {
-                        if let RecordState::Failed(error) = self.ledger.state(flight.record) {
-                            self.log_failure(flight.record, error);
-                        }
+            }
+            (Some(_), true) => self.settle(&mut flight.ticket).await,
+            (None, _) => flight.ticket.delivered().await,
+        };
+        match result {
+            Ok(d) => {
+                self.deliveries.push(DeliveryRecord {
+                    topic: flight.topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                });
+                self.ledger
+                    .acknowledged(flight.record, flight.message, flight.dead_letter);
+            }
+            Err(refusal) => {
+                let error = self.blame(refusal, &flight.topic);
+                if self.ledger.failed(flight.record, error) {
+                    if let RecordState::Failed(error) = self.ledger.state(flight.record) {
+                        self.log_failure(flight.record, error);
                     }
                 }
             }
