@@ -48,19 +48,7 @@ fn assert_reported_done_were_acknowledged(
     consumed: &[ConsumedMessage],
 ) {
     let reported: HashMap<String, i64> = util::reported(response).into_iter().collect();
-    let on_broker: HashSet<(String, String)> = consumed
-        .iter()
-        .map(|m| {
-            (
-                m.header(header::SOURCE_PARTITION)
-                    .unwrap_or_default()
-                    .to_owned(),
-                m.header(header::SOURCE_OFFSET)
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
-        .collect();
+    let on_broker: HashSet<(String, String)> = consumed.iter().map(source_position).collect();
     for p in 0..2 {
         let first_not_done = reported.get(&format!("src-{p}")).copied().unwrap_or(10 + n);
         assert!(
@@ -74,6 +62,15 @@ fn assert_reported_done_were_acknowledged(
             );
         }
     }
+}
+
+/// The source (partition, offset) a message was made from, from its headers.
+fn source_position(message: &ConsumedMessage) -> (String, String) {
+    let header = |name| message.header(name).unwrap_or_default().to_owned();
+    (
+        header(header::SOURCE_PARTITION),
+        header(header::SOURCE_OFFSET),
+    )
 }
 
 /// Broker down for the whole invocation: the handler answers before the deadline, with
@@ -91,16 +88,7 @@ async fn broker_down_reports_every_partition_before_the_deadline() {
         ],
     );
     kafka.cluster().broker_down(1).expect("broker down");
-    let started = Instant::now();
-    let response = relay
-        .handle(LambdaEvent::new(two_partitions(5), util::context(2_500)))
-        .await
-        .expect("partial response");
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(2_500),
-        "answered after the deadline: {elapsed:?}"
-    );
+    let response = util::answered_in_time(&relay, two_partitions(5), 2_500).await;
     assert_eq!(
         util::reported(&response),
         vec![("src-0".to_owned(), 10), ("src-1".to_owned(), 10)]
@@ -221,4 +209,56 @@ async fn messages_in_flight_are_bounded() {
     // Both batches, every message once.
     let consumed = util::consume(&kafka, &["out"]);
     assert_eq!(consumed.len(), 2 * 120);
+}
+
+/// A bounded batch whose wait for an acknowledgement outlasts the budget produces
+/// nothing more: the record it was waiting to produce is reported, not enqueued after
+/// the purge, so it cannot reach the broker after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_wait_past_the_budget_enqueues_nothing_more() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    let relay = util::relay(
+        &kafka,
+        routes(),
+        &[
+            ("RELAY_PARTIAL_BATCH", "true"),
+            ("RELAY_DEADLINE_MARGIN_MS", "500"),
+            ("RELAY_MAX_IN_FLIGHT", "1"),
+        ],
+    );
+    // Connected, with the topic's metadata: the wait below is for an acknowledgement.
+    let warm_up = util::EventBuilder::new()
+        .data("src", 0, 1, "insert", "t", json!({"id": "warm-up"}))
+        .build();
+    let response = util::invoke(&relay, warm_up).await.expect("warm-up");
+    assert!(util::reported(&response).is_empty(), "{response:?}");
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::from_millis(3_000))
+        .expect("rtt");
+    let response = util::answered_in_time(&relay, two_partitions(3), 2_000).await;
+    assert_eq!(
+        util::reported(&response),
+        vec![("src-0".to_owned(), 10), ("src-1".to_owned(), 10)]
+    );
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
+    // Whatever librdkafka still holds reaches the broker now.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let offsets: Vec<(String, String)> = util::consume(&kafka, &["out"])
+        .iter()
+        .map(source_position)
+        .filter(|(_, offset)| offset != "1")
+        .collect();
+    // The first record was on the wire at the purge (the broker may still write it);
+    // nothing after it was handed to the producer.
+    assert!(
+        offsets
+            .iter()
+            .all(|o| *o == ("0".to_owned(), "10".to_owned())),
+        "enqueued after the budget: {offsets:?}"
+    );
 }

@@ -71,6 +71,25 @@ pub async fn invoke(relay: &Function, event: MskEvent) -> Result<BatchResponse, 
     relay.handle(LambdaEvent::new(event, context(60_000))).await
 }
 
+/// Invokes with a deadline `deadline_ms` from now; asserts the answer came before it.
+pub async fn answered_in_time(
+    relay: &Function,
+    event: MskEvent,
+    deadline_ms: u64,
+) -> BatchResponse {
+    let started = std::time::Instant::now();
+    let response = relay
+        .handle(LambdaEvent::new(event, context(deadline_ms)))
+        .await
+        .expect("partial response");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(deadline_ms),
+        "answered after the deadline: {elapsed:?}"
+    );
+    response
+}
+
 /// `(partition, offset)` of each failure, sorted.
 pub fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
     let mut out: Vec<_> = response

@@ -343,22 +343,20 @@ impl Pipeline {
                 let partition = run.records[index].batch_partition.clone();
                 let state = if failed_partition.as_ref() == Some(&partition) {
                     RecordState::Blocked
-                } else if run.budget.is_some_and(|b| Instant::now() >= b)
-                    && matches!(result, Ok(Transformed::Messages(_)))
-                {
+                } else if run.out_of_time() && matches!(result, Ok(Transformed::Messages(_))) {
                     // Anything enqueued now would only be purged (or, worse, delivered
                     // after the answer): stop producing.
-                    RecordState::Failed(RecordError::retryable(
-                        Stage::Sink,
-                        "the invocation budget was spent before the record was produced",
-                    ))
+                    RecordState::Failed(spent_before_producing())
                 } else {
                     match result {
                         Ok(Transformed::Skipped(reason)) => RecordState::Skipped(reason),
                         Ok(Transformed::Messages(messages)) => {
                             run.produce(index, &messages, Resend::All).await
                         }
-                        Err(error) if !error.is_retryable() => run.poison(index, error).await,
+                        Err(error) if !error.is_retryable() => {
+                            run.make_room().await;
+                            run.poison(index, error).await
+                        }
                         Err(error) => RecordState::Failed(error),
                     }
                 };
@@ -437,6 +435,15 @@ impl Pipeline {
     }
 }
 
+/// A record reached after the invocation budget was spent: not produced (nor its dead
+/// letter), retried by the next invocation.
+fn spent_before_producing() -> RecordError {
+    RecordError::retryable(
+        Stage::Sink,
+        "the invocation budget was spent before the record was produced",
+    )
+}
+
 /// The poison error of a record larger than `max` bytes, if it is.
 fn oversized(record: &SourceRecord, max: Option<usize>) -> Option<RecordError> {
     let (size, max) = (record.size(), max?);
@@ -451,6 +458,26 @@ fn oversized(record: &SourceRecord, max: Option<usize>) -> Option<RecordError> {
 }
 
 impl Run<'_> {
+    /// At [`PipelineOptions::max_in_flight`] messages in flight, resolves the oldest down
+    /// to half of it. Down to half, not one below: the producer then gets the next
+    /// messages together, in full requests, not each after its own acknowledgement.
+    ///
+    /// Only before a record's first message: every message in flight is then an earlier
+    /// record's, and resolving it now is what the end of the batch would do. The wait
+    /// ends at the budget (then the producer is purged: check [`Run::out_of_time`]).
+    async fn make_room(&mut self) {
+        let max = self.pipeline.options.max_in_flight;
+        if self.in_flight.len() < max {
+            return;
+        }
+        while self.in_flight.len() > max / 2 {
+            match self.in_flight.pop_front() {
+                Some(flight) => self.resolve(flight).await,
+                None => break,
+            }
+        }
+    }
+
     /// Checks the topics of a record's messages, then hands them to the producer. A
     /// message the producer refuses for its own bytes makes the record poison, handled
     /// here, in source order.
@@ -462,18 +489,9 @@ impl Run<'_> {
         messages: &[OutMessage],
         resend: Resend,
     ) -> RecordState {
-        // Every message in flight is an earlier record's: resolving it now is what the
-        // end of the batch would do. Down to half the bound, not one below it: the
-        // producer then gets the next messages together, in full requests, not each
-        // after its own acknowledgement.
-        let max = self.pipeline.options.max_in_flight;
-        if self.in_flight.len() >= max {
-            while self.in_flight.len() > max / 2 {
-                match self.in_flight.pop_front() {
-                    Some(flight) => self.resolve(flight).await,
-                    None => break,
-                }
-            }
+        self.make_room().await;
+        if self.out_of_time() {
+            return RecordState::Failed(spent_before_producing());
         }
         match self.check_topics(messages).await {
             Err(error) if !error.is_retryable() => return self.poison(index, error).await,
@@ -564,6 +582,9 @@ impl Run<'_> {
                 RecordState::Skipped(SkipReason::Poison)
             }
             OnPoison::Fail => RecordState::Failed(error),
+            // Nothing is enqueued once the budget is spent: it would only be purged, or
+            // written after the answer.
+            OnPoison::Dlq if self.out_of_time() => RecordState::Failed(spent_before_producing()),
             OnPoison::Dlq => match self.pipeline.dlq_topic.clone() {
                 Some(topic) => {
                     self.log_failure(index, &error);
