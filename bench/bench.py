@@ -91,6 +91,7 @@ def run_lambda(broker, files):
             text = answer.read()
         return (time.perf_counter() - started) * 1e3, json.loads(text)
 
+    functions = {}
     try:
         probe = json.dumps({"eventSource": "SelfManagedKafka", "bootstrapServers": broker, "records": {}}).encode()
         deadline = time.monotonic() + 900
@@ -106,24 +107,42 @@ def run_lambda(broker, files):
         times = []
         for path in files:
             ms, answer = invoke(open(path, "rb").read())
-            if answer.get("batchItemFailures"):
-                raise SystemExit(f"{LAMBDA}: {path}: records not done: {answer['batchItemFailures'][:3]}")
+            if not isinstance(answer, dict) or "errorType" in answer or answer.get("batchItemFailures"):
+                raise SystemExit(f"{LAMBDA}: {path}: not every record done: {str(answer)[:500]}")
             times.append(ms)
-        peak_kb = max(function_hwm_kb(proc.pid), default=0)
+        functions = dict(function_hwm_kb(proc.pid))
+        if not functions:
+            raise SystemExit(f"{LAMBDA}: the function's process was not found under cargo lambda watch")
+        peak_kb = max(functions.values())
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_group(proc)
         log.close()
+        # The function runs in a session of its own: gone with the emulator, as a rule.
+        for pid in functions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return None, times, peak_kb * 1024
 
 
+def stop_group(proc):
+    """SIGTERM to a process group started with start_new_session, SIGKILL after 30 s."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def function_hwm_kb(ancestor):
-    """VmHWM of each relay process descended from `ancestor` (the function `cargo lambda
-    watch` runs, in a session of its own)."""
+    """(pid, VmHWM) of each relay process descended from `ancestor` (the function `cargo
+    lambda watch` runs, in a session of its own)."""
     relay = os.path.realpath(os.path.join(BIN, "cdc-relay"))
 
     def parent(pid):
@@ -142,7 +161,15 @@ def function_hwm_kb(ancestor):
             status = open(f"/proc/{pid}/status").read()
         except (OSError, ValueError, IndexError):
             continue
-        yield next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        yield int(pid), next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
+def cpu_model():
+    """The processor's model name (/proc/cpuinfo): figures move with it between runs."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown processor"
 
 
 def percentile(values, p):
@@ -264,7 +291,7 @@ def main():
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": sh(["git", "rev-parse", "--short", "HEAD"]).strip(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
         "method": {"sizes": sizes, "total_records": total, "max_invocations_per_size": args.max_invocations,
                    "repeats": repeats, "value_bytes": 400},
         "results": rows,
@@ -408,6 +435,8 @@ def chart(result):
     fig, ax = plt.subplots(figsize=(8, 5))
     for c in SHOWN:
         pts = sorted((r["batch_size"], r["median_ms"]) for r in result["results"] if r["contender"] == c)
+        if not pts:
+            continue
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=c)
     ax.set_xscale("log"); ax.set_yscale("log")
     ax.set_xlabel("BatchSize (records per invocation)"); ax.set_ylabel("median wall time per invocation (ms)")

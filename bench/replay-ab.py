@@ -60,6 +60,8 @@ def main():
     ap.add_argument("--events", type=int, default=10)
     ap.add_argument("configurations", nargs="+")
     args = ap.parse_args()
+    if args.events < 2:
+        ap.error("--events: at least 2 (the first invocation of each process is not a warm one)")
     configs = [configuration(a) for a in args.configurations]
     files = events(args.events)
     results = {name: {"first": [], "warm": [], "rss": [], "cpu": []} for name, _, _ in configs}
@@ -70,8 +72,8 @@ def main():
         try:
             for name, env, binary in configs if round_ % 2 == 0 else configs[::-1]:
                 with tempfile.NamedTemporaryFile("r", suffix=".time") as timing:
-                    run_env = dict(os.environ, RELAY_ROUTES=os.path.join(ROOT, "bench", "routes.toml"),
-                                   RUST_LOG="warn", **env)
+                    run_env = {**os.environ, "RELAY_ROUTES": os.path.join(ROOT, "bench", "routes.toml"),
+                               "RUST_LOG": "warn", **env}
                     out = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", timing.name, binary, "replay",
                                           "--brokers", broker] + files, env=run_env, capture_output=True, text=True)
                     if out.returncode:
