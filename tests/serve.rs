@@ -320,6 +320,48 @@ async fn offsets_commit_on_their_interval_not_per_batch() {
     serving.stop().await;
 }
 
+/// While idle, the offsets done are committed when their interval is due, not at the read
+/// loop's idle tick (1 s): the wait for the next record wakes for the commit. With a 100 ms
+/// interval the commit must be seen within 650 ms of the batch being done; without that
+/// wake it comes about 1 s after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_commits_when_due_not_at_its_idle_tick() {
+    let kafka = cluster();
+    let serving = Serving::start(&kafka, "idle-wake", &[("RELAY_COMMIT_INTERVAL_MS", "100")]);
+    let committed_as = |expected: Vec<Option<i64>>, timeout: Duration| {
+        let until = Instant::now() + timeout;
+        loop {
+            let now = tokio::task::block_in_place(|| committed(&kafka, "idle-wake"));
+            if now == expected || Instant::now() > until {
+                return (now, Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // A first record per partition: the member is in the group, has relayed and
+    // committed, and then waits for records with nothing to commit.
+    produce_source(&kafka, 0, 3);
+    let (first, _) = committed_as(vec![Some(1); 3], Duration::from_secs(30));
+    assert_eq!(first, vec![Some(1); 3], "the first records committed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    produce_source(&kafka, 3, 30);
+    let until = Instant::now() + Duration::from_secs(30);
+    while serving.metrics.records.get() < 33 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let done = Instant::now();
+    assert_eq!(serving.metrics.records.get(), 33, "every record relayed");
+    let (then, seen) = committed_as(vec![Some(11); 3], Duration::from_secs(5));
+    serving.stop().await;
+    assert_eq!(then, vec![Some(11); 3], "the batch committed while idle");
+    let after = seen.duration_since(done);
+    assert!(
+        after < Duration::from_millis(650),
+        "committed {after:?} after the batch was done: at the idle tick, not when due"
+    );
+}
+
 /// At least once, a batch in flight does not hold back the commit of the batches before
 /// it: they are committed when due (liveness counts commits), not when it ends. The
 /// downstream cluster answers every request 3 s late, so each batch takes that long; the

@@ -471,10 +471,10 @@ impl Run<'_> {
             return;
         }
         while self.in_flight.len() > max / 2 {
-            match self.in_flight.pop_front() {
-                Some(flight) => self.resolve(flight).await,
-                None => break,
-            }
+            let Some(flight) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.resolve(flight).await;
         }
     }
 
