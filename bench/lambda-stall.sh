@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# Where the Lambda path's time goes at BatchSize 100 (bench/analysis.md): the function
-# behind `cargo lambda watch`, producing to the embedded mock cluster (`cdc-relay
-# mock-cluster`), five 100-record events POSTed with curl, and the function's reads of
-# its runtime API socket traced with strace. Prints, per invocation, the time curl saw,
-# the time from the first to the last read of the payload, and the longest wait between
-# two of those reads; and the same for the emulator's writes of that payload.
+# Where the Lambda path waits under `cargo lambda watch` (bench/analysis.md): the function
+# behind the emulator, producing to the embedded mock cluster (`cdc-relay mock-cluster`),
+# five events of RECORDS records (default 100) POSTed with curl, and the function's reads
+# and the emulator's writes of each payload traced with strace. Prints, per invocation:
+# the time curl saw; the span from the function's first to its last read of the payload,
+# the longest wait between two of those reads, the bytes of the first read and of all;
+# and the same for the emulator's writes.
 #
-# Needs the release binary (built here if missing), cargo-lambda and strace.
+#   bench/lambda-stall.sh [RECORDS]
+#
+# Needs the release binary (built here if missing), cargo-lambda, strace, and the right
+# to trace another process (root, or kernel.yama.ptrace_scope 0). Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-port=9392
+port=9397
 bin=target/release/cdc-relay
 records="${1:-100}"
 [ -x "$bin" ] || cargo build --release --locked --bin cdc-relay
+if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+  echo "port $port is taken (an emulator left by an earlier run?)" >&2
+  exit 1
+fi
 work=$(mktemp -d)
 pids=()
+groups=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
-  pkill -f "^${bin}\$" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done
+  for group in "${groups[@]}"; do kill -- "-$group" 2> /dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # The mock cluster runs until its standard input ends.
 mkfifo "$work/in"
@@ -30,66 +40,110 @@ pids+=($!)
 pids+=($!)
 for _ in $(seq 50); do [ -s "$work/mock.out" ] && break; sleep 0.1; done
 brokers=$(head -n 1 "$work/mock.out")
+[ -n "$brokers" ] || { echo "the mock cluster did not start" >&2; exit 1; }
 "$bin" gen-event --records 1 > "$work/warm.json"
 "$bin" gen-event --records "$records" > "$work/event.json"
 
+# setsid runs it in a session of its own (no fork here: this script's background jobs
+# lead no process group), and cargo hands over to cargo-lambda: $! is the emulator.
 setsid cargo lambda watch --release --invoke-port "$port" --ignore-changes \
   --env-var "RELAY_BROKERS=$brokers" --env-var RELAY_PARTIAL_BATCH=true \
   --env-var "RELAY_ROUTES=$PWD/bench/routes.toml" --env-var RUST_LOG=warn > "$work/watch.log" 2>&1 &
-sleep 1
-watch=$(pgrep -nf "cargo-lambda lambda watch.*--invoke-port $port")
-pids+=("$watch")
+watch=$!
+groups+=("$watch")
 url="http://127.0.0.1:$port/2015-03-31/functions/cdc-relay/invocations"
 post() { curl -s -o /dev/null -w '%{time_total}' -X POST --data-binary "@$1" "$url"; }
+ready=""
 for _ in $(seq 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "@$work/warm.json" "$url" || true)" = 200 ] && break
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "@$work/warm.json" "$url" || true)" = 200 ]; then
+    ready=yes
+    break
+  fi
+  kill -0 "$watch" 2> /dev/null || break
   sleep 0.5
 done
+[ -n "$ready" ] || { echo "cargo lambda watch never answered:" >&2; tail -n 20 "$work/watch.log" >&2; exit 1; }
 post "$work/warm.json" > /dev/null
-function_pid=$(pgrep -nf "^${bin}\$")
 
-strace -f -tt -e trace=recvfrom,writev -e signal=none -p "$function_pid" -o "$work/function.trace" &
+# The function: this binary, with the emulator among its ancestors (it runs in a
+# session of its own).
+exe=$(realpath "$bin")
+function_pid=""
+for pid in $(pgrep -f "cdc-relay"); do
+  [ "$(readlink "/proc/$pid/exe" 2> /dev/null)" = "$exe" ] || continue
+  up=$pid
+  while [ -n "$up" ] && [ "$up" -gt 1 ]; do
+    if [ "$up" = "$watch" ]; then function_pid=$pid; break; fi
+    up=$(awk '{print $4}' "/proc/$up/stat" 2> /dev/null || true)
+  done
+  [ -z "$function_pid" ] || break
+done
+[ -n "$function_pid" ] || { echo "the function's process was not found under the emulator" >&2; exit 1; }
+groups+=("$function_pid")
+pids+=("$function_pid")
+
+# -ff: one file per thread, so no call is split across lines.
+strace -ff -tt -e trace=recvfrom,writev -e signal=none -p "$function_pid" -o "$work/function" 2> /dev/null &
 pids+=($!)
-strace -f -tt -e trace=recvfrom,writev -e signal=none -p "$watch" -o "$work/emulator.trace" &
+function_trace=$!
+strace -ff -tt -e trace=recvfrom,writev -e signal=none -p "$watch" -o "$work/emulator" 2> /dev/null &
 pids+=($!)
+emulator_trace=$!
 sleep 1
+kill -0 "$function_trace" 2> /dev/null && kill -0 "$emulator_trace" 2> /dev/null ||
+  { echo "strace could not attach (root, or kernel.yama.ptrace_scope 0, is needed)" >&2; exit 1; }
 times=()
 for _ in 1 2 3 4 5; do times+=("$(post "$work/event.json")"); done
 sleep 0.5
-kill "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
-sleep 0.5
+kill "$function_trace" "$emulator_trace" 2> /dev/null || true
+wait "$function_trace" "$emulator_trace" 2> /dev/null || true
 
-python3 - "$work/function.trace" "$work/emulator.trace" "${times[@]}" <<'EOF'
-import re, sys
-from datetime import datetime
+python3 - "$work" "${times[@]}" <<'EOF'
+import glob, re, sys
 
-def spans(path, start, move):
-    """Per invocation: the time from the first to the last `move` call carrying the
-    payload (from the one that starts with `start` to the next one that does not carry
-    payload), and the longest wait between two of them, in ms."""
-    out, current = [], None
-    for line in open(path):
-        m = re.match(r"\d+\s+(\d+):(\d+):([\d.]+) (\w+)\((\d+), \[?\{?(?:iov_base=)?\"(.{0,40})", line)
-        if not m:
-            continue
-        h, mi, s, call, fd, data = m.groups()
-        t = (int(h) * 3600 + int(mi) * 60 + float(s)) * 1e3
-        if call != move:
-            continue
-        if data.startswith(start):
-            current = [t]
+START = "HTTP/1.1 200 OK\\r\\nlambda-runtime"
+CALL = re.compile(r'(\d+):(\d+):([\d.]+) (recvfrom|writev)\((\d+), \[?\{?(?:iov_base=)?"(.{0,40})')
+RESULT = re.compile(r"= (\d+)$")
+
+def calls(prefix, name):
+    """(ms, fd, first bytes, bytes) of each `name` call that moved data, all threads."""
+    out = []
+    for path in glob.glob(prefix + ".*"):
+        for line in open(path):
+            m, r = CALL.match(line), RESULT.search(line.strip())
+            if m and r and m.group(4) == name:
+                h, mi, s = m.group(1, 2, 3)
+                out.append(((int(h) * 3600 + int(mi) * 60 + float(s)) * 1e3, m.group(5), m.group(6), int(r.group(1))))
+    return sorted(out)
+
+def spans(prefix, name):
+    """Per payload: from the call that starts it (the runtime API's answer to /next) to
+    the last call on the same socket before the next HTTP message on it."""
+    out, current, fd = [], None, None
+    for t, f, data, size in calls(prefix, name):
+        if data.startswith(START):
+            current, fd = [(t, size)], f
             out.append(current)
-        elif current is not None and not data.startswith(("HTTP/1.1", "POST", "GET")):
-            current.append(t)
-        else:
-            current = None
-    return [(c[-1] - c[0], max((b - a for a, b in zip(c, c[1:])), default=0.0), len(c)) for c in out]
+        elif current is not None and f == fd:
+            if data.startswith(("HTTP/1.1", "POST", "GET")):
+                current = None
+            else:
+                current.append((t, size))
+    rows = []
+    for c in out:
+        times = [t for t, _ in c]
+        rows.append((times[-1] - times[0], max((b - a for a, b in zip(times, times[1:])), default=0.0),
+                     len(c), c[0][1], sum(s for _, s in c)))
+    return rows
 
-function = spans(sys.argv[1], "HTTP/1.1 200 OK\\r\\nlambda-runtime", "recvfrom")
-emulator = spans(sys.argv[2], "HTTP/1.1 200 OK\\r\\nlambda-runtime", "writev")
-print("invocation  curl ms  function reads: span ms, longest wait ms, reads  emulator writes: span ms, longest wait ms, writes")
-for i, total in enumerate(sys.argv[3:]):
-    f = function[i] if i < len(function) else (float("nan"),) * 3
-    e = emulator[i] if i < len(emulator) else (float("nan"),) * 3
-    print(f"{i + 1:>10}  {float(total) * 1e3:7.1f}  {f[0]:14.1f} {f[1]:17.1f} {f[2]:6}  {e[0]:15.1f} {e[1]:17.1f} {e[2]:7}")
+function = spans(sys.argv[1] + "/function", "recvfrom")
+emulator = spans(sys.argv[1] + "/emulator", "writev")
+if len(function) != len(sys.argv) - 2 or len(emulator) != len(sys.argv) - 2:
+    sys.exit(f"found {len(function)} payloads read and {len(emulator)} written, for {len(sys.argv) - 2} invocations")
+print("                function reads                          emulator writes")
+print("invocation  curl ms  span ms  longest wait ms  calls  first bytes  bytes   span ms  longest wait ms  calls  first bytes  bytes")
+for i, total in enumerate(sys.argv[2:]):
+    f, e = function[i], emulator[i]
+    print(f"{i + 1:>10}  {float(total) * 1e3:7.1f}  {f[0]:7.1f}  {f[1]:15.1f}  {f[2]:5}  {f[3]:11}  {f[4]:5}   "
+          f"{e[0]:7.1f}  {e[1]:15.1f}  {e[2]:5}  {e[3]:11}  {e[4]:5}")
 EOF

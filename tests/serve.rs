@@ -132,11 +132,20 @@ pub fn committed(kafka: &EmbeddedKafka, group: &str) -> Vec<Option<i64>> {
 
 /// The group's committed offset in each of the source topic's first `partitions`.
 fn committed_in(kafka: &EmbeddedKafka, group: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    committed_by(&group_reader(kafka, group), partitions)
+}
+
+/// A consumer of `group` that only reads its committed offsets (it never joins).
+fn group_reader(kafka: &EmbeddedKafka, group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap_servers())
         .set("group.id", group)
         .create()
-        .expect("consumer");
+        .expect("consumer")
+}
+
+/// The committed offsets `consumer`'s group has in the source topic's first `partitions`.
+fn committed_by(consumer: &BaseConsumer, partitions: i32) -> Vec<Option<i64>> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(SOURCE, p);
@@ -323,20 +332,32 @@ async fn offsets_commit_on_their_interval_not_per_batch() {
 /// While idle, the offsets done are committed when their interval is due, not at the read
 /// loop's idle tick (1 s): the wait for the next record wakes for the commit. With a 100 ms
 /// interval the commit must be seen within 650 ms of the batch being done; without that
-/// wake it comes about 1 s after.
+/// wake it comes about 1 s after. The offsets are read by one consumer made beforehand,
+/// so that each look is one request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_member_commits_when_due_not_at_its_idle_tick() {
     let kafka = cluster();
-    let serving = Serving::start(&kafka, "idle-wake", &[("RELAY_COMMIT_INTERVAL_MS", "100")]);
+    let serving = Serving::start(
+        &kafka,
+        "idle-wake",
+        &[
+            ("RELAY_COMMIT_INTERVAL_MS", "100"),
+            // The 30 records in one batch, as a rule.
+            ("RELAY_BATCH_WINDOW_MS", "150"),
+        ],
+    );
+    let reader = group_reader(&kafka, "idle-wake");
     let committed_as = |expected: Vec<Option<i64>>, timeout: Duration| {
-        let until = Instant::now() + timeout;
-        loop {
-            let now = tokio::task::block_in_place(|| committed(&kafka, "idle-wake"));
-            if now == expected || Instant::now() > until {
-                return (now, Instant::now());
+        tokio::task::block_in_place(|| {
+            let until = Instant::now() + timeout;
+            loop {
+                let now = committed_by(&reader, PARTITIONS);
+                if now == expected || Instant::now() > until {
+                    return (now, Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        })
     };
     // A first record per partition: the member is in the group, has relayed and
     // committed, and then waits for records with nothing to commit.
@@ -345,13 +366,18 @@ async fn an_idle_member_commits_when_due_not_at_its_idle_tick() {
     assert_eq!(first, vec![Some(1); 3], "the first records committed");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let before = serving.metrics.produced.get();
     produce_source(&kafka, 3, 30);
     let until = Instant::now() + Duration::from_secs(30);
-    while serving.metrics.records.get() < 33 && Instant::now() < until {
+    while serving.metrics.produced.get() < before + 30 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let done = Instant::now();
-    assert_eq!(serving.metrics.records.get(), 33, "every record relayed");
+    assert_eq!(
+        serving.metrics.produced.get(),
+        before + 30,
+        "every record produced"
+    );
     let (then, seen) = committed_as(vec![Some(11); 3], Duration::from_secs(5));
     serving.stop().await;
     assert_eq!(then, vec![Some(11); 3], "the batch committed while idle");
