@@ -41,6 +41,11 @@ const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// empty batch.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// While a commit is under way and offsets noted after it are already due, how often
+/// [`Source::read_batch`] looks again whether it has ended (so those offsets go out
+/// just after it, not at the idle tick).
+const UNDER_WAY_LOOK_AGAIN: Duration = Duration::from_millis(20);
+
 /// How often librdkafka reports its statistics (unless `RELAY_CONSUMER_*` says otherwise).
 pub(crate) const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -562,13 +567,7 @@ impl Source {
                         .paused
                         .iter()
                         .map(|p| tokio::time::Instant::from_std(p.until))
-                        .chain(
-                            // (One past due, after a failed commit, is retried at the
-                            // next batch, as before.)
-                            self.group
-                                .due(self.options.commit_interval)
-                                .filter(|due| *due > tokio::time::Instant::now()),
-                        )
+                        .chain(self.commit_wake())
                         .min();
                     let until = match (window_end, wake) {
                         (Some(end), _) => end,
@@ -612,6 +611,23 @@ impl Source {
                 .cmp(&(&b.record.batch_partition, b.record.offset))
         });
         batch
+    }
+
+    /// When a wait for records should end to commit the offsets noted: when they fall
+    /// due; when they are past due because a commit was under way at their due (skipped,
+    /// not failed), shortly, and again until it has ended; never when none are noted. Past
+    /// due after a failed commit, they are retried at the next batch or idle tick (a
+    /// coordinator that refuses is not asked again at once).
+    fn commit_wake(&self) -> Option<tokio::time::Instant> {
+        let due = self.group.due(self.options.commit_interval)?;
+        let now = tokio::time::Instant::now();
+        if due > now {
+            Some(due)
+        } else if self.group.under_way.load(Ordering::Acquire) {
+            Some(now + UNDER_WAY_LOOK_AGAIN)
+        } else {
+            None
+        }
     }
 
     /// Drops from `batch` (and from what is carried or paused) what belongs to an
@@ -1086,6 +1102,50 @@ mod tests {
         assert_eq!(
             backoff(Duration::from_secs(1), Duration::MAX, 40),
             Duration::from_secs(1 << 16)
+        );
+    }
+
+    /// Offsets noted while a commit is under way, and past due when the loop waits for
+    /// records, go out just after that commit ends, not at the idle tick: the wait for
+    /// records ends within [`UNDER_WAY_LOOK_AGAIN`] (so the next read commits), and the
+    /// offsets stay noted meanwhile (skipped, not dropped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_for_records_ends_soon_when_a_commit_under_way_held_back_one_due() {
+        let cluster: rdkafka::mocking::MockCluster<
+            'static,
+            rdkafka::producer::DefaultProducerContext,
+        > = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dms", 1, 1).expect("topic");
+        let options = SourceOptions {
+            brokers: cluster.bootstrap_servers(),
+            topics: vec!["dms".to_owned()],
+            group_id: "under-way".to_owned(),
+            batch_size: 10,
+            batch_window: Duration::from_millis(5),
+            commit_interval: Duration::ZERO,
+            batch_max_bytes: 1 << 20,
+            record_size: |_| 1,
+            overrides: Vec::new(),
+        };
+        let mut source =
+            Source::new(options, &ClientAuth::None, Arc::new(Metrics::new())).expect("source");
+        // Noted (due at once: no interval) while another commit holds the turn.
+        source.group.done("dms", 0, 5, 0);
+        source.group.under_way.store(true, Ordering::Release);
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            let started = tokio::time::Instant::now();
+            let batch = source.read_batch().await;
+            assert!(batch.is_empty(), "no records to read");
+            waits.push(started.elapsed());
+        }
+        assert!(
+            waits.iter().all(|w| *w < IDLE_TICK / 4),
+            "each wait ended soon after the look-again interval, not at the idle tick: {waits:?}"
+        );
+        assert!(
+            source.group.due(Duration::ZERO).is_some(),
+            "the offsets stay noted while the other commit is under way"
         );
     }
 
