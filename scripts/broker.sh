@@ -14,6 +14,11 @@
 #   scripts/broker.sh install-scram      build the pinned tansu with SQLite storage, which the
 #                                        SCRAM broker needs (about 17 CPU-minutes, once)
 #
+# BROKER_PORT (default 19092) moves the broker; a second one beside it also needs its own
+# BROKER_STATE folder (default target/broker). BROKER_ADVERTISED_PORT makes it tell clients
+# to connect to another port of 127.0.0.1 (something in front of it, which must listen
+# before start: start asks for metadata through it).
+#
 # The broker is nisshi 0.7.0 (memory storage; the project was called tansu before),
 # built from crates.io with cargo. It implements Kafka transactions far enough for exactly
 # once: commit and abort markers, transactional offset commits, and a last stable offset
@@ -38,7 +43,8 @@ case "${1:-}" in
   *) variant=memory ;;
 esac
 address="127.0.0.1:${port}"
-state="${root}/target/broker"
+advertised="127.0.0.1:${BROKER_ADVERTISED_PORT:-${port}}"
+state="${BROKER_STATE:-${root}/target/broker}"
 [ "${variant}" = scram ] && state="${state}-scram"
 tools="${root}/target/tools"
 pidfile="${state}/broker.pid"
@@ -146,7 +152,7 @@ launch() {
   say "starting $("${bin}" --version 2>/dev/null || echo "${bin}") on ${address} $*"
   cd "${state}"
   nohup "${bin}" broker --listener-url "tcp://${address}" \
-    --advertised-listener-url "tcp://${address}" "$@" >"${log}" 2>&1 &
+    --advertised-listener-url "tcp://${advertised}" "$@" >"${log}" 2>&1 &
   echo $! >"${pidfile}"
   cd "${root}"
 }

@@ -24,8 +24,9 @@ the transaction markers itself, committed.py) and checked: nothing lost, nothing
 left open), under exactly once nothing twice, per-key order, every exit within the
 bound, and `/healthz` failing while the broker is stopped and only then.
 
-What a real broker here cannot do (reject a record, leave a commit's outcome unknown,
-revoke credentials) the mock-cluster harness in `cargo test` injects (tests/chaos.rs).
+What a real broker here cannot do (reject a record, revoke credentials) the mock-cluster
+harness in `cargo test` injects (tests/chaos.rs); a commit whose outcome is unknown has a
+real-broker scenario of its own (unknown_commit.py: a proxy in front of a second nisshi).
 
 Run alone: `python3 tests/e2e/chaos.py` (after `cargo build --release`; starts the broker).
 """
