@@ -32,7 +32,10 @@ an independent client (confluent-kafka) reading the output.
 8. exactly once through a commit whose outcome is unknown (unknown_commit.py: a nisshi of
    its own behind a proxy that swallows the answer to one committing EndTxn, then one
    EndTxn itself): every planned message read once as committed;
-9. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
+9. `serve` through a broker outage (outage.py: behind the same kind of proxy, every
+   connection closed and refused for 10 s mid-backlog), at least once and exactly once:
+   both relay again, nothing lost, exactly once nothing twice;
+10. starts a second broker that requires SASL/SCRAM-SHA-512 and runs the relay with
    RELAY_AUTH=scram against it: the right password delivers the fixture (read back by a
    client that logs in too), a wrong one fails every record and never shows in the logs.
    (that broker is tansu 0.6 with SQLite storage, which has no TLS listener, so SCRAM runs
@@ -54,6 +57,7 @@ import chaos
 import cloud_events
 import debezium
 import kit
+import outage
 import outbox
 import unknown_commit
 from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, comparable, failures,
@@ -334,16 +338,17 @@ def main():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         subprocess.run(["scripts/broker.sh", "stop"], cwd=ROOT, capture_output=True)
-    # A broker of its own (behind a proxy), once the shared one is stopped.
+    # A broker of their own (behind a proxy), once the shared one is stopped.
     unknown_commit.unknown_commit()
+    outage.outage()
     scram = scram_round_trip()
     if failures:
         print(f"e2e: {len(failures)} checks failed")
         sys.exit(1)
     if scram == "skipped":
-        print("e2e: 9 passed, 0 failed, 1 skipped (scram)")
+        print("e2e: 10 passed, 0 failed, 1 skipped (scram)")
     else:
-        print("e2e: 10 passed, 0 failed")
+        print("e2e: 11 passed, 0 failed")
 
 
 if __name__ == "__main__":
