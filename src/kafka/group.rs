@@ -614,10 +614,12 @@ impl Source {
     }
 
     /// When a wait for records should end to commit the offsets noted: when they fall
-    /// due; when they are past due because a commit was under way at their due (skipped,
-    /// not failed), shortly, and again until it has ended; never when none are noted. Past
-    /// due after a failed commit, they are retried at the next batch or idle tick (a
-    /// coordinator that refuses is not asked again at once).
+    /// due; while a commit is under way and they are past due (they were noted after its
+    /// snapshot, or their commit was skipped for it), every [`UNDER_WAY_LOOK_AGAIN`], so
+    /// the next read commits them just after it ends (once, also when it failed); never
+    /// when none are noted. Past due after a failed commit with none under way, they are
+    /// retried at the next batch or idle tick (a coordinator that refuses is not asked
+    /// again at once).
     fn commit_wake(&self) -> Option<tokio::time::Instant> {
         let due = self.group.due(self.options.commit_interval)?;
         let now = tokio::time::Instant::now();
@@ -995,12 +997,12 @@ async fn commit(
         return false;
     }
     let committer = consumer.clone();
+    // Moved into the blocking call: the mark clears when it ends, also when it panics or
+    // never runs (the runtime shutting down).
+    let release = UnderWay((!busy).then(|| group.clone()));
     let committed = tokio::task::spawn_blocking(move || {
-        let committed = group.commit(&*committer, None);
-        if !busy {
-            group.under_way.store(false, Ordering::Release);
-        }
-        committed
+        let _release = release;
+        group.commit(&*committer, None)
     })
     .await;
     match committed {
@@ -1017,6 +1019,17 @@ async fn commit(
         Err(error) => {
             tracing::warn!(%error, "commit not done; retried before the next batch");
             false
+        }
+    }
+}
+
+/// Clears [`Group::under_way`] when dropped, if this commit set it.
+struct UnderWay(Option<Arc<Group>>);
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        if let Some(group) = &self.0 {
+            group.under_way.store(false, Ordering::Release);
         }
     }
 }

@@ -37,6 +37,7 @@ def outage():
     members = []
     try:
         topics = ["dms.outage", "dms.outage-eos"]
+        broker("stop")  # one left by an interrupted run would keep its groups and topics
         up = broker("start", topics)
         check(up.returncode == 0, f"outage: cannot start the broker: {up.stderr[-500:]}")
         if up.returncode != 0:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from confluent_kafka import Consumer, TopicPartition
 
 import committed
-from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, failures, generated_rounds, metric, planned_ids,
+from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, failures, generated_rounds, http_get, metric, planned_ids,
                  produce_round)
 
 BROKER_PORT, PROXY_PORT = 19096, 19097
@@ -71,13 +71,13 @@ def end_txn_commits(frame):
 def _frames(sock):
     """The Kafka frames read from `sock` (each without its 4-byte size), until it closes."""
     def exactly(n):
-        data = b""
+        data = bytearray()
         while len(data) < n:
             chunk = sock.recv(n - len(data))
             if not chunk:
                 return None
             data += chunk
-        return data
+        return bytes(data)
     while True:
         size = exactly(4)
         if size is None:
@@ -194,6 +194,8 @@ class Proxy:
                     sink.sendall(struct.pack(">i", len(frame)) + frame)
         except OSError:
             pass
+        except Exception as e:  # a frame this proxy cannot read: say so, the connection ends
+            print(f"proxy: {e!r}", file=sys.stderr, flush=True)
         finally:
             with self.lock:
                 for s in (source, sink):
@@ -218,6 +220,11 @@ class Member:
             env["RELAY_TRANSACTIONAL_ID"] = f"{self.group}-a"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([BINARY, "serve"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # Serving /metrics before anything is asked of it.
+        deadline = time.time() + 30
+        while http_get(port, "/metrics")[0] != 200 and time.time() < deadline:
+            self.alive()
+            time.sleep(0.05)
 
     def produce(self, records):
         """Produces `records` to the source topic; what the routes make of them is planned."""
@@ -228,7 +235,11 @@ class Member:
         self.planned |= planned_ids(event)
 
     def relayed(self):
-        """Records done: every message acknowledged (exactly once: and committed)."""
+        """Records done: every message acknowledged (exactly once: and committed). Raises
+        when /metrics does not answer (a 0 would pass for a figure)."""
+        status, text = http_get(self.port, "/metrics")
+        if status != 200:
+            raise RuntimeError(f"{self.label}: /metrics answered {status}: {text[:200]}")
         return metric(self.port, "cdc_relay_records_produced_total")
 
     def alive(self):
@@ -236,7 +247,9 @@ class Member:
             raise RuntimeError(f"{self.label}: serve exited with code {self.proc.returncode}; see {self.log}")
 
     def idle(self, timeout):
-        """Until nothing is relayed for 3 s and, exactly once, no transaction is open."""
+        """Until everything produced so far is done: the group's offsets at the end of
+        every source partition, nothing relayed for 3 s, and (exactly once) no transaction
+        open."""
         busiest = max({t for t, _ in self.planned}, key=lambda t: sum(topic == t for topic, _ in self.planned))
         last, since, deadline = None, time.time(), time.time() + timeout
         while time.time() < deadline:
@@ -244,8 +257,8 @@ class Member:
             now = self.relayed()
             if now != last:
                 last, since = now, time.time()
-            elif time.time() - since > 3 and not (self.exactly_once and committed.wait_for_open_transaction(
-                    ADDRESS, busiest, 3, time.time() + 0.1)):
+            elif time.time() - since > 3 and not self.stuck() and not (
+                    self.exactly_once and committed.wait_for_open_transaction(ADDRESS, busiest, 3, time.time() + 0.1)):
                 return True
             time.sleep(0.2)
         return False
