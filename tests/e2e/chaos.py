@@ -39,12 +39,11 @@ import threading
 import time
 from collections import defaultdict
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import committed
-from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, generated_rounds, http_get, metric,
-                 planned_ids, produce_round, run_alone)
+from kit import (BINARY, LOCAL_HASH_KEY, ROOT, check, check_per_key_order, committed_offsets, generated_rounds,
+                 http_get, metric, planned_ids, produce_round, run_alone)
 
 SHUTDOWN_TIMEOUT_MS = 3000
 # src/modes/serve.rs SHUTDOWN_EPILOGUE: leaving the group and the last flush, after the
@@ -204,32 +203,10 @@ class Deployment:
     def read_back(self):
         """How often each planned message was read as committed, the planned messages read,
         the dead letters of this source topic, and the reader's counts."""
-        counts, ours, letters, stats = defaultdict(int), [], [], defaultdict(int)
-        for topic in sorted({t for t, _ in self.planned} | {DEAD_LETTERS}):
-            messages, seen = committed.read_committed(self.broker, topic, 3, idle_seconds=1.0)
-            for k, v in seen.items():
-                stats[k] += v
-            for m in messages:
-                headers = {k: (v or b"").decode() for k, v in m["headers"].items()}
-                m = dict(m, topic=topic, key=(m["key"] or b"").decode(), headers=headers)
-                if topic == DEAD_LETTERS:
-                    if headers.get("relay-source-topic") == self.topic:
-                        letters.append(m)
-                    continue
-                ident = (topic, headers.get("relay-event-id"))
-                if ident in self.planned:
-                    counts[ident] += 1
-                    ours.append(m)
-        return counts, ours, letters, stats
+        return committed.read_planned(self.broker, self.planned, self.topic, DEAD_LETTERS)
 
     def committed_offsets(self):
-        consumer = Consumer({"bootstrap.servers": self.broker, "group.id": self.group,
-                             "enable.auto.commit": False})
-        try:
-            tps = consumer.committed([TopicPartition(self.topic, p) for p in range(3)], timeout=10)
-            return {tp.partition: tp.offset for tp in tps}
-        finally:
-            consumer.close()
+        return committed_offsets(self.broker, self.group, self.topic)
 
 
 def sample_health(deployments, samples, stop):

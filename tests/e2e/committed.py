@@ -137,6 +137,30 @@ def read_committed(broker, topic, partitions, idle_seconds=2.0):
     return committed, dict(stats)
 
 
+def read_planned(broker, planned, source_topic, dead_letters):
+    """Every topic of `planned` ((topic, event id) pairs) and `dead_letters`, read as
+    committed: how often each planned message was read (ident -> count), the planned
+    messages read (dicts with topic, key as text, headers as text), the dead letters of
+    `source_topic`, and the reader's counts (aborted, open, reported) summed."""
+    counts, ours, letters, stats = defaultdict(int), [], [], defaultdict(int)
+    for topic in sorted({t for t, _ in planned} | {dead_letters}):
+        messages, seen = read_committed(broker, topic, 3, idle_seconds=1.0)
+        for k, v in seen.items():
+            stats[k] += v
+        for m in messages:
+            headers = {k: (v or b"").decode() for k, v in m["headers"].items()}
+            m = dict(m, topic=topic, key=(m["key"] or b"").decode(), headers=headers)
+            if topic == dead_letters:
+                if headers.get("relay-source-topic") == source_topic:
+                    letters.append(m)
+                continue
+            ident = (topic, headers.get("relay-event-id"))
+            if ident in planned:
+                counts[ident] += 1
+                ours.append(m)
+    return counts, ours, letters, stats
+
+
 def wait_for_open_transaction(broker, topic, partitions, deadline):
     """Waits until a transaction with records written is open in a partition of `topic`
     (its last stable offset behind its high watermark), or `deadline`; says which."""

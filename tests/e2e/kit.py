@@ -43,17 +43,35 @@ def start_broker():
     return started.stdout.strip().splitlines()[-1]
 
 
+def client_config(broker, login=None, **config):
+    """A confluent-kafka client's configuration for `broker`; `login`: (user, password)
+    for SCRAM-SHA-512 over plaintext."""
+    config["bootstrap.servers"] = broker
+    if login:
+        config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+                       "sasl.username": login[0], "sasl.password": login[1]})
+    return config
+
+
+def committed_offsets(broker, group, topic, partitions=3, login=None):
+    """The group's committed offset of each partition of `topic` (partition -> offset;
+    negative for none)."""
+    consumer = Consumer(client_config(broker, login, **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
 def read_raw(broker, topics, idle_seconds=1.5, login=None):
     """(topic, partition, offset, key, headers, value) of every message of `topics`, read
     from the beginning until the broker is idle (tansu's high watermark is not reliable),
     as the broker holds them: key and value bytes or None, headers name -> bytes.
     `login`: (user, password) for SCRAM."""
-    config = {"bootstrap.servers": broker, "group.id": f"e2e-{time.time()}",
-              "enable.auto.commit": False, "auto.offset.reset": "earliest"}
-    if login:
-        config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
-                       "sasl.username": login[0], "sasl.password": login[1]})
-    consumer = Consumer(config)
+    consumer = Consumer(client_config(broker, login, **{"group.id": f"e2e-{time.time()}",
+                                                        "enable.auto.commit": False,
+                                                        "auto.offset.reset": "earliest"}))
     metadata = consumer.list_topics(timeout=10)
     consumer.assign([TopicPartition(t, p, 0) for t in topics if t in metadata.topics
                      for p in metadata.topics[t].partitions])
@@ -163,12 +181,12 @@ def generated_rounds(topic, records, seed):
     return [flat[0::3], flat[1::3], flat[2::3]]
 
 
-def produce_round(broker, topic, records):
+def produce_round(broker, topic, records, login=None):
     """Produces generated records to `topic` (3 partitions, as the generator spread
     them); returns the MSK event of what landed (the broker's partitions, offsets and
     timestamps), for `check-routes`."""
     from confluent_kafka import Producer
-    producer = Producer({"bootstrap.servers": broker, "enable.idempotence": True})
+    producer = Producer(client_config(broker, login, **{"enable.idempotence": True}))
     landed = []
 
     def delivered(error, message):
@@ -199,16 +217,16 @@ def planned_ids(event):
             for line in dry.stdout.splitlines() for m in json.loads(line)["outcome"].get("produces", [])}
 
 
-def wait_for_ids(broker, planned, timeout=180, label=None):
+def wait_for_ids(broker, planned, timeout=180, label=None, login=None):
     """Reads the planned topics until every planned message is there (or `timeout`);
     returns how often each planned message was read. With `label`, also checks per-key
-    order over the planned messages read."""
+    order over the planned messages read. `login`: (user, password) for SCRAM."""
     topics = sorted({t for t, _ in planned})
     deadline = time.time() + timeout
     while True:
         counts = defaultdict(int)
         ours = []
-        for m in read_all(broker, topics, idle_seconds=1.0):
+        for m in read_all(broker, topics, idle_seconds=1.0, login=login):
             key = (m["topic"], m["headers"].get("relay-event-id"))
             if key in planned:
                 counts[key] += 1
@@ -239,7 +257,12 @@ def http_get(port, path):
 def metric(port, name):
     """A metric's value from a `serve` process's /metrics (0 when it does not answer)."""
     status, text = http_get(port, "/metrics")
-    for line in text.splitlines() if status == 200 else []:
+    return metric_in(text, name) if status == 200 else 0
+
+
+def metric_in(text, name):
+    """A metric's value in the text of a /metrics answer (0 when it is not there)."""
+    for line in text.splitlines():
         if line.startswith(name + " "):
             return int(float(line.split()[1]))
     return 0
