@@ -38,7 +38,7 @@ def outage():
     try:
         topics = ["dms.outage", "dms.outage-eos"]
         broker("stop")  # one left by an interrupted run would keep its groups and topics
-        up = broker("start", topics)
+        up = broker("start", *topics)
         check(up.returncode == 0, f"outage: cannot start the broker: {up.stderr[-500:]}")
         if up.returncode != 0:
             return

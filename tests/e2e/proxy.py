@@ -25,13 +25,13 @@ SASL_AUTHENTICATE = 36
 DEAD_LETTERS = "cdc.dead-letters"
 
 
-def broker(command, topics=()):
-    """`scripts/broker.sh start|stop` for the broker behind the proxy (its own port and
-    state folder); `start` creates `topics` besides the default ones."""
-    env = dict(os.environ, BROKER_PORT=str(BROKER_PORT), BROKER_ADVERTISED_PORT=str(PROXY_PORT),
-               BROKER_STATE=os.path.join(ROOT, "target", "broker-behind-proxy"))
-    return subprocess.run(["scripts/broker.sh", command] + (list(topics) if command == "start" else []),
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+def broker(command, *args, port=BROKER_PORT, proxy_port=PROXY_PORT, state="broker-behind-proxy"):
+    """`scripts/broker.sh COMMAND ARGS...` for a broker behind a proxy: on `port` (the
+    SCRAM broker's too), advertising `proxy_port`, its state in target/`state`. `start`
+    takes the topics to create besides the default ones."""
+    env = dict(os.environ, BROKER_PORT=str(port), BROKER_SCRAM_PORT=str(port),
+               BROKER_ADVERTISED_PORT=str(proxy_port), BROKER_STATE=os.path.join(ROOT, "target", state))
+    return subprocess.run(["scripts/broker.sh", command, *args], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 def _uvarint(data, pos):

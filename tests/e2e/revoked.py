@@ -33,7 +33,6 @@ not spend: without it the scenario says SKIPPED, and e2e.py counts it skipped. R
 """
 import json
 import os
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,8 +40,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialUpsertion)
 
-from kit import ROOT, check, client_config, http_get, read_all, wait_for_ids
-from proxy import Member, Proxy, run_alone
+from kit import check, client_config, http_get, read_all, wait_for_ids
+from proxy import DEAD_LETTERS, Member, Proxy, run_alone
+from proxy import broker as behind_proxy
 
 BROKER_PORT, PROXY_PORT = 19094, 19098
 ADDRESS = f"127.0.0.1:{PROXY_PORT}"
@@ -52,16 +52,11 @@ ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_relay-AbCd
 LIVENESS_TIMEOUT_MS = 12000
 # src/relay.rs SECRET_REFETCH_INTERVAL: a refused login fetches the secret at most this often.
 REFETCH_INTERVAL_S = 30
-DEAD_LETTERS = "cdc.dead-letters"
 
 
 def broker(command, *args):
-    """`scripts/broker.sh COMMAND` for the SCRAM broker behind the proxy (its own port and
-    state folder)."""
-    env = dict(os.environ, BROKER_SCRAM_PORT=str(BROKER_PORT), BROKER_ADVERTISED_PORT=str(PROXY_PORT),
-               BROKER_STATE=os.path.join(ROOT, "target", "broker-revoked"))
-    return subprocess.run(["scripts/broker.sh", command, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
+    """`scripts/broker.sh COMMAND` for the SCRAM broker behind this scenario's proxy."""
+    return behind_proxy(command, *args, port=BROKER_PORT, proxy_port=PROXY_PORT, state="broker-revoked")
 
 
 class SecretsManager:

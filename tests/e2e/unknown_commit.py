@@ -43,7 +43,7 @@ def unknown_commit():
     member = None
     try:
         broker("stop")  # one left by an interrupted run would keep its groups and topics
-        up = broker("start", [TOPIC])
+        up = broker("start", TOPIC)
         check(up.returncode == 0, f"unknown commit: cannot start the broker: {up.stderr[-500:]}")
         if up.returncode != 0:
             return
