@@ -147,6 +147,16 @@ fn options(kafka: &EmbeddedKafka, function: &Function, group: &str) -> EsmOption
     }
 }
 
+/// The mock cluster with the on-failure topic `esm.failed`.
+fn cluster_with_destination() -> EmbeddedKafka {
+    let kafka = cluster();
+    kafka
+        .cluster()
+        .create_topic("esm.failed", 1, 1)
+        .expect("topic");
+    kafka
+}
+
 /// The on-failure topic `esm.failed`, read from the start.
 fn destination(kafka: &EmbeddedKafka) -> Vec<cdc_relay::modes::local::ConsumedMessage> {
     tokio::task::block_in_place(|| {
@@ -161,13 +171,23 @@ fn destination(kafka: &EmbeddedKafka) -> Vec<cdc_relay::modes::local::ConsumedMe
 
 /// Runs the mapping until the group has committed `end` on every partition.
 async fn run_until_committed(kafka: &EmbeddedKafka, options: EsmOptions, end: i64) {
+    run_until_committed_within(kafka, options, end, Duration::from_secs(30)).await;
+}
+
+/// [`run_until_committed`], failing when it takes longer than `budget`.
+async fn run_until_committed_within(
+    kafka: &EmbeddedKafka,
+    options: EsmOptions,
+    end: i64,
+    budget: Duration,
+) {
     let group = options.group.clone();
     let mapping = Mapping::new(options).expect("mapping");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(mapping.run(async move {
         let _ = stopped.await;
     }));
-    let until = Instant::now() + Duration::from_secs(30);
+    let until = Instant::now() + budget;
     let mut last = Vec::new();
     while Instant::now() < until {
         last = tokio::task::block_in_place(|| committed(kafka, &group));
@@ -363,11 +383,7 @@ async fn reported_failures_resume_their_partition_from_the_reported_offset() {
 /// on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_bounded_and_discarded_records_reach_the_destination() {
-    let kafka = cluster();
-    kafka
-        .cluster()
-        .create_topic("esm.failed", 1, 1)
-        .expect("topic");
+    let kafka = cluster_with_destination();
     produce_source(&kafka, 0, 30);
     let function = Function::start(|event, _| {
         if has(event, 2, 4) {
@@ -423,11 +439,7 @@ async fn retries_are_bounded_and_discarded_records_reach_the_destination() {
 /// is alone: only it is discarded; every other record is invoked and done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bisection_isolates_the_failing_record() {
-    let kafka = cluster();
-    kafka
-        .cluster()
-        .create_topic("esm.failed", 1, 1)
-        .expect("topic");
+    let kafka = cluster_with_destination();
     produce_source(&kafka, 0, 48);
     let function = Function::start(|event, _| {
         if has(event, 0, 9) {
@@ -474,6 +486,64 @@ async fn bisection_isolates_the_failing_record() {
         done.len(),
         47,
         "every other record succeeded once bisected away"
+    );
+}
+
+/// A chain of invocations longer than `max.poll.interval.ms` (a bisection: eleven
+/// invocations of 1.5 s each, every one within the 5 s function timeout, against a 6 s
+/// poll interval) keeps the member in its group: the group's events are served between
+/// invocations. Without that, librdkafka counts the member stalled 6 s into the chain
+/// and it leaves the group; its offsets are then refused, the batch is read again and
+/// the chain starts over, so the group never commits and records are invoked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_invocations_longer_than_the_poll_interval_keeps_the_member() {
+    let kafka = cluster_with_destination();
+    produce_source(&kafka, 0, 30);
+    let function = Function::start_slow(
+        |_| tokio::time::sleep(Duration::from_millis(1500)),
+        |event, _| {
+            if has(event, 0, 9) {
+                (500, r#"{"errorType":"Poison"}"#.to_owned())
+            } else {
+                (200, r#"{"batchItemFailures":[]}"#.to_owned())
+            }
+        },
+    )
+    .await;
+    let mut opts = options(&kafka, &function, "chained");
+    opts.batch_size = 30;
+    opts.maximum_batching_window_in_seconds = 1.0;
+    opts.maximum_retry_attempts = 0;
+    opts.bisect_batch_on_function_error = true;
+    opts.on_failure = Some("kafka://esm.failed".to_owned());
+    opts.function_timeout_seconds = 5;
+    opts.consumer_properties = [
+        "session.timeout.ms=6000",
+        "heartbeat.interval.ms=1000",
+        "max.poll.interval.ms=6000",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    run_until_committed_within(&kafka, opts, 10, Duration::from_secs(60)).await;
+    let events = function.events();
+    assert!(
+        events.len() >= 10,
+        "a chain of invocations: {} events",
+        events.len()
+    );
+    let mut done: HashMap<(i64, i64), usize> = HashMap::new();
+    for event in events.iter().filter(|e| !has(e, 0, 9)) {
+        for p in positions(event) {
+            *done.entry(p).or_default() += 1;
+        }
+    }
+    assert_eq!(done.len(), 29, "every other record invoked successfully");
+    let twice: Vec<_> = done.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "records invoked twice: {twice:?}");
+    assert_eq!(
+        destination(&kafka).len(),
+        1,
+        "the failing record discarded once"
     );
 }
 

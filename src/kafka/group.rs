@@ -46,6 +46,11 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// just after it, not at the idle tick).
 const UNDER_WAY_LOOK_AGAIN: Duration = Duration::from_millis(20);
 
+/// How long [`Source::serve_pending`] serves the group's events: enough for one poll of
+/// the consumer's queue and the events it finds waiting.
+#[cfg(feature = "esm")]
+const PENDING_EVENTS_WAIT: Duration = Duration::from_millis(1);
+
 /// How often librdkafka reports its statistics (unless `RELAY_CONSUMER_*` says otherwise).
 pub(crate) const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -798,8 +803,19 @@ impl Source {
 
     /// Seeks every partition of `spans` found in `from` back to its offset there, to be
     /// read again at once: records a batch set aside for the next one, not failures (no
-    /// backoff; the count of failures in a row is left as it is).
+    /// backoff). A partition whose records before that offset went through made
+    /// progress: its count of failures in a row starts again (exactly once isolating a
+    /// rejected record commits the records before it, then the record alone, and each
+    /// rejected record of a partition must not double the backoff of the next).
     pub(crate) fn read_later(&mut self, spans: &[Span], from: &NotDone) {
+        for span in spans {
+            if from
+                .get(&span.batch_partition)
+                .is_some_and(|offset| offset > span.first)
+            {
+                self.failures.remove(&(span.topic.clone(), span.partition));
+            }
+        }
         self.set_back(spans, from, None);
     }
 
@@ -904,6 +920,22 @@ impl Source {
     /// Waits `duration` while serving the group's events (see [`Source::serve_while`]).
     pub(crate) async fn wait(&mut self, duration: Duration) {
         self.serve_while(tokio::time::sleep(duration)).await;
+    }
+
+    /// Serves the group's events already waiting (a revocation, an assignment) and
+    /// counts as a poll for `max.poll.interval.ms`, without waiting for records: between
+    /// two invocations of a chain (bisection, a batch split by partial failures), so the
+    /// chain never gets the member evicted and a revocation is answered before the next
+    /// invocation (whose lost records [`Source::drop_stale`] then drops).
+    #[cfg(feature = "esm")]
+    pub(crate) async fn serve_pending(&mut self) {
+        // Pending at its first poll, whatever the pause before it cost: the consumer's
+        // queue is polled at least once before the wait ends.
+        self.serve_while(async {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(PENDING_EVENTS_WAIT).await;
+        })
+        .await;
     }
 
     /// Runs `work` (an invocation, a backoff) while serving the group's events
@@ -1100,6 +1132,29 @@ mod tests {
         }
     }
 
+    type Mock = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+    /// A source of group `group` reading topic `dms` (one partition) on a mock cluster,
+    /// with offsets due at once.
+    fn mock_source(group: &str) -> (Mock, Source) {
+        let cluster: Mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dms", 1, 1).expect("topic");
+        let options = SourceOptions {
+            brokers: cluster.bootstrap_servers(),
+            topics: vec!["dms".to_owned()],
+            group_id: group.to_owned(),
+            batch_size: 10,
+            batch_window: Duration::from_millis(5),
+            commit_interval: Duration::ZERO,
+            batch_max_bytes: 1 << 20,
+            record_size: |_| 1,
+            overrides: Vec::new(),
+        };
+        let source =
+            Source::new(options, &ClientAuth::None, Arc::new(Metrics::new())).expect("source");
+        (cluster, source)
+    }
+
     /// The backoff doubles per failure in a row from `first`, never past `max`, and
     /// does not overflow however long a partition keeps failing.
     #[test]
@@ -1124,24 +1179,7 @@ mod tests {
     /// offsets stay noted meanwhile (skipped, not dropped).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wait_for_records_ends_soon_when_a_commit_under_way_held_back_one_due() {
-        let cluster: rdkafka::mocking::MockCluster<
-            'static,
-            rdkafka::producer::DefaultProducerContext,
-        > = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("dms", 1, 1).expect("topic");
-        let options = SourceOptions {
-            brokers: cluster.bootstrap_servers(),
-            topics: vec!["dms".to_owned()],
-            group_id: "under-way".to_owned(),
-            batch_size: 10,
-            batch_window: Duration::from_millis(5),
-            commit_interval: Duration::ZERO,
-            batch_max_bytes: 1 << 20,
-            record_size: |_| 1,
-            overrides: Vec::new(),
-        };
-        let mut source =
-            Source::new(options, &ClientAuth::None, Arc::new(Metrics::new())).expect("source");
+        let (_cluster, mut source) = mock_source("under-way");
         // Noted (due at once: no interval) while another commit holds the turn.
         source.group.done("dms", 0, 5, 0);
         source.group.under_way.store(true, Ordering::Release);
@@ -1160,6 +1198,37 @@ mod tests {
             source.group.due(Duration::ZERO).is_some(),
             "the offsets stay noted while the other commit is under way"
         );
+    }
+
+    /// Failures in a row count per partition across read-agains; records set aside after
+    /// others of the partition went through (progress) start the count again, records
+    /// set aside with none of the partition through leave it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_before_a_set_aside_starts_the_failure_count_again() {
+        let (_cluster, mut source) = mock_source("failures");
+        let batch = spans(&[read(0, 10, 0), read(0, 11, 0), read(0, 12, 0)]);
+        let from = |offset: i64| {
+            let mut not_done = NotDone::new();
+            not_done.mark(Arc::from("dms-0"), offset, None);
+            not_done
+        };
+        let count = |source: &Source| {
+            source
+                .failures
+                .get(&(Arc::from("dms"), 0))
+                .map_or(0, |(n, _)| *n)
+        };
+        let (first, max) = (Duration::from_millis(100), Duration::from_secs(30));
+        for _ in 0..3 {
+            source.read_again(&batch, &from(10), first, max);
+        }
+        assert_eq!(count(&source), 3);
+        source.read_later(&batch, &from(10));
+        assert_eq!(count(&source), 3, "nothing went through");
+        source.read_later(&batch, &from(11));
+        assert_eq!(count(&source), 0, "offset 10 went through");
+        source.read_again(&batch, &from(11), first, max);
+        assert_eq!(count(&source), 1);
     }
 
     /// A batch sorted by partition and offset gives one span per partition, from its

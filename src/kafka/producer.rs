@@ -306,6 +306,7 @@ impl Sink {
                             format!("topic {topic:?} {why}"),
                         ),
                         name_refused: code == RDKafkaErrorCode::InvalidTopic,
+                        sibling: false,
                     },
                 )
             }
@@ -463,6 +464,10 @@ pub(crate) struct Undelivered {
     pub(crate) error: RecordError,
     /// The broker answered INVALID_TOPIC for the message's topic.
     pub(crate) name_refused: bool,
+    /// The broker refused another record of the request the message travelled in, not
+    /// this one (librdkafka's `_INVALID_DIFFERENT_RECORD`, beside the `INVALID_RECORD`
+    /// of the record it names).
+    pub(crate) sibling: bool,
 }
 
 impl From<RecordError> for Undelivered {
@@ -470,15 +475,18 @@ impl From<RecordError> for Undelivered {
         Undelivered {
             error,
             name_refused: false,
+            sibling: false,
         }
     }
 }
 
 impl From<&KafkaError> for Undelivered {
     fn from(error: &KafkaError) -> Self {
+        let code = error.rdkafka_error_code();
         Undelivered {
             error: classify(error),
-            name_refused: error.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTopic),
+            name_refused: code == Some(RDKafkaErrorCode::InvalidTopic),
+            sibling: code == Some(RDKafkaErrorCode::InvalidDifferentRecord),
         }
     }
 }

@@ -321,21 +321,32 @@ impl Mapping {
             retries: 0,
         }]);
         let backoff = Duration::from_millis(self.options.retry_backoff_ms);
+        let mut first = true;
         while let Some(mut attempt) = work.pop_front() {
+            // Each invocation after the batch's first: the group's events are served
+            // first, so a chain of invocations (halves of a bisection, the rest of a
+            // partial failure) is never one long stretch without a poll, and a partition
+            // revoked meanwhile is answered now and left out below.
+            if !std::mem::take(&mut first) {
+                self.source.serve_pending().await;
+            }
             self.source.drop_stale(&mut attempt.reads);
             attempt
                 .reads
                 .retain(|r| not_done.get(&r.record.batch_partition).is_none());
             let (old, young) = self.split_by_age(attempt.reads);
             if !old.is_empty() {
-                discard(
-                    &self.destination,
-                    old,
-                    "record age exceeded",
-                    attempt.retries,
-                    &mut not_done,
-                )
-                .await;
+                // Sending to the destination can take librdkafka's delivery timeout per
+                // record: the group's events are served meanwhile.
+                self.source
+                    .serve_while(discard(
+                        &self.destination,
+                        old,
+                        "record age exceeded",
+                        attempt.retries,
+                        &mut not_done,
+                    ))
+                    .await;
             }
             attempt.reads = young;
             if attempt.reads.is_empty() {
@@ -385,14 +396,15 @@ impl Mapping {
             };
             let retries = attempt.retries + 1;
             if self.options.retries().is_some_and(|max| retries > max) {
-                discard(
-                    &self.destination,
-                    failed,
-                    "retries exhausted",
-                    attempt.retries,
-                    &mut not_done,
-                )
-                .await;
+                self.source
+                    .serve_while(discard(
+                        &self.destination,
+                        failed,
+                        "retries exhausted",
+                        attempt.retries,
+                        &mut not_done,
+                    ))
+                    .await;
                 continue;
             }
             self.source.wait(backoff).await;
@@ -433,8 +445,11 @@ async fn invoke(client: &Client, url: &hyper::Uri, options: &EsmOptions, reads: 
         Ok(r) => r,
         Err(e) => return Answer::Unreachable(e.to_string()),
     };
+    // One deadline for the whole invocation, answer and body: a function that answers
+    // within its timeout never keeps the member from its poll for longer.
     let timeout = Duration::from_secs(options.function_timeout_seconds);
-    let response = match tokio::time::timeout(timeout, client.request(request)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = match tokio::time::timeout_at(deadline, client.request(request)).await {
         Err(_) => return Answer::FunctionError(format!("timed out after {timeout:?}")),
         // Not connected: nothing was invoked. Any other failure (the connection
         // reset mid-invocation) counts as a function error.
@@ -449,7 +464,7 @@ async fn invoke(client: &Client, url: &hyper::Uri, options: &EsmOptions, reads: 
         .map(|v| v.to_str().unwrap_or("Unhandled").to_owned());
     // Lambda's response payload limit is 6 MB too.
     let limited = http_body_util::Limited::new(response.into_body(), LAMBDA_PAYLOAD_LIMIT);
-    let body = match tokio::time::timeout(timeout, limited.collect()).await {
+    let body = match tokio::time::timeout_at(deadline, limited.collect()).await {
         Ok(Ok(body)) => body.to_bytes(),
         Ok(Err(e)) => return Answer::FunctionError(format!("response body: {e}")),
         Err(_) => return Answer::FunctionError("response body timed out".to_owned()),

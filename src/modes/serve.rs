@@ -34,7 +34,7 @@ use crate::kafka::group::{backoff, spans, Read, Source, SourceOptions, Span, STA
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET};
 use crate::ops::{Metrics, LIVENESS_TIMEOUT};
-use crate::pipeline::{BatchContext, BatchOutcome, Renew};
+use crate::pipeline::{BatchContext, BatchOutcome, Rejection, Renew};
 use crate::relay::Relay;
 use crate::source::{EventOrigin, NotDone, SourceRecord};
 
@@ -751,25 +751,37 @@ impl Server {
         }
     }
 
-    /// Exactly once, after an abort: records the broker rejected become suspects (the
-    /// first per partition), to be produced alone; a suspect rejected again, alone, is
-    /// condemned: the next transaction dead-letters it with its offset, so the partition
-    /// moves on instead of aborting forever.
-    fn suspect(&mut self, rejected: &[(Arc<str>, i64, RecordError)]) {
-        for (partition, offset, error) in rejected {
-            match self.suspects.get(partition) {
-                Some((suspect, _)) if suspect == offset => {
-                    tracing::warn!(%partition, offset, %error, "exactly once: the broker rejected the record alone: it is poison");
+    /// Exactly once, after an abort: records the broker rejected become suspects (per
+    /// partition, the first rejected for its own bytes, else the first rejected), to be
+    /// produced alone; a suspect rejected again, alone, is condemned: the next
+    /// transaction dead-letters it with its offset, so the partition moves on instead of
+    /// aborting forever.
+    fn suspect(&mut self, rejected: &[Rejection]) {
+        let mut partitions: Vec<&Arc<str>> = Vec::new();
+        for r in rejected {
+            if !partitions.contains(&&r.partition) {
+                partitions.push(&r.partition);
+            }
+        }
+        for partition in partitions {
+            let of_partition: Vec<&Rejection> = rejected
+                .iter()
+                .filter(|r| r.partition == *partition)
+                .collect();
+            let current = self.suspects.get(partition).map(|(offset, _)| *offset);
+            match verdict(current, &of_partition) {
+                Verdict::Condemn(r) => {
+                    tracing::warn!(%partition, offset = r.offset, error = %r.error, "exactly once: the broker rejected the record alone: it is poison");
                     self.suspects.remove(partition);
                     self.condemned
-                        .insert((partition.clone(), *offset), error.clone());
+                        .insert((partition.clone(), r.offset), r.error.clone());
                 }
-                Some((suspect, _)) if suspect < offset => {}
-                _ => {
-                    tracing::warn!(%partition, offset, %error, "exactly once: the broker rejected a record: the transaction is aborted; the record goes alone next");
+                Verdict::Suspect(r) => {
+                    tracing::warn!(%partition, offset = r.offset, error = %r.error, sibling = r.sibling, "exactly once: the broker rejected a record: the transaction is aborted; the record goes alone next");
                     self.suspects
-                        .insert(partition.clone(), (*offset, error.clone()));
+                        .insert(partition.clone(), (r.offset, r.error.clone()));
                 }
+                Verdict::Keep => {}
             }
         }
     }
@@ -887,5 +899,80 @@ impl Renew for NoRenewal {
             "the transactional producer failed ({}); the batch is aborted and read again",
             failed.fatal_error().unwrap_or_default()
         )))
+    }
+}
+
+/// What exactly once makes of one partition's rejections after an abort.
+#[derive(Debug, PartialEq)]
+enum Verdict<'a> {
+    /// The suspect, sent alone, was rejected again: poison.
+    Condemn(&'a Rejection),
+    /// This record goes alone next.
+    Suspect(&'a Rejection),
+    /// The suspect already named goes first (it comes before every rejection).
+    Keep,
+}
+
+/// `current`: the offset of the partition's suspect, if one was named. The suspect
+/// rejected again is condemned. Otherwise the next suspect is the first record rejected
+/// for its own bytes: one rejected only because another record of its request was
+/// refused (librdkafka names the guilty record and fails the rest of the request
+/// beside it) goes through once that record is out of the way, so isolating it first
+/// would only cost an abort. When every rejection was a sibling's (the guilty record is
+/// another partition's), the first rejected goes alone. A suspect named before and
+/// earlier than that stays.
+fn verdict<'a>(current: Option<i64>, rejected: &[&'a Rejection]) -> Verdict<'a> {
+    if let Some(again) = rejected.iter().find(|r| Some(r.offset) == current) {
+        return Verdict::Condemn(again);
+    }
+    let first = |own_only: bool| {
+        rejected
+            .iter()
+            .filter(|r| !own_only || !r.sibling)
+            .min_by_key(|r| r.offset)
+            .copied()
+    };
+    match first(true).or_else(|| first(false)) {
+        Some(next) if current.is_none_or(|c| next.offset < c) => Verdict::Suspect(next),
+        _ => Verdict::Keep,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Stage;
+
+    fn rejection(offset: i64, sibling: bool) -> Rejection {
+        Rejection {
+            partition: Arc::from("dms-0"),
+            offset,
+            error: RecordError::permanent(Stage::Sink, "delivery failed: invalid record"),
+            sibling,
+        }
+    }
+
+    /// The record rejected for its own bytes goes alone first, not the innocent
+    /// neighbours before it that the same request's refusal failed too; with only
+    /// siblings' rejections, the first goes; the suspect rejected again, alone, is
+    /// condemned; an earlier suspect keeps its turn.
+    #[test]
+    fn the_guilty_record_goes_alone_before_its_innocent_neighbours() {
+        let (innocent, guilty, later) = (
+            rejection(10, true),
+            rejection(11, false),
+            rejection(12, true),
+        );
+        let all = [&innocent, &guilty, &later];
+        assert_eq!(verdict(None, &all), Verdict::Suspect(&guilty));
+        assert_eq!(
+            verdict(None, &[&innocent, &later]),
+            Verdict::Suspect(&innocent)
+        );
+        assert_eq!(verdict(Some(11), &[&guilty]), Verdict::Condemn(&guilty));
+        assert_eq!(verdict(Some(11), &all), Verdict::Condemn(&guilty));
+        assert_eq!(verdict(Some(9), &all), Verdict::Keep);
+        assert_eq!(verdict(Some(12), &[&guilty]), Verdict::Suspect(&guilty));
+        assert_eq!(verdict(None, &[]), Verdict::Keep);
     }
 }

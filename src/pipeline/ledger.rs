@@ -73,13 +73,27 @@ pub struct BatchOutcome {
     pub oldest_timestamp_ms: Option<i64>,
     /// Per source table, in order of first appearance (with `per_table` only).
     pub tables: Vec<TableCounts>,
-    /// Records a message of which the broker rejected permanently (batch partition,
-    /// offset, the rejection), whether they were then dead-lettered or not: exactly once
-    /// isolates them (an aborted transaction cannot dead-letter anything).
-    pub rejected: Vec<(Arc<str>, i64, RecordError)>,
+    /// Records a message of which the broker rejected permanently, whether they were
+    /// then dead-lettered or not: exactly once isolates them (an aborted transaction
+    /// cannot dead-letter anything).
+    pub rejected: Vec<Rejection>,
     /// The most messages that were in flight (enqueued, not reported) at once: at most
     /// about [`super::PipelineOptions::max_in_flight`].
     pub most_in_flight: usize,
+}
+
+/// A record a message of which the broker rejected permanently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Its batch partition (`topic-partition`).
+    pub partition: Arc<str>,
+    /// Its offset.
+    pub offset: i64,
+    /// The rejection.
+    pub error: RecordError,
+    /// Only for another record of the request its messages travelled in (every
+    /// rejection of its messages said so): this record's own bytes were not refused.
+    pub sibling: bool,
 }
 
 impl BatchOutcome {
@@ -134,9 +148,10 @@ pub(crate) struct Ledger {
     /// Per record, which of its first 64 messages the broker acknowledged (bit i:
     /// message i), so a record produced again sends only the rest.
     acked: Vec<u64>,
-    /// Records a message of which the broker rejected permanently, with the rejection,
-    /// whatever they came to after (a transaction cannot dead-letter them: it aborts).
-    rejections: Vec<(usize, RecordError)>,
+    /// Records a message of which the broker rejected permanently, with the rejection
+    /// and whether it was only for a sibling, whatever they came to after (a
+    /// transaction cannot dead-letter them: it aborts).
+    rejections: Vec<(usize, RecordError, bool)>,
 }
 
 impl Ledger {
@@ -209,13 +224,44 @@ impl Ledger {
         }
     }
 
+    /// [`Ledger::failed_blaming`] for a rejection of the record's own bytes.
+    #[cfg(test)]
+    pub(crate) fn failed(&mut self, index: usize, error: RecordError) -> bool {
+        self.failed_blaming(index, error, false)
+    }
+
     /// A message of record `index` failed (one of its own or its dead letter). A message
     /// of its own rejected permanently makes the record [`RecordState::Rejected`] (produced
     /// again alone before it is called poison); a retryable failure outranks a sibling's
     /// rejection (the record is reported, never dead-lettered while it might still
     /// succeed); a refused dead letter is reported, never dropped. Returns whether the
     /// record now failed (for the problem log).
-    pub(crate) fn failed(&mut self, index: usize, error: RecordError) -> bool {
+    ///
+    /// `sibling`: the rejection was only for another record of the request the message
+    /// travelled in. Every rejection of a message of the record's own is remembered for
+    /// exactly once (the summary's `rejected`), also one that comes after a retryable
+    /// failure (which the record's state keeps); one for its own bytes outranks a
+    /// sibling's.
+    pub(crate) fn failed_blaming(
+        &mut self,
+        index: usize,
+        error: RecordError,
+        sibling: bool,
+    ) -> bool {
+        let own_message = !matches!(
+            self.states[index],
+            RecordState::Pending {
+                dead_letter: true,
+                ..
+            }
+        );
+        if !error.is_retryable() && own_message && !self.states[index].is_done() {
+            match self.rejections.iter_mut().find(|(i, ..)| *i == index) {
+                Some(entry) if entry.2 && !sibling => *entry = (index, error.clone(), false),
+                Some(_) => {}
+                None => self.rejections.push((index, error.clone(), sibling)),
+            }
+        }
         let next = match &self.states[index] {
             RecordState::Pending {
                 dead_letter: false, ..
@@ -233,11 +279,6 @@ impl Ledger {
             _ => return false,
         };
         let failed = matches!(next, RecordState::Failed(_));
-        if let RecordState::Rejected(error) = &next {
-            if !self.rejections.iter().any(|(i, _)| *i == index) {
-                self.rejections.push((index, error.clone()));
-            }
-        }
         self.states[index] = next;
         failed
     }
@@ -278,9 +319,14 @@ impl Ledger {
         outcome.rejected = self
             .rejections
             .iter()
-            .map(|(index, error)| {
+            .map(|(index, error, sibling)| {
                 let record = &records[*index];
-                (record.batch_partition.clone(), record.offset, error.clone())
+                Rejection {
+                    partition: record.batch_partition.clone(),
+                    offset: record.offset,
+                    error: error.clone(),
+                    sibling: *sibling,
+                }
             })
             .collect();
         let mut tables = TableTally::default();
@@ -503,13 +549,51 @@ mod tests {
         two.failed(1, broker_down());
         two.failed(1, rejected());
         let outcome = two.summarise(&records, Vec::new(), Vec::new());
-        assert_eq!(outcome.rejected, vec![(Arc::from("dms-0"), 11, rejected())]);
+        assert_eq!(
+            outcome.rejected,
+            vec![Rejection {
+                partition: Arc::from("dms-0"),
+                offset: 11,
+                error: rejected(),
+                sibling: false
+            }]
+        );
         assert_eq!(outcome.failures.get("dms-0"), Some(11));
         let clean = ledger(vec![RecordState::Produced]);
         assert!(clean
             .summarise(&records[..1], Vec::new(), Vec::new())
             .rejected
             .is_empty());
+    }
+
+    /// A rejection that comes after a retryable failure of the same record (a sibling
+    /// message purged when the transaction turned abortable) is still remembered for
+    /// exactly once, while the state stays failed (reported, not dead-lettered); a
+    /// rejection for the record's own bytes outranks one only for a sibling's, and a
+    /// record with sibling rejections alone says so.
+    #[test]
+    fn rejections_after_a_failure_are_remembered_and_own_ones_win() {
+        let records = [record("dms-0", 10), record("dms-0", 11)];
+        let mut ledger = ledger(vec![pending(2), pending(3)]);
+        assert!(ledger.failed(0, broker_down()));
+        ledger.failed_blaming(0, rejected(), false);
+        assert!(matches!(ledger.state(0), RecordState::Failed(_)));
+        ledger.failed_blaming(1, rejected(), true);
+        ledger.failed_blaming(1, rejected(), true);
+        let outcome = ledger.summarise(&records, Vec::new(), Vec::new());
+        let seen: Vec<(i64, bool)> = outcome
+            .rejected
+            .iter()
+            .map(|r| (r.offset, r.sibling))
+            .collect();
+        assert_eq!(seen, vec![(10, false), (11, true)]);
+        let mut upgraded = self::ledger(vec![pending(2)]);
+        upgraded.failed_blaming(0, rejected(), true);
+        upgraded.failed_blaming(0, rejected(), false);
+        upgraded.failed_blaming(0, rejected(), true);
+        let outcome = upgraded.summarise(&records[..1], Vec::new(), Vec::new());
+        assert_eq!(outcome.rejected.len(), 1);
+        assert!(!outcome.rejected[0].sibling, "its own rejection wins");
     }
 
     /// A refused dead letter is reported for retry, never dropped.

@@ -62,7 +62,7 @@ use cdc_relay_core::process;
 use ledger::{Ledger, RecordState};
 use observe::{log_failure, traced};
 
-pub use ledger::{BatchOutcome, DeliveryRecord, TableCounts, UNDECODED_TABLE};
+pub use ledger::{BatchOutcome, DeliveryRecord, Rejection, TableCounts, UNDECODED_TABLE};
 pub use observe::{TRACEPARENT, XRAY_TRACE_ID};
 
 /// Makes a new producer when the one in use is in a fatal state (the recovery round).
@@ -660,8 +660,9 @@ impl Run<'_> {
                     .acknowledged(flight.record, flight.message, flight.dead_letter);
             }
             Err(refusal) => {
+                let sibling = refusal.sibling;
                 let error = self.blame(refusal, &flight.topic);
-                if self.ledger.failed(flight.record, error) {
+                if self.ledger.failed_blaming(flight.record, error, sibling) {
                     if let RecordState::Failed(error) = self.ledger.state(flight.record) {
                         self.log_failure(flight.record, error);
                     }

@@ -346,8 +346,12 @@ pub fn topic_name_problem(name: &str) -> Option<String> {
 /// `HR.ORDER_LINES`, `/BIC/AZSALES` -> `_BIC_AZSALES`). A name longer than
 /// [`TOPIC_MAX_LEN`] keeps its first 240 characters, then `-` and the first 8 hex digits
 /// of the SHA-256 of the whole name as rendered (before any replacement), so two long
-/// names that differ only past the cut stay apart. `.` and `..` become `_` and `__`.
-/// A legal name is returned unchanged.
+/// names that differ only past the cut stay apart. A name with characters outside ASCII
+/// (Korean, Chinese, Japanese table names) gets the same `-` and hash however long it
+/// is: every such character becomes the same `_`, so without it every table whose name
+/// has as many of them would share one topic (`주문` and `고객` would both be `__`).
+/// `.` and `..` become `_` and `__`, an empty name `_`. A legal name is returned
+/// unchanged.
 pub fn legal_topic_name(rendered: &str) -> std::borrow::Cow<'_, str> {
     if topic_name_problem(rendered).is_none() {
         return std::borrow::Cow::Borrowed(rendered);
@@ -356,10 +360,10 @@ pub fn legal_topic_name(rendered: &str) -> std::borrow::Cow<'_, str> {
         .chars()
         .map(|c| if legal_topic_char(c) { c } else { '_' })
         .collect();
-    if out == "." || out == ".." {
-        out = out.replace('.', "_");
+    if out.is_empty() || out == "." || out == ".." {
+        out = "_".repeat(out.len().max(1));
     }
-    if out.len() > TOPIC_MAX_LEN {
+    if out.len() > TOPIC_MAX_LEN || !rendered.is_ascii() {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(rendered.as_bytes());
         // Every character is ASCII now: any byte index is a char boundary.
@@ -503,7 +507,14 @@ impl TopicTemplate {
                     .any(|at| !topic.is_empty() && rest(more, &topic[at..])),
             }
         }
-        rest(&self.parts, topic)
+        // A name made legal with a hash ([`legal_topic_name`]) ends in `-` and 8 hex
+        // digits after what the template wrote: matched without them too.
+        let stem = topic.rsplit_once('-').and_then(|(stem, hash)| {
+            (hash.len() == CUT_HASH_HEX
+                && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then_some(stem)
+        });
+        rest(&self.parts, topic) || stem.is_some_and(|stem| rest(&self.parts, stem))
     }
 
     /// Whether the template has no placeholder: its one name was checked at init.
@@ -1460,6 +1471,12 @@ topic = "public.{table}"
         assert!(!t.matches("cdc..orders") && !t.matches("cdc.public.") && !t.matches("cd.a.b"));
         let fixed = TopicTemplate::parse("orders").expect("valid");
         assert!(fixed.matches("orders") && !fixed.matches("orders2"));
+        // A name outside ASCII, made legal with a hash, still matches its template.
+        let versioned = TopicTemplate::parse("cdc.{table}.v1").expect("valid");
+        let made_legal = versioned.render("app", "주문");
+        assert!(made_legal.contains(".v1-"), "{made_legal}");
+        assert!(versioned.matches(&made_legal), "{made_legal}");
+        assert!(!versioned.matches("cdc.x.v2-0123abcd"));
     }
 
     /// Names DMS brings that Kafka refuses are made legal the documented way; legal
@@ -1475,13 +1492,24 @@ topic = "public.{table}"
             "cdc.SAPR3._BIC_AZSALES"
         );
         assert_eq!(&*t.render("dbo", "order lines"), "cdc.dbo.order_lines");
-        assert_eq!(&*t.render("public", "주문"), "cdc.public.__");
+        // Outside ASCII: the hash keeps tables with names of the same length apart.
+        use sha2::Digest;
+        let hash = |name: &str| {
+            hex::encode(sha2::Sha256::digest(name.as_bytes()))[..CUT_HASH_HEX].to_owned()
+        };
+        let orders = t.render("public", "주문");
+        assert_eq!(
+            *orders,
+            format!("cdc.public.__-{}", hash("cdc.public.주문"))
+        );
+        assert_ne!(orders, t.render("public", "고객"), "two tables, two topics");
         assert_eq!(
             t.render_as_written("HR", "ORDER#LINES"),
             "cdc.HR.ORDER#LINES"
         );
         let only = TopicTemplate::parse("{table}").expect("valid");
         assert_eq!(&*only.render("s", ".."), "__");
+        assert_eq!(&*only.render("s", ""), "_");
 
         // Too long: cut, with a hash of the whole name so two names stay apart.
         let long_a = "A".repeat(300);
@@ -1492,11 +1520,18 @@ topic = "public.{table}"
         assert_eq!(b.len(), TOPIC_MAX_LEN);
         assert_ne!(a, b, "names that differ past the cut must not collide");
         assert!(a.starts_with(&format!("cdc.s.{}", "A".repeat(200))));
-        use sha2::Digest;
         let whole = format!("cdc.s.{long_a}");
         let expected = &hex::encode(sha2::Sha256::digest(whole.as_bytes()))[..CUT_HASH_HEX];
         assert!(a.ends_with(&format!("-{expected}")), "{a}");
-        for name in [a, b, t.render("HR", "ORDER#LINES"), only.render("s", ".")] {
+        for name in [
+            a,
+            b,
+            t.render("HR", "ORDER#LINES"),
+            only.render("s", "."),
+            only.render("s", ""),
+            orders,
+            t.render("s", &"주".repeat(300)),
+        ] {
             assert_eq!(topic_name_problem(&name), None, "{name}");
         }
         // Exactly at the limit: unchanged.
