@@ -185,15 +185,25 @@ def matches(pattern, arn):
 def topic_arn(topic):
     return f"arn:aws:kafka:eu-west-1:123456789012:topic/dms/uuid-1/{topic}"
 
-def grants(values):
-    """(action, resource) pairs the role gets with these parameters."""
+def grants(values, effect="Allow"):
+    """(action, resource) pairs the role is given (or, with effect="Deny", refused)
+    with these parameters."""
     pairs = []
     for policy in resolve(role["Policies"], values):
         for statement in policy["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Allow", statement
+            assert statement["Effect"] in ("Allow", "Deny"), statement
+            if statement["Effect"] != effect:
+                continue
             actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
             pairs += [(a, r) for a in actions for r in resources(statement, values)]
     return pairs
+
+def writes(topic, values):
+    """Whether the role may write `topic` of the source cluster: an Allow names it and
+    no Deny does."""
+    named = lambda effect: any(a == "kafka-cluster:WriteData" and matches(r, topic_arn(topic))
+                               for a, r in grants(values, effect))
+    return named("Allow") and not named("Deny")
 
 iam_values = dict(params, Auth="iam")
 pairs = grants(iam_values)
@@ -252,8 +262,16 @@ def rule_holds(values):
 assert rule_holds(iam_values)
 assert not rule_holds(dict(iam_values, DownstreamTopics="orders.changes,dms.cdc"))
 assert not rule_holds(dict(iam_values, DownstreamTopics="*"))
+# A pattern the rule cannot see through still never writes the source topic: the Deny.
+assert writes("orders.changes", iam_values) and not writes(iam_values["SourceTopic"], iam_values)
+for pattern in ["dms.*", "*.cdc", "orders.changes,d?s.cdc"]:
+    values = dict(iam_values, DownstreamTopics=pattern)
+    assert rule_holds(values), pattern
+    assert not writes(iam_values["SourceTopic"], values), f"{pattern} writes the source topic"
+assert writes("dms.other", dict(iam_values, DownstreamTopics="dms.*"))
+assert grants(iam_values, "Deny") == [("kafka-cluster:WriteData", f"arn:*:kafka:*:*:topic/*/*/{iam_values['SourceTopic']}")]
 print(f"template: Auth=iam: WriteDataIdempotently on the cluster; WriteData on {len(written)} topics "
-      f"({', '.join(default)}), none of them the source topic {iam_values['SourceTopic']}; the same topics as routes.toml")
+      f"({', '.join(default)}), none of them the source topic {iam_values['SourceTopic']}, which a Deny keeps from any pattern; the same topics as routes.toml")
 
 def rule_passes(rules, name, values):
     """A rule as CloudFormation checks it: its assertions hold, or its condition does not."""

@@ -396,6 +396,45 @@ async fn request_rejection_is_retried_per_record() {
     }
 }
 
+/// A record the broker rejects after it was sent, and again alone, is poison under its
+/// own route's `on_poison`: here "skip" while the default dead-letters. It is done and
+/// skipped, and nothing reaches the dead-letter topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_rejected_after_sending_takes_its_routes_on_poison() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    kafka.cluster().create_topic("dlq", 1, 1).expect("topic");
+    let relay = util::relay(
+        &kafka,
+        routes("[defaults]\ndlq_topic = \"dlq\"\n[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\nkey = [\"id\"]\non_poison = \"skip\"\n"),
+        &[("RELAY_PARTIAL_BATCH", "true")],
+    );
+    let event = |offset: i64| {
+        util::EventBuilder::new()
+            .data("src", 0, offset, "insert", "orders", json!({"id": offset}))
+            .build()
+    };
+    let (warm, _) = handle_by(&relay, event(1), 10_000).await;
+    assert!(warm.expect("warm-up").batch_item_failures.is_empty());
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+        ],
+    );
+    let (answer, _) = handle_by(&relay, event(10), 10_000).await;
+    assert!(
+        answer.expect("answer").batch_item_failures.is_empty(),
+        "skipped is done"
+    );
+    assert!(
+        util::consume(&kafka, &["dlq"]).is_empty(),
+        "the route skips its poison: nothing dead-lettered"
+    );
+    assert!(from_offset(&util::consume(&kafka, &["out"]), "out", 10).is_empty());
+}
+
 /// A fan-out record whose message to one topic is rejected while its message to the
 /// other fails retryably (that topic's leader is down) is reported, not dead-lettered
 /// and called done.

@@ -667,8 +667,9 @@ impl Source {
     }
 
     /// The group's committed offset of each span's partition (read as stable: a
-    /// pending transactional commit settles first). A partition with no committed
-    /// offset is read again from the span's first record.
+    /// pending transactional commit settles first), as [`resume_points`] reads the
+    /// answer: a partition with no committed offset is read again from the span's first
+    /// record, and one the answer gives an error for fails the call.
     pub(crate) fn committed(&self, spans: &[Span]) -> Result<NotDone, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for span in spans {
@@ -677,19 +678,18 @@ impl Source {
         let committed = tokio::task::block_in_place(|| {
             self.consumer.committed_offsets(tpl, CONSUMER_CALL_TIMEOUT)
         })?;
-        Ok(spans
+        let answers: Vec<Answered> = committed
+            .elements()
             .iter()
-            .map(|span| {
-                let offset = match committed
-                    .find_partition(&span.topic, span.partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) => o,
-                    _ => span.first,
-                };
-                (span.batch_partition.clone(), offset)
+            .map(|e| {
+                (
+                    e.topic().to_owned(),
+                    e.partition(),
+                    e.error().map(|()| e.offset()),
+                )
             })
-            .collect())
+            .collect();
+        resume_points(spans, &answers)
     }
 
     /// Notes that a partition's records before `next`, read under `epoch`, are done
@@ -1007,6 +1007,38 @@ impl Source {
     }
 }
 
+/// One partition of a committed-offsets answer: topic, partition, and its offset or
+/// the error the broker gave for it.
+type Answered = (String, i32, Result<Offset, KafkaError>);
+
+/// Where each span's partition is read again from, by the group's committed offsets:
+/// the committed offset, or the span's first record when the group has none there
+/// (nothing was ever committed, so nothing of the batch was). A partition the answer
+/// leaves out or gives an error for (an unstable offset librdkafka stopped asking
+/// about, a coordinator that moved) is an error of the whole answer, to be asked again:
+/// taking the span's first record then would produce a batch that committed twice.
+fn resume_points(spans: &[Span], answers: &[Answered]) -> Result<NotDone, KafkaError> {
+    spans
+        .iter()
+        .map(|span| {
+            let answer = answers.iter().find(|(topic, partition, _)| {
+                **topic == *span.topic && *partition == span.partition
+            });
+            let offset = match answer {
+                Some((_, _, Ok(Offset::Offset(o)))) => *o,
+                Some((_, _, Ok(_))) => span.first,
+                Some((_, _, Err(error))) => return Err(error.clone()),
+                None => {
+                    return Err(KafkaError::OffsetFetch(
+                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                    ))
+                }
+            };
+            Ok((span.batch_partition.clone(), offset))
+        })
+        .collect()
+}
+
 /// Commits the offsets of records done (see [`Source::commit`]). On failure they stay
 /// noted: retried before the next batch, at a revocation and at shutdown. Records
 /// committed are progress (liveness).
@@ -1229,6 +1261,31 @@ mod tests {
         assert_eq!(count(&source), 0, "offset 10 went through");
         source.read_again(&batch, &from(11), first, max);
         assert_eq!(count(&source), 1);
+    }
+
+    /// The committed offsets say where to read again: the offset committed, the span's
+    /// first record where the group has none; a partition the answer gives an error
+    /// for, or leaves out, fails the whole answer (asked again), never falls back to the
+    /// span's first record.
+    #[test]
+    fn committed_offsets_with_a_partition_error_are_asked_again() {
+        let batch = spans(&[read(0, 10, 0), read(0, 12, 0), read(2, 3, 0)]);
+        let answer = |offset: Result<Offset, KafkaError>| -> Vec<Answered> {
+            vec![
+                ("dms".to_owned(), 0, Ok(Offset::Offset(11))),
+                ("dms".to_owned(), 2, offset),
+            ]
+        };
+        let from = resume_points(&batch, &answer(Ok(Offset::Invalid))).expect("answered");
+        assert_eq!((from.get("dms-0"), from.get("dms-2")), (Some(11), Some(3)));
+        let unstable =
+            KafkaError::OffsetFetch(rdkafka::types::RDKafkaErrorCode::UnstableOffsetCommit);
+        assert!(resume_points(&batch, &answer(Err(unstable))).is_err());
+        let partial = answer(Ok(Offset::Offset(4)))[..1].to_vec();
+        assert!(
+            resume_points(&batch, &partial).is_err(),
+            "a partition left out"
+        );
     }
 
     /// A batch sorted by partition and offset gives one span per partition, from its

@@ -7,7 +7,7 @@ use super::ledger::RecordState;
 use super::observe::traced;
 use super::{Renew, Resend, Run};
 use crate::error::Stage;
-use crate::transform::Transformed;
+use crate::transform::{header, Transformed};
 
 /// Recovery rounds per batch at most (each one resolves at least the first rejected
 /// record of every partition, or stops).
@@ -110,7 +110,16 @@ impl Run<'_> {
                 // Nothing after it is sent before it is settled.
                 self.await_deliveries().await;
                 if self.ledger.is_rejected(index) && !self.out_of_time() {
-                    if let RecordState::Rejected(error) = self.ledger.take(index) {
+                    if let RecordState::Rejected(mut error) = self.ledger.take(index) {
+                        // The table's route decides (`on_poison`): a rejection after
+                        // sending does not name it, the record's messages do.
+                        if error.table.is_none() {
+                            if let Some(table) =
+                                messages.iter().find_map(|m| m.header(header::TABLE))
+                            {
+                                error = error.with_table(String::from_utf8_lossy(table));
+                            }
+                        }
                         let state = self.poison(index, error).await;
                         self.ledger.set(index, state);
                         self.await_deliveries().await;
