@@ -808,14 +808,6 @@ impl Source {
     /// rejected record commits the records before it, then the record alone, and each
     /// rejected record of a partition must not double the backoff of the next).
     pub(crate) fn read_later(&mut self, spans: &[Span], from: &NotDone) {
-        for span in spans {
-            if from
-                .get(&span.batch_partition)
-                .is_some_and(|offset| offset > span.first)
-            {
-                self.failures.remove(&(span.topic.clone(), span.partition));
-            }
-        }
         self.set_back(spans, from, None);
     }
 
@@ -846,7 +838,13 @@ impl Source {
                     *failures = failures.saturating_add(1);
                     backoff(first, max, *failures)
                 }
-                None => Duration::ZERO,
+                None => {
+                    // Records of the partition before `offset` went through: progress.
+                    if offset > span.first {
+                        self.failures.remove(&key);
+                    }
+                    Duration::ZERO
+                }
             };
             let epoch = self.group.epoch(&span.topic, span.partition);
             let mut tpl = TopicPartitionList::new();
