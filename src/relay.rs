@@ -51,9 +51,10 @@ const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Relay {
     settings: Settings,
     pipeline: Pipeline,
-    /// The producer; replaced after a fatal error (a producer in a fatal state fails
-    /// every message until it is recreated).
-    sink: Mutex<Option<Arc<Sink>>>,
+    /// The producer and the brokers and authentication it was made for; replaced after
+    /// a fatal error (a producer in a fatal state fails every message until it is
+    /// recreated), and when a batch names other brokers.
+    sink: Mutex<Option<Producer>>,
     /// Credentials resolved at init (SCRAM secret, AWS configuration); the SCRAM secret
     /// is fetched again when the brokers refuse the login (a rotated secret).
     credentials: RwLock<Credentials>,
@@ -177,15 +178,35 @@ impl Relay {
         &self.pipeline
     }
 
-    /// The producer, created on first use, authenticating as `RELAY_AUTH` says (or, when
-    /// unset, as [`resolve_mode`] decides from the brokers and the event's source ARN).
+    /// The producer for `brokers`, created on first use, authenticating as `RELAY_AUTH`
+    /// says (or, when unset, as [`resolve_mode`] decides from the brokers and the event's
+    /// source ARN). Without `RELAY_BROKERS` each event names its cluster: a batch from
+    /// another cluster than the last (two event source mappings) gets a producer of its
+    /// own, never the last one's, which would write its changes to the wrong cluster.
     fn sink_for(&self, brokers: &str, event_source_arn: Option<&str>) -> Result<Arc<Sink>, Error> {
         let mut slot = self
             .sink
             .lock()
             .map_err(|_| Error::Producer("producer slot poisoned by a panic".to_owned()))?;
-        if let Some(sink) = slot.as_ref() {
-            return Ok(sink.clone());
+        let mode = resolve_mode(
+            &self.settings.auth,
+            brokers,
+            self.settings.brokers.is_none(),
+            event_source_arn,
+        );
+        if let Some(current) = slot.as_ref() {
+            if current.brokers == brokers && current.mode == mode {
+                return Ok(current.sink.clone());
+            }
+        }
+        if let Some(last) = slot.take() {
+            tracing::info!(
+                last = last.brokers,
+                brokers,
+                "this batch names other brokers than the last: a producer of their own"
+            );
+            // Every message of the last batch was settled before it answered.
+            tokio::task::spawn_blocking(move || drop(last));
         }
         let auth = self.client_auth(brokers, event_source_arn)?;
         tracing::info!(
@@ -198,7 +219,11 @@ impl Relay {
             auth,
             &self.settings.producer_overrides,
         )?);
-        *slot = Some(sink.clone());
+        *slot = Some(Producer {
+            sink: sink.clone(),
+            brokers: brokers.to_owned(),
+            mode,
+        });
         Ok(sink)
     }
 
@@ -240,7 +265,7 @@ impl Relay {
     /// one. librdkafka's teardown may block, so it runs off the async workers.
     pub(crate) fn retire(&self, sink: Arc<Sink>) {
         if let Ok(mut slot) = self.sink.lock() {
-            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sink)) {
+            if slot.as_ref().is_some_and(|p| Arc::ptr_eq(&p.sink, &sink)) {
                 *slot = None;
             }
         }
@@ -249,7 +274,10 @@ impl Relay {
 
     /// The producer if it exists (for flushing at shutdown).
     pub fn sink(&self) -> Option<Arc<Sink>> {
-        self.sink.lock().ok().and_then(|s| s.clone())
+        self.sink
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.sink.clone()))
     }
 
     /// Runs one batch from `origin` through the pipeline, producing to `RELAY_BROKERS`
@@ -402,6 +430,14 @@ impl Renew for Renewal<'_> {
         self.relay.retire(failed.clone());
         self.relay.sink_for(self.brokers, self.event_source_arn)
     }
+}
+
+/// The producer of a relay, with what it was made for.
+#[derive(Debug)]
+struct Producer {
+    sink: Arc<Sink>,
+    brokers: String,
+    mode: AuthMode,
 }
 
 /// The instant `margin` before a wall-clock deadline (now, if that has passed).

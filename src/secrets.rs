@@ -85,9 +85,15 @@ pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCrede
         .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
 }
 
-/// A secret's `SecretString`, within [`SECRET_FETCH_TIMEOUT`].
+/// A secret's `SecretString`, within [`SECRET_FETCH_TIMEOUT`], asked of Secrets Manager
+/// in the secret's own region (its ARN's), which need not be the function's: a secret
+/// held beside a cluster in another region.
 async fn fetch_secret_string(aws: &SdkConfig, arn: &str) -> Result<Secret, Error> {
-    let client = aws_sdk_secretsmanager::Client::new(aws);
+    let mut config = aws_sdk_secretsmanager::config::Builder::from(aws);
+    if let Some(region) = crate::config::auth::secret_region(arn) {
+        config = config.region(Region::new(region.to_owned()));
+    }
+    let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
     let output = tokio::time::timeout(
         SECRET_FETCH_TIMEOUT,
         client.get_secret_value().secret_id(arn).send(),

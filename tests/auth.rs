@@ -398,6 +398,26 @@ async fn scram_secret_comes_from_secrets_manager() {
         "{request}"
     );
     assert!(request.contains(arn), "{request}");
+    assert!(
+        request.contains("/eu-west-1/secretsmanager/aws4_request"),
+        "{request}"
+    );
+
+    // A secret in another region than the function's is asked of that region.
+    let elsewhere = "arn:aws:secretsmanager:us-east-1:123456789012:secret:AmazonMSK_relay-AbCdEf";
+    let body = serde_json::json!({"ARN": elsewhere, "Name": "AmazonMSK_relay",
+        "SecretString": secret_string, "VersionId": "v1", "CreatedDate": 1.7e9})
+    .to_string();
+    let (endpoint, server) = secrets_manager_stub("200 OK", body);
+    let aws = sdk_config(&endpoint).await;
+    fetch_scram_secret(&aws, elsewhere)
+        .await
+        .expect("secret fetched");
+    let request = server.join().expect("stub");
+    assert!(
+        request.contains("/us-east-1/secretsmanager/aws4_request"),
+        "{request}"
+    );
 
     let (endpoint, server) = secrets_manager_stub(
         "400 Bad Request",

@@ -73,6 +73,124 @@ fn source_position(message: &ConsumedMessage) -> (String, String) {
     )
 }
 
+/// A relay with one message in flight at most and a 500 ms margin, connected and with
+/// topic `out`'s metadata (a warm-up batch), then a 3 s round trip on the broker: a
+/// batch's first wait is for an acknowledgement, and outlasts a 2 s deadline's budget.
+async fn one_in_flight_on_a_slow_broker(
+    kafka: &EmbeddedKafka,
+    vars: &[(&str, &str)],
+) -> cdc_relay::modes::lambda::Function {
+    kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    let mut all = vec![
+        ("RELAY_PARTIAL_BATCH", "true"),
+        ("RELAY_DEADLINE_MARGIN_MS", "500"),
+        ("RELAY_MAX_IN_FLIGHT", "1"),
+    ];
+    all.extend_from_slice(vars);
+    let relay = util::relay(kafka, routes(), &all);
+    let warm_up = util::EventBuilder::new()
+        .data("src", 0, 1, "insert", "t", json!({"id": "warm-up"}))
+        .build();
+    let response = util::invoke(&relay, warm_up).await.expect("warm-up");
+    assert!(util::reported(&response).is_empty(), "{response:?}");
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::from_millis(3_000))
+        .expect("rtt");
+    relay
+}
+
+/// Past the budget no more of the batch is transformed: the records of chunks not yet
+/// started are reported for retry untouched, so a large batch whose budget a slow
+/// broker spent does not go on spending CPU time its answer needs. Here the budget
+/// passes while partition 0 waits for room (one message in flight, a 3 s round trip);
+/// partition 1 holds only source tombstones, each done as soon as it is transformed:
+/// before, all of them were, after the budget, and partition 1 was reported done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_budget_no_more_records_are_transformed() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let relay = one_in_flight_on_a_slow_broker(
+        &kafka,
+        &[("RELAY_CHUNK_SIZE", "1"), ("RELAY_CONCURRENCY", "1")],
+    )
+    .await;
+    let mut batch = util::EventBuilder::new();
+    for offset in 10..12 {
+        batch = batch.data("src", 0, offset, "insert", "t", json!({ "id": offset }));
+    }
+    for offset in 10..40 {
+        batch = batch.raw("src", 1, offset, Some("public.t"), None);
+    }
+    let response = util::answered_in_time(&relay, batch.build(), 2_000).await;
+    let reported = util::reported(&response);
+    assert_eq!(
+        reported.first(),
+        Some(&("src-0".to_owned(), 10)),
+        "{reported:?}"
+    );
+    // The chunks already started when the budget passed (at most the concurrency and
+    // one more) are done; the rest of partition 1 is reported.
+    assert!(
+        matches!(reported.get(1), Some((p, o)) if p == "src-1" && (10..=13).contains(o)),
+        "{reported:?}"
+    );
+    kafka
+        .cluster()
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
+}
+
+/// Without `RELAY_BROKERS` each event's `bootstrapServers` names the cluster its changes
+/// go to: with two event source mappings, a batch from the second cluster is written
+/// there, never to the first one's, whose producer the function already has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_writes_to_the_cluster_it_names() {
+    let clusters = [
+        EmbeddedKafka::start(1).expect("mock cluster"),
+        EmbeddedKafka::start(1).expect("mock cluster"),
+    ];
+    for kafka in &clusters {
+        kafka.cluster().create_topic("out", 1, 1).expect("topic");
+    }
+    let settings = cdc_relay::config::Settings::from_vars([(
+        "RELAY_PARTIAL_BATCH".to_owned(),
+        "true".to_owned(),
+    )])
+    .expect("settings without brokers");
+    let relay = cdc_relay::modes::lambda::Function::with_routes(settings, routes());
+    for round in 0..2 {
+        for (n, kafka) in clusters.iter().enumerate() {
+            let event = util::EventBuilder::new()
+                .data(
+                    "src",
+                    0,
+                    round,
+                    "insert",
+                    "t",
+                    json!({ "id": format!("cluster-{n}-{round}") }),
+                )
+                .build_from(None, Some(&kafka.bootstrap_servers()));
+            let response = util::invoke(&relay, event).await.expect("answer");
+            assert!(
+                util::reported(&response).is_empty(),
+                "cluster {n}, round {round}"
+            );
+        }
+    }
+    for (n, kafka) in clusters.iter().enumerate() {
+        let mut keys: Vec<String> = util::consume(kafka, &["out"])
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![format!("cluster-{n}-0"), format!("cluster-{n}-1")],
+            "what cluster {n} holds"
+        );
+    }
+}
+
 /// Broker down for the whole invocation: the handler answers before the deadline, with
 /// the first offset of each partition, and nothing is reported done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,26 +335,7 @@ async fn messages_in_flight_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_wait_past_the_budget_enqueues_nothing_more() {
     let kafka = EmbeddedKafka::start(1).expect("mock cluster");
-    kafka.cluster().create_topic("out", 1, 1).expect("topic");
-    let relay = util::relay(
-        &kafka,
-        routes(),
-        &[
-            ("RELAY_PARTIAL_BATCH", "true"),
-            ("RELAY_DEADLINE_MARGIN_MS", "500"),
-            ("RELAY_MAX_IN_FLIGHT", "1"),
-        ],
-    );
-    // Connected, with the topic's metadata: the wait below is for an acknowledgement.
-    let warm_up = util::EventBuilder::new()
-        .data("src", 0, 1, "insert", "t", json!({"id": "warm-up"}))
-        .build();
-    let response = util::invoke(&relay, warm_up).await.expect("warm-up");
-    assert!(util::reported(&response).is_empty(), "{response:?}");
-    kafka
-        .cluster()
-        .broker_round_trip_time(1, Duration::from_millis(3_000))
-        .expect("rtt");
+    let relay = one_in_flight_on_a_slow_broker(&kafka, &[]).await;
     let response = util::answered_in_time(&relay, two_partitions(3), 2_000).await;
     assert_eq!(
         util::reported(&response),

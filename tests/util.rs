@@ -194,10 +194,16 @@ impl EventBuilder {
     }
 
     pub fn build(self) -> MskEvent {
-        let mut event = EventWriter::new(
+        self.build_from(
             Some("arn:aws:kafka:eu-west-1:111122223333:cluster/cdc/abcd-1234-5"),
             None,
-        );
+        )
+    }
+
+    /// The event as a cluster sends it: its ARN (an MSK cluster), else its bootstrap
+    /// servers (a self-managed one).
+    pub fn build_from(self, arn: Option<&str>, bootstrap_servers: Option<&str>) -> MskEvent {
+        let mut event = EventWriter::new(arn, bootstrap_servers);
         for (topic, partition, offset, key, value) in &self.records {
             event.push(
                 EventWriter::key(topic, *partition),

@@ -311,7 +311,9 @@ impl Pipeline {
         };
         let mut failed_partition: Option<Arc<str>> = None;
         while let Some(task) = tasks.pop_front() {
-            if let Some(&start) = starts.get(next_chunk) {
+            // Past the budget no chunk is started: its records could only be reported,
+            // and transforming them first spends time the answer needs.
+            if let Some(&start) = starts.get(next_chunk).filter(|_| !run.out_of_time()) {
                 tasks.push_back(self.spawn_chunk(
                     &run.records,
                     start,
@@ -366,6 +368,22 @@ impl Pipeline {
                 }
                 run.ledger.push(state);
             }
+        }
+        // The records of the chunks never started: reported for retry as they came.
+        while let Some(record) = run.records.get(run.ledger.len()) {
+            let index = run.ledger.len();
+            if self.options.per_table {
+                run.tables.push(None);
+            }
+            let state = if failed_partition.as_ref() == Some(&record.batch_partition) {
+                RecordState::Blocked
+            } else {
+                failed_partition = Some(record.batch_partition.clone());
+                let error = spent_before_producing();
+                run.log_failure(index, &error);
+                RecordState::Failed(error)
+            };
+            run.ledger.push(state);
         }
         let transform_ms = started.elapsed().as_secs_f64() * 1e3;
         if run.first_enqueue.is_some() {

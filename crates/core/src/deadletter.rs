@@ -230,9 +230,13 @@ pub fn redacted_value<'v>(
             out.push(',');
         }
         push_name(&mut out, name);
-        let row = (name == "data" || name == before_field)
-            .then(|| serde_json::from_str::<Row<'_>>(raw.get()).ok())
-            .flatten();
+        let row = if (name == "data" || name == before_field) && raw.get() != "null" {
+            // A row that is not an object (an array, a string) cannot be told apart into
+            // columns: none of the value is kept.
+            Some(serde_json::from_str::<Row<'_>>(raw.get()).ok()?)
+        } else {
+            None
+        };
         match row {
             Some(row) => {
                 out.push('{');
@@ -330,6 +334,19 @@ include = ["id"]
             Some(Cow::Borrowed(_))
         ));
         assert!(redacted_value(b"not json", &routes(), "before-image").is_none());
+        // A row that is not an object cannot be redacted column by column: withheld.
+        for data in [r#"[{"id":1,"password_hash":"x"}]"#, r#""password_hash=x""#] {
+            let users = format!(
+                r#"{{"data":{data},"metadata":{{"schema-name":"public","table-name":"users"}}}}"#
+            );
+            assert!(redacted_value(users.as_bytes(), &routes(), "before-image").is_none());
+            let before = format!(
+                r#"{{"data":null,"before-image":{data},"metadata":{{"schema-name":"public","table-name":"users"}}}}"#
+            );
+            assert!(redacted_value(before.as_bytes(), &routes(), "before-image").is_none());
+        }
+        let null_row = br#"{"data":null,"metadata":{"schema-name":"public","table-name":"users"}}"#;
+        assert!(redacted_value(null_row, &routes(), "before-image").is_some());
         assert!(redacted_value(br#"{"data":{}}"#, &routes(), "before-image").is_none());
     }
 

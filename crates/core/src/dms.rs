@@ -90,16 +90,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Row<'a> {
 
 /// Kept values are not parsed, so their escapes are checked here: a `\u` escape must
 /// be a valid code point (no lone surrogate), as a JSON reader downstream requires. Only
-/// values holding a backslash are parsed for it.
-fn check_escapes(value: &RawValue) -> Result<(), serde_json::Error> {
-    let text = value.get();
-    if !text.as_bytes().contains(&b'\\') {
-        return Ok(());
-    }
-    match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).map(drop),
-        _ => serde_json::from_str::<serde_json::Value>(text).map(drop),
-    }
+/// the escapes are read: a value of any depth, with numbers of any size, is kept.
+fn check_escapes(value: &RawValue) -> Result<(), &'static str> {
+    crate::json::check_unicode_escapes(value.get())
 }
 
 fn text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
@@ -665,6 +658,37 @@ mod tests {
         );
         assert_eq!(data.get("p").map(RawValue::get), Some("19.90"));
         assert_eq!(data.get("café").map(RawValue::get), Some("\"x\""));
+    }
+
+    /// A value holding an escape is kept as it came whatever else it holds: numbers past
+    /// a float's range and nesting deeper than serde_json reads are not its business.
+    /// Only a lone surrogate is refused, at any depth.
+    #[test]
+    fn escaped_values_keep_any_number_and_depth() {
+        let meta = r#""metadata":{"record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}"#;
+        let deep = format!("{}\"a\\nb\"{}", "[".repeat(200), "]".repeat(200));
+        // serde_json's own reading (the reference) stops at 128 levels.
+        for (value, serde_too) in [(r#"[1E+400,"a\nb"]"#.to_owned(), true), (deep, false)] {
+            let doc = format!(r#"{{"data":{{"n":{value}}},{meta}}}"#);
+            let decoder = Decoder::default();
+            let mut readings = vec![decoder.decode(doc.as_bytes())];
+            if serde_too {
+                readings.push(decoder.decode_with_serde(doc.as_bytes()));
+            }
+            for decoded in readings {
+                let ev = decoded.unwrap_or_else(|e| panic!("{value}: {e}"));
+                let Change::Data { data, .. } = ev.change else {
+                    panic!("expected data");
+                };
+                assert_eq!(data.get("n").map(RawValue::get), Some(value.as_str()));
+            }
+        }
+        let nested = format!(r#"{{"data":{{"n":[[{{"x":"\ud800\n"}}]]}},{meta}}}"#);
+        let error = Decoder::default()
+            .decode(nested.as_bytes())
+            .expect_err("a lone surrogate, nested")
+            .to_string();
+        assert!(error.contains("unexpected end of hex escape"), "{error}");
     }
 
     /// Control records decode as control changes.

@@ -667,6 +667,97 @@ fn stop_byte(bytes: &[u8]) -> Option<usize> {
         .find_map(|(i, word)| stop_in_word(word).map(|offset| i * 8 + offset))
 }
 
+/// Checks every `\u` escape of `text`, which is already known to be JSON: a surrogate
+/// must be a high one followed by a low one, as a JSON reader downstream requires
+/// (serde_json refuses the rest with these words). In JSON a backslash only ever starts
+/// an escape inside a string, so no structure is read: any depth, any number.
+pub(crate) fn check_unicode_escapes(text: &str) -> Result<(), &'static str> {
+    let bytes = text.as_bytes();
+    let unit = |at: usize| -> Result<u16, &'static str> {
+        let digits = bytes.get(at..at + 4).ok_or("EOF while parsing a string")?;
+        digits.iter().try_fold(0u16, |n, &b| {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b'A'..=b'F' => b - b'A' + 10,
+                _ => return Err("invalid escape"),
+            };
+            Ok(n << 4 | u16::from(digit))
+        })
+    };
+    let mut at = 0;
+    while let Some(offset) = memchr::memchr(b'\\', bytes.get(at..).unwrap_or_default()) {
+        let escape = at + offset + 1;
+        at = escape + 1;
+        if bytes.get(escape) != Some(&b'u') {
+            // `\\`, `\"` and the one-letter escapes: the next byte is the escape's own.
+            continue;
+        }
+        at = escape + 5;
+        match unit(escape + 1)? {
+            0xDC00..=0xDFFF => return Err("lone leading surrogate in hex escape"),
+            0xD800..=0xDBFF => {
+                if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+                    return Err("unexpected end of hex escape");
+                }
+                if !(0xDC00..=0xDFFF).contains(&unit(at + 2)?) {
+                    return Err("lone leading surrogate in hex escape");
+                }
+                at += 6;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// One text for one JSON value, whatever its spacing, member order and string escapes:
+/// compact, object members sorted by name (the last of a name given twice, as a JSON
+/// reader keeps it), strings escaped as serde_json writes them, and numbers kept as
+/// written (never through a float). `None` for text that is not JSON, or nested deeper
+/// than serde_json reads.
+pub(crate) fn canonical_text(text: &str) -> Option<String> {
+    fn write(text: &str, out: &mut String) -> Option<()> {
+        match text.trim_start().as_bytes().first()? {
+            b'{' => {
+                let members: std::collections::BTreeMap<String, &RawValue> =
+                    serde_json::from_str(text).ok()?;
+                out.push('{');
+                for (i, (name, value)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(&name).ok()?);
+                    out.push(':');
+                    write(value.get(), out)?;
+                }
+                out.push('}');
+            }
+            b'[' => {
+                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+                out.push('[');
+                for (i, item) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item.get(), out)?;
+                }
+                out.push(']');
+            }
+            b'"' => {
+                let content: Cow<'_, str> = serde_json::from_str(text).ok()?;
+                out.push_str(&serde_json::to_string(&content).ok()?);
+            }
+            // A number, `true`, `false` or `null`, as written.
+            _ => out.push_str(serde_json::from_str::<&RawValue>(text).ok()?.get()),
+        }
+        Some(())
+    }
+    let mut out = String::with_capacity(text.len());
+    write(text, &mut out)?;
+    Some(out)
+}
+
 /// A `RawValue` over text the scanner has checked, borrowed as serde_json borrows one
 /// from its input: serde_json's own deserialiser for `&RawValue` is handed the text
 /// through serde's value deserialisers (no parse, no copy). Should that protocol ever
@@ -998,6 +1089,56 @@ mod tests {
     }
 
     /// Errors say where.
+    /// The escape check takes exactly the strings serde_json takes (lone and reversed
+    /// surrogates, an escaped backslash before `u`), inside any value.
+    #[test]
+    fn unicode_escapes_are_checked_as_serde_json_checks_them() {
+        let strings = [
+            r#""plain""#,
+            r#""\ud83d\ude00""#,
+            r#""\ud83d""#,
+            r#""\udc00""#,
+            r#""\ude00\ud83d""#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d\n""#,
+            r#""\\ud800""#,
+            r#""\\\ud800""#,
+            r#""a\"\ud800\"""#,
+            r#""\u00e9\t\/""#,
+            r#""\uDBFF\uDFFF""#,
+        ];
+        for text in strings {
+            let serde = serde_json::from_str::<String>(text).is_ok();
+            assert_eq!(check_unicode_escapes(text).is_ok(), serde, "{text}");
+            let nested = format!(r#"{{"a":[1e400,{{"b":{text}}}]}}"#);
+            assert_eq!(check_unicode_escapes(&nested).is_ok(), serde, "{nested}");
+        }
+    }
+
+    /// One text per value: spacing, member order, escapes and repeated names aside;
+    /// numbers as written.
+    #[test]
+    fn canonical_text_keeps_numbers_as_written() {
+        let same = [
+            (
+                r#"{ "b" : [1.50, 1e400], "a": "\u0041" }"#,
+                r#"{"a":"A","b":[1.50,1e400]}"#,
+            ),
+            (r#"{"a":1,"a":2}"#, r#"{"a":2}"#),
+            (r#"[ {"z":null,"y":true} ]"#, r#"[{"y":true,"z":null}]"#),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+        ];
+        for (text, canonical) in same {
+            assert_eq!(canonical_text(text).as_deref(), Some(canonical), "{text}");
+        }
+        assert_ne!(canonical_text("[1.5]"), canonical_text("[1.50]"));
+        assert_eq!(canonical_text("{"), None);
+        assert_eq!(canonical_text(r#"["\ud800"]"#), None);
+    }
+
     #[test]
     fn errors_name_line_and_column() {
         let mut scanner = Scanner::new("{\n  \"a\": tru\n}");

@@ -83,8 +83,9 @@ impl Coercion {
                 Kind::String => {
                     let s = string_of(value)?;
                     let trimmed = s.trim();
-                    if !is_decimal_literal(trimmed) {
-                        Err("not a decimal number")
+                    let lit = literal(trimmed).ok_or("not a decimal number")?;
+                    if let Some(written) = decimal_text(trimmed, &lit) {
+                        Ok(Cow::Owned(format!("\"{written}\"")))
                     } else if trimmed.len() + 2 == text.len() {
                         // Already a bare decimal in a string: the same text.
                         Ok(Cow::Borrowed(text))
@@ -116,6 +117,8 @@ impl Coercion {
                     let s = string_of(value)?;
                     let inner: &RawValue =
                         serde_json::from_str(&s).map_err(|_| "string is not valid JSON")?;
+                    // serde_json reads an escape's four digits, not whether they pair.
+                    crate::json::check_unicode_escapes(inner.get())?;
                     Ok(Cow::Owned(inner.get().to_owned()))
                 }
                 _ => Ok(Cow::Borrowed(text)),
@@ -217,8 +220,18 @@ fn literal(s: &str) -> Option<Literal<'_>> {
     )
 }
 
-fn is_decimal_literal(s: &str) -> bool {
-    literal(s).is_some()
+/// A decimal as the published schema has it (`^-?[0-9]`): `.5` as `0.5`, `+5` as `5`,
+/// `5.` as `5`, every digit and the exponent kept as written. `None` when `s` already is.
+fn decimal_text(s: &str, lit: &Literal<'_>) -> Option<String> {
+    let point_alone = lit.frac.is_empty() && s.split(['e', 'E']).next()?.ends_with('.');
+    if !(s.starts_with('+') || lit.int.is_empty() || point_alone) {
+        return None;
+    }
+    let exponent = s.find(['e', 'E']).map_or("", |at| &s[at..]);
+    let int = if lit.int.is_empty() { "0" } else { lit.int };
+    let point = if lit.frac.is_empty() { "" } else { "." };
+    let sign = if lit.negative { "-" } else { "" };
+    Some(format!("{sign}{int}{point}{}{exponent}", lit.frac))
 }
 
 /// The most digits an exact 64-bit integer has (u64::MAX has 20).
@@ -418,6 +431,12 @@ mod tests {
                 r#""12345678901234567.891""#,
             ),
             (Coercion::Decimal, r#""-1.5e-3""#, r#""-1.5e-3""#),
+            // As the published schema has a decimal: a digit first, after any minus.
+            (Coercion::Decimal, r#"".5""#, r#""0.5""#),
+            (Coercion::Decimal, r#"" -.50 ""#, r#""-0.50""#),
+            (Coercion::Decimal, r#""+5""#, r#""5""#),
+            (Coercion::Decimal, r#""5.""#, r#""5""#),
+            (Coercion::Decimal, r#""+.5E+3""#, r#""0.5E+3""#),
             (Coercion::Bool, r#""t""#, "true"),
             (Coercion::Bool, "0", "false"),
             (Coercion::Bool, "true", "true"),
@@ -473,6 +492,7 @@ mod tests {
             (Coercion::Timestamp, r#""yesterday-secret""#),
             (Coercion::Timestamp, "1700000000"),
             (Coercion::Json, r#""{secret""#),
+            (Coercion::Json, r#""{\"a\":\"\\ud800-secret\"}""#),
             (Coercion::Hex, r#""0xZZsecret""#),
             (Coercion::Hex, r#""0xABC""#),
         ];

@@ -941,11 +941,12 @@ fn entity_key<'r, 'a>(
                 Err(_) => bytes.extend_from_slice(value.raw().get().as_bytes()),
             },
             Kind::Number | Kind::Bool => bytes.extend_from_slice(value.raw().get().as_bytes()),
-            // An object or array key: its compact JSON text.
+            // An object or array key: one text per value (members sorted, numbers as
+            // written, never through a float: two entities never share a key).
             Kind::Object | Kind::Array | Kind::Null => {
-                match serde_json::from_str::<Value>(value.raw().get()) {
-                    Ok(tree) => bytes.extend_from_slice(tree.to_string().as_bytes()),
-                    Err(_) => bytes.extend_from_slice(value.raw().get().as_bytes()),
+                match crate::json::canonical_text(value.raw().get()) {
+                    Some(text) => bytes.extend_from_slice(text.as_bytes()),
+                    None => bytes.extend_from_slice(value.raw().get().as_bytes()),
                 }
             }
         }
@@ -1180,8 +1181,8 @@ fn dedup_keep_last<'r, T>(items: &mut Vec<T>, name: impl Fn(&T) -> &'r str) {
 }
 
 /// Whether two values are the same: the same text, or (for objects, arrays and strings
-/// with escapes, whose text can differ for one value) the same once parsed. Numbers are
-/// compared as written, never through a float.
+/// with escapes, whose text can differ for one value) the same canonical text. Numbers
+/// are compared as written, never through a float, at any depth.
 fn same_value(a: &RawValue, b: &RawValue) -> bool {
     let (a, b) = (a.get(), b.get());
     if a == b {
@@ -1193,10 +1194,10 @@ fn same_value(a: &RawValue, b: &RawValue) -> bool {
         return false;
     }
     match (
-        serde_json::from_str::<Value>(a),
-        serde_json::from_str::<Value>(b),
+        crate::json::canonical_text(a),
+        crate::json::canonical_text(b),
     ) {
-        (Ok(a), Ok(b)) => a == b,
+        (Some(a), Some(b)) => a == b,
         _ => false,
     }
 }
@@ -1281,8 +1282,33 @@ fn finish<'r, 'a>(
             cell.value = Json::Raw(masked());
         }
     }
-    sort_cells(&mut cells);
+    sort_row_cells(&mut cells)?;
     Ok(cells)
+}
+
+/// [`sort_cells`] for a row written downstream, where two source columns written under
+/// one name (a rename onto a column the row also has, which a route without `include`
+/// cannot see at init) would lose one of them without a word: a record error instead.
+fn sort_row_cells(cells: &mut Vec<Cell<'_, '_>>) -> Result<(), RecordError> {
+    if !cells.is_sorted_by(|a, b| a.name <= b.name) {
+        cells.sort_by(|a, b| a.name.cmp(b.name));
+    }
+    for pair in cells.windows(2) {
+        if let [a, b] = pair {
+            if a.name == b.name && a.source != b.source {
+                return Err(RecordError::permanent(
+                    Stage::Transform,
+                    format!(
+                        "columns {:?} and {:?} would both be written as {:?} (a rename onto \
+                         a column the row also has: rename or exclude that one too)",
+                        a.source, b.source, a.name
+                    ),
+                ));
+            }
+        }
+    }
+    dedup_keep_last(cells, |c| c.name);
+    Ok(())
 }
 
 /// The downstream event (`envelope = "relay"`). `id` must stay first: further topics
@@ -1559,6 +1585,102 @@ operations = ["insert"]
             Transformed::Messages(m) => m,
             other => panic!("expected messages, got {other:?}"),
         }
+    }
+
+    fn update_doc(table: &str, data: &str, before: &str) -> String {
+        format!(
+            r#"{{"data":{data},"before-image":{before},"metadata":{{"record-type":"data","operation":"update","schema-name":"public","table-name":"{table}"}}}}"#
+        )
+    }
+
+    /// A change inside a JSON column is seen whatever the size of its numbers (no
+    /// float in between), and only a change is: spacing, member order and escapes
+    /// are not one.
+    #[test]
+    fn changes_inside_json_columns_are_compared_as_written() {
+        let routes = "[[route]]\ntable = \"public.acc\"\ntopic = \"acc\"\nchanged_only = true\ntypes = { doc = \"json\" }\n";
+        let json_column = |inner: &str| serde_json::to_string(inner).expect("a string");
+        for (now, was) in [
+            (
+                r#"{"v":12345678901234567890123}"#,
+                r#"{"v":12345678901234567890124}"#,
+            ),
+            (r#"{"v":[0.10000000000000000001]}"#, r#"{"v":[0.1]}"#),
+            (r#"{"v":1.50}"#, r#"{"v":1.5}"#),
+        ] {
+            let doc = update_doc(
+                "acc",
+                &format!(r#"{{"id":1,"doc":{}}}"#, json_column(now)),
+                &format!(r#"{{"id":1,"doc":{}}}"#, json_column(was)),
+            );
+            let out = messages(transform_doc(routes, "c", &doc).expect("transformed"));
+            let value: Value =
+                serde_json::from_slice(out[0].value.as_deref().expect("a value")).expect("JSON");
+            assert_eq!(
+                value["changed"],
+                serde_json::json!(["doc"]),
+                "{now} after {was}"
+            );
+        }
+        let doc = update_doc(
+            "acc",
+            &format!(
+                r#"{{"id":1,"doc":{}}}"#,
+                json_column(r#"{"b":"\u0041","a":[1, 2]}"#)
+            ),
+            &format!(
+                r#"{{"id":1,"doc":{}}}"#,
+                json_column(r#"{"a":[1,2],"b":"A"}"#)
+            ),
+        );
+        assert_eq!(
+            transform_doc(routes, "c", &doc).expect("transformed"),
+            Transformed::Skipped(SkipReason::Unchanged)
+        );
+    }
+
+    /// An object or array key column keys by one text per value: every digit kept (two
+    /// entities never share a key), spacing and member order aside.
+    #[test]
+    fn object_key_columns_keep_every_digit() {
+        let routes = "[[route]]\ntable = \"public.refs\"\ntopic = \"refs\"\nkey = [\"ref\"]\n";
+        let key = |reference: &str| {
+            let doc = format!(
+                r#"{{"data":{{"id":1,"ref":{reference}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"refs"}}}}"#
+            );
+            let out = messages(transform_doc(routes, "c", &doc).expect("transformed"));
+            String::from_utf8(out[0].key.clone().expect("a key")).expect("UTF-8")
+        };
+        assert_eq!(
+            key("[12345678901234567890123]"),
+            "[12345678901234567890123]"
+        );
+        assert_ne!(
+            key("[12345678901234567890123]"),
+            key("[12345678901234567890124]")
+        );
+        assert_eq!(
+            key(r#"{ "b": 1.50, "a": ["\u0041"] }"#),
+            r#"{"a":["A"],"b":1.50}"#
+        );
+    }
+
+    /// A rename onto a column the row also has (no `include` to see it at init) is the
+    /// record's error, never one value silently lost.
+    #[test]
+    fn a_rename_onto_a_kept_column_is_a_record_error() {
+        let routes =
+            "[[route]]\ntable = \"public.pay\"\ntopic = \"pay\"\nrename = { amount = \"total\" }\n";
+        let doc = r#"{"data":{"id":1,"amount":"5.00","total":"9.00"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"pay"}}"#;
+        let error = transform_doc(routes, "c", doc)
+            .expect_err("a collision")
+            .to_string();
+        assert!(
+            error.contains(r#"columns "amount" and "total" would both be written as "total""#),
+            "{error}"
+        );
+        let alone = doc.replace(r#","total":"9.00""#, "");
+        messages(transform_doc(routes, "c", &alone).expect("no collision"));
     }
 
     /// A routed insert fans out, keyed by the key column, mapped, with headers.

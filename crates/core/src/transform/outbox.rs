@@ -58,7 +58,7 @@ pub(super) fn messages(
         RecordError::permanent(
             Stage::Transform,
             format!(
-                "{qualified} outbox row: the {what} column {column:?} is missing or null (route {:?})",
+                "{qualified} outbox row: the {what} column {column:?} is missing, null or blank (route {:?})",
                 route.table
             ),
         )
@@ -119,10 +119,15 @@ pub(super) fn messages(
         out.push(b'}');
         Some(out)
     };
-    let key_text = scalar_text(key);
-    let topic_value = scalar_text(routed);
-    if topic_value.trim().is_empty() {
-        return Err(problem(&outbox.route_by, "route_by (blank)"));
+    let (id_text, key_text, topic_value) = (scalar_text(id), scalar_text(key), scalar_text(routed));
+    for (text, column, what) in [
+        (&id_text, &outbox.id, "event id"),
+        (&key_text, &outbox.key, "key"),
+        (&topic_value, &outbox.route_by, "route_by"),
+    ] {
+        if text.trim().is_empty() {
+            return Err(problem(column, what));
+        }
     }
     let mut messages = Vec::with_capacity(route.topics.len());
     for template in &route.topics {
@@ -140,7 +145,7 @@ pub(super) fn messages(
             value.clone(),
             &ids.id(messages.len()),
         );
-        message.headers.push("id", scalar_text(id).as_bytes());
+        message.headers.push("id", id_text.as_bytes());
         for (field, v) in placed
             .iter()
             .filter(|(f, _)| f.placement == Placement::Header)
@@ -163,8 +168,10 @@ fn expanded<'a>(outbox: &Outbox, payload: &'a RawValue) -> Cow<'a, str> {
     if outbox.expand_json && Kind::of(payload.get()) == Kind::String {
         if let Ok(text) = coerce::string_of(payload) {
             // As Debezium: only a string that starts with the object or array.
+            // A lone surrogate escape inside is no JSON a reader takes: kept as a string.
             if (text.starts_with('{') || text.starts_with('['))
-                && serde_json::from_str::<&RawValue>(&text).is_ok()
+                && serde_json::from_str::<&RawValue>(&text)
+                    .is_ok_and(|inner| crate::json::check_unicode_escapes(inner.get()).is_ok())
             {
                 return Cow::Owned(text.into_owned());
             }
@@ -222,6 +229,13 @@ mod tests {
         );
         let message = one("{}", &ROW.replace("\"order\"", "\"pay#card\""));
         assert_eq!(&*message.topic, "outbox.event.pay_card");
+        // A payload whose JSON holds a lone surrogate is no JSON a reader takes: the
+        // string stays a string, which is valid as it came.
+        let lone = ROW.replace(r#""{\"n\": 19.90}""#, r#""{\"n\": \"\\ud800\"}""#);
+        let message = one("{ expand_json = true }", &lone);
+        let value = message.value.expect("a value");
+        assert_eq!(value, br#""{\"n\": \"\\ud800\"}""#);
+        serde_json::from_slice::<serde_json::Value>(&value).expect("valid JSON");
     }
 
     /// A blank payload is a tombstone only with tombstone_on_empty.
@@ -247,10 +261,18 @@ mod tests {
             .is_err_and(|e| e.contains("refuse")));
         assert!(transform("{}", "insert", &ROW.replace("46", "null"))
             .is_err_and(|e| e.contains("\"aggregateid\"")));
-        assert!(
-            transform("{}", "insert", &ROW.replace("\"order\"", "\" \""))
-                .is_err_and(|e| e.contains("\"aggregatetype\""))
-        );
+        // Blank is as good as missing, for the routing column, the key and the id.
+        for (blank, column) in [
+            (ROW.replace("\"order\"", "\" \""), "aggregatetype"),
+            (ROW.replace("46", "\"\""), "aggregateid"),
+            (ROW.replace("\"e1\"", "\"  \""), "id"),
+        ] {
+            assert!(
+                transform("{}", "insert", &blank)
+                    .is_err_and(|e| e.contains(&format!("{column:?} is missing, null or blank"))),
+                "{blank}"
+            );
+        }
         let internal = ROW.replace("\"order\"", "\"_consumer_offsets\"");
         assert!(transform("{}\ntopic = \"_{route}\"", "insert", &internal)
             .is_err_and(|e| e.contains("internal topic")));
