@@ -6,7 +6,8 @@
 //! It is built once per process (Lambda: per execution environment, in the init phase).
 //! It owns the one producer: created at init when `RELAY_BROKERS` is set (and connected
 //! there, so the first batch does not pay for it), else on the first batch from its
-//! origin's `bootstrapServers`; never per batch. A producer in a fatal state is retired
+//! origin's `bootstrapServers`, and again only when a batch names other brokers than
+//! the last (a function fed by two clusters). A producer in a fatal state is retired
 //! and the next batch gets a new one; a refused SCRAM login fetches the secret again.
 
 use std::sync::{Arc, Mutex, RwLock};

@@ -667,15 +667,13 @@ mod tests {
     fn escaped_values_keep_any_number_and_depth() {
         let meta = r#""metadata":{"record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}"#;
         let deep = format!("{}\"a\\nb\"{}", "[".repeat(200), "]".repeat(200));
-        // serde_json's own reading (the reference) stops at 128 levels.
-        for (value, serde_too) in [(r#"[1E+400,"a\nb"]"#.to_owned(), true), (deep, false)] {
+        for value in [r#"[1E+400,"a\nb"]"#.to_owned(), deep] {
             let doc = format!(r#"{{"data":{{"n":{value}}},{meta}}}"#);
             let decoder = Decoder::default();
-            let mut readings = vec![decoder.decode(doc.as_bytes())];
-            if serde_too {
-                readings.push(decoder.decode_with_serde(doc.as_bytes()));
-            }
-            for decoded in readings {
+            for decoded in [
+                decoder.decode(doc.as_bytes()),
+                decoder.decode_with_serde(doc.as_bytes()),
+            ] {
                 let ev = decoded.unwrap_or_else(|e| panic!("{value}: {e}"));
                 let Change::Data { data, .. } = ev.change else {
                     panic!("expected data");

@@ -714,12 +714,14 @@ pub(crate) fn check_unicode_escapes(text: &str) -> Result<(), &'static str> {
 /// One text for one JSON value, whatever its spacing, member order and string escapes:
 /// compact, object members sorted by name (the last of a name given twice, as a JSON
 /// reader keeps it), strings escaped as serde_json writes them, and numbers kept as
-/// written (never through a float). `None` for text that is not JSON, or nested deeper
-/// than serde_json reads.
+/// written (never through a float). `None` for text that is not JSON, or that nests
+/// deeper than [`CANONICAL_DEPTH`] (serde_json's own limit): each level is read on its
+/// own, so the depth bounds both the recursion and the work (depth x size).
 pub(crate) fn canonical_text(text: &str) -> Option<String> {
-    fn write(text: &str, out: &mut String) -> Option<()> {
+    fn write(text: &str, out: &mut String, depth: usize) -> Option<()> {
         match text.trim_start().as_bytes().first()? {
             b'{' => {
+                let depth = depth.checked_sub(1)?;
                 let members: std::collections::BTreeMap<String, &RawValue> =
                     serde_json::from_str(text).ok()?;
                 out.push('{');
@@ -729,18 +731,19 @@ pub(crate) fn canonical_text(text: &str) -> Option<String> {
                     }
                     out.push_str(&serde_json::to_string(&name).ok()?);
                     out.push(':');
-                    write(value.get(), out)?;
+                    write(value.get(), out, depth)?;
                 }
                 out.push('}');
             }
             b'[' => {
+                let depth = depth.checked_sub(1)?;
                 let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
                 out.push('[');
                 for (i, item) in items.into_iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    write(item.get(), out)?;
+                    write(item.get(), out, depth)?;
                 }
                 out.push(']');
             }
@@ -754,9 +757,12 @@ pub(crate) fn canonical_text(text: &str) -> Option<String> {
         Some(())
     }
     let mut out = String::with_capacity(text.len());
-    write(text, &mut out)?;
+    write(text, &mut out, CANONICAL_DEPTH)?;
     Some(out)
 }
+
+/// The deepest nesting [`canonical_text`] reads.
+const CANONICAL_DEPTH: usize = 128;
 
 /// A `RawValue` over text the scanner has checked, borrowed as serde_json borrows one
 /// from its input: serde_json's own deserialiser for `&RawValue` is handed the text
@@ -1088,7 +1094,6 @@ mod tests {
         }
     }
 
-    /// Errors say where.
     /// The escape check takes exactly the strings serde_json takes (lone and reversed
     /// surrogates, an escaped backslash before `u`), inside any value.
     #[test]
@@ -1136,9 +1141,19 @@ mod tests {
         }
         assert_ne!(canonical_text("[1.5]"), canonical_text("[1.50]"));
         assert_eq!(canonical_text("{"), None);
+        // Nesting past serde_json's limit has no canonical text (and no stack overflow,
+        // however deep: one level is read at a time).
+        let at_limit = format!("{}1{}", "[".repeat(128), "]".repeat(128));
+        assert_eq!(
+            canonical_text(&at_limit).as_deref(),
+            Some(at_limit.as_str())
+        );
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(canonical_text(&deep), None);
         assert_eq!(canonical_text(r#"["\ud800"]"#), None);
     }
 
+    /// Errors say where.
     #[test]
     fn errors_name_line_and_column() {
         let mut scanner = Scanner::new("{\n  \"a\": tru\n}");

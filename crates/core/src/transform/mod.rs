@@ -1637,6 +1637,18 @@ operations = ["insert"]
             transform_doc(routes, "c", &doc).expect("transformed"),
             Transformed::Skipped(SkipReason::Unchanged)
         );
+        // However deep a value nests, comparing it neither overflows the stack nor
+        // misses the change (past serde_json's depth it counts as changed).
+        let deep = |leaf: u8| format!("{}{leaf}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let doc = update_doc(
+            "acc",
+            &format!(r#"{{"id":1,"tree":{}}}"#, deep(1)),
+            &format!(r#"{{"id":1,"tree":{}}}"#, deep(2)),
+        );
+        let out = messages(transform_doc(routes, "c", &doc).expect("transformed"));
+        // The event nests deeper than serde_json reads: its text is searched instead.
+        let event = String::from_utf8_lossy(out[0].value.as_deref().expect("a value"));
+        assert!(event.contains(r#""changed":["tree"]"#));
     }
 
     /// An object or array key column keys by one text per value: every digit kept (two

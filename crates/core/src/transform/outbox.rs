@@ -134,9 +134,12 @@ pub(super) fn messages(
         let topic: Arc<str> = template.render_outbox(&event.schema, &event.table, &topic_value);
         if topic.starts_with("__") {
             // Kafka's own topics (`__consumer_offsets`, `__transaction_state`).
-            return Err(problem(
-                &outbox.route_by,
-                "route_by (naming an internal topic)",
+            return Err(RecordError::permanent(
+                Stage::Transform,
+                format!(
+                    "{qualified} outbox row: the route_by column {:?} names an internal topic ({topic:?}) (route {:?})",
+                    outbox.route_by, route.table
+                ),
             ));
         }
         let mut message: OutMessage = headers.message(
@@ -275,7 +278,7 @@ mod tests {
         }
         let internal = ROW.replace("\"order\"", "\"_consumer_offsets\"");
         assert!(transform("{}\ntopic = \"_{route}\"", "insert", &internal)
-            .is_err_and(|e| e.contains("internal topic")));
+            .is_err_and(|e| e.contains("names an internal topic")));
         // A misspelt column is an error, never a null event.
         assert!(transform("{ payload = \"paylod\" }", "insert", ROW)
             .is_err_and(|e| e.contains("no column \"paylod\"")));
