@@ -9,8 +9,12 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 # The same release build as the README's and CI's (perl, make and a C compiler are in
-# the rust image).
-RUN cargo build --release --locked --bin cdc-relay \
+# the rust image). An arm64 build compiles librdkafka with CMake (Cargo.toml), which the
+# rust image lacks.
+RUN if [ "$(uname -m)" = aarch64 ]; then \
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends cmake >/dev/null; \
+    fi \
+ && cargo build --release --locked --bin cdc-relay \
  && cp target/release/cdc-relay /cdc-relay
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -352,6 +352,12 @@ assert re.search(r"^USER nonroot$", docker, re.M) and "distroless" in docker, "t
 assert 'HEALTHCHECK' in docker and '["/cdc-relay", "health"]' in docker
 assert 'ENTRYPOINT ["/cdc-relay", "serve"]' in docker
 assert "--locked" in docker
+# An aarch64 build compiles librdkafka with CMake (Cargo.toml): the image's build stage
+# installs it for that architecture (docs/deploy.md builds linux/arm64).
+cargo_toml = open("Cargo.toml").read()
+aarch64_section = next(s for s in cargo_toml.split("\n[") if s.startswith("target.'cfg(target_arch = \"aarch64\")'.dependencies]"))
+if "cmake-build" in aarch64_section:
+    assert re.search(r"aarch64.*\n.*install[^\n]*cmake", docker), "the arm64 image build needs cmake"
 def evaluate(node, values):
     if isinstance(node, dict) and len(node) == 1:
         (key, arg), = node.items()
@@ -388,6 +394,18 @@ for sid in ["KafkaConnect", "IdempotentProducer"]:
     assert statements[sid]["Resource"] == [{"Ref": "ClusterArn"}, {"Fn::If": ["HasDownstreamCluster", {"Ref": "DownstreamClusterArn"}, {"Ref": "AWS::NoValue"}]}], statements[sid]
 assert ecs["Conditions"]["HasDownstreamCluster"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DownstreamClusterArn"}, ""]}]}
 print("ecs: exactly once refused across two clusters; a downstream cluster of its own gets Connect and WriteDataIdempotently")
+
+# Auth=scram: the secret and the KMS key that encrypts it (MSK requires a customer managed
+# key), through Secrets Manager only; both parameters required.
+scram_policy = next(p for p in resources["TaskRole"]["Properties"]["Policies"] if "Fn::If" in p and p["Fn::If"][0] == "IsScram")
+scram = {st["Sid"]: st for st in scram_policy["Fn::If"][1]["PolicyDocument"]["Statement"]}
+assert scram["ScramSecret"]["Action"] == "secretsmanager:GetSecretValue" and scram["ScramSecret"]["Resource"] == {"Ref": "ScramSecretArn"}, scram
+assert scram["ScramSecretKey"]["Action"] == "kms:Decrypt" and scram["ScramSecretKey"]["Resource"] == {"Ref": "ScramSecretKmsKeyArn"}, scram
+assert "kms:ViaService" in scram["ScramSecretKey"]["Condition"]["StringEquals"], scram
+secret = {"ScramSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_relay-AbC"}
+assert not rule_passes("ScramNeedsSecret", dict(secret, Auth="scram"))
+assert rule_passes("ScramNeedsSecret", dict(secret, Auth="scram", ScramSecretKmsKeyArn="arn:aws:kms:eu-west-1:123456789012:key/k-1"))
+print("ecs: Auth=scram reads its secret and decrypts it with the key named (through Secrets Manager only)")
 
 # DownstreamTopics against the source topics: the task may write a topic only when an
 # Allow names it and no Deny does; the source topics are denied whatever DownstreamTopics

@@ -93,9 +93,10 @@ enum Command {
     /// Exit 0 when a serving process's health endpoint answers 200 (the container
     /// health check; the image has no shell or curl).
     Health {
-        /// The endpoint: /healthz (live) or /healthz/ready.
-        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
-        url: String,
+        /// The endpoint: /healthz (live) or /healthz/ready. Default: /healthz at
+        /// RELAY_HTTP_ADDR (loopback for 0.0.0.0), else http://127.0.0.1:8080/healthz.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Run Lambda's Kafka event source mapping locally: poll the DMS topics and invoke a
     /// function endpoint (`cargo lambda watch`) with MSK events, honouring its answers.
@@ -174,6 +175,11 @@ fn run() -> anyhow::Result<()> {
         }) => cli::mock_cluster(brokers, topics, partitions),
         Some(Command::Serve) => runtime.block_on(cli::serve()),
         Some(Command::Health { url }) => {
+            let url = match url {
+                Some(url) => url,
+                None => ops::health_url(std::env::var("RELAY_HTTP_ADDR").ok().as_deref())
+                    .map_err(anyhow::Error::msg)?,
+            };
             let healthy = runtime.block_on(ops::probe(&url, Duration::from_secs(3)))?;
             anyhow::ensure!(healthy, "{url} is not healthy");
             Ok(())

@@ -299,6 +299,31 @@ pub async fn listen(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<
     Ok(bound)
 }
 
+/// The health endpoint of the serving process beside this one (the container health
+/// check runs in its container, with its environment), from its `RELAY_HTTP_ADDR`:
+/// unset, serve's default port 8080; an address that listens everywhere (`0.0.0.0`,
+/// `::`) is asked on loopback. `Err` when serve listens nowhere (`off`).
+pub fn health_url(http_addr: Option<&str>) -> Result<String, String> {
+    let addr: std::net::SocketAddr = match http_addr.map(str::trim) {
+        None => return Ok("http://127.0.0.1:8080/healthz".to_owned()),
+        Some("" | "off") => {
+            return Err("RELAY_HTTP_ADDR is off: serve answers no health probe".to_owned())
+        }
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("RELAY_HTTP_ADDR={text:?} is not HOST:PORT"))?,
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(format!(
+        "http://{}/healthz",
+        std::net::SocketAddr::new(ip, addr.port())
+    ))
+}
+
 /// Asks a serving process's `/healthz` (the container health check: the image has no
 /// shell or curl). `Ok(true)` on 200.
 pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<bool, crate::Error> {
@@ -364,4 +389,31 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The health check asks where serve listens: its RELAY_HTTP_ADDR, on loopback when
+    /// that is every address; it refuses to guess when serve listens nowhere.
+    #[test]
+    fn the_health_check_asks_where_serve_listens() {
+        let url = |addr: Option<&str>| health_url(addr);
+        assert_eq!(url(None).as_deref(), Ok("http://127.0.0.1:8080/healthz"));
+        assert_eq!(
+            url(Some("0.0.0.0:9090")).as_deref(),
+            Ok("http://127.0.0.1:9090/healthz")
+        );
+        assert_eq!(
+            url(Some("[::]:9090")).as_deref(),
+            Ok("http://[::1]:9090/healthz")
+        );
+        assert_eq!(
+            url(Some(" 10.0.0.7:8081 ")).as_deref(),
+            Ok("http://10.0.0.7:8081/healthz")
+        );
+        assert!(url(Some("off")).is_err_and(|e| e.contains("off")));
+        assert!(url(Some("localhost")).is_err());
+    }
 }

@@ -230,7 +230,12 @@ impl Settings {
                 }
                 "RELAY_PARTIAL_BATCH" => settings.pipeline.partial_batch = boolean(&name, &value)?,
                 "RELAY_DLQ_TOPIC" => settings.routes.dlq_topic = non_empty(&name, &value)?,
-                "RELAY_METRICS" => metrics = Some(boolean(&name, &value)?),
+                // Blank is unset (a cleared console value): Lambda's default stays.
+                "RELAY_METRICS" => {
+                    metrics = (!value.trim().is_empty())
+                        .then(|| boolean(&name, &value))
+                        .transpose()?
+                }
                 "RELAY_METRICS_NAMESPACE" => {
                     settings.metrics.namespace = non_empty(&name, &value)?
                         .ok_or_else(|| invalid(&name, &value, "must not be empty"))?
@@ -327,6 +332,15 @@ impl Settings {
             }
         }
         settings.metrics.enabled = metrics.unwrap_or(in_lambda);
+        if settings.routes.hash_key.is_some() && settings.routes.hash_key_secret_arn.is_some() {
+            // As for SCRAM: one source of a secret, never one silently over the other
+            // (the templates set the ARN; a key added beside it would win unseen).
+            return Err(invalid(
+                "RELAY_HASH_KEY",
+                "<redacted>",
+                "RELAY_HASH_KEY_SECRET_ARN is set too: give the key one way, not both",
+            ));
+        }
         settings.auth.in_lambda = in_lambda;
         // Environment order is arbitrary; sort so the producer config is deterministic.
         settings.producer_overrides.sort();
@@ -452,6 +466,38 @@ mod tests {
         assert_eq!(s.pipeline.deadline_margin, Duration::from_millis(1000));
         assert!(!s.metrics.enabled);
         assert_eq!(s.metrics.namespace, DEFAULT_NAMESPACE);
+    }
+
+    /// In Lambda metrics default to on, and a blank `RELAY_METRICS` (a cleared console
+    /// value) leaves that default; only a value turns them off.
+    #[test]
+    fn blank_metrics_setting_keeps_lambdas_default() {
+        let lambda = ("AWS_LAMBDA_FUNCTION_NAME", "f");
+        for blank in ["", " "] {
+            let s = Settings::from_vars([lambda, ("RELAY_METRICS", blank)]).expect("valid");
+            assert!(s.metrics.enabled, "{blank:?}");
+        }
+        let s = Settings::from_vars([lambda, ("RELAY_METRICS", "false")]).expect("valid");
+        assert!(!s.metrics.enabled);
+    }
+
+    /// The hash key comes one way: a key beside the templates' secret would win unseen.
+    #[test]
+    fn a_hash_key_and_its_secret_together_are_refused() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:hash-AbCdEf";
+        let error = Settings::from_vars([
+            ("RELAY_HASH_KEY", "0123456789abcdef0123"),
+            ("RELAY_HASH_KEY_SECRET_ARN", arn),
+        ])
+        .expect_err("both")
+        .to_string();
+        assert!(
+            error.contains("RELAY_HASH_KEY_SECRET_ARN is set too"),
+            "{error}"
+        );
+        assert!(!error.contains("0123456789abcdef0123"), "{error}");
+        Settings::from_vars([("RELAY_HASH_KEY_SECRET_ARN", arn)]).expect("the secret alone");
+        Settings::from_vars([("RELAY_HASH_KEY", "0123456789abcdef0123")]).expect("the key alone");
     }
 
     /// A command's overrides replace the environment's values before validation;

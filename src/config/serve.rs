@@ -174,6 +174,15 @@ impl ServeSettings {
                             return Err(invalid(&name, &value, "names no librdkafka property"));
                         }
                         let property = suffix.to_ascii_lowercase().replace('_', ".");
+                        if property == "group.instance.id" {
+                            return Err(invalid(
+                                &name,
+                                &value,
+                                "every task of a service shares its environment, so every \
+                                 member would have this static id: each would fence the one \
+                                 before it, and the group would never settle",
+                            ));
+                        }
                         if matches!(
                             property.as_str(),
                             "enable.auto.commit" | "enable.auto.offset.store" | "group.id"
@@ -284,6 +293,31 @@ mod tests {
         .expect("settings");
         assert_eq!(set.batch_window, Duration::from_millis(7));
         assert_eq!(set.commit_interval, Duration::ZERO);
+    }
+
+    /// A static group membership id would be every task's (they share the service's
+    /// environment): refused, as the relay's own offset settings are.
+    #[test]
+    fn a_static_member_id_is_refused() {
+        for name in [
+            "RELAY_CONSUMER_GROUP_INSTANCE_ID",
+            "RELAY_CONSUMER_ENABLE_AUTO_COMMIT",
+            "RELAY_CONSUMER_GROUP_ID",
+        ] {
+            let error = serve(&[("RELAY_BROKERS", "b:9092"), (name, "x")])
+                .expect_err(name)
+                .to_string();
+            assert!(error.contains(name), "{error}");
+        }
+        let other = serve(&[
+            ("RELAY_BROKERS", "b:9092"),
+            ("RELAY_CONSUMER_FETCH_WAIT_MAX_MS", "10"),
+        ])
+        .expect("settings");
+        assert_eq!(
+            other.consumer_overrides,
+            vec![("fetch.wait.max.ms".to_owned(), "10".to_owned())]
+        );
     }
 
     /// A commit interval given under exactly once is named as ignored (serve warns at

@@ -36,6 +36,38 @@ use crate::source::{NotDone, Payload, SourceRecord};
 
 /// How long a commit, seek or pause may block.
 const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// librdkafka's `max.poll.interval.ms` when the consumer properties do not set it.
+const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Checks that a batch (`batch`: its timeout, and under exactly once its commit too) ends
+/// inside the consumer's `max.poll.interval.ms` (from `consumer_properties`, else
+/// librdkafka's 300 s): serve does not poll the consumer while a batch runs, and past the
+/// interval the member leaves the group, its partitions go to another member and two
+/// processes write them at once.
+pub(crate) fn check_poll_interval(
+    batch: Duration,
+    consumer_properties: &[(String, String)],
+) -> Result<(), Error> {
+    let interval = crate::kafka::property_millis(
+        consumer_properties,
+        "max.poll.interval.ms",
+        "RELAY_CONSUMER_MAX_POLL_INTERVAL_MS",
+        DEFAULT_MAX_POLL_INTERVAL,
+    )
+    .map_err(Error::Consumer)?;
+    if batch >= interval {
+        return Err(Error::Consumer(format!(
+            "a batch may take {} ms (RELAY_BATCH_TIMEOUT_MS, and its commit under exactly once), \
+             not less than the consumer's max.poll.interval.ms ({} ms, \
+             RELAY_CONSUMER_MAX_POLL_INTERVAL_MS): the member would leave the group in the \
+             middle of a batch and another would write its partitions too. Lower \
+             RELAY_BATCH_TIMEOUT_MS or raise the interval",
+            batch.as_millis(),
+            interval.as_millis()
+        )));
+    }
+    Ok(())
+}
 
 /// The longest [`Source::read_batch`] waits for a first record before it returns an
 /// empty batch.
@@ -1144,6 +1176,22 @@ fn read(names: &mut Names, group: &Group, message: &BorrowedMessage<'_>) -> Read
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch must end inside the poll interval the consumer really has: librdkafka's
+    /// 300 s, or the one the properties set.
+    #[test]
+    fn a_batch_fits_inside_the_poll_interval() {
+        let secs = Duration::from_secs;
+        check_poll_interval(secs(299), &[]).expect("inside 300 s");
+        let error = check_poll_interval(secs(300), &[])
+            .expect_err("not inside 300 s")
+            .to_string();
+        assert!(error.contains("(300000 ms"), "{error}");
+        let set = |ms: &str| vec![("max.poll.interval.ms".to_owned(), ms.to_owned())];
+        check_poll_interval(secs(500), &set("600000")).expect("inside a raised interval");
+        assert!(check_poll_interval(secs(30), &set("20000")).is_err());
+        assert!(check_poll_interval(secs(1), &set("soon")).is_err());
+    }
 
     fn read(partition: i64, offset: i64, epoch: u64) -> Read {
         Read {

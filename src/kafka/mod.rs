@@ -86,6 +86,25 @@ pub(crate) fn resolve_mode(
 }
 
 /// `arn:<partition>:kafka:<region>:<account>:cluster/<name>/<uuid>`.
+/// A librdkafka duration property (`name`, in milliseconds) as the client will have it:
+/// the last of `properties` that sets it, else `default`. `variable` is the environment
+/// variable that sets it, for the error when it is no number.
+pub(crate) fn property_millis(
+    properties: &[(String, String)],
+    name: &str,
+    variable: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    match properties.iter().rev().find(|(n, _)| n == name) {
+        None => Ok(default),
+        Some((_, value)) => value
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("{variable}={value:?} is not a number of milliseconds")),
+    }
+}
+
 pub(crate) fn is_msk_cluster_arn(arn: &str) -> bool {
     let mut parts = arn.splitn(6, ':');
     parts.next() == Some("arn")

@@ -36,22 +36,13 @@ pub(crate) fn check_transaction_timeout(
     batch_timeout: Duration,
     producer_properties: &[(String, String)],
 ) -> Result<(), Error> {
-    let timeout = match producer_properties
-        .iter()
-        .rev()
-        .find(|(name, _)| name == "transaction.timeout.ms")
-    {
-        None => DEFAULT_TRANSACTION_TIMEOUT,
-        Some((_, value)) => value
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| {
-                Error::Transaction(format!(
-                    "RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS={value:?} is not a number of milliseconds"
-                ))
-            })?,
-    };
+    let timeout = crate::kafka::property_millis(
+        producer_properties,
+        "transaction.timeout.ms",
+        "RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS",
+        DEFAULT_TRANSACTION_TIMEOUT,
+    )
+    .map_err(Error::Transaction)?;
     let longest = batch_timeout + COMMIT_BUDGET;
     if longest > timeout {
         return Err(Error::Transaction(format!(

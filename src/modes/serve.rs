@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::ServeSettings;
 use crate::error::{ConfigError, Error, RecordError};
-use crate::kafka::group::{backoff, spans, Read, Source, SourceOptions, Span, STATISTICS_INTERVAL};
+use crate::kafka::group::{
+    backoff, check_poll_interval, spans, Read, Source, SourceOptions, Span, STATISTICS_INTERVAL,
+};
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET};
 use crate::ops::{Metrics, LIVENESS_TIMEOUT};
@@ -125,6 +127,15 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
+        let commit = if settings.exactly_once {
+            COMMIT_BUDGET
+        } else {
+            Duration::ZERO
+        };
+        check_poll_interval(
+            settings.batch_timeout + commit,
+            &settings.consumer_overrides,
+        )?;
         let liveness = liveness_timeout(&settings)?;
         let auth = relay.client_auth(&source_brokers, settings.source_cluster_arn.as_deref())?;
         let metrics = Arc::new(Metrics::new());
