@@ -1119,9 +1119,14 @@ async fn serve_refuses_a_liveness_bound_shorter_than_a_batch() {
         ])
     };
     assert!(
-        server_with(&[("RELAY_BATCH_TIMEOUT_MS", "300000")]).is_none(),
+        server_with(&[("RELAY_BATCH_TIMEOUT_MS", "290000")]).is_none(),
         "unset, the bound grows with the batch timeout"
     );
+    // A batch that could outlast the poll interval: the member would leave mid-batch.
+    let error = server_with(&[("RELAY_BATCH_TIMEOUT_MS", "300000")])
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("max.poll.interval.ms"), "{error}");
     let error = server_with(&[("RELAY_CONSUMER_STATISTICS_INTERVAL_MS", "0")])
         .expect("refused")
         .to_string();
