@@ -125,6 +125,11 @@ for (mode, variant), (actions, access) in expected.items():
     env = resolve(fn["Environment"]["Variables"], values)
     assert evaluate(env["RELAY_AUTH"], values) == mode, env
     assert ("RELAY_SCRAM_SECRET_ARN" in env) == (mode == "scram"), env
+    # The relay writes with the client certificate the mapping reads with.
+    with_certificate = mode == "tls" and bool(variant)
+    assert ("RELAY_TLS_CLIENT_CERT_SECRET_ARN" in env) == with_certificate, env
+    if with_certificate:
+        assert evaluate(env["RELAY_TLS_CLIENT_CERT_SECRET_ARN"], values) == params["ClientCertificateSecretArn"], env
     assert evaluate(env["RELAY_HASH_KEY_SECRET_ARN"], values) == "HashKeySecret", env
     print(f"template: Auth={mode}{' with client certificate' if variant else ''}: {len(granted)} actions, "
           f"source access {access or 'none'}")
@@ -406,6 +411,21 @@ secret = {"ScramSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secre
 assert not rule_passes("ScramNeedsSecret", dict(secret, Auth="scram"))
 assert rule_passes("ScramNeedsSecret", dict(secret, Auth="scram", ScramSecretKmsKeyArn="arn:aws:kms:eu-west-1:123456789012:key/k-1"))
 print("ecs: Auth=scram reads its secret and decrypts it with the key named (through Secrets Manager only)")
+
+# Auth=tls with a client certificate: the task reads its secret and is told where it is.
+certificate = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:relay-client-cert-AbC"
+cert_policy = next(p for p in resources["TaskRole"]["Properties"]["Policies"] if "Fn::If" in p and p["Fn::If"][0] == "IsTlsClientCertificate")
+cert_statement, = cert_policy["Fn::If"][1]["PolicyDocument"]["Statement"]
+assert cert_statement["Action"] == "secretsmanager:GetSecretValue" and cert_statement["Resource"] == {"Ref": "ClientCertificateSecretArn"}
+cert_env = container["Environment"]
+cert_value, = [e["Value"] for e in cert_env if e["Name"] == "RELAY_TLS_CLIENT_CERT_SECRET_ARN"]
+def condition(name, values):
+    return evaluate(ecs["Conditions"][name], values)
+for auth, given, wanted in [("tls", certificate, certificate), ("tls", "", ""), ("iam", certificate, "")]:
+    values = {"Auth": auth, "ClientCertificateSecretArn": given}
+    cond, yes, no = cert_value["Fn::If"]
+    assert (evaluate(yes, values) if condition(cond, values) else no) == wanted, (auth, given)
+print("ecs: Auth=tls with a client certificate: the task reads its secret (RELAY_TLS_CLIENT_CERT_SECRET_ARN)")
 
 # DownstreamTopics against the source topics: the task may write a topic only when an
 # Allow names it and no Deny does; the source topics are denied whatever DownstreamTopics

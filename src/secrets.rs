@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use crate::config::auth::secret_region;
-use crate::config::auth::{AuthMode, AuthSettings, Secret};
+use crate::config::auth::{AuthMode, AuthSettings, ClientCertificate, Secret};
 use crate::config::Settings;
 use crate::error::{ConfigError, Error};
 use crate::transform::HashKey;
@@ -29,6 +29,9 @@ pub struct Credentials {
     pub scram: Option<ScramCredentials>,
     /// AWS configuration (region, credential chain), when IAM may be used.
     pub aws: Option<SdkConfig>,
+    /// The client certificate for mutual TLS, when `RELAY_TLS_CLIENT_CERT_SECRET_ARN`
+    /// names its secret.
+    pub client_certificate: Option<ClientCertificate>,
 }
 
 impl fmt::Debug for Credentials {
@@ -36,6 +39,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("scram", &self.scram)
             .field("aws", &self.aws.as_ref().map(|_| "SdkConfig"))
+            .field("client_certificate", &self.client_certificate)
             .finish()
     }
 }
@@ -55,9 +59,21 @@ impl Credentials {
         let mut credentials = Credentials::default();
         let needs_aws = matches!(settings.mode, AuthMode::Iam)
             || (settings.mode == AuthMode::Auto && settings.in_lambda && settings.region.is_some())
-            || (settings.mode == AuthMode::Scram && settings.scram_secret_arn.is_some());
+            || (settings.mode == AuthMode::Scram && settings.scram_secret_arn.is_some())
+            || settings.client_cert_secret_arn.is_some();
         if needs_aws {
-            credentials.aws = Some(load_aws_config(settings.region.clone()).await?);
+            // A region for the SDK: the function's, else the secret's own.
+            let region = settings.region.clone().or_else(|| {
+                settings
+                    .client_cert_secret_arn
+                    .as_deref()
+                    .and_then(secret_region)
+                    .map(str::to_owned)
+            });
+            credentials.aws = Some(load_aws_config(region).await?);
+        }
+        if let (Some(arn), Some(aws)) = (&settings.client_cert_secret_arn, &credentials.aws) {
+            credentials.client_certificate = Some(fetch_client_certificate(aws, arn).await?);
         }
         if settings.mode == AuthMode::Scram {
             credentials.scram = Some(match (&settings.scram_secret_arn, &credentials.aws) {
@@ -83,6 +99,50 @@ pub async fn fetch_scram_secret(aws: &SdkConfig, arn: &str) -> Result<ScramCrede
     let text = fetch_secret_string(aws, arn).await?;
     parse_scram_secret(text.expose())
         .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
+}
+
+/// Reads a client certificate for mutual TLS from Secrets Manager, in the format the
+/// Kafka event source mapping reads (`CLIENT_CERTIFICATE_TLS_AUTH`): a JSON object with
+/// PEM strings `certificate` and `privateKey`, and `privateKeyPassword` for an
+/// encrypted key. librdkafka checks the PEM when the producer is made.
+pub async fn fetch_client_certificate(
+    aws: &SdkConfig,
+    arn: &str,
+) -> Result<ClientCertificate, Error> {
+    let text = fetch_secret_string(aws, arn).await?;
+    parse_client_certificate(text.expose())
+        .map_err(|problem| Error::Config(ConfigError::Auth(format!("secret {arn}: {problem}"))))
+}
+
+/// Parses a client certificate secret's JSON. The error never quotes the secret.
+pub(crate) fn parse_client_certificate(text: &str) -> Result<ClientCertificate, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shape {
+        certificate: String,
+        private_key: String,
+        #[serde(default)]
+        private_key_password: Option<String>,
+    }
+    let shape: Shape = serde_json::from_str(text).map_err(|_| {
+        "expected a JSON object with PEM strings \"certificate\" and \"privateKey\" \
+         (and \"privateKeyPassword\" for an encrypted key)"
+            .to_owned()
+    })?;
+    if !shape.certificate.contains("-----BEGIN CERTIFICATE-----") {
+        return Err("\"certificate\" holds no PEM certificate".to_owned());
+    }
+    if !shape.private_key.contains("PRIVATE KEY-----") {
+        return Err("\"privateKey\" holds no PEM private key".to_owned());
+    }
+    Ok(ClientCertificate {
+        certificate: shape.certificate,
+        private_key: Secret::new(shape.private_key),
+        private_key_password: shape
+            .private_key_password
+            .filter(|p| !p.is_empty())
+            .map(Secret::new),
+    })
 }
 
 /// A secret's `SecretString`, within [`SECRET_FETCH_TIMEOUT`], asked of Secrets Manager
@@ -203,6 +263,36 @@ pub(crate) fn parse_scram_secret(text: &str) -> Result<ScramCredentials, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The event source mapping's client certificate secret: PEM certificate and key, an
+    /// optional password; anything else refused without quoting it.
+    #[test]
+    fn client_certificate_secrets_are_read_as_the_mapping_reads_them() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n";
+        let secret = serde_json::json!({"certificate": pem, "privateKey": key}).to_string();
+        let read = parse_client_certificate(&secret).expect("valid");
+        assert_eq!(read.certificate, pem);
+        assert_eq!(read.private_key.expose(), key);
+        assert_eq!(read.private_key_password, None);
+        let encrypted = serde_json::json!({"certificate": pem, "privateKey": key,
+            "privateKeyPassword": "pw-41d2"})
+        .to_string();
+        let read = parse_client_certificate(&encrypted).expect("valid");
+        assert_eq!(
+            read.private_key_password.map(|p| p.expose().to_owned()),
+            Some("pw-41d2".to_owned())
+        );
+        for bad in [
+            serde_json::json!({"certificate": pem}).to_string(),
+            serde_json::json!({"certificate": "secret-key-bytes", "privateKey": key}).to_string(),
+            serde_json::json!({"certificate": pem, "privateKey": "secret-key-bytes"}).to_string(),
+            "secret-key-bytes".to_owned(),
+        ] {
+            let error = parse_client_certificate(&bad).expect_err(&bad);
+            assert!(!error.contains("secret-key-bytes"), "{error}");
+        }
+    }
 
     /// A malformed secret is refused without quoting it.
     #[test]

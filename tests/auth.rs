@@ -26,13 +26,14 @@ use base64::Engine;
 use cdc_relay::config::{Overrides, ServeSettings, Settings};
 use cdc_relay::kafka::producer::{producer_config_with, Sink};
 use cdc_relay::kafka::RelayContext;
-use cdc_relay::kafka::{AuthMode, ClientAuth, IamTokens, Secret, TlsFiles};
+use cdc_relay::kafka::{AuthMode, ClientAuth, ClientCertificate, IamTokens, Secret, TlsFiles};
 use cdc_relay::modes::lambda::Function;
 use cdc_relay::modes::local::EmbeddedKafka;
 use cdc_relay::modes::serve::Server;
 use cdc_relay::relay::Relay;
 use cdc_relay::secrets::{
-    fetch_hash_key, fetch_scram_secret, secret_region, Credentials, ScramCredentials,
+    fetch_client_certificate, fetch_hash_key, fetch_scram_secret, secret_region, Credentials,
+    ScramCredentials,
 };
 use cdc_relay::transform::HashKey;
 use hmac::{Hmac, KeyInit, Mac};
@@ -56,6 +57,7 @@ fn tls_files(with_client_cert: bool) -> TlsFiles {
         cert_file: with_client_cert.then(|| tls_dir().join("client.pem")),
         key_file: with_client_cert.then(|| tls_dir().join("client.key")),
         key_password: None,
+        client_certificate: None,
     }
 }
 
@@ -161,6 +163,56 @@ async fn each_mode_configures_librdkafka() {
         ..TlsFiles::default()
     };
     assert!(Sink::connect_with("127.0.0.1:9", ClientAuth::Tls(bad), &[]).is_err());
+}
+
+/// A client certificate from Secrets Manager (the event source mapping's
+/// `CLIENT_CERTIFICATE_TLS_AUTH` secret) reaches librdkafka as PEM text, which it
+/// checks when the producer is made: the relay writes with the certificate the mapping
+/// reads with, in Lambda and ECS, where no certificate file can be shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_secret_reaches_librdkafka() {
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:relay-client-cert-AbCdEf";
+    let read = |name: &str| std::fs::read_to_string(tls_dir().join(name)).expect("test PEM");
+    let (certificate, key) = (read("client.pem"), read("client.key"));
+    let body = serde_json::json!({"ARN": arn, "Name": "relay-client-cert", "VersionId": "v1",
+        "CreatedDate": 1.7e9,
+        "SecretString": serde_json::json!({"certificate": certificate, "privateKey": key}).to_string()})
+    .to_string();
+    let (endpoint, server) = secrets_manager_stub("200 OK", body);
+    let aws = sdk_config(&endpoint).await;
+    let client = fetch_client_certificate(&aws, arn).await.expect("fetched");
+    server.join().expect("stub");
+    let credentials = Credentials {
+        client_certificate: Some(client),
+        ..Credentials::default()
+    };
+    let settings = Settings::from_vars([
+        ("RELAY_AUTH", "tls"),
+        ("RELAY_TLS_CLIENT_CERT_SECRET_ARN", arn),
+    ])
+    .expect("settings");
+    let auth = ClientAuth::for_mode(AuthMode::Tls, &settings.auth, &credentials).expect("auth");
+    let config = producer_config_with("127.0.0.1:9", &auth, &[]);
+    assert_eq!(config.get("security.protocol"), Some("ssl"));
+    assert_eq!(
+        config.get("ssl.certificate.pem"),
+        Some(certificate.as_str())
+    );
+    assert_eq!(config.get("ssl.key.pem"), Some(key.as_str()));
+    assert_eq!(config.get("ssl.certificate.location"), None);
+    Sink::connect_with("127.0.0.1:9", auth, &[]).expect("librdkafka takes the PEM");
+    // Not fetched (no init): refused, never a producer without its certificate.
+    assert!(ClientAuth::for_mode(AuthMode::Tls, &settings.auth, &Credentials::default()).is_err());
+    // A certificate librdkafka cannot read is refused when the producer is made.
+    let garbled = ClientAuth::Tls(TlsFiles {
+        client_certificate: Some(ClientCertificate {
+            certificate: certificate.replace("MII", "XXX"),
+            private_key: Secret::new(key),
+            private_key_password: None,
+        }),
+        ..TlsFiles::default()
+    });
+    assert!(Sink::connect_with("127.0.0.1:9", garbled, &[]).is_err());
 }
 
 /// RFC 3986 encoding as SigV4 canonicalisation wants it.
@@ -576,6 +628,7 @@ async fn rotated_secret(arn: &str) -> (Credentials, Arc<AtomicUsize>) {
     let credentials = Credentials {
         scram: Some(fetch_scram_secret(&aws, arn).await.expect("secret at init")),
         aws: Some(aws),
+        client_certificate: None,
     };
     (credentials, served)
 }

@@ -83,6 +83,22 @@ pub struct TlsFiles {
     pub key_file: Option<PathBuf>,
     /// Password of an encrypted private key.
     pub key_password: Option<Secret>,
+    /// A client certificate and key read from Secrets Manager at init
+    /// (`RELAY_TLS_CLIENT_CERT_SECRET_ARN`), instead of the files.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A client certificate for mutual TLS as the Kafka event source mapping keeps it in
+/// Secrets Manager (`CLIENT_CERTIFICATE_TLS_AUTH`): PEM text, the client's certificate
+/// first, then any chain; its private key; the key's password when it is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The certificate chain (PEM).
+    pub certificate: String,
+    /// The private key (PEM).
+    pub private_key: Secret,
+    /// The private key's password, when it is encrypted.
+    pub private_key_password: Option<Secret>,
 }
 
 /// Authentication settings as read from the environment (nothing fetched yet).
@@ -94,6 +110,10 @@ pub struct AuthSettings {
     pub tls: TlsFiles,
     /// `RELAY_SCRAM_SECRET_ARN`: Secrets Manager secret holding `{"username", "password"}`.
     pub scram_secret_arn: Option<String>,
+    /// `RELAY_TLS_CLIENT_CERT_SECRET_ARN`: Secrets Manager secret holding a client
+    /// certificate as the event source mapping reads it (`{"certificate", "privateKey",
+    /// "privateKeyPassword"}`).
+    pub client_cert_secret_arn: Option<String>,
     /// `RELAY_SCRAM_USERNAME`.
     pub scram_username: Option<String>,
     /// `RELAY_SCRAM_PASSWORD`.
@@ -123,6 +143,13 @@ impl AuthSettings {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return problem(
                 "RELAY_TLS_CERT_FILE and RELAY_TLS_KEY_FILE must be set together".to_owned(),
+            );
+        }
+        if self.client_cert_secret_arn.is_some() && self.tls.cert_file.is_some() {
+            return problem(
+                "RELAY_TLS_CLIENT_CERT_SECRET_ARN and RELAY_TLS_CERT_FILE both give a client \
+                 certificate: give it one way"
+                    .to_owned(),
             );
         }
         match self.mode {

@@ -258,6 +258,21 @@ impl Settings {
                 "RELAY_TLS_KEY_FILE" => {
                     settings.auth.tls.key_file = non_empty(&name, &value)?.map(PathBuf::from)
                 }
+                "RELAY_TLS_CLIENT_CERT_SECRET_ARN" => {
+                    settings.auth.client_cert_secret_arn = non_empty(&name, &value)?;
+                    if settings
+                        .auth
+                        .client_cert_secret_arn
+                        .as_deref()
+                        .is_some_and(|arn| auth::secret_region(arn).is_none())
+                    {
+                        return Err(invalid(
+                            &name,
+                            &value,
+                            "expected a Secrets Manager secret ARN (arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME)",
+                        ));
+                    }
+                }
                 "RELAY_TLS_KEY_PASSWORD" => {
                     settings.auth.tls.key_password = (!value.is_empty()).then(|| Secret::new(value))
                 }

@@ -42,7 +42,7 @@ use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-pub use crate::config::auth::{AuthMode, AuthSettings, Secret, TlsFiles};
+pub use crate::config::auth::{AuthMode, AuthSettings, ClientCertificate, Secret, TlsFiles};
 use crate::error::ConfigError;
 use crate::secrets::{Credentials, ScramCredentials};
 
@@ -223,12 +223,19 @@ pub enum ClientAuth {
 
 impl ClientAuth {
     /// Builds the producer's authentication for a resolved mode.
-    pub(crate) fn for_mode(
+    pub fn for_mode(
         mode: AuthMode,
         settings: &AuthSettings,
         credentials: &Credentials,
     ) -> Result<ClientAuth, ConfigError> {
-        let tls = settings.tls.clone();
+        let mut tls = settings.tls.clone();
+        tls.client_certificate = credentials.client_certificate.clone();
+        if settings.client_cert_secret_arn.is_some() && tls.client_certificate.is_none() {
+            return Err(ConfigError::Auth(
+                "the client certificate secret was not fetched (the relay was not initialised)"
+                    .to_owned(),
+            ));
+        }
         Ok(match mode {
             AuthMode::Auto | AuthMode::None => ClientAuth::None,
             AuthMode::Tls => {
@@ -304,6 +311,14 @@ impl ClientAuth {
         if let Some(ca) = &tls.ca_file {
             config.set("ssl.ca.location", path(ca));
         }
+        if let Some(client) = &tls.client_certificate {
+            config
+                .set("ssl.certificate.pem", &client.certificate)
+                .set("ssl.key.pem", client.private_key.expose());
+            if let Some(password) = &client.private_key_password {
+                config.set("ssl.key.password", password.expose());
+            }
+        }
         if let Some(cert) = &tls.cert_file {
             config.set("ssl.certificate.location", path(cert));
         }
@@ -322,6 +337,10 @@ impl ClientAuth {
             ClientAuth::Tls(tls) | ClientAuth::Scram(tls, _) | ClientAuth::Iam(tls, _) => tls,
         };
         let mut secrets: Vec<Secret> = tls.key_password.iter().cloned().collect();
+        if let Some(client) = &tls.client_certificate {
+            secrets.push(client.private_key.clone());
+            secrets.extend(client.private_key_password.iter().cloned());
+        }
         if let ClientAuth::Scram(_, scram) = self {
             secrets.push(scram.password.clone());
         }
