@@ -146,6 +146,12 @@ impl Relay {
     /// [`INIT_BUDGET`], inside Lambda's 10 s init phase.
     pub async fn init(settings: Settings) -> Result<Relay, Error> {
         let started = Instant::now();
+        for name in &settings.unknown {
+            tracing::warn!(
+                variable = %name,
+                "no mode of the relay reads this variable (misspelt?): it has no effect"
+            );
+        }
         // Side by side: each has its own timeouts, so init waits only for the slower.
         let (credentials, routes) = tokio::join!(
             Credentials::resolve(&settings.auth),

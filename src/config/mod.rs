@@ -21,6 +21,54 @@ pub(crate) const DEFAULT_NAMESPACE: &str = "cdc-relay";
 /// Prefix of the librdkafka passthrough variables: `RELAY_PRODUCER_LINGER_MS=5` -> `linger.ms=5`.
 pub(crate) const PRODUCER_PREFIX: &str = "RELAY_PRODUCER_";
 
+/// Every `RELAY_*` variable a mode reads ([`Settings`] and [`ServeSettings`]), besides the
+/// `RELAY_PRODUCER_*` and `RELAY_CONSUMER_*` properties: any other is named at start, so
+/// a misspelt one (`RELAY_PARTIAL_BATCHES`) is not silently without effect.
+const KNOWN_VARIABLES: &[&str] = &[
+    "RELAY_AUTH",
+    "RELAY_BATCH_MAX_BYTES",
+    "RELAY_BATCH_SIZE",
+    "RELAY_BATCH_TIMEOUT_MS",
+    "RELAY_BATCH_WINDOW_MS",
+    "RELAY_BEFORE_IMAGE_FIELD",
+    "RELAY_BROKERS",
+    "RELAY_CHUNK_SIZE",
+    "RELAY_COMMIT_INTERVAL_MS",
+    "RELAY_CONCURRENCY",
+    "RELAY_DEADLINE_MARGIN_MS",
+    "RELAY_DLQ_TOPIC",
+    "RELAY_EXACTLY_ONCE",
+    "RELAY_GROUP_ID",
+    "RELAY_HASH_KEY",
+    "RELAY_HASH_KEY_SECRET_ARN",
+    "RELAY_HTTP_ADDR",
+    "RELAY_LIVENESS_TIMEOUT_MS",
+    "RELAY_LOG_VALUES",
+    "RELAY_MAX_IN_FLIGHT",
+    "RELAY_MAX_RECORD_BYTES",
+    "RELAY_METRICS",
+    "RELAY_METRICS_MAX_TABLES",
+    "RELAY_METRICS_NAMESPACE",
+    "RELAY_METRICS_PER_TABLE",
+    "RELAY_PARTIAL_BATCH",
+    "RELAY_RETRY_BACKOFF_MAX_MS",
+    "RELAY_RETRY_BACKOFF_MS",
+    "RELAY_ROUTES",
+    "RELAY_SCRAM_PASSWORD",
+    "RELAY_SCRAM_SECRET_ARN",
+    "RELAY_SCRAM_USERNAME",
+    "RELAY_SHUTDOWN_TIMEOUT_MS",
+    "RELAY_SOURCE_BROKERS",
+    "RELAY_SOURCE_CLUSTER_ARN",
+    "RELAY_SOURCE_TOPICS",
+    "RELAY_TLS_CA_FILE",
+    "RELAY_TLS_CERT_FILE",
+    "RELAY_TLS_CLIENT_CERT_SECRET_ARN",
+    "RELAY_TLS_KEY_FILE",
+    "RELAY_TLS_KEY_PASSWORD",
+    "RELAY_TRANSACTIONAL_ID",
+];
+
 /// The smallest `RELAY_DEADLINE_MARGIN_MS` accepted: the time the relay keeps, after it
 /// stops waiting for the broker, to purge the producer, settle the purged deliveries,
 /// write metrics and post the answer to the runtime API.
@@ -45,6 +93,9 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     /// CloudWatch metrics.
     pub metrics: MetricsSettings,
+    /// `RELAY_*` variables given that no mode reads (misspelt, or from another
+    /// product): logged at start.
+    pub unknown: Vec<String>,
 }
 
 /// The routes file and what it needs.
@@ -151,6 +202,7 @@ impl std::fmt::Debug for Settings {
             .field("routes", &self.routes)
             .field("pipeline", &self.pipeline)
             .field("metrics", &self.metrics)
+            .field("unknown", &self.unknown)
             .finish()
     }
 }
@@ -213,11 +265,19 @@ impl Settings {
                 per_table: false,
                 max_tables: 50,
             },
+            unknown: Vec::new(),
         };
         let mut metrics: Option<bool> = None;
         let mut in_lambda = false;
         for (name, value) in vars {
             let (name, value): (String, String) = (name.into(), value.into());
+            if name.starts_with("RELAY_")
+                && !KNOWN_VARIABLES.contains(&name.as_str())
+                && !name.starts_with(PRODUCER_PREFIX)
+                && !name.starts_with(CONSUMER_PREFIX)
+            {
+                settings.unknown.push(name.clone());
+            }
             match name.as_str() {
                 "RELAY_BROKERS" => settings.brokers = non_empty(&name, &value)?,
                 "RELAY_ROUTES" => {
@@ -466,6 +526,57 @@ fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `RELAY_*` name no mode reads is named (a misspelt variable would otherwise be
+    /// silently without effect); every name a mode reads, and the property prefixes, are
+    /// not. The list of known names is the one the parsers match on.
+    #[test]
+    fn variables_no_mode_reads_are_named() {
+        let s = Settings::from_vars([
+            ("RELAY_PARTIAL_BATCHES", "true"),
+            ("RELAY_BROKERS", "b:9092"),
+            ("RELAY_SOURCE_TOPICS", "dms.cdc"),
+            ("RELAY_CONSUMER_FETCH_WAIT_MAX_MS", "10"),
+            ("RELAY_PRODUCER_LINGER_MS", "5"),
+            ("OTHER_PRODUCT_SETTING", "x"),
+        ])
+        .expect("valid");
+        assert_eq!(s.unknown, vec!["RELAY_PARTIAL_BATCHES".to_owned()]);
+        // The parsers' text: each file before its tests, without the list itself.
+        let code = |source: &'static str| source.split("#[cfg(test)]").next().unwrap_or_default();
+        let module = code(include_str!("mod.rs"));
+        let (before, list) = module
+            .split_once("const KNOWN_VARIABLES")
+            .expect("the list");
+        let after = list.split_once("];").map_or("", |(_, rest)| rest);
+        let mut matched: Vec<&str> = [before, after, code(include_str!("serve.rs"))]
+            .iter()
+            .flat_map(|source| {
+                source
+                    .match_indices("\"RELAY_")
+                    .filter_map(|(at, _)| source[at + 1..].split('"').next())
+            })
+            .filter(|text| {
+                text.len() > "RELAY_".len()
+                    && text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    && !text.starts_with(PRODUCER_PREFIX)
+                    && !text.starts_with(CONSUMER_PREFIX)
+            })
+            .collect();
+        matched.sort_unstable();
+        matched.dedup();
+        let mut known = KNOWN_VARIABLES.to_vec();
+        known.sort_unstable();
+        for name in &matched {
+            assert!(known.contains(name), "{name} is read but not known");
+        }
+        for name in &known {
+            assert!(
+                matched.contains(name),
+                "{name} is known but no parser reads it"
+            );
+        }
+    }
 
     /// Unset variables give the documented defaults.
     #[test]
