@@ -145,10 +145,13 @@ impl AuthSettings {
                 "RELAY_TLS_CERT_FILE and RELAY_TLS_KEY_FILE must be set together".to_owned(),
             );
         }
-        if self.client_cert_secret_arn.is_some() && self.tls.cert_file.is_some() {
+        if self.client_cert_secret_arn.is_some()
+            && (self.tls.cert_file.is_some() || self.tls.key_password.is_some())
+        {
             return problem(
-                "RELAY_TLS_CLIENT_CERT_SECRET_ARN and RELAY_TLS_CERT_FILE both give a client \
-                 certificate: give it one way"
+                "RELAY_TLS_CLIENT_CERT_SECRET_ARN gives the client certificate, its key and the \
+                 key's password: RELAY_TLS_CERT_FILE, RELAY_TLS_KEY_FILE and \
+                 RELAY_TLS_KEY_PASSWORD go with it"
                     .to_owned(),
             );
         }

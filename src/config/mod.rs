@@ -607,6 +607,41 @@ mod tests {
         assert!(!s.metrics.enabled);
     }
 
+    /// The client certificate comes one way: its secret holds the key and the key's
+    /// password too, so no file setting may stay beside it.
+    #[test]
+    fn a_client_certificate_secret_takes_no_file_settings() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:client-cert-AbCdEf";
+        let alone = Settings::from_vars([
+            ("RELAY_AUTH", "tls"),
+            ("RELAY_TLS_CLIENT_CERT_SECRET_ARN", arn),
+        ])
+        .expect("valid");
+        alone.auth.validate().expect("the secret alone");
+        for files in [
+            &[("RELAY_TLS_KEY_PASSWORD", "pw-5a1f")][..],
+            &[
+                ("RELAY_TLS_CERT_FILE", "Cargo.toml"),
+                ("RELAY_TLS_KEY_FILE", "Cargo.toml"),
+            ],
+        ] {
+            let mut vars = vec![
+                ("RELAY_AUTH", "tls"),
+                ("RELAY_TLS_CLIENT_CERT_SECRET_ARN", arn),
+            ];
+            vars.extend_from_slice(files);
+            let both = Settings::from_vars(vars).expect("parsed");
+            let error = both.auth.validate().expect_err(files[0].0).to_string();
+            assert!(
+                error.contains("RELAY_TLS_CLIENT_CERT_SECRET_ARN"),
+                "{error}"
+            );
+        }
+        assert!(
+            Settings::from_vars([("RELAY_TLS_CLIENT_CERT_SECRET_ARN", "client-cert")]).is_err()
+        );
+    }
+
     /// The hash key comes one way: a key beside the templates' secret would win unseen.
     #[test]
     fn a_hash_key_and_its_secret_together_are_refused() {

@@ -35,7 +35,7 @@ use crate::ops::{Metrics, PartitionLabel};
 use crate::source::{NotDone, Payload, SourceRecord};
 
 /// How long a commit, seek or pause may block.
-const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONSUMER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's `max.poll.interval.ms` when the consumer properties do not set it.
 const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -546,11 +546,13 @@ impl Source {
         for (name, value) in &options.overrides {
             config.set(name, value);
         }
+        let redactor = crate::kafka::Redactor::new(auth.secrets());
         let consumer: StreamConsumer<SourceContext> =
             config.create_with_context(context).map_err(|e| {
                 Error::Consumer(format!(
-                    "cannot create the consumer for {}: {e}",
-                    options.brokers
+                    "cannot create the consumer for {}: {}",
+                    options.brokers,
+                    redactor.redact(&e.to_string())
                 ))
             })?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();

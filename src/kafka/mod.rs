@@ -85,7 +85,6 @@ pub(crate) fn resolve_mode(
     }
 }
 
-/// `arn:<partition>:kafka:<region>:<account>:cluster/<name>/<uuid>`.
 /// A librdkafka duration property (`name`, in milliseconds) as the client will have it:
 /// the last of `properties` that sets it, else `default`. `variable` is the environment
 /// variable that sets it, for the error when it is no number.
@@ -105,6 +104,7 @@ pub(crate) fn property_millis(
     }
 }
 
+/// `arn:<partition>:kafka:<region>:<account>:cluster/<name>/<uuid>`.
 pub(crate) fn is_msk_cluster_arn(arn: &str) -> bool {
     let mut parts = arn.splitn(6, ':');
     parts.next() == Some("arn")

@@ -127,10 +127,12 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
+        // After the batch: its commit, in a transaction or (at least once) a synchronous
+        // offset commit; neither polls the consumer.
         let commit = if settings.exactly_once {
             COMMIT_BUDGET
         } else {
-            Duration::ZERO
+            crate::kafka::group::CONSUMER_CALL_TIMEOUT
         };
         check_poll_interval(
             settings.batch_timeout + commit,
