@@ -195,12 +195,7 @@ impl Relay {
             .sink
             .lock()
             .map_err(|_| Error::Producer("producer slot poisoned by a panic".to_owned()))?;
-        let mode = resolve_mode(
-            &self.settings.auth,
-            brokers,
-            self.settings.brokers.is_none(),
-            event_source_arn,
-        );
+        let mode = self.mode_for(brokers, event_source_arn);
         if let Some(current) = slot.as_ref() {
             if current.brokers == brokers && current.mode == mode {
                 return Ok(current.sink.clone());
@@ -215,7 +210,7 @@ impl Relay {
             // Every message of the last batch was settled before it answered.
             tokio::task::spawn_blocking(move || drop(last));
         }
-        let auth = self.client_auth(brokers, event_source_arn)?;
+        let auth = self.auth_in(mode)?;
         tracing::info!(
             brokers,
             auth = auth.mode().as_str(),
@@ -241,8 +236,18 @@ impl Relay {
         brokers: &str,
         event_source_arn: Option<&str>,
     ) -> Result<ClientAuth, Error> {
+        self.auth_in(self.mode_for(brokers, event_source_arn))
+    }
+
+    /// The authentication mode for `brokers`: `RELAY_AUTH`, or when unset what
+    /// [`resolve_mode`] decides from the brokers and the event's source ARN.
+    fn mode_for(&self, brokers: &str, event_source_arn: Option<&str>) -> AuthMode {
         let from_event = self.settings.brokers.is_none();
-        let mode = resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn);
+        resolve_mode(&self.settings.auth, brokers, from_event, event_source_arn)
+    }
+
+    /// The security settings of a client in `mode`, with the credentials resolved at init.
+    fn auth_in(&self, mode: AuthMode) -> Result<ClientAuth, Error> {
         let credentials = self
             .credentials
             .read()
