@@ -38,6 +38,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use sha1::{Digest, Sha1};
 
 use crate::dms::{Change, ChangeEvent, Metadata, Operation, Row};
 use crate::error::{RecordError, Stage};
@@ -589,12 +590,12 @@ pub fn dead_letter_id(pos: SourcePosition<'_>) -> String {
 /// every record of a partition shares (namespace, cluster, topic, partition: a full
 /// SHA-1 block and more with an MSK cluster's ARN) once per partition and thread.
 struct EventIds {
-    prefix: sha1_smol::Sha1,
+    prefix: Sha1,
 }
 
 /// A partition's shared prefix: cluster, topic, partition and the SHA-1 state after
 /// hashing them behind the namespace.
-type PartitionPrefix = (String, String, i64, sha1_smol::Sha1);
+type PartitionPrefix = (String, String, i64, Sha1);
 
 thread_local! {
     /// The last partition's prefix on this thread: a batch's records come partition by
@@ -622,7 +623,7 @@ impl EventIds {
     fn new(pos: SourcePosition<'_>) -> EventIds {
         let mut number = itoa::Buffer::new();
         let shared = |number: &mut itoa::Buffer| {
-            let mut prefix = sha1_smol::Sha1::new();
+            let mut prefix = Sha1::new();
             prefix.update(EVENT_ID_NAMESPACE.as_bytes());
             prefix.update(pos.cluster.as_bytes());
             prefix.update(b"\0");
@@ -682,7 +683,7 @@ impl EventIds {
     fn named(&self, what: &[u8]) -> EventId {
         let mut hash = self.prefix.clone();
         hash.update(what);
-        let digest = hash.digest().bytes();
+        let digest = hash.finalize();
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
         let uuid = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
