@@ -241,7 +241,7 @@ def scram_round_trip():
     def relay(secret, timeout_ms):
         env = dict(os.environ, RELAY_AUTH="scram", RELAY_SCRAM_USERNAME=user, RELAY_SCRAM_PASSWORD=secret,
                    RELAY_PRODUCER_SECURITY_PROTOCOL="sasl_plaintext", RELAY_PARTIAL_BATCH="true",
-                   RELAY_ROUTES=os.path.join(ROOT, "routes.toml"), RUST_LOG="debug",
+                   RELAY_ROUTES=os.path.join(ROOT, "routes.toml"), RELAY_HASH_KEY=LOCAL_HASH_KEY, RUST_LOG="debug",
                    RELAY_PRODUCER_DEBUG="security,broker,conf")
         return run([binary, "invoke", fixture, "--brokers", broker, "--timeout-ms", str(timeout_ms)],
                    env=env, timeout=120)
