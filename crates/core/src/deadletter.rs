@@ -4,7 +4,10 @@
 //! `unrouted = "dlq"`, a key column is missing, a value does not coerce, the broker
 //! rejects it as too large) must not block its partition. Under `on_poison = "dlq"` it
 //! goes to the dead-letter topic with its original key and headers, its event id, and
-//! headers saying why and where from, so it can be inspected and replayed.
+//! headers saying why and where from, so it can be inspected and replayed. When its
+//! route redacts columns, its key (DMS's partition key, which may hold them) is replaced
+//! by its source partition (`topic-partition`), and `metadata.partition-key-value` is
+//! masked.
 //!
 //! A dead letter is safe to keep: by default (`dead_letter_value = "redacted"`) the
 //! columns its route excludes (or does not include) are removed from `data` and the
@@ -17,6 +20,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::dms::{Column, Row};
@@ -39,6 +43,10 @@ const RELAY_HEADER_PREFIX: &str = "relay-";
 /// The largest key a dead letter keeps; a longer one is replaced by its SHA-256 (hex).
 const DEAD_LETTER_MAX_KEY: usize = 4096;
 
+/// The largest `relay-error` or `relay-table` a dead letter carries; a longer one is cut
+/// ([`capped`]).
+const DEAD_LETTER_MAX_HEADER: usize = 4096;
+
 /// How dead letters are made: where they go, what their value keeps, how large they may be.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadLetters<'a> {
@@ -60,32 +68,44 @@ pub fn dead_letter(
     origin: &EventOrigin,
 ) -> OutMessage {
     let original = record.original_parts();
-    let key = original.key.map(|key| {
-        if key.len() > DEAD_LETTER_MAX_KEY {
-            hex::encode(Sha256::digest(&key)).into_bytes()
-        } else {
-            key
-        }
-    });
+    let cluster = origin.cluster();
+    let position = record.position(&cluster, None);
+    let id = dead_letter_id(position);
     let mut withheld = None;
+    // Whether the route took columns out of the value: the record's key (DMS's
+    // partition key, often the primary key's values) may hold them too.
+    let mut redacted_columns = false;
     let (value, kept) = match (&original.value, letters.routes.dead_letter_value) {
         (Some(value), DeadLetterValue::Redacted) => {
             match redacted_value(value, letters.routes, letters.before_field) {
-                Some(redacted) => (Some(redacted.into_owned()), "redacted"),
+                Some(redacted) => {
+                    redacted_columns = matches!(redacted, Cow::Owned(_));
+                    (Some(redacted.into_owned()), "redacted")
+                }
                 // Not a DMS record whose table can be read: which columns to remove is
                 // unknown, so none of the value is kept (when any route removes any).
                 None if !letters.routes.redacts_columns() => (original.value.clone(), "original"),
                 // An empty value, not none: a dead letter is never a tombstone.
                 None => {
                     withheld = Some(value.clone());
+                    redacted_columns = true;
                     (Some(Vec::new()), "withheld")
                 }
             }
         }
         _ => (original.value.clone(), "original"),
     };
-    let cluster = origin.cluster();
-    let position = record.position(&cluster, None);
+    let key_withheld = redacted_columns && original.key.is_some();
+    let key = match original.key {
+        // The source partition stands for a key that may carry what the value leaves
+        // out: a partition's dead letters stay in one partition, in source order, and
+        // the key is never null (a compacted topic refuses a record without one).
+        Some(_) if redacted_columns => Some(record.batch_partition.as_bytes().to_vec()),
+        Some(key) if key.len() > DEAD_LETTER_MAX_KEY => {
+            Some(hex::encode(Sha256::digest(&key)).into_bytes())
+        }
+        key => key,
+    };
     // The record's own headers, except any named like the relay's (a dead letter
     // replayed into the source would otherwise carry two `relay-error`s).
     let mut headers: Vec<(Cow<'static, str>, Vec<u8>)> = original
@@ -95,13 +115,10 @@ pub fn dead_letter(
         .map(|(name, bytes)| (Cow::Owned(name), bytes))
         .collect();
     headers.extend([
-        (
-            Cow::Borrowed(header::EVENT_ID),
-            dead_letter_id(position).into_bytes(),
-        ),
+        (Cow::Borrowed(header::EVENT_ID), id.into_bytes()),
         (
             Cow::Borrowed(header::ERROR),
-            error.message.as_bytes().to_vec(),
+            capped(error.message.as_bytes()),
         ),
         (
             Cow::Borrowed(header::ERROR_STAGE),
@@ -125,7 +142,10 @@ pub fn dead_letter(
         ),
     ]);
     if let Some(table) = &error.table {
-        headers.push((Cow::Borrowed(header::TABLE), table.as_bytes().to_vec()));
+        headers.push((Cow::Borrowed(header::TABLE), capped(table.as_bytes())));
+    }
+    if key_withheld {
+        headers.push((Cow::Borrowed(header::DEAD_LETTER_KEY), b"withheld".to_vec()));
     }
     if let Some(arn) = &origin.event_source_arn {
         headers.push((
@@ -151,6 +171,25 @@ pub fn dead_letter(
         value,
         headers: headers.into_iter().collect(),
     }
+}
+
+/// A relay header's text from the record (its error, its table name), cut to
+/// [`DEAD_LETTER_MAX_HEADER`] bytes with the SHA-256 of the whole: a header of any size
+/// could keep the dead letter over the broker's limit, and the partition behind it.
+fn capped(text: &[u8]) -> Vec<u8> {
+    if text.len() <= DEAD_LETTER_MAX_HEADER {
+        return text.to_vec();
+    }
+    let digest = hex::encode(Sha256::digest(text));
+    let suffix = format!("... (cut from {} bytes; sha256 {digest})", text.len());
+    let mut cut = DEAD_LETTER_MAX_HEADER - suffix.len();
+    // At a character's start: the header stays UTF-8 when the text was.
+    while cut > 0 && text.get(cut).is_some_and(|b| (0x80..0xc0).contains(b)) {
+        cut -= 1;
+    }
+    let mut out = text[..cut].to_vec();
+    out.extend_from_slice(suffix.as_bytes());
+    out
 }
 
 /// The headers giving a value's size and SHA-256.
@@ -214,6 +253,13 @@ pub fn redacted_value<'v>(
 ) -> Option<Cow<'v, [u8]>> {
     let text = std::str::from_utf8(value).ok()?;
     let document: Row<'_> = serde_json::from_str(text).ok()?;
+    // A member given twice: which one a reader takes (the table's names, the row) is
+    // not known, so nothing of the value can be said to be redacted.
+    let mut names: Vec<&str> = document.columns.iter().map(|c| &*c.name).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|pair| pair[0] == pair[1]) {
+        return None;
+    }
     let metadata = document.get("metadata")?;
     let names: TableNames = serde_json::from_str(metadata.get()).ok()?;
     let qualified = format!("{}.{}", names.schema?, names.table?);
@@ -230,6 +276,10 @@ pub fn redacted_value<'v>(
             out.push(',');
         }
         push_name(&mut out, name);
+        if name == "metadata" {
+            out.push_str(&redacted_metadata(raw)?);
+            continue;
+        }
         let row = if (name == "data" || name == before_field) && raw.get() != "null" {
             // A row that is not an object (an array, a string) cannot be told apart into
             // columns: none of the value is kept.
@@ -273,6 +323,38 @@ pub fn redacted_value<'v>(
     out.push('}');
     Some(Cow::Owned(out.into_bytes()))
 }
+
+/// `metadata` with `partition-key-value` masked: with DMS's `IncludePartitionValue` it
+/// holds the partition key's values (the primary key's, by default), which may be
+/// columns the route masks, hashes or removes.
+fn redacted_metadata(metadata: &RawValue) -> Option<Cow<'_, str>> {
+    let fields: Row<'_> = serde_json::from_str(metadata.get()).ok()?;
+    let sensitive =
+        |c: &Column<'_, Cow<'_, str>>| c.name == PARTITION_KEY_VALUE && c.value.get() != "null";
+    if !fields.columns.iter().any(sensitive) {
+        return Some(Cow::Borrowed(metadata.get()));
+    }
+    let mut out = String::with_capacity(metadata.get().len());
+    out.push('{');
+    for (i, column) in fields.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_name(&mut out, &column.name);
+        if sensitive(column) {
+            out.push('"');
+            out.push_str(MASK);
+            out.push('"');
+        } else {
+            out.push_str(column.value.get());
+        }
+    }
+    out.push('}');
+    Some(Cow::Owned(out))
+}
+
+/// The metadata field holding the record's partition key values.
+const PARTITION_KEY_VALUE: &str = "partition-key-value";
 
 fn push_name(out: &mut String, name: &str) {
     // Serialising a string to JSON cannot fail.
@@ -348,6 +430,128 @@ include = ["id"]
         let null_row = br#"{"data":null,"metadata":{"schema-name":"public","table-name":"users"}}"#;
         assert!(redacted_value(null_row, &routes(), "before-image").is_some());
         assert!(redacted_value(br#"{"data":{}}"#, &routes(), "before-image").is_none());
+    }
+
+    fn record(value: &str, key: &str) -> SourceRecord {
+        SourceRecord {
+            batch_partition: "src-0".into(),
+            topic: "src".into(),
+            partition: 0,
+            offset: 5,
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(crate::source::Payload::Bytes(key.as_bytes().to_vec())),
+            value: Some(crate::source::Payload::Bytes(value.as_bytes().to_vec())),
+            headers: Vec::new(),
+        }
+    }
+
+    fn letter_of(routes: &Routes, record: &SourceRecord, error: &RecordError) -> OutMessage {
+        let topic: Arc<str> = "dlq".into();
+        let letters = DeadLetters {
+            topic: &topic,
+            routes,
+            before_field: "before-image",
+            max_bytes: 1_000_000,
+        };
+        dead_letter(letters, record, error, &EventOrigin::default())
+    }
+
+    fn header_of<'m>(message: &'m OutMessage, name: &str) -> Option<&'m [u8]> {
+        message
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// A member given twice (two `metadata`, the second naming a table no route
+    /// redacts) cannot hide a routed table's values: the value is withheld.
+    #[test]
+    fn a_repeated_member_withholds_the_value() {
+        let twice = r#"{"data":{"id":1,"email":"kim@example.com"},"metadata":{"schema-name":"public","table-name":"orders"},"metadata":{"schema-name":"x","table-name":"y"}}"#;
+        assert!(redacted_value(twice.as_bytes(), &routes(), "before-image").is_none());
+        let error = RecordError::permanent(crate::error::Stage::Dms, "duplicate field `metadata`");
+        let letter = letter_of(&routes(), &record(twice, "k"), &error);
+        assert_eq!(
+            header_of(&letter, header::DEAD_LETTER_VALUE),
+            Some(&b"withheld"[..])
+        );
+        assert!(
+            !String::from_utf8_lossy(letter.value.as_deref().unwrap_or_default())
+                .contains("kim@example.com")
+        );
+    }
+
+    /// DMS's partition key (the record's Kafka key, and `partition-key-value` with
+    /// `IncludePartitionValue`) may hold the very columns the route masks: a redacted
+    /// dead letter masks the one and keys by its source partition instead of the
+    /// other. A value kept as it came keeps its key.
+    #[test]
+    fn a_redacted_dead_letter_withholds_the_partition_key() {
+        let value = r#"{"data":{"id":1,"email":"kim@example.com"},"metadata":{"partition-key-type":"primary-key","partition-key-value":"kim@example.com","schema-name":"public","table-name":"orders"}}"#;
+        let error = RecordError::permanent(crate::error::Stage::Transform, "does not coerce");
+        let letter = letter_of(&routes(), &record(value, "kim@example.com"), &error);
+        let text =
+            String::from_utf8_lossy(letter.value.as_deref().unwrap_or_default()).into_owned();
+        assert!(text.contains(r#""partition-key-value":"***""#), "{text}");
+        assert!(!text.contains("kim@"), "{text}");
+        assert_eq!(letter.key.as_deref(), Some(&b"src-0"[..]));
+        assert_eq!(
+            header_of(&letter, header::DEAD_LETTER_KEY),
+            Some(&b"withheld"[..])
+        );
+        // A table whose route redacts nothing: key and value as they came.
+        let other = value.replace(r#""orders""#, r#""other""#);
+        let letter = letter_of(&routes(), &record(&other, "kim@example.com"), &error);
+        assert_eq!(letter.key.as_deref(), Some(&b"kim@example.com"[..]));
+        assert_eq!(letter.value.as_deref(), Some(other.as_bytes()));
+        assert_eq!(header_of(&letter, header::DEAD_LETTER_KEY), None);
+    }
+
+    /// A table name of any length (DMS copies it from the source) cannot keep a dead
+    /// letter over the broker's limit: `relay-table` and `relay-error` are cut, with the
+    /// whole's SHA-256, and the dead letter fits.
+    #[test]
+    fn a_huge_table_name_still_fits() {
+        let table = format!("public.{}", "t".repeat(600_000));
+        let value = format!(
+            r#"{{"data":{{"id":1}},"metadata":{{"schema-name":"public","table-name":"{}"}}}}"#,
+            &table[7..]
+        );
+        let error = RecordError::permanent(
+            crate::error::Stage::Transform,
+            format!("no route for table {table}"),
+        )
+        .with_table(table.clone());
+        let letter = letter_of(
+            &Routes::parse("", "test").expect("routes"),
+            &record(&value, "k"),
+            &error,
+        );
+        let size = RECORD_OVERHEAD
+            + letter.key.as_deref().map_or(0, <[u8]>::len)
+            + letter.value.as_deref().map_or(0, <[u8]>::len)
+            + letter
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 8)
+                .sum::<usize>();
+        assert!(size <= DEAD_LETTER_MAX_BYTES, "{size}");
+        let cut =
+            String::from_utf8_lossy(header_of(&letter, header::TABLE).expect("table")).into_owned();
+        assert!(cut.len() <= DEAD_LETTER_MAX_HEADER, "{}", cut.len());
+        assert!(
+            cut.ends_with(&format!(
+                "sha256 {})",
+                hex::encode(Sha256::digest(table.as_bytes()))
+            )),
+            "{cut}"
+        );
+        assert!(header_of(&letter, header::ERROR).expect("error").len() <= DEAD_LETTER_MAX_HEADER);
+        // Cut at a character's start: multi-byte names stay UTF-8.
+        let wide = "가".repeat(5_000);
+        assert!(std::str::from_utf8(&capped(wide.as_bytes())).is_ok());
+        assert_eq!(capped(b"public.orders"), b"public.orders");
     }
 
     /// Record headers too large to leave room are dropped; the relay's stay.

@@ -136,6 +136,26 @@ struct RouteSpec {
 }
 
 impl RouteSpec {
+    /// The spec as the routes accept it: a typed column is never truncated, and a key
+    /// column that is not hashed (its whole value is the key) is neither masked,
+    /// truncated, excluded nor left out of `include`.
+    fn legal(mut self) -> RouteSpec {
+        let typed: BTreeSet<String> = self.types.iter().map(|(c, _)| c.clone()).collect();
+        self.truncate.retain(|(c, _)| !typed.contains(c));
+        for column in self.key.clone().into_iter().flatten() {
+            if self.hash.contains(&column) {
+                continue;
+            }
+            self.mask.remove(&column);
+            self.exclude.remove(&column);
+            self.truncate.retain(|(c, _)| *c != column);
+            if let Some(include) = &mut self.include {
+                include.insert(column);
+            }
+        }
+        self
+    }
+
     fn toml(&self) -> String {
         let list = |items: &mut dyn Iterator<Item = &String>| {
             items
@@ -201,30 +221,33 @@ fn route_spec() -> impl Strategy<Value = RouteSpec> {
         prop::collection::btree_map(column(), 1usize..6, 0..3),
     )
         .prop_map(
-            |(include, exclude, mask, rename_from, types, key, hash, truncate)| RouteSpec {
-                include,
-                exclude,
-                // A column is masked or hashed, never both (the routes refuse that).
-                hash: hash.difference(&mask).cloned().collect(),
-                mask,
-                truncate: truncate.into_iter().collect(),
-                // Targets outside the column alphabet never collide.
-                rename: rename_from
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| (c, format!("renamed_{i}")))
-                    .collect(),
-                types: types
-                    .into_iter()
-                    .collect::<std::collections::BTreeMap<_, _>>()
-                    .into_iter()
-                    .collect(),
-                // `hash` needs `key` (the routes refuse it without one).
-                key: if key.is_none() && !hash.is_empty() {
-                    Some(vec!["id".to_owned()])
-                } else {
-                    key
-                },
+            |(include, exclude, mask, rename_from, types, key, hash, truncate)| {
+                RouteSpec {
+                    include,
+                    exclude,
+                    // A column is masked or hashed, never both (the routes refuse that).
+                    hash: hash.difference(&mask).cloned().collect(),
+                    mask,
+                    truncate: truncate.into_iter().collect(),
+                    // Targets outside the column alphabet never collide.
+                    rename: rename_from
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| (c, format!("renamed_{i}")))
+                        .collect(),
+                    types: types
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                        .into_iter()
+                        .collect(),
+                    // `hash` needs `key` (the routes refuse it without one).
+                    key: if key.is_none() && !hash.is_empty() {
+                        Some(vec!["id".to_owned()])
+                    } else {
+                        key
+                    },
+                }
+                .legal()
             },
         )
 }

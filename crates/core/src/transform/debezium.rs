@@ -402,8 +402,13 @@ pub(super) fn key(
         };
         let text = match Kind::of(&coerced) {
             Kind::Null => return Err(problem(cell.source, "is null once coerced".to_owned())),
-            // An object or array as it came: a tree would put its numbers through f64.
-            Kind::Number | Kind::Bool | Kind::Object | Kind::Array => coerced.into_owned(),
+            Kind::Number | Kind::Bool => coerced.into_owned(),
+            // An object or array in its canonical text (members sorted, no spacing,
+            // numbers as written: a tree would put them through f64); as it came when
+            // nested too deep to read.
+            Kind::Object | Kind::Array => {
+                crate::json::canonical_text(&coerced).unwrap_or_else(|| coerced.into_owned())
+            }
             Kind::String => coerce::string_of(&to_raw(coerced.into_owned()))
                 .map(|text| Value::String(text.into_owned()).to_string())
                 .map_err(|e| problem(cell.source, format!("is not a JSON string: {e}")))?,
@@ -500,6 +505,30 @@ amount = "decimal"
             .as_deref()
             .map(|v| serde_json::from_slice(v).expect("JSON value"));
         (key, value)
+    }
+
+    /// An object key column keys by one spelling of its value: member order and
+    /// spacing never move an entity to another partition, and every digit is kept.
+    #[test]
+    fn object_keys_have_one_spelling() {
+        let routes = ROUTES.replace(r#"key = ["id"]"#, r#"key = ["doc"]"#);
+        let key_of = |doc: &str| {
+            let record = format!(
+                r#"{{"data":{{"id":1,"doc":{doc}}},"metadata":{{"timestamp":"2024-01-01T00:00:00Z","record-type":"data","operation":"insert","schema-name":"public","table-name":"orders"}}}}"#
+            );
+            let Ok(Transformed::Messages(messages)) = transform_doc(&routes, "c", &record) else {
+                panic!("messages expected");
+            };
+            messages[0].key.clone().expect("a key")
+        };
+        let one = key_of(r#"{"b":1,"a":12345678901234567890123}"#);
+        assert_eq!(one, key_of(r#"{ "a": 12345678901234567890123, "b": 1 }"#));
+        assert_ne!(one, key_of(r#"{"b":1,"a":12345678901234567890124}"#));
+        let text = String::from_utf8_lossy(&one).into_owned();
+        assert!(
+            text.contains(r#""{\"a\":12345678901234567890123,\"b\":1}""#),
+            "{text}"
+        );
     }
 
     /// Untyped values are strings holding their text; typed ones have their Connect type.

@@ -37,7 +37,6 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
-use serde_json::Value;
 use sha1::{Digest, Sha1};
 
 use crate::dms::{Change, ChangeEvent, Metadata, Operation, Row};
@@ -95,6 +94,10 @@ pub mod header {
     /// value: it is not a DMS record whose columns can be redacted; its size and
     /// SHA-256 are in the headers).
     pub const DEAD_LETTER_VALUE: &str = "relay-dead-letter-value";
+    /// On dead letters whose value was redacted or withheld: `withheld` when the
+    /// record's key is replaced by its source partition, `topic-partition` (DMS's
+    /// partition key may hold the columns the route takes out).
+    pub const DEAD_LETTER_KEY: &str = "relay-dead-letter-key";
     /// On dead letters cut to fit the broker's size limit: `true`.
     pub const TRUNCATED: &str = "relay-truncated";
     /// On cut or withheld dead letters: the size of the whole value, in bytes (decimal).
@@ -465,7 +468,7 @@ impl Transformer {
                                 unknown: unknown.as_deref(),
                             }
                             .write()),
-                            Envelope::Flat => Ok(FlatEnvelope {
+                            Envelope::Flat => FlatEnvelope {
                                 row: &mapped_data,
                                 op: op.as_str(),
                                 table: qualified,
@@ -475,7 +478,7 @@ impl Transformer {
                                     .as_deref()
                                     .or(event.metadata.timestamp.as_deref()),
                             }
-                            .write()),
+                            .write(),
                             Envelope::Debezium => debezium::Event {
                                 route,
                                 schemas: self.routes.connect_schemas,
@@ -540,9 +543,15 @@ impl Transformer {
         let Some(template) = &self.routes.schema_changes_topic else {
             return Ok(Transformed::Skipped(SkipReason::Control));
         };
-        // Control records are rare: reading their table definition as a tree is fine.
-        let control: Option<Value> = control.and_then(|c| serde_json::from_str(c.get()).ok());
-        let table_def = control.as_ref().and_then(|c| c.get("table-def"));
+        // The table definition's columns and primary key as DMS wrote them (its column
+        // order, a default's every digit); left out when they cannot be read.
+        let table_def = control
+            .and_then(|c| serde_json::from_str::<ControlDetails<'_>>(c.get()).ok())
+            .and_then(|c| c.table_def)
+            .and_then(|d| serde_json::from_str::<TableDef<'_>>(d.get()).ok());
+        fn readable(value: Option<&RawValue>) -> Option<&RawValue> {
+            value.filter(|v| crate::json::check_unicode_escapes(v.get()).is_ok())
+        }
         let id = EventIds::new(pos).id(0);
         let value = serialize(&SchemaChangeEvent {
             id: id.as_str(),
@@ -550,8 +559,8 @@ impl Transformer {
             operation,
             schema: &event.schema,
             table: &event.table,
-            columns: table_def.and_then(|d| d.get("columns")),
-            primary_key: table_def.and_then(|d| d.get("primary-key")),
+            columns: readable(table_def.as_ref().and_then(|d| d.columns)),
+            primary_key: readable(table_def.as_ref().and_then(|d| d.primary_key)),
             source: SourceInfo::new(pos, event),
         })?;
         let topic = template.render(&event.schema, &event.table);
@@ -1372,9 +1381,23 @@ struct FlatEnvelope<'c, 'r, 'a> {
     source_ts: Option<&'c str>,
 }
 
+/// The fields the flat envelope adds to the row.
+pub(crate) const FLAT_FIELDS: [&str; 3] = ["__op", "__table", "__source_ts"];
+
 impl FlatEnvelope<'_, '_, '_> {
-    /// The event's JSON, written by hand ([`write`]).
-    fn write(&self) -> Vec<u8> {
+    /// The event's JSON, written by hand ([`write`]). A column written under one of the
+    /// envelope's own names is a record error: the object would hold the name twice,
+    /// and a reader would keep one of the two values.
+    fn write(&self) -> Result<Vec<u8>, RecordError> {
+        if let Some(cell) = self.row.iter().find(|c| FLAT_FIELDS.contains(&c.name)) {
+            return Err(RecordError::permanent(
+                Stage::Transform,
+                format!(
+                    "column {:?} would be written as {:?}, a field of the flat envelope: rename or exclude it",
+                    cell.source, cell.name
+                ),
+            ));
+        }
         let mut out = Vec::with_capacity(ENVELOPE_AROUND + object_len(self.row));
         out.push(b'{');
         write_cells(&mut out, self.row);
@@ -1389,7 +1412,7 @@ impl FlatEnvelope<'_, '_, '_> {
         write::literal(&mut out, ",\"__source_ts\":");
         write::string_or_null(&mut out, self.source_ts);
         out.push(b'}');
-        out
+        Ok(out)
     }
 }
 
@@ -1401,9 +1424,25 @@ struct SchemaChangeEvent<'a> {
     operation: &'a str,
     schema: &'a str,
     table: &'a str,
-    columns: Option<&'a Value>,
-    primary_key: Option<&'a Value>,
+    columns: Option<&'a RawValue>,
+    primary_key: Option<&'a RawValue>,
     source: SourceInfo<'a>,
+}
+
+/// A control record's `control` (DMS's `IncludeControlDetails`).
+#[derive(serde::Deserialize)]
+struct ControlDetails<'a> {
+    #[serde(rename = "table-def", borrow)]
+    table_def: Option<&'a RawValue>,
+}
+
+/// `control.table-def`: what a schema-change event carries of it.
+#[derive(serde::Deserialize)]
+struct TableDef<'a> {
+    #[serde(borrow)]
+    columns: Option<&'a RawValue>,
+    #[serde(rename = "primary-key", borrow)]
+    primary_key: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -1511,6 +1550,7 @@ pub(crate) fn transform_doc(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// Headers keep their order and their bytes, whatever their number and length;
     /// `get` finds the first of a name.
@@ -1694,6 +1734,63 @@ operations = ["insert"]
         );
         let alone = doc.replace(r#","total":"9.00""#, "");
         messages(transform_doc(routes, "c", &alone).expect("no collision"));
+    }
+
+    /// Under the flat envelope a row's column named like one of its fields (`__op`) is
+    /// a record error, not an object holding the name twice; renamed away, it goes.
+    #[test]
+    fn a_column_named_like_a_flat_field_is_a_record_error() {
+        let routes =
+            "[defaults]\nenvelope = \"flat\"\n[[route]]\ntable = \"public.pay\"\ntopic = \"pay\"\n";
+        let doc = r#"{"data":{"id":1,"__op":"x"},"metadata":{"record-type":"data","operation":"insert","schema-name":"public","table-name":"pay"}}"#;
+        let error = transform_doc(routes, "c", doc)
+            .expect_err("a collision")
+            .to_string();
+        assert!(
+            error.contains(r#"column "__op" would be written as "__op""#),
+            "{error}"
+        );
+        let renamed = routes.replace(
+            "topic = \"pay\"\n",
+            "topic = \"pay\"\nrename = { __op = \"row_op\" }\n",
+        );
+        let out = messages(transform_doc(&renamed, "c", doc).expect("renamed away"));
+        let value =
+            String::from_utf8_lossy(out[0].value.as_deref().unwrap_or_default()).into_owned();
+        assert_eq!(value.matches("\"__op\"").count(), 1, "{value}");
+        assert!(value.contains(r#""row_op":"x""#), "{value}");
+    }
+
+    /// A schema-change event carries the table definition's columns and primary key as
+    /// DMS wrote them: its column order, a default's every digit; one it cannot read
+    /// (a lone surrogate) is left out.
+    #[test]
+    fn schema_changes_keep_the_table_definition_as_written() {
+        let routes = "[defaults]\nschema_changes_topic = \"ddl\"\n";
+        let columns = r#"{"id":{"type":"INT32","nullable":false},"user_id":{"type":"INT64","nullable":false},"coupon":{"type":"NUMERIC","default":12345678901234567890.123}}"#;
+        let doc = format!(
+            r#"{{"control":{{"table-def":{{"columns":{columns},"primary-key":["id", "user_id"]}}}},"metadata":{{"record-type":"control","operation":"add-column","schema-name":"public","table-name":"orders"}}}}"#
+        );
+        let out = messages(transform_doc(routes, "c", &doc).expect("a schema change"));
+        let value =
+            String::from_utf8_lossy(out[0].value.as_deref().unwrap_or_default()).into_owned();
+        assert!(
+            value.contains(&format!(r#""columns":{columns}"#)),
+            "{value}"
+        );
+        assert!(
+            value.contains(r#""primary_key":["id", "user_id"]"#),
+            "{value}"
+        );
+        let lone = doc.replace(r#""NUMERIC""#, r#""\ud800""#);
+        let out = messages(transform_doc(routes, "c", &lone).expect("a schema change"));
+        let value =
+            String::from_utf8_lossy(out[0].value.as_deref().unwrap_or_default()).into_owned();
+        assert!(value.contains(r#""columns":null"#), "{value}");
+        assert!(
+            value.contains(r#""primary_key":["id", "user_id"]"#),
+            "{value}"
+        );
     }
 
     /// A routed insert fans out, keyed by the key column, mapped, with headers.

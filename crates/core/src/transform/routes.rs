@@ -971,7 +971,32 @@ impl Routes {
             .set_dlq(dlq_override.or(dlq_topic), defaults.on_poison)
             .map_err(fail)?;
         routes.check_outbox_topics().map_err(fail)?;
+        routes.check_flat_names().map_err(fail)?;
         Ok(routes)
+    }
+
+    /// Under `envelope = "flat"`, no route renames a column onto, or includes, a field
+    /// the envelope adds (`__op`, `__table`, `__source_ts`): the object would hold the
+    /// name twice. (A row's own column by such a name is a record error.)
+    fn check_flat_names(&self) -> Result<(), String> {
+        if self.envelope != Envelope::Flat {
+            return Ok(());
+        }
+        let reserved = |name: &str| super::FLAT_FIELDS.contains(&name);
+        for route in &self.routes {
+            let named = route
+                .rename
+                .values()
+                .chain(route.include.iter().flatten())
+                .find(|name| reserved(name));
+            if let Some(name) = named {
+                return Err(format!(
+                    "route {:?}: column name {name:?} is a field of the flat envelope",
+                    route.table
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// An outbox route's topic is partly written by the rows (`{route}`): it must name
@@ -1310,6 +1335,27 @@ fn compile_route(
             ));
         }
     }
+    // A cut decimal, timestamp or hex string is another value (or not one at all).
+    for column in raw.truncate.keys() {
+        let folded = if ignore_case {
+            column.to_ascii_lowercase()
+        } else {
+            column.clone()
+        };
+        let typed = raw.types.iter().find(|(c, _)| {
+            if ignore_case {
+                c.to_ascii_lowercase() == folded
+            } else {
+                **c == folded
+            }
+        });
+        if let Some((_, coercion)) = typed {
+            return Err(format!(
+                "truncate of {column:?}, a {} column: cut, it would be another value; truncate only untyped text columns",
+                coercion.as_str()
+            ));
+        }
+    }
     if !raw.hash.is_empty() && raw.key.is_none() {
         return Err("`hash` needs `key`: without it the Kafka key is DMS's, which in full load is the primary key as written".to_owned());
     }
@@ -1325,6 +1371,33 @@ fn compile_route(
         return Err(format!(
             "column {both:?} is both masked and hashed (the mask would hide the pseudonym)"
         ));
+    }
+    // A key column is written whole into the Kafka key and the envelope's key (and
+    // CloudEvents' subject, Debezium's key struct): taking it out of `data` alone would
+    // leave it in clear beside its mask. A hashed one keys by its pseudonym instead.
+    for column in raw.key.iter().flatten() {
+        let folded = fold(column);
+        let named = |list: &[String]| list.iter().any(|c| fold(c) == folded);
+        // A hashed key column keys by its pseudonym, of the value as `data` has it.
+        if hashed.contains(&folded) {
+            continue;
+        }
+        let why = if named(&raw.mask) {
+            Some("masked")
+        } else if raw.truncate.keys().any(|c| fold(c) == folded) {
+            Some("truncated")
+        } else if raw.exclude.as_deref().is_some_and(named) {
+            Some("excluded")
+        } else if raw.include.as_deref().is_some_and(|list| !named(list)) {
+            Some("not included")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!(
+                "key column {column:?} is {why}, yet the key carries its whole value (the Kafka key, the envelope's `key`): hash it (`hash = [{column:?}]`) to key by its pseudonym, or key by another column"
+            ));
+        }
     }
     let filter = match raw.filter {
         None => None,
@@ -1645,6 +1718,8 @@ topic = "public.{table}"
             ("[defaults]\non_poison = \"dlq\"\n", "no dlq_topic"),
             ("[defaults]\nunrouted = \"dlq\"\n", "no dlq_topic"),
             ("[defaults]\nenvelope = \"nested\"\n", "nested"),
+            ("[defaults]\nenvelope = \"flat\"\n[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nrename = { op = \"__op\" }\n", "\"__op\" is a field of the flat envelope"),
+            ("[defaults]\nenvelope = \"flat\"\n[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ninclude = [\"id\", \"__table\"]\n", "\"__table\" is a field of the flat envelope"),
             ("[defaults]\nschema_changes_topic = \"ddl.{db}\"\n", "unknown placeholder"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { amount = [{ numeric = [\">\"] }] } }\n", "filter: data.amount"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { status = [{ prefixx = \"P\" }] } }\n", "prefixx"),
@@ -1663,10 +1738,29 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { metadata = { table_name = [\"x\"] } }\n", "metadata.table_name: not a DMS metadata field"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { \"$or\" = [{ op = [\"delete\"] }, { row = { id = [1] } }] }\n", "$or[1].row"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ninclude = [\"ID\"]\nrename = { name = \"id\" }\n", "collides"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"email\"]\nmask = [\"email\"]\n", "key column \"email\" is masked"),
+            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nkey = [\"EMAIL\"]\nmask = [\"email\"]\n", "key column \"EMAIL\" is masked"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"id\", \"code\"]\ntruncate = { code = 3 }\n", "key column \"code\" is truncated"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"ssn\"]\nexclude = [\"ssn\"]\n", "key column \"ssn\" is excluded"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"ssn\"]\ninclude = [\"id\"]\n", "key column \"ssn\" is not included"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { amount = 4 }\n[route.types]\namount = \"decimal\"\n", "truncate of \"amount\", a decimal column"),
+            ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ntruncate = { AT = 10 }\n[route.types]\nat = \"timestamp\"\n", "a timestamp column"),
         ];
         for (text, expected) in cases {
             let p = problem(text);
             assert!(p.contains(expected), "{text:?} -> {p}");
+        }
+        // What the rules leave allowed: a hashed key column, a key column included, a
+        // truncated untyped column beside a typed one.
+        for text in [
+            "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"email\"]\nhash = [\"email\"]\n",
+            "[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nkey = [\"ID\"]\ninclude = [\"id\", \"note\"]\n",
+            "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = 4 }\n[route.types]\namount = \"decimal\"\n",
+        ] {
+            let mut routes = Routes::parse(text, "test").expect("valid");
+            routes
+                .set_hash_key(Some(crate::transform::HashKey::local()))
+                .expect("a hash key");
         }
     }
 }
