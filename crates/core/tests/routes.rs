@@ -136,9 +136,9 @@ struct RouteSpec {
 }
 
 impl RouteSpec {
-    /// The spec as the routes accept it: a typed column is never truncated, and a key
+    /// The spec as the routes accept it: a typed column is never truncated, a key
     /// column that is not hashed (its whole value is the key) is neither masked,
-    /// truncated, excluded nor left out of `include`.
+    /// truncated, excluded nor left out of `include`, and `include` names a column.
     fn legal(mut self) -> RouteSpec {
         let typed: BTreeSet<String> = self.types.iter().map(|(c, _)| c.clone()).collect();
         self.truncate.retain(|(c, _)| !typed.contains(c));
@@ -152,6 +152,10 @@ impl RouteSpec {
             if let Some(include) = &mut self.include {
                 include.insert(column);
             }
+        }
+        // An `include` naming no column is refused too.
+        if self.include.as_ref().is_some_and(BTreeSet::is_empty) {
+            self.include = None;
         }
         self
     }

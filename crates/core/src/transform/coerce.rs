@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use base64::Engine;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -317,7 +317,12 @@ fn number_text(s: &str) -> Result<String, &'static str> {
 }
 
 fn to_timestamp(s: &str) -> Result<String, &'static str> {
-    Ok(parse_timestamp(s)?.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    let t = parse_timestamp(s)?;
+    // RFC 3339 has four-digit years: chrono would write `+12345-…` or `-0001-…`.
+    if !(0..=9999).contains(&t.year()) {
+        return Err("a year outside 0000-9999, which RFC 3339 cannot write");
+    }
+    Ok(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
 /// A timestamp as DMS writes them, in RFC 3339 UTC; `None` when it is not one.
@@ -419,6 +424,16 @@ mod tests {
             (Coercion::Float, "19.90", "19.90"),
             (Coercion::Float, r#""+.5""#, "0.5"),
             (
+                Coercion::Timestamp,
+                r#""9999-12-31 23:59:59""#,
+                r#""9999-12-31T23:59:59Z""#,
+            ),
+            (
+                Coercion::Timestamp,
+                r#""0000-01-01""#,
+                r#""0000-01-01T00:00:00Z""#,
+            ),
+            (
                 Coercion::Float,
                 r#""12345678901234567.891""#,
                 "12345678901234567.891",
@@ -486,6 +501,8 @@ mod tests {
             (Coercion::Int, "12301e-2"),
             (Coercion::Float, r#""NaN-secret""#),
             (Coercion::Float, r#""inf""#),
+            (Coercion::Timestamp, r#""+12345-01-01 00:00:00""#),
+            (Coercion::Timestamp, r#""-0001-01-01 00:00:00""#),
             (Coercion::Decimal, r#""1.2.3-secret""#),
             (Coercion::Decimal, r#"".""#),
             (Coercion::Bool, r#""maybe-secret""#),

@@ -928,17 +928,39 @@ impl Routes {
             Some(t) => Some(t.get_ref().clone()),
             None => None,
         };
+        let mut lines = Vec::with_capacity(raw.route.len());
         let routes = raw
             .route
             .into_iter()
             .map(|spanned| {
                 let line = line_of(text, spanned.span().start);
+                lines.push(line);
                 let raw = spanned.into_inner();
                 let table = raw.table.clone();
                 compile_route(raw, missing, ignore_case)
                     .map_err(|p| fail(format!("line {line}: route {table:?}: {p}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The first route whose pattern matches takes the change: a table route after
+        // one that already takes its table could never apply (its masks neither).
+        for (i, route) in routes.iter().enumerate() {
+            let TableMatcher::Exact(name) = &route.matcher else {
+                continue;
+            };
+            if let Some((j, earlier)) = routes[..i]
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.matches(name))
+            {
+                return Err(fail(format!(
+                    "line {}: route {:?} can never apply: the route {:?} on line {} comes first and takes its changes (put the table's own route first)",
+                    lines.get(i).copied().unwrap_or_default(),
+                    route.table,
+                    earlier.table,
+                    lines.get(j).copied().unwrap_or_default(),
+                )));
+            }
+        }
         let envelope = defaults.envelope.unwrap_or(Envelope::Relay);
         if defaults.schemas.is_some() && envelope != Envelope::Debezium {
             return Err(fail(
@@ -1219,8 +1241,21 @@ fn compile_route(
     if raw.table.trim().is_empty() {
         return Err("`table` must not be empty".to_owned());
     }
+    if raw.table.trim() != raw.table {
+        return Err(
+            "`table` has spaces around it, which no DMS table name has: it would never match"
+                .to_owned(),
+        );
+    }
     let ignore_case = raw.ignore_case.unwrap_or(default_ignore_case);
-    let matcher = if raw.table.contains(['*', '?', '[', ']', '{', '}']) {
+    let glob = raw.table.contains(['*', '?', '[', ']', '{', '}']);
+    if !glob && !raw.table.contains('.') {
+        return Err(
+            "`table` names no schema: write `schema.table` (every DMS change names both), or a pattern such as `*.orders`"
+                .to_owned(),
+        );
+    }
+    let matcher = if glob {
         let glob = GlobBuilder::new(&raw.table)
             .case_insensitive(ignore_case)
             .build()
@@ -1262,6 +1297,16 @@ fn compile_route(
         (None, None) if outbox.is_some() => vec![OUTBOX_TOPIC.to_owned()],
         (None, None) => return Err("needs `topic` or `topics`".to_owned()),
     };
+    // The same topic twice would carry every change twice, under two event ids that
+    // consumers cannot tell for one.
+    if let Some(twice) = topic_texts
+        .iter()
+        .enumerate()
+        .find(|(i, t)| topic_texts[..*i].contains(t))
+        .map(|(_, t)| t)
+    {
+        return Err(format!("`topics` lists {twice:?} twice"));
+    }
     let topics = topic_texts
         .iter()
         .map(|t| TopicTemplate::parse(t))
@@ -1280,6 +1325,12 @@ fn compile_route(
                 "`key` must name at least one column (omit it to keep DMS's key)".to_owned(),
             );
         }
+    }
+    if raw.include.as_ref().is_some_and(Vec::is_empty) {
+        return Err(
+            "`include` names no column: every event's `data` would be empty (omit it to keep every column)"
+                .to_owned(),
+        );
     }
     if raw.include.is_some() && raw.exclude.is_some() {
         return Err("`include` and `exclude` cannot be used together".to_owned());
@@ -1460,26 +1511,10 @@ fn check_change_fields(pattern: &serde_json::Value, path: &str) -> Result<(), St
                     check_change_fields(alternative, &format!("{path}$or[{i}]."))?;
                 }
             }
-            ("op", Value::Array(matchers)) => {
-                for op in matchers.iter().filter_map(Value::as_str) {
-                    if !Operation::ALL.iter().any(|known| known.as_str() == op) {
-                        return Err(format!(
-                            "{path}op: {op:?} is not an operation (load, insert, update, delete)"
-                        ));
-                    }
-                }
-            }
+            ("op", Value::Array(matchers)) => check_op_matchers(matchers, path)?,
             ("data" | "before", Value::Object(_)) => {}
             ("metadata", Value::Object(names)) => {
-                if let Some(unknown) = names
-                    .keys()
-                    .find(|n| *n != "$or" && !super::METADATA_FIELDS.contains(&n.as_str()))
-                {
-                    return Err(format!(
-                        "{path}metadata.{unknown}: not a DMS metadata field ({})",
-                        super::METADATA_FIELDS.join(", ")
-                    ));
-                }
+                check_metadata_fields(names, &format!("{path}metadata."))?
             }
             ("op", _) => return Err(format!("{path}op: expected an array of matchers")),
             ("data" | "before" | "metadata", _) => {
@@ -1488,6 +1523,83 @@ fn check_change_fields(pattern: &serde_json::Value, path: &str) -> Result<(), St
             _ => {
                 return Err(format!(
                     "{path}{name}: a change has op, data, before and metadata"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `op`'s matchers name operations: a plain string, and the strings of `anything-but`,
+/// `prefix`, `suffix` and `equals-ignore-case`, must each be (or begin, end, equal in
+/// any case) one of them, or the matcher would match nothing, or everything.
+fn check_op_matchers(matchers: &[serde_json::Value], path: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let known = |test: &dyn Fn(&str) -> bool| Operation::ALL.iter().any(|op| test(op.as_str()));
+    let fail = |text: &str, how: &str| {
+        Err(format!(
+            "{path}op: {text:?} is not {how}an operation (load, insert, update, delete)"
+        ))
+    };
+    for matcher in matchers {
+        match matcher {
+            Value::String(op) if !known(&|k| k == op) => return fail(op, ""),
+            Value::Object(operators) => {
+                for (operator, argument) in operators {
+                    let texts: Vec<&str> = match argument {
+                        Value::String(text) => vec![text.as_str()],
+                        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                        _ => Vec::new(),
+                    };
+                    for text in texts {
+                        let (fits, how) = match operator.as_str() {
+                            "anything-but" => (known(&|k| k == text), ""),
+                            "prefix" => (known(&|k| k.starts_with(text)), "the start of "),
+                            "suffix" => (known(&|k| k.ends_with(text)), "the end of "),
+                            "equals-ignore-case" => {
+                                (known(&|k| k.eq_ignore_ascii_case(text)), "in any case ")
+                            }
+                            _ => (true, ""),
+                        };
+                        if !fits {
+                            return fail(text, how);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `metadata`'s fields are DMS's, each with an array of matchers (DMS's metadata
+/// fields are scalars: an object under one would match nothing), at any depth of `$or`.
+fn check_metadata_fields(
+    names: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    for (name, value) in names {
+        match (name.as_str(), value) {
+            ("$or", Value::Array(alternatives)) => {
+                for (i, alternative) in alternatives.iter().enumerate() {
+                    if let Value::Object(names) = alternative {
+                        check_metadata_fields(names, &format!("{path}$or[{i}]."))?;
+                    }
+                }
+            }
+            ("$or", _) => {}
+            (name, _) if !super::METADATA_FIELDS.contains(&name) => {
+                return Err(format!(
+                    "{path}{name}: not a DMS metadata field ({})",
+                    super::METADATA_FIELDS.join(", ")
+                ))
+            }
+            (_, Value::Array(_)) => {}
+            (name, _) => {
+                return Err(format!(
+                    "{path}{name}: expected an array of matchers (DMS's metadata fields hold no objects)"
                 ))
             }
         }
@@ -1744,6 +1856,19 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"ssn\"]\nexclude = [\"ssn\"]\n", "key column \"ssn\" is excluded"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"ssn\"]\ninclude = [\"id\"]\n", "key column \"ssn\" is not included"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { amount = 4 }\n[route.types]\namount = \"decimal\"\n", "truncate of \"amount\", a decimal column"),
+            ("[[route]]\ntable = \"orders\"\ntopic = \"t\"\n", "names no schema"),
+            ("[[route]]\ntable = \"public.orders \"\ntopic = \"t\"\n", "spaces around it"),
+            ("[[route]]\ntable = \"public.*\"\ntopic = \"t\"\n[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\nmask = [\"email\"]\n", "line 4: route \"public.orders\" can never apply: the route \"public.*\" on line 1"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\n[[route]]\ntable = \"a.b\"\ntopic = \"u\"\n", "\"a.b\" can never apply"),
+            ("[[route]]\ntable = \"A.*\"\nignore_case = true\ntopic = \"t\"\n[[route]]\ntable = \"a.b\"\ntopic = \"u\"\n", "\"a.b\" can never apply"),
+            ("[[route]]\ntable = \"a.b\"\ntopics = [\"t\", \"u\", \"t\"]\n", "lists \"t\" twice"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ninclude = []\n", "`include` names no column"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { metadata = { \"$or\" = [{ table-name = [\"x\"] }, { operation = [\"insrt\"] }, { opration = [\"insert\"] }] } }\n", "metadata.$or[2].opration: not a DMS metadata field"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { metadata = { table-name = { x = [\"y\"] } } }\n", "metadata.table-name: expected an array of matchers"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = \"INSERT\" }] }\n", "op: \"INSERT\" is not an operation"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = [\"delete\", \"upsert\"] }] }\n", "op: \"upsert\" is not an operation"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ prefix = \"INS\" }] }\n", "op: \"INS\" is not the start of"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ suffix = \"ATE\" }] }\n", "op: \"ATE\" is not the end of"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ntruncate = { AT = 10 }\n[route.types]\nat = \"timestamp\"\n", "a timestamp column"),
         ];
         for (text, expected) in cases {
@@ -1756,6 +1881,9 @@ topic = "public.{table}"
             "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"email\"]\nhash = [\"email\"]\n",
             "[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nkey = [\"ID\"]\ninclude = [\"id\", \"note\"]\n",
             "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = 4 }\n[route.types]\namount = \"decimal\"\n",
+            // A table's own route before a wildcard; a pattern without a dot.
+            "[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\n[[route]]\ntable = \"public.*\"\ntopic = \"t\"\n[[route]]\ntable = \"*orders\"\ntopic = \"u\"\n",
+            "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = [\"delete\"] }, { prefix = \"ins\" }, { equals-ignore-case = \"UPDATE\" }], metadata = { \"$or\" = [{ table-name = [\"x\"] }, { operation = [\"insert\"] }] } }\n",
         ] {
             let mut routes = Routes::parse(text, "test").expect("valid");
             routes

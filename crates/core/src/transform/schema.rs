@@ -400,6 +400,8 @@ fn row_schema(route: &Route, filled: bool) -> Value {
 }
 
 /// An ECMA-262 pattern matching exactly `name` in any ASCII case (`id` -> `^[iI][dD]$`).
+/// Only the syntax characters are escaped: in Unicode mode (Ajv's default) an escaped
+/// `#` or `-` outside a class is an error that stops the whole schema compiling.
 fn any_case(name: &str) -> String {
     let mut pattern = String::from("^");
     for c in name.chars() {
@@ -408,7 +410,7 @@ fn any_case(name: &str) -> String {
             pattern.push(c.to_ascii_lowercase());
             pattern.push(c.to_ascii_uppercase());
             pattern.push(']');
-        } else if c.is_ascii_punctuation() && c != '_' {
+        } else if "^$\\.*+?()[]{}|/".contains(c) {
             pattern.push('\\');
             pattern.push(c);
         } else {
@@ -485,4 +487,21 @@ fn schema_change_event() -> Value {
         "required": ["id", "op", "operation", "schema", "table", "columns", "primary_key", "source"],
         "additionalProperties": false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::any_case;
+
+    /// Oracle's `#` and `$`, and every other punctuation: syntax characters escaped,
+    /// the rest as they are (what ECMA-262's Unicode mode accepts).
+    #[test]
+    fn any_case_patterns_are_ecma_unicode_patterns() {
+        assert_eq!(any_case("EMP#"), "^[eE][mM][pP]#$");
+        assert_eq!(any_case("a.b$c-d_1"), r"^[aA]\.[bB]\$[cC]-[dD]_1$");
+        assert_eq!(
+            any_case("^$\\.*+?()[]{}|/#-!"),
+            r"^\^\$\\\.\*\+\?\(\)\[\]\{\}\|\/#-!$"
+        );
+    }
 }
