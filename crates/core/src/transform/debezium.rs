@@ -16,8 +16,11 @@
 //! Both images share one row struct, as in Debezium. A column of the struct that an
 //! image lacks (DMS leaves unchanged LOB columns out of an update; a before-image may
 //! hold some columns only) is Debezium's `__debezium_unavailable_value` when its type
-//! is a string or bytes, else `null`: never a `null` a sink would write over a value
-//! it has. Without schemas every value is written as it came.
+//! is a string or bytes, so a sink keeps the value it has. An int64, double or boolean
+//! column has no such placeholder in Debezium: it is `null`, which a sink writes. (The
+//! relay envelope lists a column the update's row lacks and its before-image has in
+//! `changed`, as DMS leaves out columns that became null.) Without schemas every value
+//! is written as it came.
 
 use std::borrow::Cow;
 

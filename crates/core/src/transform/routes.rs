@@ -1486,6 +1486,22 @@ fn compile_route(
 /// A route's `filter`: an inline table in the event-pattern language, or a string
 /// holding the same pattern as JSON (pasted from a Lambda or EventBridge filter).
 fn compile_filter(value: toml::Value) -> Result<Filter, String> {
+    /// Whether a TOML date or time is anywhere in `value`: it has no JSON form (it
+    /// would read as an object with a private key).
+    fn has_datetime(value: &toml::Value) -> bool {
+        match value {
+            toml::Value::Datetime(_) => true,
+            toml::Value::Array(items) => items.iter().any(has_datetime),
+            toml::Value::Table(table) => table.values().any(has_datetime),
+            _ => false,
+        }
+    }
+    if has_datetime(&value) {
+        return Err(
+            "filter: a TOML date or time is not a matcher: write it as a string (\"2024-01-01T00:00:00Z\")"
+                .to_owned(),
+        );
+    }
     let json: serde_json::Value = match value {
         toml::Value::String(text) => serde_json::from_str(&text)
             .map_err(|e| format!("filter: the string is not a JSON pattern: {e}"))?,
@@ -1869,6 +1885,7 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = [\"delete\", \"upsert\"] }] }\n", "op: \"upsert\" is not an operation"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ prefix = \"INS\" }] }\n", "op: \"INS\" is not the start of"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ suffix = \"ATE\" }] }\n", "op: \"ATE\" is not the end of"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { at = [1979-05-27T07:32:00Z] } }\n", "a TOML date or time is not a matcher"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ntruncate = { AT = 10 }\n[route.types]\nat = \"timestamp\"\n", "a timestamp column"),
         ];
         for (text, expected) in cases {
