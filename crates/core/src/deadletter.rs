@@ -6,8 +6,8 @@
 //! goes to the dead-letter topic with its original key and headers, its event id, and
 //! headers saying why and where from, so it can be inspected and replayed. When its
 //! route redacts columns, its key (DMS's partition key, which may hold them) is replaced
-//! by its source partition (`topic-partition`), and `metadata.partition-key-value` is
-//! masked.
+//! by its pseudonym under the hash key (else by its own id), and
+//! `metadata.partition-key-value` is masked.
 //!
 //! A dead letter is safe to keep: by default (`dead_letter_value = "redacted"`) the
 //! columns its route excludes (or does not include) are removed from `data` and the
@@ -93,14 +93,23 @@ pub fn dead_letter(
                 }
             }
         }
+        // A tombstone's table cannot be read: its key is withheld as an unreadable
+        // value is, when some route redacts columns.
+        (None, DeadLetterValue::Redacted) => {
+            redacted_columns = letters.routes.redacts_columns();
+            (None, "original")
+        }
         _ => (original.value.clone(), "original"),
     };
     let key_withheld = redacted_columns && original.key.is_some();
     let key = match original.key {
-        // The source partition stands for a key that may carry what the value leaves
-        // out: a partition's dead letters stay in one partition, in source order, and
-        // the key is never null (a compacted topic refuses a record without one).
-        Some(_) if redacted_columns => Some(record.batch_partition.as_bytes().to_vec()),
+        // A key that may carry what the value leaves out: its pseudonym under the
+        // routes' hash key (one entity, one key: order and compaction as before), else
+        // the dead letter's own id (never null, unique, stable across retries).
+        Some(key) if redacted_columns => Some(match letters.routes.hash_key() {
+            Some(hash_key) => hash_key.token(&key).into_bytes(),
+            None => id.as_bytes().to_vec(),
+        }),
         Some(key) if key.len() > DEAD_LETTER_MAX_KEY => {
             Some(hex::encode(Sha256::digest(&key)).into_bytes())
         }
@@ -484,8 +493,8 @@ include = ["id"]
 
     /// DMS's partition key (the record's Kafka key, and `partition-key-value` with
     /// `IncludePartitionValue`) may hold the very columns the route masks: a redacted
-    /// dead letter masks the one and keys by its source partition instead of the
-    /// other. A value kept as it came keeps its key.
+    /// dead letter masks the one, and keys by the key's pseudonym under the hash key
+    /// (else by its own id) instead of the other. A value kept as it came keeps its key.
     #[test]
     fn a_redacted_dead_letter_withholds_the_partition_key() {
         let value = r#"{"data":{"id":1,"email":"kim@example.com"},"metadata":{"partition-key-type":"primary-key","partition-key-value":"kim@example.com","schema-name":"public","table-name":"orders"}}"#;
@@ -495,11 +504,25 @@ include = ["id"]
             String::from_utf8_lossy(letter.value.as_deref().unwrap_or_default()).into_owned();
         assert!(text.contains(r#""partition-key-value":"***""#), "{text}");
         assert!(!text.contains("kim@"), "{text}");
-        assert_eq!(letter.key.as_deref(), Some(&b"src-0"[..]));
+        assert_eq!(letter.key.as_deref(), header_of(&letter, header::EVENT_ID));
         assert_eq!(
             header_of(&letter, header::DEAD_LETTER_KEY),
             Some(&b"withheld"[..])
         );
+        // With a hash key: the key's pseudonym, the same for every dead letter of it.
+        let mut hashing = routes();
+        hashing
+            .set_hash_key(Some(crate::transform::HashKey::local()))
+            .expect("a hash key");
+        let letter = letter_of(&hashing, &record(value, "kim@example.com"), &error);
+        let token = crate::transform::HashKey::local().token(b"kim@example.com");
+        assert_eq!(letter.key.as_deref(), Some(token.as_bytes()));
+        // A tombstone's table is unknown: its key is withheld too.
+        let mut tombstone = record(value, "kim@example.com");
+        tombstone.value = None;
+        let letter = letter_of(&routes(), &tombstone, &error);
+        assert_eq!(letter.key.as_deref(), header_of(&letter, header::EVENT_ID));
+        assert_eq!(letter.value, None);
         // A table whose route redacts nothing: key and value as they came.
         let other = value.replace(r#""orders""#, r#""other""#);
         let letter = letter_of(&routes(), &record(&other, "kim@example.com"), &error);

@@ -136,19 +136,19 @@ struct RouteSpec {
 }
 
 impl RouteSpec {
-    /// The spec as the routes accept it: a typed column is never truncated, a key
-    /// column that is not hashed (its whole value is the key) is neither masked,
-    /// truncated, excluded nor left out of `include`, and `include` names a column.
+    /// The spec as the routes accept it: a typed column and a key column are never
+    /// truncated, a key column that is not hashed (its whole value is the key) is
+    /// neither masked, excluded nor left out of `include`, and `include` names a column.
     fn legal(mut self) -> RouteSpec {
         let typed: BTreeSet<String> = self.types.iter().map(|(c, _)| c.clone()).collect();
         self.truncate.retain(|(c, _)| !typed.contains(c));
         for column in self.key.clone().into_iter().flatten() {
+            self.truncate.retain(|(c, _)| *c != column);
             if self.hash.contains(&column) {
                 continue;
             }
             self.mask.remove(&column);
             self.exclude.remove(&column);
-            self.truncate.retain(|(c, _)| *c != column);
             if let Some(include) = &mut self.include {
                 include.insert(column);
             }

@@ -95,8 +95,8 @@ pub mod header {
     /// SHA-256 are in the headers).
     pub const DEAD_LETTER_VALUE: &str = "relay-dead-letter-value";
     /// On dead letters whose value was redacted or withheld: `withheld` when the
-    /// record's key is replaced by its source partition, `topic-partition` (DMS's
-    /// partition key may hold the columns the route takes out).
+    /// record's key is replaced by its pseudonym under the hash key, else by the dead
+    /// letter's id (DMS's partition key may hold the columns the route takes out).
     pub const DEAD_LETTER_KEY: &str = "relay-dead-letter-key";
     /// On dead letters cut to fit the broker's size limit: `true`.
     pub const TRUNCATED: &str = "relay-truncated";

@@ -947,11 +947,10 @@ impl Routes {
             let TableMatcher::Exact(name) = &route.matcher else {
                 continue;
             };
-            if let Some((j, earlier)) = routes[..i]
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.matches(name))
-            {
+            // A later `ignore_case` route still takes the spellings a case-sensitive
+            // earlier one leaves.
+            let shadows = |r: &Route| r.matches(name) && (r.ignore_case || !route.ignore_case);
+            if let Some((j, earlier)) = routes[..i].iter().enumerate().find(|(_, r)| shadows(r)) {
                 return Err(fail(format!(
                     "line {}: route {:?} can never apply: the route {:?} on line {} comes first and takes its changes (put the table's own route first)",
                     lines.get(i).copied().unwrap_or_default(),
@@ -1006,10 +1005,17 @@ impl Routes {
         }
         let reserved = |name: &str| super::FLAT_FIELDS.contains(&name);
         for route in &self.routes {
+            // Output names: the rename targets, and included columns not renamed.
             let named = route
                 .rename
                 .values()
-                .chain(route.include.iter().flatten())
+                .chain(
+                    route
+                        .include
+                        .iter()
+                        .flatten()
+                        .filter(|name| !route.rename.contains_key(*name)),
+                )
                 .find(|name| reserved(name));
             if let Some(name) = named {
                 return Err(format!(
@@ -1241,12 +1247,6 @@ fn compile_route(
     if raw.table.trim().is_empty() {
         return Err("`table` must not be empty".to_owned());
     }
-    if raw.table.trim() != raw.table {
-        return Err(
-            "`table` has spaces around it, which no DMS table name has: it would never match"
-                .to_owned(),
-        );
-    }
     let ignore_case = raw.ignore_case.unwrap_or(default_ignore_case);
     let glob = raw.table.contains(['*', '?', '[', ']', '{', '}']);
     if !glob && !raw.table.contains('.') {
@@ -1429,14 +1429,14 @@ fn compile_route(
     for column in raw.key.iter().flatten() {
         let folded = fold(column);
         let named = |list: &[String]| list.iter().any(|c| fold(c) == folded);
-        // A hashed key column keys by its pseudonym, of the value as `data` has it.
-        if hashed.contains(&folded) {
-            continue;
-        }
-        let why = if named(&raw.mask) {
-            Some("masked")
-        } else if raw.truncate.keys().any(|c| fold(c) == folded) {
+        // Cut, two values would share a key (and a pseudonym of the cut value too).
+        let why = if raw.truncate.keys().any(|c| fold(c) == folded) {
             Some("truncated")
+        } else if hashed.contains(&folded) {
+            // A hashed key column keys by its pseudonym, of the value as `data` has it.
+            None
+        } else if named(&raw.mask) {
+            Some("masked")
         } else if raw.exclude.as_deref().is_some_and(named) {
             Some("excluded")
         } else if raw.include.as_deref().is_some_and(|list| !named(list)) {
@@ -1445,9 +1445,15 @@ fn compile_route(
             None
         };
         if let Some(why) = why {
-            return Err(format!(
-                "key column {column:?} is {why}, yet the key carries its whole value (the Kafka key, the envelope's `key`): hash it (`hash = [{column:?}]`) to key by its pseudonym, or key by another column"
-            ));
+            return Err(if why == "truncated" {
+                format!(
+                    "key column {column:?} is truncated: two values alike in their first characters would share one key (one entity, and a tombstone of one erases the other); key by another column"
+                )
+            } else {
+                format!(
+                    "key column {column:?} is {why}, yet the key carries its whole value (the Kafka key, the envelope's `key`): hash it (`hash = [{column:?}]`) to key by its pseudonym, or key by another column"
+                )
+            });
         }
     }
     let filter = match raw.filter {
@@ -1547,46 +1553,116 @@ fn check_change_fields(pattern: &serde_json::Value, path: &str) -> Result<(), St
 }
 
 /// `op`'s matchers name operations: a plain string, and the strings of `anything-but`,
-/// `prefix`, `suffix` and `equals-ignore-case`, must each be (or begin, end, equal in
-/// any case) one of them, or the matcher would match nothing, or everything.
+/// `prefix`, `suffix`, `equals-ignore-case` and `wildcard` (also inside `anything-but`,
+/// and `prefix`/`suffix` of `equals-ignore-case`), must each name (begin, end, match)
+/// one of them, or the matcher would match nothing, or everything.
 fn check_op_matchers(matchers: &[serde_json::Value], path: &str) -> Result<(), String> {
     use serde_json::Value;
-    let known = |test: &dyn Fn(&str) -> bool| Operation::ALL.iter().any(|op| test(op.as_str()));
-    let fail = |text: &str, how: &str| {
-        Err(format!(
-            "{path}op: {text:?} is not {how}an operation (load, insert, update, delete)"
-        ))
-    };
     for matcher in matchers {
         match matcher {
-            Value::String(op) if !known(&|k| k == op) => return fail(op, ""),
+            Value::String(op) => check_op_text("", op, false, path)?,
             Value::Object(operators) => {
                 for (operator, argument) in operators {
-                    let texts: Vec<&str> = match argument {
-                        Value::String(text) => vec![text.as_str()],
-                        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-                        _ => Vec::new(),
-                    };
-                    for text in texts {
-                        let (fits, how) = match operator.as_str() {
-                            "anything-but" => (known(&|k| k == text), ""),
-                            "prefix" => (known(&|k| k.starts_with(text)), "the start of "),
-                            "suffix" => (known(&|k| k.ends_with(text)), "the end of "),
-                            "equals-ignore-case" => {
-                                (known(&|k| k.eq_ignore_ascii_case(text)), "in any case ")
-                            }
-                            _ => (true, ""),
-                        };
-                        if !fits {
-                            return fail(text, how);
-                        }
-                    }
+                    check_op_operator(operator, argument, false, path)?;
                 }
             }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// One operator of an `op` matcher ([`check_op_matchers`]).
+fn check_op_operator(
+    operator: &str,
+    argument: &serde_json::Value,
+    any_case: bool,
+    path: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    match argument {
+        Value::String(text) => check_op_text(operator, text, any_case, path),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .try_for_each(|text| check_op_text(operator, text, any_case, path)),
+        Value::Object(inner) => inner
+            .iter()
+            .try_for_each(|(inner_operator, inner_argument)| {
+                match (operator, inner_operator.as_str()) {
+                    // `{ prefix = { equals-ignore-case = "ins" } }`: the prefix in any case.
+                    ("prefix" | "suffix", "equals-ignore-case") => {
+                        check_op_operator(operator, inner_argument, true, path)
+                    }
+                    // `{ anything-but = { prefix = "del" } }`: the inner operator's text.
+                    ("anything-but", _) => {
+                        check_op_operator(inner_operator, inner_argument, any_case, path)
+                    }
+                    _ => Ok(()),
+                }
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `text`, the argument of `operator` (`""`: a plain string), fits some
+/// operation name.
+fn check_op_text(operator: &str, text: &str, any_case: bool, path: &str) -> Result<(), String> {
+    let same = |a: &str, b: &str| {
+        if any_case {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
+    let known = |test: &dyn Fn(&str) -> bool| Operation::ALL.iter().any(|op| test(op.as_str()));
+    let (fits, how) = match operator {
+        "" | "anything-but" => (known(&|k| same(k, text)), ""),
+        "equals-ignore-case" => (known(&|k| k.eq_ignore_ascii_case(text)), "in any case "),
+        "prefix" => (
+            known(&|k| k.get(..text.len()).is_some_and(|head| same(head, text))),
+            "the start of ",
+        ),
+        "suffix" => (
+            known(&|k| {
+                k.len()
+                    .checked_sub(text.len())
+                    .and_then(|at| k.get(at..))
+                    .is_some_and(|tail| same(tail, text))
+            }),
+            "the end of ",
+        ),
+        "wildcard" => (known(&|k| wildcard_fits(text, k)), "a pattern of "),
+        _ => (true, ""),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path}op: {text:?} is not {how}an operation (load, insert, update, delete)"
+        ))
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` is any run of characters (a filter's
+/// `wildcard`).
+fn wildcard_fits(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: the whole name
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 /// `metadata`'s fields are DMS's, each with an array of matchers (DMS's metadata
@@ -1869,11 +1945,11 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"email\"]\nmask = [\"email\"]\n", "key column \"email\" is masked"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\nkey = [\"EMAIL\"]\nmask = [\"email\"]\n", "key column \"EMAIL\" is masked"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"id\", \"code\"]\ntruncate = { code = 3 }\n", "key column \"code\" is truncated"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"email\"]\nhash = [\"email\"]\ntruncate = { email = 3 }\n", "key column \"email\" is truncated: two values"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"ssn\"]\nexclude = [\"ssn\"]\n", "key column \"ssn\" is excluded"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nkey = [\"ssn\"]\ninclude = [\"id\"]\n", "key column \"ssn\" is not included"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { amount = 4 }\n[route.types]\namount = \"decimal\"\n", "truncate of \"amount\", a decimal column"),
             ("[[route]]\ntable = \"orders\"\ntopic = \"t\"\n", "names no schema"),
-            ("[[route]]\ntable = \"public.orders \"\ntopic = \"t\"\n", "spaces around it"),
             ("[[route]]\ntable = \"public.*\"\ntopic = \"t\"\n[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\nmask = [\"email\"]\n", "line 4: route \"public.orders\" can never apply: the route \"public.*\" on line 1"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\n[[route]]\ntable = \"a.b\"\ntopic = \"u\"\n", "\"a.b\" can never apply"),
             ("[[route]]\ntable = \"A.*\"\nignore_case = true\ntopic = \"t\"\n[[route]]\ntable = \"a.b\"\ntopic = \"u\"\n", "\"a.b\" can never apply"),
@@ -1885,6 +1961,10 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = [\"delete\", \"upsert\"] }] }\n", "op: \"upsert\" is not an operation"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ prefix = \"INS\" }] }\n", "op: \"INS\" is not the start of"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ suffix = \"ATE\" }] }\n", "op: \"ATE\" is not the end of"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = { prefix = \"DEL\" } }] }\n", "op: \"DEL\" is not the start of"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = { equals-ignore-case = \"upsert\" } }] }\n", "op: \"upsert\" is not in any case"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ wildcard = \"INS*\" }] }\n", "op: \"INS*\" is not a pattern of"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ prefix = { equals-ignore-case = \"UPS\" } }] }\n", "op: \"UPS\" is not the start of"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { at = [1979-05-27T07:32:00Z] } }\n", "a TOML date or time is not a matcher"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ntruncate = { AT = 10 }\n[route.types]\nat = \"timestamp\"\n", "a timestamp column"),
         ];
@@ -1900,6 +1980,10 @@ topic = "public.{table}"
             "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ntruncate = { note = 4 }\n[route.types]\namount = \"decimal\"\n",
             // A table's own route before a wildcard; a pattern without a dot.
             "[[route]]\ntable = \"public.orders\"\ntopic = \"o\"\n[[route]]\ntable = \"public.*\"\ntopic = \"t\"\n[[route]]\ntable = \"*orders\"\ntopic = \"u\"\n",
+            "[defaults]\nenvelope = \"flat\"\n[[route]]\ntable = \"a.b\"\ntopic = \"t\"\ninclude = [\"id\", \"__op\"]\nrename = { __op = \"row_op\" }\n",
+            "[[route]]\ntable = \"public.*\"\ntopic = \"t\"\n[[route]]\ntable = \"public.orders\"\nignore_case = true\ntopic = \"o\"\n",
+            "[[route]]\ntable = \"public.orders \"\ntopic = \"t\"\n",
+            "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ wildcard = \"*sert\" }, { wildcard = \"l*d\" }, { prefix = { equals-ignore-case = \"UPD\" } }, { anything-but = { suffix = \"ete\" } }] }\n",
             "[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ anything-but = [\"delete\"] }, { prefix = \"ins\" }, { equals-ignore-case = \"UPDATE\" }], metadata = { \"$or\" = [{ table-name = [\"x\"] }, { operation = [\"insert\"] }] } }\n",
         ] {
             let mut routes = Routes::parse(text, "test").expect("valid");
