@@ -41,7 +41,9 @@ impl Pipeline {
 }
 
 /// Carries the source record's W3C `traceparent` and the invocation's X-Ray trace id
-/// onto every message made from it.
+/// onto every message made from it. A message that has such a header already (an
+/// outbox row's own trace context, placed by its route) keeps that one alone: two
+/// headers of one name leave a reader to pick either.
 pub(super) fn traced(
     result: Result<Transformed, RecordError>,
     record: &SourceRecord,
@@ -56,10 +58,18 @@ pub(super) fn traced(
         .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
         .map(|(_, bytes)| bytes.as_slice());
     for message in &mut messages {
-        if let Some(tp) = &traceparent {
+        let has = |name: &str| {
+            message
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        let tp = traceparent.filter(|_| !has(TRACEPARENT));
+        let id = xray.filter(|_| !has(XRAY_TRACE_ID));
+        if let Some(tp) = tp {
             message.headers.push(TRACEPARENT, tp);
         }
-        if let Some(id) = xray {
+        if let Some(id) = id {
             message.headers.push(XRAY_TRACE_ID, id);
         }
     }
@@ -111,4 +121,66 @@ fn logged_value(
         end -= 1;
     }
     format!("{}...", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::transform::{MessageHeaders, OutMessage};
+
+    fn message(headers: &[(&'static str, &[u8])]) -> OutMessage {
+        let mut list = MessageHeaders::with_capacity(4, 64);
+        for (name, value) in headers {
+            list.push(*name, value);
+        }
+        OutMessage {
+            topic: Arc::from("out"),
+            key: Some(b"k".to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: list,
+        }
+    }
+
+    /// The record's trace context reaches each message once; a message whose route
+    /// placed its own (an outbox row's `traceparent`) keeps that one alone.
+    #[test]
+    fn a_message_keeps_the_trace_context_it_has() {
+        let record = SourceRecord {
+            batch_partition: Arc::from("src-0"),
+            topic: Arc::from("src"),
+            partition: 0,
+            offset: 1,
+            timestamp_ms: 0,
+            key: None,
+            value: None,
+            headers: vec![("traceparent".to_owned(), b"00-record-01".to_vec())],
+        };
+        let messages = vec![
+            message(&[]),
+            message(&[
+                ("traceparent", b"00-outbox-01"),
+                ("x-amzn-trace-id", b"Root=row"),
+            ]),
+        ];
+        let Ok(Transformed::Messages(out)) = traced(
+            Ok(Transformed::Messages(messages)),
+            &record,
+            Some(b"Root=lambda"),
+        ) else {
+            panic!("messages expected");
+        };
+        let all = |m: &OutMessage, name: &str| -> Vec<Vec<u8>> {
+            m.headers
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_vec())
+                .collect()
+        };
+        assert_eq!(all(&out[0], TRACEPARENT), [b"00-record-01".to_vec()]);
+        assert_eq!(all(&out[0], XRAY_TRACE_ID), [b"Root=lambda".to_vec()]);
+        assert_eq!(all(&out[1], TRACEPARENT), [b"00-outbox-01".to_vec()]);
+        assert_eq!(all(&out[1], XRAY_TRACE_ID), [b"Root=row".to_vec()]);
+    }
 }
