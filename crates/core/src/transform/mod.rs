@@ -54,8 +54,25 @@ pub use routes::{
 /// The value masked columns carry downstream.
 pub const MASK: &str = "***";
 
-/// Separator between the values of a multi-column key.
+/// Separator between the values of a multi-column key. In such a key, a `|` or `\`
+/// inside a value is escaped with a `\`, so two entities never share a key
+/// (`a|b` + `c` against `a` + `b|c`).
 pub const KEY_SEPARATOR: &str = "|";
+
+/// Appends one value of a key: escaped when the key has more than one column (see
+/// [`KEY_SEPARATOR`]); a value holding neither character is appended as it is.
+fn push_key_part(bytes: &mut Vec<u8>, part: &[u8], composite: bool) {
+    if !composite || !part.iter().any(|b| matches!(b, b'|' | b'\\')) {
+        bytes.extend_from_slice(part);
+        return;
+    }
+    for &b in part {
+        if matches!(b, b'|' | b'\\') {
+            bytes.push(b'\\');
+        }
+        bytes.push(b);
+    }
+}
 
 /// Header names every downstream message carries.
 pub mod header {
@@ -945,18 +962,21 @@ fn entity_key<'r, 'a>(
         } else {
             Json::Raw(value)
         };
+        let composite = columns.len() > 1;
         match Kind::of(value.raw().get()) {
             Kind::String => match coerce::string_of(value.raw()) {
-                Ok(s) => bytes.extend_from_slice(s.as_bytes()),
-                Err(_) => bytes.extend_from_slice(value.raw().get().as_bytes()),
+                Ok(s) => push_key_part(&mut bytes, s.as_bytes(), composite),
+                Err(_) => push_key_part(&mut bytes, value.raw().get().as_bytes(), composite),
             },
-            Kind::Number | Kind::Bool => bytes.extend_from_slice(value.raw().get().as_bytes()),
+            Kind::Number | Kind::Bool => {
+                push_key_part(&mut bytes, value.raw().get().as_bytes(), composite)
+            }
             // An object or array key: one text per value (members sorted, numbers as
             // written, never through a float: two entities never share a key).
             Kind::Object | Kind::Array | Kind::Null => {
                 match crate::json::canonical_text(value.raw().get()) {
-                    Some(text) => bytes.extend_from_slice(text.as_bytes()),
-                    None => bytes.extend_from_slice(value.raw().get().as_bytes()),
+                    Some(text) => push_key_part(&mut bytes, text.as_bytes(), composite),
+                    None => push_key_part(&mut bytes, value.raw().get().as_bytes(), composite),
                 }
             }
         }
@@ -1928,6 +1948,36 @@ operations = ["insert"]
         assert_eq!(out.len(), 4);
         assert!(out[0].value.is_some() && out[1].value.is_none());
         assert_eq!(out[1].key.as_deref(), Some(&b"7"[..]));
+    }
+
+    /// The values of a composite key cannot run into each other: a `|` or `\` in a
+    /// value is escaped, so two entities never share a key (on a compacted topic one
+    /// would replace the other, and a tombstone of one would delete both). A value
+    /// holding neither is keyed as before, and a one-column key is never escaped.
+    #[test]
+    fn composite_keys_keep_entities_apart() {
+        let routes = "[[route]]\ntable = \"public.items\"\ntopic = \"items\"\nkey = [\"tenant\", \"code\"]\n";
+        let key = |routes: &str, tenant: &str, code: &str| {
+            let doc = format!(
+                r#"{{"data":{{"tenant":{tenant},"code":{code}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"items"}}}}"#
+            );
+            let out = messages(transform_doc(routes, "c", &doc).expect("transformed"));
+            String::from_utf8(out[0].key.clone().expect("a key")).expect("UTF-8")
+        };
+        let (a, b) = (
+            key(routes, r#""a|b""#, r#""c""#),
+            key(routes, r#""a""#, r#""b|c""#),
+        );
+        assert_ne!(a, b, "two entities, one key");
+        assert_eq!(a, r"a\|b|c");
+        assert_eq!(b, r"a|b\|c");
+        assert_ne!(
+            key(routes, r#""a\\""#, r#""|c""#),
+            key(routes, r#""a\\|""#, r#""c""#)
+        );
+        assert_eq!(key(routes, r#""acme""#, "42"), "acme|42", "unchanged");
+        let single = "[[route]]\ntable = \"public.items\"\ntopic = \"items\"\nkey = [\"code\"]\n";
+        assert_eq!(key(single, r#""t""#, r#""b|c\\d""#), r"b|c\d");
     }
 
     /// A missing key column is a permanent transform error naming the column.
