@@ -24,7 +24,7 @@ use rdkafka::consumer::{
     StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
@@ -1160,15 +1160,7 @@ fn read(names: &mut Names, group: &Group, message: &BorrowedMessage<'_>) -> Read
             timestamp_ms: timestamp.to_millis().unwrap_or(0),
             key: message.key().map(|k| Payload::Bytes(k.to_vec())),
             value: message.payload().map(|v| Payload::Bytes(v.to_vec())),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: super::headers_of(message),
         },
         log_append_time: matches!(timestamp, Timestamp::LogAppendTime(_)),
         epoch: group.epoch(message.topic(), message.partition()),
@@ -1250,6 +1242,78 @@ mod tests {
         assert_eq!(
             backoff(Duration::from_secs(1), Duration::MAX, 40),
             Duration::from_secs(1 << 16)
+        );
+    }
+
+    /// A record whose header name is not UTF-8 (any client on the DMS topic can write
+    /// one) is read, its name with U+FFFD, its value as it came: rdkafka's header
+    /// iterator panics on it, which stopped every member that read the record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_header_name_that_is_not_utf8_is_read() {
+        use rdkafka::bindings as rd;
+        use rdkafka::producer::{BaseProducer, Producer};
+        let (cluster, mut source) = mock_source("header-names");
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        let (topic, value) = (c"dms", b"{}");
+        let header = |name: &'static [u8], value: &'static [u8]| rd::rd_kafka_vu_t {
+            vtype: rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADER,
+            u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                header: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 {
+                    name: name.as_ptr().cast(),
+                    val: value.as_ptr().cast(),
+                    size: value.len() as isize,
+                },
+            },
+        };
+        let fields = [
+            rd::rd_kafka_vu_t {
+                vtype: rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC,
+                u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    cstr: topic.as_ptr(),
+                },
+            },
+            rd::rd_kafka_vu_t {
+                vtype: rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE,
+                u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                        ptr: value.as_ptr() as *mut _,
+                        size: value.len(),
+                    },
+                },
+            },
+            header(b"\xffname\0", b"v"),
+            header(b"ok\0", b"1"),
+        ];
+        // SAFETY: every pointer is to a static that outlives the call, which copies
+        // the topic, value and headers (RD_KAFKA_MSG_F_COPY is the default).
+        let error = unsafe {
+            rd::rd_kafka_produceva(
+                producer.client().native_ptr(),
+                fields.as_ptr(),
+                fields.len(),
+            )
+        };
+        assert!(error.is_null(), "enqueued");
+        producer
+            .flush(Duration::from_secs(5))
+            .expect("acknowledged");
+        let mut read = Vec::new();
+        for _ in 0..50 {
+            read.extend(source.read_batch().await);
+            if !read.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(read.len(), 1, "the record is read");
+        assert_eq!(
+            read[0].record.headers,
+            vec![
+                ("\u{FFFD}name".to_owned(), b"v".to_vec()),
+                ("ok".to_owned(), b"1".to_vec())
+            ]
         );
     }
 

@@ -473,6 +473,48 @@ impl ClientContext for RelayContext {
     }
 }
 
+/// A consumed message's headers, in order. A name that is not UTF-8 is read with
+/// U+FFFD in place of what is not (rdkafka's own iterator panics on it, which would stop
+/// every member that reads the record); values are bytes as they came.
+pub(crate) fn headers_of(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::bindings as rd;
+    let mut list = std::ptr::null_mut();
+    // SAFETY: `message` owns its native message for the borrow; the headers it returns,
+    // and each name and value read from them, live as long as that message, and are
+    // copied out before this function returns.
+    unsafe {
+        if rd::rd_kafka_message_headers(message.ptr(), &mut list)
+            != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            || list.is_null()
+        {
+            return Vec::new();
+        }
+        let mut headers = Vec::with_capacity(rd::rd_kafka_header_cnt(list));
+        let mut index = 0;
+        loop {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            if rd::rd_kafka_header_get_all(list, index, &mut name, &mut value, &mut size)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                return headers;
+            }
+            let name = std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned();
+            let value = if value.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(value.cast::<u8>(), size).to_vec()
+            };
+            headers.push((name, value));
+            index += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
