@@ -224,10 +224,18 @@ impl Ledger {
         }
     }
 
-    /// [`Ledger::failed_blaming`] for a rejection of the record's own bytes.
+    /// [`Ledger::failed_blaming`] for a rejection of the record's own bytes, of the
+    /// message the record waits for (its dead letter once it has one).
     #[cfg(test)]
     pub(crate) fn failed(&mut self, index: usize, error: RecordError) -> bool {
-        self.failed_blaming(index, error, false)
+        let dead_letter = matches!(
+            self.states[index],
+            RecordState::Pending {
+                dead_letter: true,
+                ..
+            }
+        );
+        self.failed_blaming(index, error, false, dead_letter)
     }
 
     /// A message of record `index` failed (one of its own or its dead letter). A message
@@ -242,25 +250,36 @@ impl Ledger {
     /// exactly once (the summary's `rejected`), also one that comes after a retryable
     /// failure (which the record's state keeps); one for its own bytes outranks a
     /// sibling's.
+    ///
+    /// `dead_letter`: the failed message is a dead letter. Once the record waits for its
+    /// dead letter, a failure of one of its own messages still in flight (enqueued before
+    /// another was refused) leaves its state alone: the dead letter decides, as its
+    /// acknowledgement does in [`Ledger::acknowledged`]. A rejection of it is still
+    /// remembered: under exactly once it aborted the transaction, and the record must go
+    /// alone next.
     pub(crate) fn failed_blaming(
         &mut self,
         index: usize,
         error: RecordError,
         sibling: bool,
+        dead_letter: bool,
     ) -> bool {
-        let own_message = !matches!(
+        let waits_for_dead_letter = matches!(
             self.states[index],
             RecordState::Pending {
                 dead_letter: true,
                 ..
             }
         );
-        if !error.is_retryable() && own_message && !self.states[index].is_done() {
+        if !error.is_retryable() && !dead_letter && !self.states[index].is_done() {
             match self.rejections.iter_mut().find(|(i, ..)| *i == index) {
                 Some(entry) if entry.2 && !sibling => *entry = (index, error.clone(), false),
                 Some(_) => {}
                 None => self.rejections.push((index, error.clone(), sibling)),
             }
+        }
+        if waits_for_dead_letter && !dead_letter {
+            return false;
         }
         let next = match &self.states[index] {
             RecordState::Pending {
@@ -576,10 +595,10 @@ mod tests {
         let records = [record("dms-0", 10), record("dms-0", 11)];
         let mut ledger = ledger(vec![pending(2), pending(3)]);
         assert!(ledger.failed(0, broker_down()));
-        ledger.failed_blaming(0, rejected(), false);
+        ledger.failed_blaming(0, rejected(), false, false);
         assert!(matches!(ledger.state(0), RecordState::Failed(_)));
-        ledger.failed_blaming(1, rejected(), true);
-        ledger.failed_blaming(1, rejected(), true);
+        ledger.failed_blaming(1, rejected(), true, false);
+        ledger.failed_blaming(1, rejected(), true, false);
         let outcome = ledger.summarise(&records, Vec::new(), Vec::new());
         let seen: Vec<(i64, bool)> = outcome
             .rejected
@@ -588,9 +607,9 @@ mod tests {
             .collect();
         assert_eq!(seen, vec![(10, false), (11, true)]);
         let mut upgraded = self::ledger(vec![pending(2)]);
-        upgraded.failed_blaming(0, rejected(), true);
-        upgraded.failed_blaming(0, rejected(), false);
-        upgraded.failed_blaming(0, rejected(), true);
+        upgraded.failed_blaming(0, rejected(), true, false);
+        upgraded.failed_blaming(0, rejected(), false, false);
+        upgraded.failed_blaming(0, rejected(), true, false);
         let outcome = upgraded.summarise(&records[..1], Vec::new(), Vec::new());
         assert_eq!(outcome.rejected.len(), 1);
         assert!(!outcome.rejected[0].sibling, "its own rejection wins");
@@ -608,6 +627,40 @@ mod tests {
             }
             other => panic!("expected failed, got {other:?}"),
         }
+    }
+
+    /// While a record waits for its dead letter, a failure of one of its own messages
+    /// still in flight (enqueued before another of its messages was refused) does not
+    /// fail it: its dead letter decides. It was reported as a failed dead letter, so the
+    /// record was dead-lettered again on every retry. A rejection is still remembered
+    /// for exactly once.
+    #[test]
+    fn a_routed_failure_does_not_fail_a_dead_letter_on_its_way() {
+        for error in [rejected(), broker_down()] {
+            let mut ledger = ledger(vec![dead_letter_pending()]);
+            assert!(!ledger.failed_blaming(0, error.clone(), false, false));
+            assert!(!ledger.failed_blaming(0, error, true, false));
+            assert!(matches!(
+                ledger.state(0),
+                RecordState::Pending {
+                    dead_letter: true,
+                    ..
+                }
+            ));
+            ledger.acknowledged(0, 0, true);
+            assert!(matches!(ledger.state(0), RecordState::DeadLettered));
+        }
+        let mut refused = ledger(vec![dead_letter_pending()]);
+        assert!(refused.failed_blaming(0, broker_down(), false, true));
+        assert!(matches!(refused.state(0), RecordState::Failed(_)));
+        // Under exactly once the rejection aborted the transaction: it is remembered, so
+        // the record goes alone next instead of aborting every try.
+        let records = [record("dms-0", 10)];
+        let mut rejected_too = ledger(vec![dead_letter_pending()]);
+        rejected_too.failed_blaming(0, rejected(), false, false);
+        let outcome = rejected_too.summarise(&records, Vec::new(), Vec::new());
+        assert_eq!(outcome.rejected.len(), 1);
+        assert_eq!(outcome.rejected[0].offset, 10);
     }
 
     /// A late failure report never undoes a record that is done.

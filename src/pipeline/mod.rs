@@ -680,7 +680,10 @@ impl Run<'_> {
             Err(refusal) => {
                 let sibling = refusal.sibling;
                 let error = self.blame(refusal, &flight.topic);
-                if self.ledger.failed_blaming(flight.record, error, sibling) {
+                if self
+                    .ledger
+                    .failed_blaming(flight.record, error, sibling, flight.dead_letter)
+                {
                     if let RecordState::Failed(error) = self.ledger.state(flight.record) {
                         self.log_failure(flight.record, error);
                     }
