@@ -115,15 +115,14 @@ struct RawRecord<'a> {
     headers: Vec<Headers>,
 }
 
-/// A record's timestamp: whole epoch milliseconds that chrono can represent.
+/// A record's timestamp: whole epoch milliseconds, any that Kafka's 64 bits hold (a
+/// producer sets it, and a broker takes one far in the future: refusing it here would
+/// fail the whole event, every partition of it, on every retry).
 fn whole_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     let number = serde_json::Number::deserialize(deserializer)?;
-    let millis = number
+    number
         .as_i64()
-        .ok_or_else(|| D::Error::custom("record timestamp must be whole epoch milliseconds"))?;
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map(|_| millis)
-        .ok_or_else(|| D::Error::custom("record timestamp out of range"))
+        .ok_or_else(|| D::Error::custom("record timestamp must be whole epoch milliseconds"))
 }
 
 /// One entry of a record's `headers`: names to Java's signed bytes, in the JSON's order.
@@ -240,12 +239,10 @@ impl<'a> RawRecord<'a> {
                 }
                 "timestamp" => {
                     seen.once(s, 3, &key)?;
+                    // Any whole number of 64 bits (see `whole_millis`).
                     let millis = s.integer().map_err(|_| {
                         s.error("record timestamp must be whole epoch milliseconds")
                     })?;
-                    if chrono::DateTime::from_timestamp_millis(millis).is_none() {
-                        return Err(s.error("record timestamp out of range"));
-                    }
                     timestamp = Some(millis);
                 }
                 "key" => {
@@ -855,8 +852,9 @@ mod tests {
         );
     }
 
-    /// Timestamps with a fraction or out of range are errors, not panics; absent
-    /// headers are none.
+    /// Timestamps with a fraction or beyond 64 bits are errors, not panics; one far in
+    /// the future (any client can set it, and a broker takes it) is read, not a failed
+    /// event; absent headers are none.
     #[test]
     fn msk_event_never_panics_on_timestamps() {
         let with = |ts: &str| {
@@ -864,7 +862,13 @@ mod tests {
                 r#"{{"records":{{"t-0":[{{"topic":"t","partition":0,"offset":0,"timestamp":{ts}}}]}}}}"#
             )
         };
-        for bad in ["1732200000000.5", "1e300", "99999999999999999"] {
+        for far in ["99999999999999999", "9223372036854775807"] {
+            let event = event(&with(far));
+            assert_eq!(event.records[0].timestamp_ms.to_string(), far);
+            let read: MskEvent = serde_json::from_str(&with(far)).expect("serde reads it too");
+            assert_eq!(read.records[0].timestamp_ms.to_string(), far);
+        }
+        for bad in ["1732200000000.5", "1e300", "9223372036854775808"] {
             assert!(MskEvent::parse(Bytes::from(with(bad))).is_err(), "{bad}");
             assert!(
                 serde_json::from_str::<MskEvent>(&with(bad)).is_err(),
@@ -977,6 +981,7 @@ mod tests {
             r#"{"records":{"t-0":[{"partition":-0,"offset":1,"timestamp":1}]}}"#.to_owned(),
             r#"{"records":{"t-0":[{"partition":0,"offset":9223372036854775808,"timestamp":1}]}}"#.to_owned(),
             r#"{"records":{"t-0":[{"partition":0,"offset":-9223372036854775808,"timestamp":1}]}}"#.to_owned(),
+            r#"{"records":{"t-0":[{"partition":0,"offset":1,"timestamp":9223372036854775808}]}}"#.to_owned(),
             r#"{"records":{"t-0":[{"partition":0,"offset":1,"timestamp":8210298412800001}]}}"#.to_owned(),
             r#"{"records":{"t-0":[{"partition":0,"offset":1,"timestamp":1.0}]}}"#.to_owned(),
             format!("{{\"records\":\u{c}{{\"t-0\":[{record}]}}}}"),
@@ -990,7 +995,7 @@ mod tests {
             assert_eq!(compare_with_serde(case.as_bytes()), Ok(()), "{case}");
         }
         // Not only agreement: these are refused.
-        for refused in [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 18, 19] {
+        for refused in [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 14, 15, 16, 19, 20] {
             let case = &cases[refused];
             assert!(
                 MskEvent::parse(case.clone().into_bytes()).is_err(),

@@ -185,7 +185,7 @@ impl Function {
             batch_ms: elapsed.as_secs_f64() * 1e3,
             max_record_age_ms: outcome
                 .oldest_timestamp_ms
-                .map(|t| (now_ms - t).max(0) as f64),
+                .map(|t| now_ms.saturating_sub(t).max(0) as f64),
         };
         let dimensions = [(
             "FunctionName",
