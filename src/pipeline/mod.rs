@@ -33,9 +33,10 @@
 //! rejected record's unacknowledged messages are produced again alone (everything before
 //! acknowledged first, nothing after sent until they are), and only a record rejected
 //! alone is poison. The rejected request left a gap that later requests of the same
-//! output partition landed after, so every later record of the source partition that
-//! was already produced is produced again after it: the log's last copy of every key is
-//! in source order again. Records that failed retryably are produced again too (with a
+//! output partition landed after, so every later record of the source partition is
+//! produced again after it, all its messages (one acknowledged before, a fan-out's
+//! message to another topic, would stay before the earlier record's new copy): the
+//! log's last copy of every key is in source order again. Records that failed retryably are produced again too (with a
 //! new producer from [`Renew`] when the old one is fatal). The round runs only while
 //! budget remains; records it does not reach are reported.
 

@@ -42,9 +42,10 @@ impl Run<'_> {
     }
 
     /// Produces again, in source order, the records of one source partition
-    /// (`start..end`) from its first record not done: a rejected one alone (its
-    /// unacknowledged messages), then every later record again, already produced or
-    /// not; stops at the first record that fails again.
+    /// (`start..end`) from its first record not done: that one's unacknowledged
+    /// messages (alone when it was rejected), then every later record again, all its
+    /// messages, already produced or not (a rejected one alone); stops at the first
+    /// record that fails again.
     async fn recover_partition(
         &mut self,
         start: usize,
@@ -59,7 +60,7 @@ impl Run<'_> {
             if self.out_of_time() {
                 return;
             }
-            let (alone, resend) = match self.ledger.state(index) {
+            let (alone, own_resend) = match self.ledger.state(index) {
                 RecordState::Skipped(_) | RecordState::DeadLettered => continue,
                 // Produced before the retried record: produced again after it.
                 RecordState::Produced => (false, Resend::All),
@@ -72,6 +73,15 @@ impl Run<'_> {
                 }
                 // A failure before producing that producing again cannot cure.
                 RecordState::Failed(_) => return,
+            };
+            // After the first record produced again, every later one sends all its
+            // messages again: one acknowledged before (a fan-out's other topic) would
+            // otherwise stay before the earlier record's new copy, its key's last copy
+            // out of source order.
+            let resend = if index == first {
+                own_resend
+            } else {
+                Resend::All
             };
             if alone {
                 // Everything before it is settled before it is sent.
