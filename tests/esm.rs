@@ -435,6 +435,82 @@ async fn retries_are_bounded_and_discarded_records_reach_the_destination() {
     );
 }
 
+/// A record past the maximum age that the on-failure destination refuses (larger than
+/// the destination producer takes) holds back the younger records of its partition:
+/// they are not invoked past it (they come again behind it after the backoff), while a
+/// young record of another partition is invoked. The rest of an attempt goes round
+/// again after a discard, so a partition revoked meanwhile is left out too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn young_records_wait_behind_an_old_one_the_destination_refused() {
+    let kafka = cluster_with_destination();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("source producer");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let value = |id: u64, filler: usize| {
+        serde_json::json!({
+            "data": {"id": id, "blob": "x".repeat(filler)},
+            "metadata": {"record-type": "data", "operation": "insert",
+                "schema-name": "public", "table-name": "orders"}
+        })
+        .to_string()
+    };
+    // Partition 0: an hour-old record too large for the destination, then two young
+    // ones; partition 1: a young one.
+    let records = [
+        (0, now_ms - 3_600_000, value(1, 1_500_000)),
+        (0, now_ms, value(2, 10)),
+        (0, now_ms, value(3, 10)),
+        (1, now_ms, value(4, 10)),
+    ];
+    for (partition, timestamp, value) in &records {
+        producer
+            .send(
+                BaseRecord::<str, str>::to(SOURCE)
+                    .payload(value)
+                    .partition(*partition)
+                    .timestamp(*timestamp),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let function = Function::start(|_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned())).await;
+    let mut opts = options(&kafka, &function, "aged");
+    opts.maximum_record_age_in_seconds = 60;
+    opts.on_failure = Some("kafka://esm.failed".to_owned());
+    opts.retry_backoff_ms = 60_000;
+    let mapping = Mapping::new(opts).expect("mapping");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(mapping.run(async move {
+        let _ = stopped.await;
+    }));
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until && !function.events().iter().any(|e| has(e, 1, 0)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for anything else the attempt would invoke.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let _ = stop.send(());
+    task.await.expect("task").expect("mapping ends cleanly");
+    let events = function.events();
+    assert!(
+        events.iter().any(|e| has(e, 1, 0)),
+        "the other partition's young record is invoked"
+    );
+    let invoked: Vec<(i64, i64)> = events.iter().flat_map(positions).collect();
+    assert!(
+        !invoked.iter().any(|p| p.0 == 0),
+        "partition 0 invoked past its refused record: {invoked:?}"
+    );
+    assert!(destination(&kafka).is_empty(), "the destination refused it");
+}
+
 /// With BisectBatchOnFunctionError, a failing batch is halved until the failing record
 /// is alone: only it is discarded; every other record is invoked and done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,6 +347,16 @@ impl Mapping {
                         &mut not_done,
                     ))
                     .await;
+                // The rest goes round again: a partition revoked during the discard,
+                // or one whose old record the destination refused, is left out above
+                // before anything is invoked.
+                if !young.is_empty() {
+                    work.push_front(Attempt {
+                        reads: young,
+                        retries: attempt.retries,
+                    });
+                }
+                continue;
             }
             attempt.reads = young;
             if attempt.reads.is_empty() {
