@@ -1096,18 +1096,28 @@ async fn commit(
     // Moved into the blocking call: the mark clears when it ends, also when it panics or
     // never runs (the runtime shutting down).
     let release = UnderWay((!busy).then(|| group.clone()));
-    let committed = tokio::task::spawn_blocking(move || {
+    let commit = tokio::task::spawn_blocking(move || {
         let _release = release;
-        group.commit(&*committer, None)
-    })
-    .await;
-    match committed {
-        Ok(Ok(committed)) => {
-            if committed {
-                consumer.context().metrics.progress();
-            }
-            true
+        let committed = group.commit(&*committer, None);
+        if let Ok(true) = committed {
+            committer.context().metrics.progress();
         }
+        committed
+    });
+    // librdkafka's synchronous commit has no timeout of its own (it waits for a
+    // coordinator as long as the group has none, then for its answer): the loop waits
+    // [`CONSUMER_CALL_TIMEOUT`] at most, as the poll-interval check counts it. A commit
+    // still under way then ends in the background; its offsets stay noted until it lands,
+    // and commits that fall due meanwhile are skipped.
+    let Ok(committed) = tokio::time::timeout(CONSUMER_CALL_TIMEOUT, commit).await else {
+        tracing::warn!(
+            within_ms = CONSUMER_CALL_TIMEOUT.as_millis() as u64,
+            "commit not answered in time: it goes on in the background; the offsets stay noted"
+        );
+        return false;
+    };
+    match committed {
+        Ok(Ok(_)) => true,
         Ok(Err(error)) => {
             tracing::warn!(%error, "commit failed; retried before the next batch");
             false
@@ -1315,6 +1325,48 @@ mod tests {
                 ("ok".to_owned(), b"1".to_vec())
             ]
         );
+    }
+
+    /// A commit the coordinator does not answer holds the loop for
+    /// [`CONSUMER_CALL_TIMEOUT`] at most (librdkafka's synchronous commit has no timeout,
+    /// and the poll-interval check counts that much); the offsets stay noted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_the_coordinator_does_not_answer_holds_the_loop_at_most_the_call_timeout() {
+        let (cluster, mut source) = mock_source("slow-commit");
+        // Joined, so the commit goes to a known coordinator.
+        for _ in 0..20 {
+            let _ = source.read_batch().await;
+            if !source
+                .consumer
+                .assignment()
+                .map_or(true, |a| a.count() == 0)
+            {
+                break;
+            }
+        }
+        source.group.done("dms", 0, 5, 0);
+        let round_trip = CONSUMER_CALL_TIMEOUT + Duration::from_secs(3);
+        cluster
+            .broker_round_trip_time(1, round_trip)
+            .expect("round trip");
+        let started = tokio::time::Instant::now();
+        source.commit_due().await;
+        let waited = started.elapsed();
+        assert!(
+            waited < CONSUMER_CALL_TIMEOUT + Duration::from_secs(2),
+            "the loop waited {waited:?}"
+        );
+        assert!(
+            source.group.due(Duration::ZERO).is_some(),
+            "the offsets stay noted while the commit is unanswered"
+        );
+        // Answered again, so the consumer closes without waiting out round trips.
+        cluster
+            .broker_round_trip_time(1, Duration::ZERO)
+            .expect("round trip");
+        while source.group.under_way.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Offsets noted while a commit is under way, and past due when the loop waits for

@@ -34,7 +34,9 @@ use crate::kafka::group::{
     backoff, check_poll_interval, spans, Read, Source, SourceOptions, Span, STATISTICS_INTERVAL,
 };
 use crate::kafka::producer::Sink;
-use crate::kafka::transaction::{check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET};
+use crate::kafka::transaction::{
+    check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET, COMMIT_OR_ABORT_BUDGET,
+};
 use crate::ops::{Metrics, LIVENESS_TIMEOUT};
 use crate::pipeline::{BatchContext, BatchOutcome, Rejection, Renew};
 use crate::relay::Relay;
@@ -127,10 +129,11 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
-        // After the batch: its commit, in a transaction or (at least once) a synchronous
-        // offset commit; neither polls the consumer.
+        // After the batch: its commit, in a transaction (and the abort after one that
+        // failed) or (at least once) a synchronous offset commit, which the loop waits
+        // for that long at most; neither polls the consumer.
         let commit = if settings.exactly_once {
-            COMMIT_BUDGET
+            COMMIT_OR_ABORT_BUDGET
         } else {
             crate::kafka::group::CONSUMER_CALL_TIMEOUT
         };
