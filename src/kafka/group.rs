@@ -57,7 +57,8 @@ pub(crate) fn check_poll_interval(
     .map_err(Error::Consumer)?;
     if batch >= interval {
         return Err(Error::Consumer(format!(
-            "a batch may take {} ms (RELAY_BATCH_TIMEOUT_MS, and its commit under exactly once), \
+            "a batch may take {} ms (RELAY_BATCH_TIMEOUT_MS, with its commit, and under \
+             exactly once a new producer's init and the abort after a failed commit), \
              not less than the consumer's max.poll.interval.ms ({} ms, \
              RELAY_CONSUMER_MAX_POLL_INTERVAL_MS): the member would leave the group in the \
              middle of a batch and another would write its partitions too. Lower \
@@ -1088,14 +1089,29 @@ async fn commit(
         tracing::warn!("the group took the partitions away: not committing; their new owner reads the records again");
         return false;
     }
-    let busy = group.under_way.swap(true, Ordering::AcqRel);
-    if busy && if_under_way == IfUnderWay::Skip {
-        return false;
+    if group.under_way.swap(true, Ordering::AcqRel) {
+        if if_under_way == IfUnderWay::Skip {
+            return false;
+        }
+        // Waits for the commit under way to end rather than queue a blocking thread
+        // behind it (one per call while the coordinator does not answer), then commits
+        // what is left, within the same bound.
+        let until = tokio::time::Instant::now() + CONSUMER_CALL_TIMEOUT;
+        loop {
+            tokio::time::sleep(UNDER_WAY_LOOK_AGAIN).await;
+            if !group.under_way.swap(true, Ordering::AcqRel) {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!("a commit under way did not end in time: not committing now; the offsets stay noted");
+                return false;
+            }
+        }
     }
     let committer = consumer.clone();
     // Moved into the blocking call: the mark clears when it ends, also when it panics or
     // never runs (the runtime shutting down).
-    let release = UnderWay((!busy).then(|| group.clone()));
+    let release = UnderWay(Some(group.clone()));
     let commit = tokio::task::spawn_blocking(move || {
         let _release = release;
         let committed = group.commit(&*committer, None);
@@ -1145,7 +1161,8 @@ impl Drop for UnderWay {
 enum IfUnderWay {
     /// Nothing: the commits that fall due while the loop runs.
     Skip,
-    /// Goes out after it: leaving the group, remaking the consumer.
+    /// Goes out after it ends (waited for within [`CONSUMER_CALL_TIMEOUT`]): leaving
+    /// the group, remaking the consumer, esm's commit after a batch.
     Wait,
 }
 

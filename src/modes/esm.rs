@@ -331,9 +331,13 @@ impl Mapping {
                 self.source.serve_pending().await;
             }
             self.source.drop_stale(&mut attempt.reads);
-            attempt
-                .reads
-                .retain(|r| not_done.get(&r.record.batch_partition).is_none());
+            // A partition's records from its first not done on wait for the read-again;
+            // those before it go on (their timestamps need not rise with their offsets).
+            attempt.reads.retain(|r| {
+                not_done
+                    .get(&r.record.batch_partition)
+                    .is_none_or(|from| r.record.offset < from)
+            });
             let (old, young) = self.split_by_age(attempt.reads);
             if !old.is_empty() {
                 // Sending to the destination can take librdkafka's delivery timeout per
@@ -515,7 +519,10 @@ async fn discard(
     for r in reads {
         let record = &r.record;
         // After a refusal, the partition's later records wait for the read-again too.
-        if not_done.get(&record.batch_partition).is_some() {
+        if not_done
+            .get(&record.batch_partition)
+            .is_some_and(|from| record.offset > from)
+        {
             continue;
         }
         let parts = record.original_parts();

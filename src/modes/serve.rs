@@ -35,7 +35,7 @@ use crate::kafka::group::{
 };
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{
-    check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET, COMMIT_OR_ABORT_BUDGET,
+    check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET, TRANSACTION_CALLS_BUDGET,
 };
 use crate::ops::{Metrics, LIVENESS_TIMEOUT};
 use crate::pipeline::{BatchContext, BatchOutcome, Rejection, Renew};
@@ -129,11 +129,11 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
-        // After the batch: its commit, in a transaction (and the abort after one that
-        // failed) or (at least once) a synchronous offset commit, which the loop waits
-        // for that long at most; neither polls the consumer.
+        // Around the batch: under exactly once a new producer's init, the commit and the
+        // abort after one that failed; at least once a synchronous offset commit, which
+        // the loop waits for that long at most. None of them polls the consumer.
         let commit = if settings.exactly_once {
-            COMMIT_OR_ABORT_BUDGET
+            TRANSACTION_CALLS_BUDGET
         } else {
             crate::kafka::group::CONSUMER_CALL_TIMEOUT
         };

@@ -195,6 +195,13 @@ impl Ledger {
         message < 64 && self.acked[index] & (1 << message) != 0
     }
 
+    /// Record `index` is produced again whole: its acknowledgements from before no
+    /// longer stand for its last copies (a later round that sends only what is not
+    /// acknowledged must send again what fails this time).
+    pub(crate) fn forget_acknowledged(&mut self, index: usize) {
+        self.acked[index] = 0;
+    }
+
     /// The broker acknowledged message `message` of record `index` (`dead_letter`: its
     /// dead letter). A record waiting for its messages is produced once the last one is
     /// acknowledged, dead-lettered once its dead letter is; an acknowledgement of the

@@ -560,6 +560,9 @@ impl Run<'_> {
         dead_letter: bool,
         resend: Resend,
     ) -> Result<RecordState, RecordError> {
+        if resend == Resend::All && !dead_letter {
+            self.ledger.forget_acknowledged(index);
+        }
         let mut remaining = 0;
         for (number, message) in messages.iter().enumerate() {
             let acked = !dead_letter && self.ledger.is_acknowledged(index, number);

@@ -29,8 +29,8 @@ use crate::json::{Fields, ScanError, Scanner, Text};
 /// tasks). Its `Deserialize` reads the same JSON from any other serde source (copying
 /// the text); the two readings are compared by `compare_with_serde`, in the tests and
 /// the `msk_event` fuzz target. Either way bad
-/// values are errors, never panics: timestamps must be whole milliseconds within
-/// chrono's range; absent `headers` mean none; a partition key given twice is refused.
+/// values are errors, never panics: timestamps must be whole milliseconds in 64 bits;
+/// absent `headers` mean none; a partition key given twice is refused.
 #[derive(Debug, Clone, Default)]
 pub struct MskEvent {
     /// The parts of the event that are not records.
