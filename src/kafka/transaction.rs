@@ -23,11 +23,12 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A batch (`RELAY_BATCH_TIMEOUT_MS`) and this must end inside the transaction timeout:
 /// past it the coordinator aborts the transaction, and a commit cannot land.
 pub(crate) const COMMIT_BUDGET: Duration = Duration::from_secs(20);
-/// The longest the loop may spend in transactional calls around one batch under
-/// exactly once without polling the consumer: a new producer's init (after one was
-/// retired), the commit, and the abort that follows one that failed.
-pub(crate) const TRANSACTION_CALLS_BUDGET: Duration =
-    Duration::from_secs(COMMIT_BUDGET.as_secs() + 2 * TRANSACTION_TIMEOUT.as_secs());
+/// The longest the loop may wait after a batch under exactly once without polling the
+/// consumer: the commit, then the abort that follows one that failed. (A new producer's
+/// init comes before the batch's records but inside its `RELAY_BATCH_TIMEOUT_MS`, whose
+/// clock starts before it.)
+pub(crate) const COMMIT_OR_ABORT_BUDGET: Duration =
+    Duration::from_secs(COMMIT_BUDGET.as_secs() + TRANSACTION_TIMEOUT.as_secs());
 /// librdkafka's `transaction.timeout.ms` when the producer properties do not set it.
 const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pause before a transactional call that failed with a retriable error is tried again.

@@ -35,7 +35,7 @@ use crate::kafka::group::{
 };
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{
-    check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET, TRANSACTION_CALLS_BUDGET,
+    check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET, COMMIT_OR_ABORT_BUDGET,
 };
 use crate::ops::{Metrics, LIVENESS_TIMEOUT};
 use crate::pipeline::{BatchContext, BatchOutcome, Rejection, Renew};
@@ -129,11 +129,12 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
-        // Around the batch: under exactly once a new producer's init, the commit and the
-        // abort after one that failed; at least once a synchronous offset commit, which
-        // the loop waits for that long at most. None of them polls the consumer.
+        // After the batch: under exactly once the commit and the abort after one that
+        // failed (a new producer's init counts in the batch's own timeout); at least
+        // once a synchronous offset commit, which the loop waits for that long at most.
+        // None of them polls the consumer.
         let commit = if settings.exactly_once {
-            TRANSACTION_CALLS_BUDGET
+            COMMIT_OR_ABORT_BUDGET
         } else {
             crate::kafka::group::CONSUMER_CALL_TIMEOUT
         };
