@@ -38,6 +38,38 @@ fn from_offset<'a>(
         .collect()
 }
 
+/// Per event id, its last copy in the log; per key, those last copies in source
+/// order (the source offset header rises with the log position).
+fn assert_last_copies_in_order(topic: &str, out: &[ConsumedMessage]) {
+    let mut last_copies: std::collections::HashMap<&str, (usize, Vec<u8>, i64)> =
+        Default::default();
+    for (position, m) in out.iter().enumerate() {
+        let offset: i64 = m
+            .header(header::SOURCE_OFFSET)
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(-1);
+        last_copies.insert(
+            m.header(header::EVENT_ID).unwrap_or_default(),
+            (position, m.key.clone().unwrap_or_default(), offset),
+        );
+    }
+    let mut by_key: std::collections::HashMap<Vec<u8>, Vec<(usize, i64)>> = Default::default();
+    for (position, key, offset) in last_copies.into_values() {
+        by_key.entry(key).or_default().push((position, offset));
+    }
+    for (key, mut copies) in by_key {
+        copies.sort_unstable();
+        for pair in copies.windows(2) {
+            assert!(
+                pair[1].1 > pair[0].1,
+                "{topic}, key {key:?}: last copy of {} after {}",
+                pair[1].1,
+                pair[0].1
+            );
+        }
+    }
+}
+
 /// One partition `src-0` with inserts of `public.orders` at offsets 10.., each row given.
 fn orders(rows: &[Value]) -> MskEvent {
     let mut b = util::EventBuilder::new();
@@ -360,34 +392,7 @@ async fn request_rejection_is_retried_per_record() {
         "nothing dead-lettered"
     );
     let out = util::consume(&kafka, &["out"]);
-    // Per event id, its last copy; per key, the last copies in log order.
-    let mut last_copies: std::collections::HashMap<&str, (usize, Vec<u8>, i64)> =
-        Default::default();
-    for (position, m) in out.iter().enumerate() {
-        let offset: i64 = m
-            .header(header::SOURCE_OFFSET)
-            .and_then(|o| o.parse().ok())
-            .unwrap_or(-1);
-        last_copies.insert(
-            m.header(header::EVENT_ID).unwrap_or_default(),
-            (position, m.key.clone().unwrap_or_default(), offset),
-        );
-    }
-    let mut by_key: std::collections::HashMap<Vec<u8>, Vec<(usize, i64)>> = Default::default();
-    for (position, key, offset) in last_copies.into_values() {
-        by_key.entry(key).or_default().push((position, offset));
-    }
-    for (key, mut copies) in by_key {
-        copies.sort_unstable();
-        for pair in copies.windows(2) {
-            assert!(
-                pair[1].1 > pair[0].1,
-                "key {key:?}: last copy of {} after {}",
-                pair[1].1,
-                pair[0].1
-            );
-        }
-    }
+    assert_last_copies_in_order("out", &out);
     for offset in 10..110 {
         assert!(
             !from_offset(&out, "out", offset).is_empty(),
@@ -442,33 +447,7 @@ async fn fan_out_rejections_keep_each_topics_last_copies_in_order() {
     );
     for topic in ["out", "out2"] {
         let out = util::consume(&kafka, &[topic]);
-        let mut last_copies: std::collections::HashMap<&str, (usize, Vec<u8>, i64)> =
-            Default::default();
-        for (position, m) in out.iter().enumerate() {
-            let offset: i64 = m
-                .header(header::SOURCE_OFFSET)
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(-1);
-            last_copies.insert(
-                m.header(header::EVENT_ID).unwrap_or_default(),
-                (position, m.key.clone().unwrap_or_default(), offset),
-            );
-        }
-        let mut by_key: std::collections::HashMap<Vec<u8>, Vec<(usize, i64)>> = Default::default();
-        for (position, key, offset) in last_copies.into_values() {
-            by_key.entry(key).or_default().push((position, offset));
-        }
-        for (key, mut copies) in by_key {
-            copies.sort_unstable();
-            for pair in copies.windows(2) {
-                assert!(
-                    pair[1].1 > pair[0].1,
-                    "{topic}, key {key:?}: last copy of {} after {}",
-                    pair[1].1,
-                    pair[0].1
-                );
-            }
-        }
+        assert_last_copies_in_order(topic, &out);
         for offset in (1..=4).flat_map(|round| 1000 * round..1000 * round + 100) {
             assert!(
                 !from_offset(&out, topic, offset).is_empty(),
