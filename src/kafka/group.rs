@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -168,18 +168,34 @@ impl Group {
         }
     }
 
-    /// Commits the offsets noted (only those of `partitions` when given); forgets
-    /// those committed (unless noted further meanwhile). Whether there was anything to
-    /// commit. Waits for a commit already under way: call it on a blocking thread, or
-    /// where waiting for one round trip to the brokers is meant (a revocation).
+    /// The turn to commit: waits for a commit under way to end (`within` at most when
+    /// given; none when it did not end by then). Blocks: call it on a blocking thread, or
+    /// where waiting is meant (a revocation, which bounds it).
+    fn turn(&self, within: Option<Duration>) -> Option<MutexGuard<'_, ()>> {
+        let Some(within) = within else {
+            return self.committing.lock().ok();
+        };
+        let until = std::time::Instant::now() + within;
+        loop {
+            match self.committing.try_lock() {
+                Ok(turn) => return Some(turn),
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                    std::thread::sleep(UNDER_WAY_LOOK_AGAIN);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// With the turn to commit, commits the offsets noted (only those of `partitions`
+    /// when given); forgets those committed (unless noted further meanwhile). Whether
+    /// there was anything to commit. One round trip to the brokers.
     fn commit<C: Consumer<SourceContext>>(
         &self,
+        _turn: MutexGuard<'_, ()>,
         consumer: &C,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<bool, KafkaError> {
-        let Ok(_one_at_a_time) = self.committing.lock() else {
-            return Ok(false);
-        };
         let taken = tokio::time::Instant::now();
         let chosen: Vec<((String, i32), i64)> = {
             let Ok(g) = self.state.lock() else {
@@ -367,13 +383,23 @@ impl ConsumerContext for SourceContext {
             // failed): committed before they go. A synchronous commit, inside the poll
             // that serves the rebalance: one coordinator round trip on the polling task
             // (two when a commit is under way beside a batch: it goes first).
+            // A commit under way (it commits these partitions' offsets noted before it
+            // started) is waited for [`CONSUMER_CALL_TIMEOUT`] at most: one the
+            // coordinator does not answer would otherwise hold the poll, and with it the
+            // group's rebalance, for as long as it hangs.
             if !lost {
-                match self.group.commit(consumer, Some(&list)) {
-                    Ok(true) => self.metrics.progress(),
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "commit before the revocation failed; the new owner reads those records again");
-                    }
+                match self.group.turn(Some(CONSUMER_CALL_TIMEOUT)) {
+                    None => tracing::warn!(
+                        within_ms = CONSUMER_CALL_TIMEOUT.as_millis() as u64,
+                        "a commit under way did not end in time: the partitions go without a commit of their own; the new owner reads again what was done since the last commit"
+                    ),
+                    Some(turn) => match self.group.commit(turn, consumer, Some(&list)) {
+                        Ok(true) => self.metrics.progress(),
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "commit before the revocation failed; the new owner reads those records again");
+                        }
+                    },
                 }
             }
             if let Ok(mut g) = self.group.state.lock() {
@@ -750,7 +776,13 @@ impl Source {
     /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown)
     /// is not held by brokers that do not answer.
     pub(crate) async fn commit(&self) -> bool {
-        commit(self.consumer.clone(), self.group.clone(), IfUnderWay::Wait).await
+        self.committing().await
+    }
+
+    /// [`Source::commit`] as a future that holds nothing of the source, for
+    /// [`Source::serve_while`] to serve the group's events while it runs.
+    pub(crate) fn committing(&self) -> impl Future<Output = bool> + Send + 'static {
+        commit(self.consumer.clone(), self.group.clone(), IfUnderWay::Wait)
     }
 
     /// Commits the offsets of records done once the oldest of them has waited
@@ -1114,7 +1146,10 @@ async fn commit(
     let release = UnderWay(Some(group.clone()));
     let commit = tokio::task::spawn_blocking(move || {
         let _release = release;
-        let committed = group.commit(&*committer, None);
+        let committed = match group.turn(None) {
+            Some(turn) => group.commit(turn, &*committer, None),
+            None => Ok(false),
+        };
         if let Ok(true) = committed {
             committer.context().metrics.progress();
         }
@@ -1384,6 +1419,61 @@ mod tests {
         while source.group.under_way.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A revocation served while a commit is under way (it holds the turn to commit,
+    /// as one the coordinator does not answer does for as long as it hangs) waits for it
+    /// [`CONSUMER_CALL_TIMEOUT`] at most, then lets the partition go: its epoch moves on
+    /// and its offsets noted are forgotten (the new owner reads those records again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_waits_for_a_commit_under_way_at_most_the_call_timeout() {
+        let (_cluster, mut source) = mock_source("revoke-under-way");
+        for _ in 0..20 {
+            let _ = source.read_batch().await;
+            if !source
+                .consumer
+                .assignment()
+                .map_or(true, |a| a.count() == 0)
+            {
+                break;
+            }
+        }
+        assert_eq!(source.group.epoch("dms", 0), 0, "assigned");
+        source.group.done("dms", 0, 5, 0);
+        let held = Duration::from_secs(30);
+        let group = source.group.clone();
+        let (taken, turn_taken) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _turn = group.committing.lock();
+            let _ = taken.send(());
+            let _ = released.recv_timeout(held);
+        });
+        turn_taken.recv().expect("the turn is held");
+        let consumer = source.consumer.clone();
+        consumer.unsubscribe();
+        let started = tokio::time::Instant::now();
+        // Serves the revocation the unsubscribe triggers.
+        let serving = tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(40), consumer.recv()).await;
+        });
+        while source.group.epoch("dms", 0) == 0 && started.elapsed() < held {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let waited = started.elapsed();
+        assert_eq!(source.group.epoch("dms", 0), 1, "revoked");
+        assert!(
+            waited >= CONSUMER_CALL_TIMEOUT
+                && waited < CONSUMER_CALL_TIMEOUT + Duration::from_secs(3),
+            "the revocation waited {waited:?} for the commit under way"
+        );
+        assert!(
+            source.group.due(Duration::ZERO).is_none(),
+            "the revoked partition's offsets are forgotten"
+        );
+        serving.abort();
+        let _ = release.send(());
+        let _ = tokio::task::spawn_blocking(move || holder.join()).await;
     }
 
     /// Offsets noted while a commit is under way, and past due when the loop waits for

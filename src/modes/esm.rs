@@ -57,6 +57,9 @@ const ENVELOPE_ROOM: usize = 16 * 1024;
 /// The longest leaving the group may take at the end.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What `max.poll.interval.ms` must leave beyond the function timeout: the request
+/// around the invocation and the loop's steps before the next poll.
+const POLL_MARGIN: Duration = Duration::from_secs(1);
 /// librdkafka's largest `max.poll.interval.ms`.
 const MAX_POLL_INTERVAL_MS: u64 = 86_400_000;
 
@@ -180,6 +183,28 @@ impl EsmOptions {
                 }
             }
         }
+        // An invocation is the one stretch without a poll: a member whose function runs
+        // to its timeout must still be in the group when it answers.
+        let interval = crate::kafka::property_millis(
+            &overrides,
+            "max.poll.interval.ms",
+            "--consumer-property max.poll.interval.ms",
+            Duration::from_millis(poll_interval_ms),
+        )
+        .map_err(Error::Invoke)?;
+        let invocation = Duration::from_secs(self.function_timeout_seconds) + POLL_MARGIN;
+        if interval < invocation {
+            return Err(Error::Invoke(format!(
+                "--consumer-property max.poll.interval.ms={} is shorter than the function \
+                 timeout ({} s, --function-timeout-seconds) and {} s: the consumer is not \
+                 polled while the function runs, so a member whose function runs to its \
+                 timeout would leave the group and another would invoke its records too. \
+                 Raise the interval or lower the timeout",
+                interval.as_millis(),
+                self.function_timeout_seconds,
+                POLL_MARGIN.as_secs()
+            )));
+        }
         Ok(overrides)
     }
 
@@ -302,7 +327,11 @@ impl Mapping {
                 "batch finished"
             );
             self.source.done_except(&spans, &not_done);
-            self.source.commit().await;
+            // A commit may wait for one under way and then for its answer, 10 s each at
+            // most: the group's events are served meanwhile, so only an invocation
+            // counts against max.poll.interval.ms (see `consumer_overrides`).
+            let committing = self.source.committing();
+            self.source.serve_while(committing).await;
             let backoff = Duration::from_millis(self.options.retry_backoff_ms);
             self.source
                 .read_again(&spans, &not_done, backoff, backoff * 60);
@@ -738,8 +767,34 @@ mod tests {
         );
         let options = parsed(&["--function-timeout-seconds", "30"]);
         assert_eq!(poll(&options).as_deref(), Some("90000"));
-        let options = parsed(&["--consumer-property", "max.poll.interval.ms=6000"]);
+        let options = parsed(&[
+            "--function-timeout-seconds",
+            "5",
+            "--consumer-property",
+            "max.poll.interval.ms=6000",
+        ]);
         assert_eq!(poll(&options).as_deref(), Some("6000"), "the property wins");
+        // A lowered interval must still outlast the function timeout and the margin.
+        for (timeout, interval, refused) in [("5", "5999", true), ("900", "6000", true)] {
+            let property = format!("max.poll.interval.ms={interval}");
+            let options = parsed(&[
+                "--function-timeout-seconds",
+                timeout,
+                "--consumer-property",
+                &property,
+            ]);
+            let error = options.validate().map_err(|e| e.to_string());
+            assert_eq!(
+                error.is_err(),
+                refused,
+                "{timeout} s, {interval} ms: {error:?}"
+            );
+            if let Err(error) = error {
+                assert!(error.contains("--function-timeout-seconds"), "{error}");
+            }
+        }
+        let options = parsed(&["--consumer-property", "max.poll.interval.ms=soon"]);
+        assert!(options.validate().is_err(), "not a number");
         for bad in ["max.poll.interval.ms", "=6000", " =1"] {
             let options = parsed(&["--consumer-property", bad]);
             let error = options.validate().expect_err("refused").to_string();
