@@ -55,15 +55,67 @@ pub fn process(
     with_table: bool,
 ) -> Processed {
     let mut table = None;
-    let result = transform_record(
-        decoder,
-        transformer,
-        record,
-        cluster,
-        with_table,
-        &mut table,
-    );
+    let result = caught(|| {
+        transform_record(
+            decoder,
+            transformer,
+            record,
+            cluster,
+            with_table,
+            &mut table,
+        )
+    });
     Processed { result, table }
+}
+
+/// Runs `transform`; a panic in it (a defect of the relay that this record's input
+/// meets) is the record's permanent error, naming the panic: the record is
+/// dead-lettered instead of failing every record of its chunk on every retry, which
+/// under `serve` (no retry cap) would stop its partitions for good. The decoder and the
+/// transformer hold no state a panic could leave half written (the id prefix cache
+/// writes its key before its state).
+fn caught(
+    transform: impl FnOnce() -> Result<Transformed, RecordError>,
+) -> Result<Transformed, RecordError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(transform)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        Err(RecordError::permanent(
+            Stage::Transform,
+            format!("the relay panicked on this record (a defect: please report it): {what}"),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic while decoding or transforming is the record's permanent error (so it
+    /// is dead-lettered), with the panic's message; a result passes through.
+    #[test]
+    fn a_panic_while_transforming_is_the_records_permanent_error() {
+        let error = caught(|| panic!("index 7 out of range")).expect_err("an error");
+        assert!(!error.is_retryable());
+        assert!(
+            error.to_string().contains("index 7 out of range"),
+            "{error}"
+        );
+        let formatted = 7;
+        let error = caught(|| panic!("index {formatted} out of range")).expect_err("an error");
+        assert!(
+            error.to_string().contains("index 7 out of range"),
+            "{error}"
+        );
+        let skipped = caught(|| Ok(Transformed::Skipped(SkipReason::SourceTombstone)));
+        assert!(matches!(
+            skipped,
+            Ok(Transformed::Skipped(SkipReason::SourceTombstone))
+        ));
+    }
 }
 
 fn transform_record(
