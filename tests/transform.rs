@@ -453,3 +453,32 @@ fn types_command_turns_a_table_def_into_route_types() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("IncludeControlDetails"));
 }
+
+/// `check-routes` shows a topic name made legal beside the name as DMS's schema and
+/// table wrote it (`topic_as_written`), and nothing beside a name Kafka accepts as it
+/// came.
+#[test]
+fn check_routes_shows_a_topic_name_made_legal() {
+    let routes = Routes::parse(
+        "[[route]]\ntable = \"public.*\"\ntopic = \"cdc.{schema}.{table}\"\nkey = [\"id\"]\n",
+        "t",
+    )
+    .expect("valid");
+    let MskEvent { origin, records } = util::EventBuilder::new()
+        .data("src", 0, 1, "insert", "order#lines", json!({"id": 1}))
+        .data("src", 0, 2, "insert", "orders", json!({"id": 2}))
+        .build();
+    let lines = dry_run(&pipeline(routes), &origin, &records);
+    let made_legal = &lines[0]["outcome"]["produces"][0];
+    assert_eq!(
+        made_legal["topic"], "cdc.public.order_lines",
+        "{made_legal}"
+    );
+    assert_eq!(
+        made_legal["topic_as_written"], "cdc.public.order#lines",
+        "{made_legal}"
+    );
+    let as_written = &lines[1]["outcome"]["produces"][0];
+    assert_eq!(as_written["topic"], "cdc.public.orders", "{as_written}");
+    assert!(as_written.get("topic_as_written").is_none(), "{as_written}");
+}

@@ -1,10 +1,13 @@
 //! The source consumer both long-running shells share (`serve` and `esm`): a consumer
 //! group over the DMS topics that reads batches and commits only what is done.
 //!
-//! The batch is the unit of everything: the consumer is polled only between batches
-//! (or while a shell waits, through [`Source::wait`]), so a rebalance, which librdkafka
-//! delivers inside a poll, never lands while a batch is in flight, and a partition's
-//! records are never processed after it is lost. Records read but not processed when
+//! The batch is the unit of everything: `serve`'s consumer is polled only between
+//! batches (or while it waits, through [`Source::wait`]), so a rebalance, which
+//! librdkafka delivers inside a poll, never lands while a batch is in flight, and a
+//! partition's records are never processed after it is lost. `esm` also serves the
+//! group's events within a batch, between invocations ([`Source::serve_pending`],
+//! [`Source::serve_while`]); records of a partition lost meanwhile are dropped before
+//! the next invocation ([`Source::drop_stale`]), and its batch does not seek it back. Records read but not processed when
 //! their partition is revoked are dropped; their offsets were never committed, so the
 //! partition's new owner reads them. Offsets of records done are committed on an
 //! interval (`serve` at least once: one commit for the batches of that time; `esm`:
@@ -14,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::{ClientContext, OAuthToken};
@@ -172,17 +175,23 @@ impl Group {
     /// given; none when it did not end by then). Blocks: call it on a blocking thread, or
     /// where waiting is meant (a revocation, which bounds it).
     fn turn(&self, within: Option<Duration>) -> Option<MutexGuard<'_, ()>> {
+        // The lock guards no data: one a panic poisoned is taken all the same.
         let Some(within) = within else {
-            return self.committing.lock().ok();
+            return Some(
+                self.committing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
         };
         let until = std::time::Instant::now() + within;
         loop {
             match self.committing.try_lock() {
                 Ok(turn) => return Some(turn),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
                 Err(TryLockError::WouldBlock) if std::time::Instant::now() < until => {
                     std::thread::sleep(UNDER_WAY_LOOK_AGAIN);
                 }
-                Err(_) => return None,
+                Err(TryLockError::WouldBlock) => return None,
             }
         }
     }
@@ -882,6 +891,13 @@ impl Source {
     /// [`Source::read_later`] without one.
     fn set_back(&mut self, spans: &[Span], from: &NotDone, retry: Option<(Duration, Duration)>) {
         for span in spans {
+            // Revoked since the batch was read (esm serves the group's events during a
+            // batch): the partition's new assignment, here or elsewhere, starts from the
+            // committed offset; pausing or seeking it to this batch's offset would take
+            // a later assignment back to it.
+            if span.epoch != self.group.epoch(&span.topic, span.partition) {
+                continue;
+            }
             let key = (span.topic.clone(), span.partition);
             let Some(offset) = from.get(&span.batch_partition) else {
                 self.failures.remove(&key);
@@ -1500,6 +1516,35 @@ mod tests {
         assert!(
             source.group.due(Duration::ZERO).is_some(),
             "the offsets stay noted while the other commit is under way"
+        );
+    }
+
+    /// A batch's partition revoked since it was read (esm serves the group's events
+    /// during a batch) is neither paused nor sought back by the batch's read-again: its
+    /// new assignment starts from the committed offset, and a later assignment here
+    /// would otherwise be taken back to this batch's offset when the backoff ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_revoked_since_its_batch_is_not_read_again_from_it() {
+        let (_cluster, mut source) = mock_source("stale");
+        let batch = spans(&[read(0, 10, 0), read(0, 11, 0)]);
+        let mut not_done = NotDone::new();
+        not_done.mark(Arc::from("dms-0"), 10, None);
+        let (first, max) = (Duration::from_millis(100), Duration::from_secs(30));
+        if let Ok(mut g) = source.group.state.lock() {
+            g.epochs.insert(("dms".to_owned(), 0), 1);
+        }
+        source.read_again(&batch, &not_done, first, max);
+        assert!(source.paused.is_empty(), "revoked since: left alone");
+        let current = spans(&[read(0, 10, 1), read(0, 11, 1)]);
+        source.read_again(&current, &not_done, first, max);
+        assert_eq!(
+            source
+                .paused
+                .iter()
+                .map(|p| (p.offset, p.epoch))
+                .collect::<Vec<_>>(),
+            vec![(10, 1)],
+            "the current assignment is read again from the first not done"
         );
     }
 

@@ -94,13 +94,26 @@ pub(crate) fn property_millis(
     variable: &str,
     default: std::time::Duration,
 ) -> Result<std::time::Duration, String> {
-    match properties.iter().rev().find(|(n, _)| n == name) {
-        None => Ok(default),
-        Some((_, value)) => value
-            .trim()
-            .parse::<u64>()
-            .map(std::time::Duration::from_millis)
-            .map_err(|_| format!("{variable}={value:?} is not a number of milliseconds")),
+    let Some((_, value)) = properties.iter().rev().find(|(n, _)| n == name) else {
+        return Ok(default);
+    };
+    // librdkafka reads the text with C's `strtol` into an `int`: a leading zero makes
+    // it octal, and a number past 2^31 - 1 is cut. Only the decimal numbers both read
+    // alike are taken, so that the check is of the value the client will have.
+    let digits = value.trim();
+    match digits.parse::<u64>() {
+        Ok(millis)
+            if millis <= i32::MAX as u64
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0')) =>
+        {
+            Ok(std::time::Duration::from_millis(millis))
+        }
+        _ => Err(format!(
+            "{variable}={value:?} is not a number of milliseconds (decimal digits without \
+             a leading zero, at most {})",
+            i32::MAX
+        )),
     }
 }
 
@@ -518,6 +531,47 @@ pub(crate) fn headers_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A duration property is read as librdkafka will read it, or refused: octal (a
+    /// leading zero) and numbers past an `int` would make the check and the client
+    /// disagree.
+    #[test]
+    fn duration_properties_are_read_as_the_client_reads_them() {
+        let read = |value: &str| {
+            property_millis(
+                &[("max.poll.interval.ms".to_owned(), value.to_owned())],
+                "max.poll.interval.ms",
+                "VARIABLE",
+                std::time::Duration::from_secs(300),
+            )
+            .map(|d| d.as_millis())
+        };
+        assert_eq!(read("6000"), Ok(6000));
+        assert_eq!(read(" 6000 "), Ok(6000));
+        assert_eq!(read("0"), Ok(0));
+        assert_eq!(read("2147483647"), Ok(2_147_483_647));
+        for refused in [
+            "0100000",
+            "4294968296",
+            "2147483648",
+            "+6000",
+            "0x10",
+            "soon",
+            "",
+        ] {
+            let error = read(refused).expect_err(refused);
+            assert!(error.contains("VARIABLE"), "{error}");
+        }
+        assert_eq!(
+            property_millis(
+                &[],
+                "max.poll.interval.ms",
+                "VARIABLE",
+                std::time::Duration::from_secs(300)
+            ),
+            Ok(std::time::Duration::from_secs(300))
+        );
+    }
 
     fn lambda(mode: AuthMode) -> AuthSettings {
         AuthSettings {

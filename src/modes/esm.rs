@@ -116,7 +116,8 @@ pub struct EsmOptions {
     #[arg(long)]
     pub on_failure: Option<String>,
     /// How long an invocation may take before it counts as a function error.
-    #[arg(long, default_value_t = 900)]
+    /// Lambda's range: 1 to 900 s.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900))]
     pub function_timeout_seconds: u64,
     /// Wait before a retry, in milliseconds.
     #[arg(long, default_value_t = 500)]
@@ -729,6 +730,10 @@ mod tests {
     }
 
     fn parsed(args: &[&str]) -> EsmOptions {
+        try_parsed(args).expect("arguments")
+    }
+
+    fn try_parsed(args: &[&str]) -> Result<EsmOptions, clap::Error> {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
@@ -741,9 +746,7 @@ mod tests {
             "--topics",
             "dms.orders",
         ];
-        <Cli as clap::Parser>::try_parse_from(all.iter().chain(args))
-            .expect("arguments")
-            .esm
+        <Cli as clap::Parser>::try_parse_from(all.iter().chain(args)).map(|cli| cli.esm)
     }
 
     /// A function within its timeout never makes librdkafka count the member stalled:
@@ -795,6 +798,13 @@ mod tests {
         }
         let options = parsed(&["--consumer-property", "max.poll.interval.ms=soon"]);
         assert!(options.validate().is_err(), "not a number");
+        // Lambda's range of function timeouts, so the interval never overflows.
+        for timeout in ["0", "901", "18446744073709551615"] {
+            assert!(
+                try_parsed(&["--function-timeout-seconds", timeout]).is_err(),
+                "{timeout}"
+            );
+        }
         for bad in ["max.poll.interval.ms", "=6000", " =1"] {
             let options = parsed(&["--consumer-property", bad]);
             let error = options.validate().expect_err("refused").to_string();

@@ -64,58 +64,57 @@ pub fn process(
             with_table,
             &mut table,
         )
+    })
+    .map_err(|error| {
+        if error.table.is_some() || !error.message.starts_with(PANICKED) {
+            return error;
+        }
+        // The record's table, for its route's `on_poison` and the per-table counts:
+        // read again without the routes (itself caught, should the decoder be what
+        // panicked).
+        let qualified = caught_table(decoder, record);
+        if with_table {
+            table.clone_from(&qualified);
+        }
+        match qualified {
+            Some(qualified) => error.with_table(qualified),
+            None => error,
+        }
     });
     Processed { result, table }
 }
 
+/// How the error of a record the relay panicked on begins.
+const PANICKED: &str = "the relay panicked on this record";
+
 /// Runs `transform`; a panic in it (a defect of the relay that this record's input
-/// meets) is the record's permanent error, naming the panic: the record is
-/// dead-lettered instead of failing every record of its chunk on every retry, which
-/// under `serve` (no retry cap) would stop its partitions for good. The decoder and the
-/// transformer hold no state a panic could leave half written (the id prefix cache
-/// writes its key before its state).
+/// meets) is the record's permanent error: the record is dead-lettered (or skipped, as
+/// its route's `on_poison` says) instead of failing every record of its chunk on every
+/// retry, which under `serve` (no retry cap) would stop its partitions for good. The
+/// panic's own message goes to the log as every panic's does, not into the error: it
+/// may quote the record's values, which a dead letter's headers must not carry. The
+/// decoder and the transformer hold no state a panic could leave half written (the id
+/// prefix cache hashes a new prefix before it writes its entry).
 fn caught(
     transform: impl FnOnce() -> Result<Transformed, RecordError>,
 ) -> Result<Transformed, RecordError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(transform)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("no message");
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(transform)).unwrap_or_else(|_| {
         Err(RecordError::permanent(
             Stage::Transform,
-            format!("the relay panicked on this record (a defect: please report it): {what}"),
+            format!("{PANICKED} (a defect: please report it with the panic in the log)"),
         ))
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A panic while decoding or transforming is the record's permanent error (so it
-    /// is dead-lettered), with the panic's message; a result passes through.
-    #[test]
-    fn a_panic_while_transforming_is_the_records_permanent_error() {
-        let error = caught(|| panic!("index 7 out of range")).expect_err("an error");
-        assert!(!error.is_retryable());
-        assert!(
-            error.to_string().contains("index 7 out of range"),
-            "{error}"
-        );
-        let formatted = 7;
-        let error = caught(|| panic!("index {formatted} out of range")).expect_err("an error");
-        assert!(
-            error.to_string().contains("index 7 out of range"),
-            "{error}"
-        );
-        let skipped = caught(|| Ok(Transformed::Skipped(SkipReason::SourceTombstone)));
-        assert!(matches!(
-            skipped,
-            Ok(Transformed::Skipped(SkipReason::SourceTombstone))
-        ));
-    }
+/// The record's `schema.table`, if its DMS document reads; `None` if reading it panics.
+fn caught_table(decoder: &Decoder, record: &SourceRecord) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let decoded = record.decode().ok()?;
+        let change = decoder.decode(decoded.value.as_deref()?).ok()?;
+        Some(format!("{}.{}", change.schema, change.table))
+    }))
+    .ok()
+    .flatten()
 }
 
 fn transform_record(
@@ -139,4 +138,50 @@ fn transform_record(
     transformer
         .transform(position, &change)
         .map_err(|e| e.with_table(qualified()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic while decoding or transforming is the record's permanent error (so it
+    /// is dead-lettered), without the panic's message (it may quote values); a result
+    /// passes through.
+    #[test]
+    fn a_panic_while_transforming_is_the_records_permanent_error() {
+        let secret = "kim@example.com";
+        let error = caught(|| panic!("byte index 3 of {secret:?}")).expect_err("an error");
+        assert!(!error.is_retryable());
+        assert!(error.message.starts_with(PANICKED), "{error}");
+        assert!(!error.to_string().contains(secret), "{error}");
+        let skipped = caught(|| Ok(Transformed::Skipped(SkipReason::SourceTombstone)));
+        assert!(matches!(
+            skipped,
+            Ok(Transformed::Skipped(SkipReason::SourceTombstone))
+        ));
+    }
+
+    /// The table of a record the relay panicked on is read again, for its route's
+    /// `on_poison` and the per-table counts; a record that does not read has none.
+    #[test]
+    fn the_table_of_a_record_panicked_on_is_read_again() {
+        let record = |value: Option<&[u8]>| SourceRecord {
+            batch_partition: std::sync::Arc::from("dms-0"),
+            topic: std::sync::Arc::from("dms"),
+            partition: 0,
+            offset: 1,
+            timestamp_ms: 0,
+            key: None,
+            value: value.map(|v| source::Payload::Bytes(v.to_vec())),
+            headers: Vec::new(),
+        };
+        let doc = br#"{"data":{"id":1},"metadata":{"record-type":"data","operation":"insert","schema-name":"hr","table-name":"emp"}}"#;
+        let decoder = Decoder::default();
+        assert_eq!(
+            caught_table(&decoder, &record(Some(doc))).as_deref(),
+            Some("hr.emp")
+        );
+        assert_eq!(caught_table(&decoder, &record(Some(b"{"))), None);
+        assert_eq!(caught_table(&decoder, &record(None)), None);
+    }
 }

@@ -672,13 +672,15 @@ impl EventIds {
                     }
                     // Another partition: the entry's strings are reused.
                     Some((cluster, topic, partition, state)) => {
-                        // The key first: a key half written never sits over a state.
+                        // The new state first: the entry never pairs a new key with
+                        // an old state, even should hashing panic.
+                        let fresh = shared(&mut number);
                         cluster.clear();
                         cluster.push_str(pos.cluster);
                         topic.clear();
                         topic.push_str(pos.topic);
                         *partition = pos.partition;
-                        *state = shared(&mut number);
+                        *state = fresh;
                         state.clone()
                     }
                     None => {
