@@ -707,7 +707,8 @@ async fn health_and_metrics_report_the_loop() {
 /// `/healthz` is liveness by progress: 200 while records get done, and while nothing is
 /// left to read (idle for twice the bound); 503 while every batch fails (the downstream
 /// cluster refuses every write: the source partitions are fetched to their end again and
-/// again, which is not progress), and once the source brokers have been down for the bound; 200 again
+/// again, which is not progress), while the group may not commit its offsets (its
+/// authorisation removed), and once the source brokers have been down for the bound; 200 again
 /// each time the fault is gone, and records relayed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_fails_while_no_progress_is_possible() {
@@ -778,6 +779,26 @@ async fn health_fails_while_no_progress_is_possible() {
         "relayed once the downstream takes writes"
     );
 
+    // The group's authorisation removed: records are relayed, but no offset commit is
+    // taken, so nothing is done for good; progress again once commits are taken.
+    source.cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 5000],
+    );
+    produce_source(&source, 60, 30);
+    let (answer, _) = until("HTTP/1.1 503", Duration::from_secs(20)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "no progress while the group may not commit: {answer}\n{}",
+        serving.metrics.render()
+    );
+    source
+        .cluster()
+        .clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    let (back, _) = until("HTTP/1.1 200", Duration::from_secs(40)).await;
+    assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
+    assert!(relayed(90) >= 90, "relayed");
+
     let since = serving.metrics.since_progress();
     for broker in 1..=3 {
         source.cluster().broker_down(broker).expect("broker down");
@@ -799,8 +820,8 @@ async fn health_fails_while_no_progress_is_possible() {
     }
     let (back, _) = until("HTTP/1.1 200", Duration::from_secs(40)).await;
     assert!(back.starts_with("HTTP/1.1 200"), "live again: {back}");
-    produce_source(&source, 60, 30);
-    assert!(relayed(90) >= 90, "relaying again");
+    produce_source(&source, 90, 30);
+    assert!(relayed(120) >= 120, "relaying again");
     serving.stop().await;
 }
 
