@@ -7,9 +7,9 @@
 //! partition's records are never processed after it is lost. `esm` also serves the
 //! group's events within a batch, between invocations ([`Source::serve_pending`],
 //! [`Source::serve_while`]); records of a partition lost meanwhile are dropped before
-//! the next invocation ([`Source::drop_stale`]), and its batch does not seek it back. Records read but not processed when
-//! their partition is revoked are dropped; their offsets were never committed, so the
-//! partition's new owner reads them. Offsets of records done are committed on an
+//! the next invocation ([`Source::drop_stale`]), and its batch does not seek it back.
+//! Records read but not processed when their partition is revoked are dropped; their
+//! offsets were never committed, so the partition's new owner reads them. Offsets of records done are committed on an
 //! interval (`serve` at least once: one commit for the batches of that time; `esm`:
 //! after every batch), at once before their partition is revoked and when the member
 //! leaves, and again before the next batch when a commit failed.
@@ -785,13 +785,7 @@ impl Source {
     /// The commit runs on a blocking thread: a caller that stops waiting (the shutdown)
     /// is not held by brokers that do not answer.
     pub(crate) async fn commit(&self) -> bool {
-        self.committing().await
-    }
-
-    /// [`Source::commit`] as a future that holds nothing of the source, for
-    /// [`Source::serve_while`] to serve the group's events while it runs.
-    pub(crate) fn committing(&self) -> impl Future<Output = bool> + Send + 'static {
-        commit(self.consumer.clone(), self.group.clone(), IfUnderWay::Wait)
+        commit(self.consumer.clone(), self.group.clone(), IfUnderWay::Wait).await
     }
 
     /// Commits the offsets of records done once the oldest of them has waited

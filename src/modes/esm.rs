@@ -184,7 +184,9 @@ impl EsmOptions {
                 }
             }
         }
-        // An invocation is the one stretch without a poll: a member whose function runs
+        // An invocation is the longest stretch without a poll (the offset commit and the
+        // seeks after a batch block 20 s and 10 s at most, and only while the brokers do
+        // not answer): a member whose function runs
         // to its timeout must still be in the group when it answers.
         let interval = crate::kafka::property_millis(
             &overrides,
@@ -328,11 +330,7 @@ impl Mapping {
                 "batch finished"
             );
             self.source.done_except(&spans, &not_done);
-            // A commit may wait for one under way and then for its answer, 10 s each at
-            // most: the group's events are served meanwhile, so only an invocation
-            // counts against max.poll.interval.ms (see `consumer_overrides`).
-            let committing = self.source.committing();
-            self.source.serve_while(committing).await;
+            self.source.commit().await;
             let backoff = Duration::from_millis(self.options.retry_backoff_ms);
             self.source
                 .read_again(&spans, &not_done, backoff, backoff * 60);
