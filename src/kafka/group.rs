@@ -1389,13 +1389,8 @@ mod tests {
         );
     }
 
-    /// A commit the coordinator does not answer holds the loop for
-    /// [`CONSUMER_CALL_TIMEOUT`] at most (librdkafka's synchronous commit has no timeout,
-    /// and the poll-interval check counts that much); the offsets stay noted.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_the_coordinator_does_not_answer_holds_the_loop_at_most_the_call_timeout() {
-        let (cluster, mut source) = mock_source("slow-commit");
-        // Joined, so the commit goes to a known coordinator.
+    /// Reads until the group has assigned the source a partition (20 reads at most).
+    async fn joined(source: &mut Source) {
         for _ in 0..20 {
             let _ = source.read_batch().await;
             if !source
@@ -1403,9 +1398,19 @@ mod tests {
                 .assignment()
                 .map_or(true, |a| a.count() == 0)
             {
-                break;
+                return;
             }
         }
+    }
+
+    /// A commit the coordinator does not answer holds the loop for
+    /// [`CONSUMER_CALL_TIMEOUT`] at most (librdkafka's synchronous commit has no timeout,
+    /// and the poll-interval check counts that much); the offsets stay noted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_the_coordinator_does_not_answer_holds_the_loop_at_most_the_call_timeout() {
+        let (cluster, mut source) = mock_source("slow-commit");
+        // Joined, so the commit goes to a known coordinator.
+        joined(&mut source).await;
         source.group.done("dms", 0, 5, 0);
         let round_trip = CONSUMER_CALL_TIMEOUT + Duration::from_secs(3);
         cluster
@@ -1438,16 +1443,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_revocation_waits_for_a_commit_under_way_at_most_the_call_timeout() {
         let (_cluster, mut source) = mock_source("revoke-under-way");
-        for _ in 0..20 {
-            let _ = source.read_batch().await;
-            if !source
-                .consumer
-                .assignment()
-                .map_or(true, |a| a.count() == 0)
-            {
-                break;
-            }
-        }
+        joined(&mut source).await;
         assert_eq!(source.group.epoch("dms", 0), 0, "assigned");
         source.group.done("dms", 0, 5, 0);
         let held = Duration::from_secs(30);
