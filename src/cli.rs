@@ -437,3 +437,44 @@ pub async fn replay(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the copy of this test binary that [`exit_after`] runs in.
+    const CHILD: &str = "CDC_RELAY_EXIT_AFTER_CHILD";
+
+    /// The last resort ends the process (status 1, saying why) at its bound, whatever
+    /// the process is doing: the test runs itself again as a child that sets a bound of
+    /// 300 ms and then blocks for 20 s, as a call no timeout reaches would.
+    #[test]
+    fn the_last_resort_ends_the_process_at_its_bound() {
+        if std::env::var_os(CHILD).is_some() {
+            exit_after(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_secs(20));
+            return;
+        }
+        let started = std::time::Instant::now();
+        let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "cli::tests::the_last_resort_ends_the_process_at_its_bound",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("the child runs");
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("shutdown took longer than 300 ms"),
+            "{stderr}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "the child ended after {took:?}"
+        );
+    }
+}
