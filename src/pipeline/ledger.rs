@@ -184,6 +184,23 @@ impl Ledger {
         self.states[index] = state;
     }
 
+    /// Records `range` of one source partition, after an earlier record of it is about
+    /// to be produced again: each one produced (acknowledged) before it is no longer
+    /// done, since its key's last copy would then come before the earlier record's new
+    /// copy, out of source order. It is done again once produced again after it; a
+    /// recovery round that stops first leaves it reported for retry.
+    pub(crate) fn overtaken(&mut self, range: std::ops::Range<usize>) {
+        for state in self.states.iter_mut().take(range.end).skip(range.start) {
+            if matches!(state, RecordState::Produced) {
+                *state = RecordState::Failed(RecordError::retryable(
+                    Stage::Sink,
+                    "produced before an earlier record of its partition that was produced \
+                     again, and not produced again after it",
+                ));
+            }
+        }
+    }
+
     /// Record `index`'s state, leaving it [`RecordState::Blocked`] until set again.
     pub(crate) fn take(&mut self, index: usize) -> RecordState {
         std::mem::replace(&mut self.states[index], RecordState::Blocked)
@@ -714,6 +731,34 @@ mod tests {
         ledger.set(0, RecordState::Produced);
         assert!(!ledger.any_rejected());
         assert_eq!(ledger.done(), 1);
+    }
+
+    /// Records produced before an earlier record that is produced again are not done
+    /// until produced again after it (retryable, so reported, never dead-lettered);
+    /// the other states are left as they are, and so is everything outside the range.
+    #[test]
+    fn records_overtaken_by_an_earlier_records_new_copy_are_not_done() {
+        let mut ledger = ledger(vec![
+            RecordState::Produced,
+            RecordState::Rejected(rejected()),
+            RecordState::Produced,
+            RecordState::DeadLettered,
+            RecordState::Skipped(SkipReason::Filter),
+            RecordState::Produced,
+        ]);
+        ledger.overtaken(2..5);
+        assert!(ledger.state(0).is_done(), "before the range");
+        assert!(ledger.is_rejected(1));
+        match ledger.state(2) {
+            RecordState::Failed(error) => assert!(error.is_retryable(), "{error}"),
+            other => panic!("expected failed, got {other:?}"),
+        }
+        assert!(matches!(ledger.state(3), RecordState::DeadLettered));
+        assert!(matches!(ledger.state(4), RecordState::Skipped(_)));
+        assert!(ledger.state(5).is_done(), "past the range");
+        let records: Vec<_> = (0..6).map(|o| record("dms-0", o)).collect();
+        let outcome = ledger.summarise(&records, Vec::new(), Vec::new());
+        assert_eq!(outcome.failures.get("dms-0"), Some(1));
     }
 
     /// Per partition, the first record not done and everything after it are not done;

@@ -56,6 +56,10 @@ impl Run<'_> {
         let Some(first) = (start..end).find(|i| !self.ledger.state(*i).is_done()) else {
             return;
         };
+        // The records after it that are produced are done only once produced again after
+        // it: should the round stop first (the budget, no new producer), they are
+        // reported, not left before its new copy.
+        self.ledger.overtaken(first + 1..end);
         for index in first..end {
             if self.out_of_time() {
                 return;
@@ -143,5 +147,128 @@ impl Run<'_> {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use super::super::{Ledger, Pipeline, PipelineOptions, Run};
+    use super::*;
+    use crate::dms::Decoder;
+    use crate::error::Error;
+    use crate::kafka::producer::Sink;
+    use crate::kafka::ClientAuth;
+    use crate::source::{EventOrigin, Payload, SourceRecord};
+    use crate::transform::{Routes, Transformer};
+
+    /// No new producer can be made.
+    struct NoRenew;
+
+    impl Renew for NoRenew {
+        fn renew(&self, _: &Arc<Sink>) -> Result<Arc<Sink>, Error> {
+            Err(Error::Producer("no new producer in this test".to_owned()))
+        }
+    }
+
+    fn record(offset: i64, table: &str, id: i64) -> SourceRecord {
+        let value = format!(
+            r#"{{"data":{{"id":{id}}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"public","table-name":"{table}"}}}}"#
+        );
+        SourceRecord {
+            batch_partition: Arc::from("dms-0"),
+            topic: Arc::from("dms"),
+            partition: 0,
+            offset,
+            timestamp_ms: 0,
+            key: None,
+            value: Some(Payload::Bytes(value.into_bytes())),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A recovery round that stops after it produced a record again leaves none of the
+    /// later records of its partition counted done: each was produced before that
+    /// record's new copy (the last copy of a key would be out of source order), so each
+    /// is reported for retry. The round is stopped here by a record that no longer
+    /// makes messages, the one stop a test can cause at will; the budget and a new
+    /// producer that cannot be made stop it at the same point.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recovery_round_that_stops_early_leaves_no_later_record_done() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("out", 1, 1).expect("topic");
+        let routes = Routes::parse(
+            "[defaults]\nunrouted = \"skip\"\n[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\nkey = [\"id\"]\n",
+            "test",
+        )
+        .expect("routes");
+        let pipeline = Pipeline::new(
+            Decoder::default(),
+            Transformer::new(routes),
+            PipelineOptions::default(),
+        );
+        let sink = Sink::connect_with(&cluster.bootstrap_servers(), ClientAuth::None, &[])
+            .expect("a sink");
+        // The first record was rejected after sending; the three after it were produced
+        // (as if), the second of them now skipped by the routes: the round stops there.
+        let records: Arc<[SourceRecord]> = Arc::from(vec![
+            record(10, "orders", 1),
+            record(11, "orders", 1),
+            record(12, "items", 1),
+            record(13, "orders", 1),
+        ]);
+        let mut ledger = Ledger::new(records.len());
+        ledger.push(RecordState::Rejected(crate::error::RecordError::permanent(
+            Stage::Sink,
+            "message too large",
+        )));
+        for _ in 1..records.len() {
+            ledger.push(RecordState::Produced);
+        }
+        let origin = EventOrigin::default();
+        let mut run = Run {
+            pipeline: &pipeline,
+            sink: Arc::new(sink),
+            origin: &origin,
+            settle_by: None,
+            xray: None,
+            first_enqueue: None,
+            records: records.clone(),
+            budget: None,
+            ledger,
+            tables: Vec::new(),
+            log_values: false,
+            in_flight: VecDeque::new(),
+            most_in_flight: 0,
+            deliveries: Vec::new(),
+            purged: false,
+        };
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            run.recover("cluster", &NoRenew),
+        )
+        .await
+        .expect("the round ends");
+        assert!(
+            matches!(run.ledger.state(0), RecordState::Produced),
+            "the rejected record produced again alone: {:?}",
+            run.ledger.state(0)
+        );
+        assert!(
+            matches!(run.ledger.state(1), RecordState::Produced),
+            "produced again after it: {:?}",
+            run.ledger.state(1)
+        );
+        for index in 2..4 {
+            assert!(
+                !run.ledger.state(index).is_done(),
+                "record {index} is not done: {:?}",
+                run.ledger.state(index)
+            );
+        }
+        let outcome = run.ledger.summarise(&records, Vec::new(), Vec::new());
+        assert_eq!(outcome.failures.get("dms-0"), Some(12));
     }
 }
