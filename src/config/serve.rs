@@ -14,6 +14,9 @@ pub const CONSUMER_PREFIX: &str = "RELAY_CONSUMER_";
 /// this long to fill instead of committing a transaction per few records.
 pub const EXACTLY_ONCE_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
+/// The shortest `RELAY_BATCH_TIMEOUT_MS` taken.
+pub const MIN_BATCH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What `cdc-relay serve` reads on top of [`Settings`]: the source consumer group, how
 /// it batches, and how it commits.
 #[derive(Debug, Clone)]
@@ -146,11 +149,30 @@ impl ServeSettings {
                 "RELAY_MAX_RECORD_BYTES" => settings.max_record_bytes = positive(&name, &value)?,
                 "RELAY_BATCH_TIMEOUT_MS" => {
                     settings.batch_timeout = millis(&name, &value)?;
-                    if settings.batch_timeout.is_zero() {
-                        return Err(invalid(&name, &value, "must be greater than 0"));
+                    if settings.batch_timeout < MIN_BATCH_TIMEOUT {
+                        return Err(invalid(
+                            &name,
+                            &value,
+                            &format!(
+                                "must be at least {} ms: a batch given less than its produce \
+                                 round trips never finishes, and every retry writes its \
+                                 records again",
+                                MIN_BATCH_TIMEOUT.as_millis()
+                            ),
+                        ));
                     }
                 }
-                "RELAY_RETRY_BACKOFF_MS" => settings.retry_backoff = millis(&name, &value)?,
+                "RELAY_RETRY_BACKOFF_MS" => {
+                    settings.retry_backoff = millis(&name, &value)?;
+                    if settings.retry_backoff.is_zero() {
+                        return Err(invalid(
+                            &name,
+                            &value,
+                            "must be greater than 0: it doubles per failure in a row, and from \
+                             0 a failing partition would be read again at once, for ever",
+                        ));
+                    }
+                }
                 "RELAY_RETRY_BACKOFF_MAX_MS" => settings.retry_backoff_max = millis(&name, &value)?,
                 "RELAY_EXACTLY_ONCE" => settings.exactly_once = boolean(&name, &value)?,
                 "RELAY_TRANSACTIONAL_ID" => settings.transactional_id = non_empty(&name, &value)?,
@@ -228,6 +250,24 @@ impl ServeSettings {
                 }
             }
         }
+        if settings.exactly_once {
+            let level = settings
+                .consumer_overrides
+                .iter()
+                .find(|(property, _)| property == "isolation.level");
+            if let Some((_, level)) = level {
+                if !level.eq_ignore_ascii_case("read_committed") {
+                    return Err(invalid(
+                        "RELAY_CONSUMER_ISOLATION_LEVEL",
+                        level,
+                        "exactly once needs read_committed: only then does the consumer ask \
+                         the group for stable offsets, and a member taking over a partition \
+                         could otherwise start before the last transaction's offsets and \
+                         relay its records again",
+                    ));
+                }
+            }
+        }
         settings.batch_window = batch_window.unwrap_or(if settings.exactly_once {
             EXACTLY_ONCE_BATCH_WINDOW
         } else {
@@ -293,6 +333,43 @@ mod tests {
         .expect("settings");
         assert_eq!(set.batch_window, Duration::from_millis(7));
         assert_eq!(set.commit_interval, Duration::ZERO);
+    }
+
+    /// Exactly once reads offsets as committed: a consumer override of the isolation
+    /// level is refused then (unless it is read_committed), taken at least once.
+    #[test]
+    fn exactly_once_refuses_an_isolation_level_that_is_not_read_committed() {
+        let level = |value: &str, exactly_once: &str| {
+            serve(&[
+                ("RELAY_BROKERS", "b:9092"),
+                ("RELAY_CONSUMER_ISOLATION_LEVEL", value),
+                ("RELAY_EXACTLY_ONCE", exactly_once),
+            ])
+        };
+        let error = level("read_uncommitted", "true").expect_err("refused");
+        assert!(
+            error.to_string().contains("RELAY_CONSUMER_ISOLATION_LEVEL"),
+            "{error}"
+        );
+        level("read_committed", "true").expect("the level exactly once sets itself");
+        level("read_uncommitted", "false").expect("at least once reads either way");
+    }
+
+    /// A batch timeout under a second, and a retry backoff of 0, are refused.
+    #[test]
+    fn batch_timeout_and_retry_backoff_have_floors() {
+        let with = |name: &str, value: &str| serve(&[("RELAY_BROKERS", "b:9092"), (name, value)]);
+        for (name, value) in [
+            ("RELAY_BATCH_TIMEOUT_MS", "999"),
+            ("RELAY_BATCH_TIMEOUT_MS", "0"),
+            ("RELAY_RETRY_BACKOFF_MS", "0"),
+        ] {
+            let error = with(name, value).expect_err(name).to_string();
+            assert!(error.contains(name), "{error}");
+        }
+        let taken = with("RELAY_BATCH_TIMEOUT_MS", "1000").expect("1 s");
+        assert_eq!(taken.batch_timeout, MIN_BATCH_TIMEOUT);
+        with("RELAY_RETRY_BACKOFF_MS", "1").expect("1 ms");
     }
 
     /// A static group membership id would be every task's (they share the service's

@@ -61,7 +61,7 @@ pub(crate) fn check_poll_interval(
     if batch >= interval {
         return Err(Error::Consumer(format!(
             "a batch may take {} ms (RELAY_BATCH_TIMEOUT_MS, with its commit, and under \
-             exactly once the abort after a failed commit), \
+             exactly once what follows a failed commit), \
              not less than the consumer's max.poll.interval.ms ({} ms, \
              RELAY_CONSUMER_MAX_POLL_INTERVAL_MS): the member would leave the group in the \
              middle of a batch and another would write its partitions too. Lower \

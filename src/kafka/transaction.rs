@@ -14,7 +14,7 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::Error;
-use crate::kafka::group::{Source, Span};
+use crate::kafka::group::{Source, Span, CONSUMER_CALL_TIMEOUT};
 use crate::kafka::producer::Sink;
 
 /// How long a transactional call (init, send offsets, commit, abort) may block.
@@ -23,12 +23,21 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A batch (`RELAY_BATCH_TIMEOUT_MS`) and this must end inside the transaction timeout:
 /// past it the coordinator aborts the transaction, and a commit cannot land.
 pub(crate) const COMMIT_BUDGET: Duration = Duration::from_secs(20);
-/// The longest the loop may wait after a batch under exactly once without polling the
-/// consumer: the commit, then the abort that follows one that failed. (A new producer's
-/// init comes before the batch's records but inside its `RELAY_BATCH_TIMEOUT_MS`, whose
-/// clock starts before it.)
-pub(crate) const COMMIT_OR_ABORT_BUDGET: Duration =
-    Duration::from_secs(COMMIT_BUDGET.as_secs() + TRANSACTION_TIMEOUT.as_secs());
+/// The longest the loop may go after a batch under exactly once without polling the
+/// consumer: the commit ([`COMMIT_BUDGET`]), then either the abort after one that failed
+/// and, should the abort fail too, a new producer's init (which aborts what the old one
+/// left open), or, after a commit whose outcome is unknown, a new producer's init and
+/// the group's committed offsets (a consumer call). What
+/// `max.poll.interval.ms` must outlast on top of a batch.
+pub(crate) const AFTER_BATCH_UNPOLLED: Duration = Duration::from_secs(
+    COMMIT_BUDGET.as_secs()
+        + TRANSACTION_TIMEOUT.as_secs()
+        + if TRANSACTION_TIMEOUT.as_secs() > CONSUMER_CALL_TIMEOUT.as_secs() {
+            TRANSACTION_TIMEOUT.as_secs()
+        } else {
+            CONSUMER_CALL_TIMEOUT.as_secs()
+        },
+);
 /// librdkafka's `transaction.timeout.ms` when the producer properties do not set it.
 const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pause before a transactional call that failed with a retriable error is tried again.
@@ -171,6 +180,14 @@ impl Transactions {
             self.initialised = None;
         }
         aborted
+    }
+
+    /// Whether `sink` is the producer transactions were initialised with.
+    #[cfg(test)]
+    pub(crate) fn initialised_with(&self, sink: &Arc<Sink>) -> bool {
+        self.initialised
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, sink))
     }
 
     /// Forgets the producer (replaced): the next one is initialised again.

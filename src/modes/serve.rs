@@ -35,7 +35,7 @@ use crate::kafka::group::{
 };
 use crate::kafka::producer::Sink;
 use crate::kafka::transaction::{
-    check_transaction_timeout, Transactions, TxnEnd, COMMIT_BUDGET, COMMIT_OR_ABORT_BUDGET,
+    check_transaction_timeout, Transactions, TxnEnd, AFTER_BATCH_UNPOLLED, COMMIT_BUDGET,
 };
 use crate::ops::{Metrics, LIVENESS_TIMEOUT};
 use crate::pipeline::{BatchContext, BatchOutcome, Rejection, Renew};
@@ -134,7 +134,7 @@ impl Server {
         // once a synchronous offset commit, which the loop waits for that long at most.
         // None of them polls the consumer.
         let commit = if settings.exactly_once {
-            COMMIT_OR_ABORT_BUDGET
+            AFTER_BATCH_UNPOLLED
         } else {
             crate::kafka::group::CONSUMER_CALL_TIMEOUT
         };
@@ -375,6 +375,19 @@ impl Server {
                 if self.settings.exactly_once {
                     self.one_cluster(&sink).await?;
                     if let Err(error) = self.transactions.initialise(&sink).await {
+                        // A fatal answer (a transaction timeout above the brokers'
+                        // transaction.max.timeout.ms, transactional ids the relay may
+                        // not write) would fail every batch's new producer the same way:
+                        // said once, at start, rather than as a loop that never relays.
+                        if let Some(fatal) = sink.fatal_error() {
+                            return Err(Error::Transaction(format!(
+                                "exactly once cannot start: the brokers refused to initialise \
+                                 transactions ({fatal}). Check RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS \
+                                 against the brokers' transaction.max.timeout.ms, and that the \
+                                 relay may write its transactional ids (with IAM: \
+                                 kafka-cluster:DescribeTransactionalId and AlterTransactionalId)"
+                            )));
+                        }
                         tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
                     }
                 }
@@ -803,12 +816,29 @@ impl Server {
         }
     }
 
-    /// Aborts the transaction; a producer that cannot abort cannot go on: the next
-    /// batch gets a new one, whose init_transactions aborts what this one left open.
+    /// Aborts the transaction. A producer that cannot abort cannot go on: it is
+    /// replaced at once, and the new one's init_transactions (the same
+    /// `transactional.id`) aborts what it left open. Not at the next batch: there may be
+    /// none (the partitions revoked, a shutdown), and the open transaction would hold
+    /// back read_committed readers, and the committed offsets of its partitions, until
+    /// the transaction timeout. Should the new producer not initialise either, the next
+    /// batch tries again.
     async fn abort(&mut self, sink: &Arc<Sink>) {
-        if let Err(error) = self.transactions.abort(sink).await {
-            tracing::warn!(%error, "abort_transaction failed: replacing the producer");
-            self.relay.retire(sink.clone());
+        let Err(error) = self.transactions.abort(sink).await else {
+            return;
+        };
+        tracing::warn!(%error, "abort_transaction failed: replacing the producer, whose successor aborts the transaction left open");
+        self.relay.retire(sink.clone());
+        let initialised = match self.relay.producer(&self.brokers) {
+            Ok(next) => self.transactions.initialise(&next).await.inspect_err(|_| {
+                if next.fatal_error().is_some() {
+                    self.relay.retire(next.clone());
+                }
+            }),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = initialised {
+            tracing::warn!(%error, "the new producer has not initialised transactions: the next batch tries again");
         }
     }
 
@@ -959,6 +989,7 @@ fn verdict<'a>(current: Option<i64>, rejected: &[&'a Rejection]) -> Verdict<'a> 
 mod tests {
     use super::*;
     use crate::error::Stage;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     fn rejection(offset: i64, sibling: bool) -> Rejection {
         Rejection {
@@ -967,6 +998,107 @@ mod tests {
             error: RecordError::permanent(Stage::Sink, "delivery failed: invalid record"),
             sibling,
         }
+    }
+
+    /// A mock cluster with the topics `dms` and `out`, and an exactly once server of
+    /// `group` over it (not started).
+    fn exactly_once_server(
+        group: &str,
+    ) -> (
+        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        Server,
+    ) {
+        use crate::config::{Overrides, Settings};
+        use crate::transform::Routes;
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        for topic in ["dms", "out"] {
+            cluster.create_topic(topic, 1, 1).expect("topic");
+        }
+        let brokers = cluster.bootstrap_servers();
+        let vars = [
+            ("RELAY_BROKERS", brokers.as_str()),
+            ("RELAY_SOURCE_TOPICS", "dms"),
+            ("RELAY_GROUP_ID", group),
+            ("RELAY_HTTP_ADDR", "off"),
+            ("RELAY_EXACTLY_ONCE", "true"),
+        ];
+        let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
+        let settings = Settings::from_vars_with(
+            pairs(),
+            Overrides {
+                managed_producer: Server::producer_overrides(&serve),
+                ..Overrides::default()
+            },
+        )
+        .expect("settings");
+        let routes = Routes::parse(
+            "[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\n",
+            "test",
+        )
+        .expect("routes");
+        let relay = Arc::new(Relay::with_routes(settings, routes));
+        let server = Server::new(relay, serve).expect("server");
+        (cluster, server)
+    }
+
+    /// Transactions the brokers refuse to initialise with a fatal answer (here a
+    /// transaction timeout above their maximum) stop serve at start with an error that
+    /// names the settings to check, instead of a loop that never relays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_refusal_to_initialise_transactions_stops_serve_at_start() {
+        let (cluster, mut server) = exactly_once_server("refused");
+        cluster.request_errors(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TRANSACTION_TIMEOUT],
+        );
+        let started = tokio::time::timeout(Duration::from_secs(30), server.start())
+            .await
+            .expect("start ends");
+        let error = started.expect_err("refused").to_string();
+        assert!(
+            error.contains("RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS"),
+            "{error}"
+        );
+    }
+
+    /// A transaction whose abort fails is not left open until the next batch (there
+    /// may be none): the producer is replaced at once, and the new one has initialised
+    /// transactions (with the same `transactional.id`, which aborts the open one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_abort_replaces_the_producer_at_once() {
+        use crate::transform::OutMessage;
+        let (cluster, mut server) = exactly_once_server("abort");
+        let sink = server.relay.producer(&server.brokers).expect("producer");
+        server.transactions.begin(&sink).await.expect("begun");
+        let message = OutMessage {
+            topic: Arc::from("out"),
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: Default::default(),
+        };
+        let mut ticket = sink.enqueue(&message, None).await.expect("enqueued");
+        tokio::time::timeout(Duration::from_secs(10), ticket.delivered())
+            .await
+            .expect("reported")
+            .expect("written in the transaction");
+        cluster.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+        );
+        tokio::time::timeout(Duration::from_secs(30), server.abort(&sink))
+            .await
+            .expect("the abort ends");
+        assert!(sink.fatal_error().is_some(), "the abort failed");
+        let current = server.relay.sink().expect("a new producer already");
+        assert!(
+            !Arc::ptr_eq(&current, &sink),
+            "the failed producer is replaced"
+        );
+        assert!(
+            server.transactions.initialised_with(&current),
+            "the new producer has initialised transactions"
+        );
     }
 
     /// The record rejected for its own bytes goes alone first, not the innocent
