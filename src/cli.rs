@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use lambda_runtime::LambdaEvent;
 
-use cdc_relay::config::{Overrides, ServeSettings, Settings};
+use cdc_relay::config::{Overrides, Settings};
 use cdc_relay::dms::{Change, ChangeEvent, Decoder};
 use cdc_relay::generate::{generate, GenOptions};
 use cdc_relay::modes::lambda::payload::{Payloads, RawPayloadLayer};
@@ -47,11 +47,7 @@ pub async fn run_lambda() -> anyhow::Result<()> {
 }
 
 pub async fn serve() -> anyhow::Result<()> {
-    let serve_settings = ServeSettings::from_env()?;
-    let settings = Settings::from_env_with(Overrides {
-        managed_producer: Server::producer_overrides(&serve_settings),
-        ..Overrides::default()
-    })?;
+    let (serve_settings, settings) = Server::settings_from(std::env::vars().collect())?;
     let http = serve_settings.http_addr;
     // The process ends within this of SIGTERM, whatever is still blocked in librdkafka.
     // Counted from the signal itself, watched from the start by a task of its own (the

@@ -165,16 +165,11 @@ fn committed_by(consumer: &BaseConsumer, partitions: i32) -> Vec<Option<i64>> {
 
 /// A serving loop over `routes`, configured by `vars` (later ones win), as `serve` makes it.
 fn server(vars: &[(&str, &str)], routes: &str) -> Result<Server, cdc_relay::Error> {
-    let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
-    let settings = Settings::from_vars_with(
-        pairs(),
-        Overrides {
-            managed_producer: Server::producer_overrides(&serve),
-            ..Overrides::default()
-        },
-    )
-    .expect("settings");
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (serve, settings) = Server::settings_from(vars).expect("settings");
     let routes = Routes::parse(routes, "test").expect("routes");
     Server::new(Arc::new(Relay::with_routes(settings, routes)), serve)
 }

@@ -748,6 +748,17 @@ impl Drop for Ticket {
     }
 }
 
+/// A message to `topic` with key `k` and value `v`, no headers (tests).
+#[cfg(test)]
+pub(crate) fn test_message(topic: &str) -> OutMessage {
+    OutMessage {
+        topic: Arc::from(topic),
+        key: Some(b"k".to_vec()),
+        value: Some(b"v".to_vec()),
+        headers: Default::default(),
+    }
+}
+
 /// Permanent when the broker or the producer refused the message's own bytes (too
 /// large, an invalid record); retryable otherwise, including every fault of the
 /// infrastructure: authorization, unknown or invalid topics, a fatal producer (whether an
@@ -881,12 +892,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_producer_fails_its_undelivered_messages() {
         let sink = Sink::connect_with("127.0.0.1:1", ClientAuth::None, &[]).expect("a sink");
-        let message = OutMessage {
-            topic: Arc::from("out"),
-            key: Some(b"k".to_vec()),
-            value: Some(b"v".to_vec()),
-            headers: Default::default(),
-        };
+        let message = test_message("out");
         let mut ticket = sink.enqueue(&message, None).await.expect("enqueued");
         tokio::task::spawn_blocking(move || drop(sink))
             .await

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::ServeSettings;
+use crate::config::{Overrides, ServeSettings, Settings};
 use crate::error::{ConfigError, Error, RecordError};
 use crate::kafka::group::{
     backoff, check_poll_interval, spans, Read, Source, SourceOptions, Span, STATISTICS_INTERVAL,
@@ -193,6 +193,23 @@ impl Server {
             fenced: None,
             remake_source: false,
         })
+    }
+
+    /// serve's settings and the relay's from `(name, value)` pairs (the process
+    /// environment, in the binary), the relay's producer overrides including
+    /// [`Server::producer_overrides`], as [`Server::new`] needs them.
+    pub fn settings_from(
+        vars: Vec<(String, String)>,
+    ) -> Result<(ServeSettings, Settings), ConfigError> {
+        let serve = ServeSettings::from_vars(vars.iter().cloned())?;
+        let settings = Settings::from_vars_with(
+            vars,
+            Overrides {
+                managed_producer: Server::producer_overrides(&serve),
+                ..Overrides::default()
+            },
+        )?;
+        Ok((serve, settings))
     }
 
     /// The producer properties serving adds to `RELAY_PRODUCER_*`: exactly once, a
@@ -1008,7 +1025,6 @@ mod tests {
         rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
         Server,
     ) {
-        use crate::config::{Overrides, Settings};
         use crate::transform::Routes;
         let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
         for topic in ["dms", "out"] {
@@ -1022,16 +1038,8 @@ mod tests {
             ("RELAY_HTTP_ADDR", "off"),
             ("RELAY_EXACTLY_ONCE", "true"),
         ];
-        let pairs = || vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        let serve = ServeSettings::from_vars(pairs()).expect("serve settings");
-        let settings = Settings::from_vars_with(
-            pairs(),
-            Overrides {
-                managed_producer: Server::producer_overrides(&serve),
-                ..Overrides::default()
-            },
-        )
-        .expect("settings");
+        let vars = vars.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec();
+        let (serve, settings) = Server::settings_from(vars).expect("settings");
         let routes = Routes::parse(
             "[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\n",
             "test",
@@ -1067,16 +1075,10 @@ mod tests {
     /// transactions (with the same `transactional.id`, which aborts the open one).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_abort_replaces_the_producer_at_once() {
-        use crate::transform::OutMessage;
         let (cluster, mut server) = exactly_once_server("abort");
         let sink = server.relay.producer(&server.brokers).expect("producer");
         server.transactions.begin(&sink).await.expect("begun");
-        let message = OutMessage {
-            topic: Arc::from("out"),
-            key: Some(b"k".to_vec()),
-            value: Some(b"v".to_vec()),
-            headers: Default::default(),
-        };
+        let message = crate::kafka::producer::test_message("out");
         let mut ticket = sink.enqueue(&message, None).await.expect("enqueued");
         tokio::time::timeout(Duration::from_secs(10), ticket.delivered())
             .await
