@@ -235,6 +235,21 @@ impl Sink {
         )
     }
 
+    /// The producer's fatal error when it is one that no new producer cures: the
+    /// brokers refuse the transaction timeout (above their `transaction.max.timeout.ms`)
+    /// or do not support what the producer needs.
+    pub(crate) fn refused_for_good(&self) -> Option<String> {
+        match self.producer.client().fatal_error() {
+            Some((
+                code @ (RDKafkaErrorCode::InvalidTransactionTimeout
+                | RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::UnsupportedVersion),
+                reason,
+            )) => Some(format!("{code:?}: {}", self.redactor.redact(&reason))),
+            _ => None,
+        }
+    }
+
     /// The producer's fatal error, if it has one: it then fails every message, and
     /// only a new producer can deliver again.
     pub(crate) fn fatal_error(&self) -> Option<String> {

@@ -129,10 +129,11 @@ impl Server {
                 &relay.settings().producer_overrides,
             )?;
         }
-        // After the batch: under exactly once the commit and the abort after one that
-        // failed (a new producer's init counts in the batch's own timeout); at least
-        // once a synchronous offset commit, which the loop waits for that long at most.
-        // None of them polls the consumer.
+        // After the batch: under exactly once the commit and what follows one that
+        // failed or whose outcome is unknown ([`AFTER_BATCH_UNPOLLED`]; a new producer's
+        // init before a batch counts in the batch's own timeout); at least once a
+        // synchronous offset commit, which the loop waits for that long at most. None of
+        // them polls the consumer.
         let commit = if settings.exactly_once {
             AFTER_BATCH_UNPOLLED
         } else {
@@ -392,17 +393,18 @@ impl Server {
                 if self.settings.exactly_once {
                     self.one_cluster(&sink).await?;
                     if let Err(error) = self.transactions.initialise(&sink).await {
-                        // A fatal answer (a transaction timeout above the brokers'
-                        // transaction.max.timeout.ms, transactional ids the relay may
-                        // not write) would fail every batch's new producer the same way:
-                        // said once, at start, rather than as a loop that never relays.
-                        if let Some(fatal) = sink.fatal_error() {
+                        // A fatal answer no wait cures (a transaction timeout above the
+                        // brokers' transaction.max.timeout.ms, a cluster without
+                        // transactions) would fail every batch's new producer the same
+                        // way: said once, at start, rather than as a loop that never
+                        // relays. A refused authorisation may be a grant still on its
+                        // way: the loop keeps trying, unready.
+                        if let Some(fatal) = sink.refused_for_good() {
                             return Err(Error::Transaction(format!(
                                 "exactly once cannot start: the brokers refused to initialise \
                                  transactions ({fatal}). Check RELAY_PRODUCER_TRANSACTION_TIMEOUT_MS \
                                  against the brokers' transaction.max.timeout.ms, and that the \
-                                 relay may write its transactional ids (with IAM: \
-                                 kafka-cluster:DescribeTransactionalId and AlterTransactionalId)"
+                                 cluster supports transactions"
                             )));
                         }
                         tracing::warn!(%error, "transactions not initialised yet: retried at the first batch");
@@ -613,8 +615,9 @@ impl Server {
             Ok(self.commit_done(spans, &outcome).await)
         };
         // Only the batch's producer counts while it is the relay's (or was just retired,
-        // after a failed abort): one already replaced (after an unknown commit, or renewed
-        // mid-batch) may turn fatal in the background, fenced by its own successor.
+        // after a failed abort that found it fenced by another process): one already
+        // replaced (after an unknown commit or a failed abort, or renewed mid-batch) may
+        // turn fatal in the background, fenced by its own successor.
         let current = self
             .relay
             .sink()
@@ -844,8 +847,15 @@ impl Server {
         let Err(error) = self.transactions.abort(sink).await else {
             return;
         };
-        tracing::warn!(%error, "abort_transaction failed: replacing the producer, whose successor aborts the transaction left open");
         self.relay.retire(sink.clone());
+        if self.stops_when_fenced(sink) {
+            // Another process took the transactional id, and with it the open
+            // transaction: a new producer here would fence it in turn. The batch's end
+            // sees the fencing and stops serving.
+            tracing::warn!(%error, "abort_transaction failed: the transactional id was taken by another process");
+            return;
+        }
+        tracing::warn!(%error, "abort_transaction failed: replacing the producer, whose successor aborts the transaction left open");
         let initialised = match self.relay.producer(&self.brokers) {
             Ok(next) => self.transactions.initialise(&next).await.inspect_err(|_| {
                 if next.fatal_error().is_some() {
@@ -1017,14 +1027,17 @@ mod tests {
         }
     }
 
+    type TestCluster =
+        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
     /// A mock cluster with the topics `dms` and `out`, and an exactly once server of
     /// `group` over it (not started).
-    fn exactly_once_server(
-        group: &str,
-    ) -> (
-        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-        Server,
-    ) {
+    fn exactly_once_server(group: &str) -> (TestCluster, Server) {
+        exactly_once_server_with(group, &[])
+    }
+
+    /// [`exactly_once_server`] with more settings.
+    fn exactly_once_server_with(group: &str, more: &[(&str, &str)]) -> (TestCluster, Server) {
         use crate::transform::Routes;
         let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
         for topic in ["dms", "out"] {
@@ -1038,7 +1051,11 @@ mod tests {
             ("RELAY_HTTP_ADDR", "off"),
             ("RELAY_EXACTLY_ONCE", "true"),
         ];
-        let vars = vars.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec();
+        let vars = vars
+            .iter()
+            .chain(more)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let (serve, settings) = Server::settings_from(vars).expect("settings");
         let routes = Routes::parse(
             "[[route]]\ntable = \"public.orders\"\ntopic = \"out\"\n",
@@ -1076,6 +1093,34 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_abort_replaces_the_producer_at_once() {
         let (cluster, mut server) = exactly_once_server("abort");
+        let sink = failed_abort(&cluster, &mut server).await;
+        let current = server.relay.sink().expect("a new producer already");
+        assert!(
+            !Arc::ptr_eq(&current, &sink),
+            "the failed producer is replaced"
+        );
+        assert!(
+            server.transactions.initialised_with(&current),
+            "the new producer has initialised transactions"
+        );
+    }
+
+    /// With `RELAY_TRANSACTIONAL_ID` set, an abort that fails because another process
+    /// took the id makes no new producer (it would fence that process in turn, and
+    /// abort its transaction): the producer is retired, and the batch's end stops
+    /// serving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_abort_fenced_by_another_process_makes_no_new_producer() {
+        let (cluster, mut server) =
+            exactly_once_server_with("taken", &[("RELAY_TRANSACTIONAL_ID", "taken-1")]);
+        let sink = failed_abort(&cluster, &mut server).await;
+        assert!(server.stops_when_fenced(&sink), "fenced");
+        assert!(server.relay.sink().is_none(), "no new producer");
+    }
+
+    /// Begins a transaction on `server`'s producer, writes one message in it, and
+    /// aborts it with the coordinator answering `PRODUCER_FENCED`. Returns the producer.
+    async fn failed_abort(cluster: &TestCluster, server: &mut Server) -> Arc<Sink> {
         let sink = server.relay.producer(&server.brokers).expect("producer");
         server.transactions.begin(&sink).await.expect("begun");
         let message = crate::kafka::producer::test_message("out");
@@ -1092,15 +1137,7 @@ mod tests {
             .await
             .expect("the abort ends");
         assert!(sink.fatal_error().is_some(), "the abort failed");
-        let current = server.relay.sink().expect("a new producer already");
-        assert!(
-            !Arc::ptr_eq(&current, &sink),
-            "the failed producer is replaced"
-        );
-        assert!(
-            server.transactions.initialised_with(&current),
-            "the new producer has initialised transactions"
-        );
+        sink
     }
 
     /// The record rejected for its own bytes goes alone first, not the innocent

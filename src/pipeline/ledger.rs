@@ -190,9 +190,13 @@ impl Ledger {
     /// copy, out of source order. It is done again once produced again after it; a
     /// recovery round that stops first leaves it reported for retry.
     pub(crate) fn overtaken(&mut self, range: std::ops::Range<usize>) {
-        for state in self.states.iter_mut().take(range.end).skip(range.start) {
-            if matches!(state, RecordState::Produced) {
-                *state = RecordState::Failed(RecordError::retryable(
+        let end = range.end.min(self.states.len());
+        for index in range.start..end {
+            if matches!(self.states[index], RecordState::Produced) {
+                // Its acknowledgements no longer stand for its last copies: produced
+                // again, it sends every message.
+                self.acked[index] = 0;
+                self.states[index] = RecordState::Failed(RecordError::retryable(
                     Stage::Sink,
                     "produced before an earlier record of its partition that was produced \
                      again, and not produced again after it",
@@ -734,19 +738,26 @@ mod tests {
     }
 
     /// Records produced before an earlier record that is produced again are not done
-    /// until produced again after it (retryable, so reported, never dead-lettered);
-    /// the other states are left as they are, and so is everything outside the range.
+    /// until produced again after it, all their messages (retryable, so reported, never
+    /// dead-lettered); the other states are left as they are, and so is everything
+    /// outside the range.
     #[test]
     fn records_overtaken_by_an_earlier_records_new_copy_are_not_done() {
         let mut ledger = ledger(vec![
             RecordState::Produced,
             RecordState::Rejected(rejected()),
-            RecordState::Produced,
+            pending(1),
             RecordState::DeadLettered,
             RecordState::Skipped(SkipReason::Filter),
             RecordState::Produced,
         ]);
+        ledger.acknowledged(2, 0, false);
+        assert!(ledger.state(2).is_done() && ledger.is_acknowledged(2, 0));
         ledger.overtaken(2..5);
+        assert!(
+            !ledger.is_acknowledged(2, 0),
+            "produced again, it sends every message"
+        );
         assert!(ledger.state(0).is_done(), "before the range");
         assert!(ledger.is_rejected(1));
         match ledger.state(2) {

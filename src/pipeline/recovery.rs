@@ -22,23 +22,43 @@ impl Run<'_> {
             if !self.ledger.any_rejected() || self.out_of_time() {
                 return;
             }
-            let done_before = self.ledger.done();
-            let mut start = 0;
-            while start < self.records.len() {
-                let partition = self.records[start].batch_partition.clone();
-                let end = (start..self.records.len())
-                    .find(|i| self.records[*i].batch_partition != partition)
-                    .unwrap_or(self.records.len());
-                if (start..end).any(|i| self.ledger.is_rejected(i)) {
-                    self.recover_partition(start, end, cluster, renew).await;
+            let partitions = self.partitions_to_recover();
+            // In each, the records after its first not done that are produced are done
+            // only once produced again after it: should the round stop first (the
+            // budget, no new producer), they are reported, not left before its new
+            // copy. Marked before progress is counted.
+            for &(start, end) in &partitions {
+                if let Some(first) = (start..end).find(|i| !self.ledger.state(*i).is_done()) {
+                    self.ledger.overtaken(first + 1..end);
                 }
-                start = end;
+            }
+            let done_before = self.ledger.done();
+            for (start, end) in partitions {
+                self.recover_partition(start, end, cluster, renew).await;
             }
             self.await_deliveries().await;
             if self.ledger.done() == done_before {
                 return;
             }
         }
+    }
+
+    /// The source partitions (`start..end` in the batch) with a record rejected after
+    /// sending.
+    fn partitions_to_recover(&self) -> Vec<(usize, usize)> {
+        let mut partitions = Vec::new();
+        let mut start = 0;
+        while start < self.records.len() {
+            let partition = &self.records[start].batch_partition;
+            let end = (start..self.records.len())
+                .find(|i| self.records[*i].batch_partition != *partition)
+                .unwrap_or(self.records.len());
+            if (start..end).any(|i| self.ledger.is_rejected(i)) {
+                partitions.push((start, end));
+            }
+            start = end;
+        }
+        partitions
     }
 
     /// Produces again, in source order, the records of one source partition
@@ -56,17 +76,14 @@ impl Run<'_> {
         let Some(first) = (start..end).find(|i| !self.ledger.state(*i).is_done()) else {
             return;
         };
-        // The records after it that are produced are done only once produced again after
-        // it: should the round stop first (the budget, no new producer), they are
-        // reported, not left before its new copy.
-        self.ledger.overtaken(first + 1..end);
         for index in first..end {
             if self.out_of_time() {
                 return;
             }
             let (alone, own_resend) = match self.ledger.state(index) {
                 RecordState::Skipped(_) | RecordState::DeadLettered => continue,
-                // Produced before the retried record: produced again after it.
+                // Produced before the retried record (none after `overtaken`):
+                // produced again after it.
                 RecordState::Produced => (false, Resend::All),
                 RecordState::Rejected(_) => (true, Resend::Unacknowledged),
                 RecordState::Failed(error) if error.stage == Stage::Sink => {
