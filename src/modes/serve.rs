@@ -837,22 +837,24 @@ impl Server {
     }
 
     /// Aborts the transaction. A producer that cannot abort cannot go on: it is
-    /// replaced at once, and the new one's init_transactions (the same
-    /// `transactional.id`) aborts what it left open. Not at the next batch: there may be
-    /// none (the partitions revoked, a shutdown), and the open transaction would hold
-    /// back read_committed readers, and the committed offsets of its partitions, until
-    /// the transaction timeout. Should the new producer not initialise either, the next
-    /// batch tries again.
+    /// retired. With the generated `transactional.id` it is replaced at once, and the
+    /// new one's init_transactions (the same id) aborts what it left open. Not at the
+    /// next batch: there may be none (the partitions revoked, a shutdown), no successor
+    /// will ever use the id, and the open transaction would hold back read_committed
+    /// readers, and the committed offsets of its partitions, until the transaction
+    /// timeout. Should the new producer not initialise either, the next batch tries
+    /// again.
     async fn abort(&mut self, sink: &Arc<Sink>) {
         let Err(error) = self.transactions.abort(sink).await else {
             return;
         };
         self.relay.retire(sink.clone());
-        if self.stops_when_fenced(sink) {
-            // Another process took the transactional id, and with it the open
-            // transaction: a new producer here would fence it in turn. The batch's end
-            // sees the fencing and stops serving.
-            tracing::warn!(%error, "abort_transaction failed: the transactional id was taken by another process");
+        if self.settings.transactional_id.is_some() {
+            // A stable id (RELAY_TRANSACTIONAL_ID) may have been taken by another
+            // process, a successor, with the open transaction: a new producer here would
+            // fence it in turn. The next batch's producer, or the successor, aborts what
+            // is open; a fencing seen at the batch's end stops serving.
+            tracing::warn!(%error, "abort_transaction failed: the next batch's producer aborts the transaction left open");
             return;
         }
         tracing::warn!(%error, "abort_transaction failed: replacing the producer, whose successor aborts the transaction left open");
@@ -1105,10 +1107,10 @@ mod tests {
         );
     }
 
-    /// With `RELAY_TRANSACTIONAL_ID` set, an abort that fails because another process
-    /// took the id makes no new producer (it would fence that process in turn, and
-    /// abort its transaction): the producer is retired, and the batch's end stops
-    /// serving.
+    /// With `RELAY_TRANSACTIONAL_ID` set, an abort that fails (here because another
+    /// process took the id) makes no new producer at once (it could fence that process
+    /// in turn, and abort its transaction): the producer is retired, and the batch's end
+    /// stops serving when it was fenced.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_abort_fenced_by_another_process_makes_no_new_producer() {
         let (cluster, mut server) =

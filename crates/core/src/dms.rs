@@ -106,7 +106,10 @@ fn number_or_string<'de: 'a, 'a, D: Deserializer<'de>>(
     let raw = Option::<&'a RawValue>::deserialize(d)?;
     match raw.map(|r| r.get().as_bytes().first()) {
         None => Ok(None),
-        Some(Some(b'"' | b'-' | b'0'..=b'9')) => Ok(raw),
+        Some(Some(b'"' | b'-' | b'0'..=b'9')) => match raw.map(check_escapes) {
+            Some(Err(e)) => Err(D::Error::custom(e)),
+            _ => Ok(raw),
+        },
         Some(Some(b'n')) => Ok(None),
         Some(_) => Err(D::Error::custom(
             "invalid type: expected a number or a string",
@@ -440,7 +443,15 @@ fn number_or_string_or_null<'a>(
 ) -> Result<Option<&'a RawValue>, ScanError> {
     match s.peek() {
         Some(b'n') => raw_or_null(s),
-        Some(b'"' | b'-' | b'0'..=b'9') => raw_value(s.raw()?).map(Some),
+        Some(b'"' | b'-' | b'0'..=b'9') => {
+            let value = raw_value(s.raw()?)?;
+            // Written downstream as it came (the envelope's `source`): its escapes are
+            // checked as a row value's are.
+            if s.escaped() {
+                check_escapes(value).map_err(|e| s.error(format_args!("`{field}`: {e}")))?;
+            }
+            Ok(Some(value))
+        }
         _ => Err(s.error(format_args!(
             "invalid type: `{field}`: expected a number or a string"
         ))),
@@ -608,6 +619,35 @@ mod tests {
                 assert_eq!(before.get("status").map(RawValue::get), Some("\"PENDING\""));
             }
             other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    /// A transaction field is written downstream as it came (the envelope's `source`):
+    /// a lone surrogate escape in it is refused, as in a row value, by the decoder and
+    /// by the serde reading alike; a valid pair, a number or another escape is kept.
+    #[test]
+    fn a_lone_surrogate_in_a_transaction_field_is_refused() {
+        let doc = |field: &str, value: &str| {
+            format!(
+                r#"{{"data":{{"id":1}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"s","table-name":"t","{field}":{value}}}}}"#
+            )
+        };
+        let decoder = Decoder::default();
+        for field in [
+            "transaction-id",
+            "transaction-record-id",
+            "prev-transaction-id",
+            "prev-transaction-record-id",
+        ] {
+            let bad = doc(field, r#""\ud800""#);
+            let error = decoder.decode(bad.as_bytes()).expect_err(field);
+            assert!(error.to_string().contains(field), "{error}");
+            compare_with_serde(&decoder, bad.as_bytes()).expect("both refuse it");
+            for good in [r#""\ud83d\ude00""#, "12", r#""a\"b""#] {
+                let doc = doc(field, good);
+                decoder.decode(doc.as_bytes()).expect(good);
+                compare_with_serde(&decoder, doc.as_bytes()).expect(good);
+            }
         }
     }
 

@@ -1508,6 +1508,22 @@ fn compile_filter(value: toml::Value) -> Result<Filter, String> {
                 .to_owned(),
         );
     }
+    /// Whether a TOML `nan` or `inf` is anywhere in `value`: JSON has no such number
+    /// (converted, it would read as `null` and match null values).
+    fn has_non_finite(value: &toml::Value) -> bool {
+        match value {
+            toml::Value::Float(f) => !f.is_finite(),
+            toml::Value::Array(items) => items.iter().any(has_non_finite),
+            toml::Value::Table(table) => table.values().any(has_non_finite),
+            _ => false,
+        }
+    }
+    if has_non_finite(&value) {
+        return Err(
+            "filter: nan and inf are not numbers a change can hold: compare with a finite number"
+                .to_owned(),
+        );
+    }
     let json: serde_json::Value = match value {
         toml::Value::String(text) => serde_json::from_str(&text)
             .map_err(|e| format!("filter: the string is not a JSON pattern: {e}"))?,
@@ -1966,6 +1982,8 @@ topic = "public.{table}"
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ wildcard = \"INS*\" }] }\n", "op: \"INS*\" is not a pattern of"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { op = [{ prefix = { equals-ignore-case = \"UPS\" } }] }\n", "op: \"UPS\" is not the start of"),
             ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { at = [1979-05-27T07:32:00Z] } }\n", "a TOML date or time is not a matcher"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { amount = [nan] } }\n", "nan and inf are not numbers"),
+            ("[[route]]\ntable = \"a.b\"\ntopic = \"t\"\nfilter = { data = { amount = [{ numeric = [\">\", inf] }] } }\n", "nan and inf are not numbers"),
             ("[[route]]\ntable = \"a.b\"\nignore_case = true\ntopic = \"t\"\ntruncate = { AT = 10 }\n[route.types]\nat = \"timestamp\"\n", "a timestamp column"),
         ];
         for (text, expected) in cases {
