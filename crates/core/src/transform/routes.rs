@@ -1492,33 +1492,26 @@ fn compile_route(
 /// A route's `filter`: an inline table in the event-pattern language, or a string
 /// holding the same pattern as JSON (pasted from a Lambda or EventBridge filter).
 fn compile_filter(value: toml::Value) -> Result<Filter, String> {
-    /// Whether a TOML date or time is anywhere in `value`: it has no JSON form (it
-    /// would read as an object with a private key).
-    fn has_datetime(value: &toml::Value) -> bool {
+    /// Whether some value inside `value` (itself, or in its arrays and tables) is `leaf`.
+    fn anywhere(value: &toml::Value, leaf: &dyn Fn(&toml::Value) -> bool) -> bool {
         match value {
-            toml::Value::Datetime(_) => true,
-            toml::Value::Array(items) => items.iter().any(has_datetime),
-            toml::Value::Table(table) => table.values().any(has_datetime),
-            _ => false,
+            toml::Value::Array(items) => items.iter().any(|v| anywhere(v, leaf)),
+            toml::Value::Table(table) => table.values().any(|v| anywhere(v, leaf)),
+            other => leaf(other),
         }
     }
-    if has_datetime(&value) {
+    // A TOML date or time has no JSON form (it would read as an object with a private
+    // key); nor has `nan` or `inf` (it would read as `null`, and match null values).
+    if anywhere(&value, &|v| matches!(v, toml::Value::Datetime(_))) {
         return Err(
             "filter: a TOML date or time is not a matcher: write it as a string (\"2024-01-01T00:00:00Z\")"
                 .to_owned(),
         );
     }
-    /// Whether a TOML `nan` or `inf` is anywhere in `value`: JSON has no such number
-    /// (converted, it would read as `null` and match null values).
-    fn has_non_finite(value: &toml::Value) -> bool {
-        match value {
-            toml::Value::Float(f) => !f.is_finite(),
-            toml::Value::Array(items) => items.iter().any(has_non_finite),
-            toml::Value::Table(table) => table.values().any(has_non_finite),
-            _ => false,
-        }
-    }
-    if has_non_finite(&value) {
+    if anywhere(
+        &value,
+        &|v| matches!(v, toml::Value::Float(f) if !f.is_finite()),
+    ) {
         return Err(
             "filter: nan and inf are not numbers a change can hold: compare with a finite number"
                 .to_owned(),
