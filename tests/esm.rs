@@ -212,7 +212,11 @@ async fn esm_invokes_with_msk_events_and_commits() {
     let kafka = cluster();
     produce_source(&kafka, 0, 240);
     let function = Function::start(|_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned())).await;
-    run_until_committed(&kafka, options(&kafka, &function, "plain"), 80).await;
+    // No invocation may time out here: an answer later than the timeout (a starved test
+    // machine) is a function error, and its event is invoked again, as Lambda would.
+    let mut esm = options(&kafka, &function, "plain");
+    esm.function_timeout_seconds = 60;
+    run_until_committed(&kafka, esm, 80).await;
     let events = function.events();
     let mut seen: HashMap<(i64, i64), usize> = HashMap::new();
     for event in &events {
@@ -249,6 +253,48 @@ async fn esm_invokes_with_msk_events_and_commits() {
         events.len(),
         events.iter().map(|e| positions(e).len()).collect::<Vec<_>>()
     );
+}
+
+/// A shutdown during an invocation waits for it (the function may still be running it:
+/// handing its partitions over now would let their next owner invoke the same records at
+/// the same time), invokes nothing more, and commits what the invocation did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_the_invocation_in_flight() {
+    let kafka = cluster();
+    produce_source(&kafka, 0, 30);
+    let function = Function::start_slow(
+        |n| tokio::time::sleep(Duration::from_secs(if n == 1 { 3 } else { 0 })),
+        |_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned()),
+    )
+    .await;
+    let mapping = Mapping::new(options(&kafka, &function, "stopping")).expect("mapping");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(mapping.run(async move {
+        let _ = stopped.await;
+    }));
+    let until = Instant::now() + Duration::from_secs(30);
+    while function.events().is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    let _ = stop.send(());
+    task.await.expect("task").expect("mapping ends cleanly");
+    let waited = asked.elapsed();
+    let events = function.events();
+    assert_eq!(events.len(), 1, "nothing invoked after the shutdown");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "the invocation in flight was waited for: {waited:?}"
+    );
+    let committed = tokio::task::block_in_place(|| committed(&kafka, "stopping"));
+    for (partition, offset) in positions(&events[0]) {
+        let index = usize::try_from(partition).expect("a partition");
+        assert!(
+            committed[index].is_some_and(|c| c > offset),
+            "partition {partition}: offset {offset} invoked, committed {:?}",
+            committed[index]
+        );
+    }
 }
 
 /// A partition revoked during an invocation is not invoked again by the member that lost

@@ -29,11 +29,15 @@
 //!
 //! A batch's offsets are committed once every record in it is done or discarded. An
 //! endpoint that cannot be reached (the emulator still building) is retried without
-//! counting.
+//! counting. SIGTERM (or Ctrl-C) lets the invocation in flight end (at most the function
+//! timeout: the function may still be running it, and the partition's next owner must
+//! not invoke its records meanwhile), invokes nothing more, commits what is done and
+//! leaves the group.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -260,6 +264,16 @@ impl Mapping {
             .function_url
             .parse()
             .map_err(|e| Error::Invoke(format!("--function-url {}: {e}", options.function_url)))?;
+        // Refused at start: the client sends only to http://HOST[:PORT]/..., and any other
+        // URL would fail every invocation (a function error: records discarded once
+        // retries run out) or never connect (retried for ever).
+        if url.scheme_str() != Some("http") || url.host().is_none_or(str::is_empty) {
+            return Err(Error::Invoke(format!(
+                "--function-url {}: expected http://HOST[:PORT]/PATH (the local function, \
+                 e.g. cargo lambda watch's http://127.0.0.1:9000/2015-03-31/functions/NAME/invocations)",
+                options.function_url
+            )));
+        }
         let source = Source::new(
             SourceOptions {
                 brokers: options.brokers.clone(),
@@ -319,10 +333,27 @@ impl Mapping {
             }
             let records = batch.len();
             let spans = spans(&batch);
-            let not_done = tokio::select! {
-                not_done = self.resolve(batch) => not_done,
-                () = &mut shutdown => break,
+            // A shutdown lets the invocation in flight end (the function may still be
+            // running it, and the partition's next owner must not invoke its records
+            // meanwhile), starts no other, and commits what is done before leaving.
+            let stopping = AtomicBool::new(false);
+            let not_done = {
+                let resolving = self.resolve(batch, &stopping);
+                tokio::pin!(resolving);
+                tokio::select! {
+                    not_done = &mut resolving => not_done,
+                    () = &mut shutdown => {
+                        stopping.store(true, Ordering::Relaxed);
+                        tracing::info!("stopping: waiting for the invocation in flight");
+                        resolving.await
+                    }
+                }
             };
+            if stopping.load(Ordering::Relaxed) {
+                self.source.done_except(&spans, &not_done);
+                self.source.commit().await;
+                break;
+            }
             tracing::info!(
                 records,
                 partitions = spans.len(),
@@ -342,7 +373,7 @@ impl Mapping {
     /// Invokes until every record of `batch` is done or discarded. Returns, per
     /// partition, the first offset neither (a discarded record the destination did not
     /// take): read again after a backoff.
-    async fn resolve(&mut self, batch: Vec<Read>) -> NotDone {
+    async fn resolve(&mut self, batch: Vec<Read>, stopping: &AtomicBool) -> NotDone {
         let mut not_done = NotDone::new();
         let mut work = VecDeque::from([Attempt {
             reads: batch,
@@ -351,6 +382,16 @@ impl Mapping {
         let backoff = Duration::from_millis(self.options.retry_backoff_ms);
         let mut first = true;
         while let Some(mut attempt) = work.pop_front() {
+            if stopping.load(Ordering::Relaxed) {
+                // Stopping: nothing more is invoked; what is left is read again by the
+                // partitions' next owner.
+                for attempt in std::iter::once(attempt).chain(work.drain(..)) {
+                    for r in attempt.reads {
+                        not_done.mark(r.record.batch_partition.clone(), r.record.offset, None);
+                    }
+                }
+                break;
+            }
             // Each invocation after the batch's first: the group's events are served
             // first, so a chain of invocations (halves of a bisection, the rest of a
             // partial failure) is never one long stretch without a poll, and a partition
@@ -681,9 +722,21 @@ fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
     if text.trim().is_empty() || text.trim() == "null" {
         return Answer::Done(NotDone::new());
     }
-    let response: Response = match serde_json::from_slice(body) {
+    let invalid = |e: &dyn std::fmt::Display| {
+        Answer::FunctionError(format!("invalid partial batch response: {e}"))
+    };
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => return invalid(&e),
+    };
+    // serde's derives would also read a struct from an array of its fields (`[]` as a
+    // response without failures): each level must be the object Lambda reads.
+    if !objects_all_the_way(&value) {
+        return invalid(&"expected {\"batchItemFailures\": [{\"itemIdentifier\": {\"partition\": ..., \"offset\": ...}}]}");
+    }
+    let response: Response = match serde_json::from_value(value) {
         Ok(r) => r,
-        Err(e) => return Answer::FunctionError(format!("invalid partial batch response: {e}")),
+        Err(e) => return invalid(&e),
     };
     let mut failures = NotDone::new();
     for failure in response.batch_item_failures.unwrap_or_default() {
@@ -704,6 +757,28 @@ fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
         failures.mark(read.record.batch_partition.clone(), id.offset, None);
     }
     Answer::Done(failures)
+}
+
+/// Whether a partial batch response is objects where Lambda reads objects: the response,
+/// each item of `batchItemFailures` (a list, or null), and its `itemIdentifier`.
+fn objects_all_the_way(response: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let Value::Object(response) = response else {
+        return false;
+    };
+    match response.get("batchItemFailures") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(items)) => items.iter().all(|item| {
+            let Value::Object(item) = item else {
+                return false;
+            };
+            matches!(
+                item.get("itemIdentifier"),
+                None | Some(Value::Null | Value::Object(_))
+            )
+        }),
+        Some(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -745,6 +820,25 @@ mod tests {
             "dms.orders",
         ];
         <Cli as clap::Parser>::try_parse_from(all.iter().chain(args)).map(|cli| cli.esm)
+    }
+
+    /// A function URL the client cannot send to is refused at start (it would fail or
+    /// never reach every invocation); the default, cargo lambda watch's, is taken.
+    #[tokio::test]
+    async fn a_function_url_the_client_cannot_send_to_is_refused() {
+        for url in [
+            "/2015-03-31/functions/cdc-relay/invocations",
+            "localhost:9000/2015-03-31/functions/cdc-relay/invocations",
+            "https://127.0.0.1:9000/2015-03-31/functions/cdc-relay/invocations",
+            "ftp://127.0.0.1/x",
+        ] {
+            let error = Mapping::new(parsed(&["--function-url", url]))
+                .err()
+                .unwrap_or_else(|| panic!("{url} taken"))
+                .to_string();
+            assert!(error.contains("--function-url"), "{error}");
+        }
+        Mapping::new(parsed(&[])).expect("the default URL");
     }
 
     /// A function within its timeout never makes librdkafka count the member stalled:
@@ -817,6 +911,12 @@ mod tests {
         let reads = [read(0, 5), read(0, 6), read(0, 7), read(1, 9)];
         let answer = |json: &str| batch_item_failures(json.as_bytes(), &reads);
         assert_eq!(answer(""), Answer::Done(NotDone::new()));
+        assert_eq!(answer("null"), Answer::Done(NotDone::new()));
+        assert_eq!(answer("{}"), Answer::Done(NotDone::new()));
+        assert_eq!(
+            answer(r#"{"batchItemFailures":null}"#),
+            Answer::Done(NotDone::new())
+        );
         assert_eq!(
             answer(r#"{"batchItemFailures":[]}"#),
             Answer::Done(NotDone::new())
@@ -833,6 +933,12 @@ mod tests {
             r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-2","offset":5}}]}"#,
             r#"{"batchItemFailures":[{}]}"#,
             r#"{"batchItemFailures":"#,
+            // Structs written as arrays of their fields: not what Lambda reads.
+            "[]",
+            "[null]",
+            r#"{"batchItemFailures":[[{"partition":"dms.orders-0","offset":6}]]}"#,
+            r#"{"batchItemFailures":[{"itemIdentifier":["dms.orders-0",6]}]}"#,
+            r#"{"batchItemFailures":{}}"#,
         ] {
             assert!(
                 matches!(answer(invalid), Answer::FunctionError(_)),
