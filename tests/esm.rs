@@ -262,8 +262,19 @@ async fn esm_invokes_with_msk_events_and_commits() {
 async fn a_shutdown_waits_for_the_invocation_in_flight() {
     let kafka = cluster();
     produce_source(&kafka, 0, 30);
+    // When the function answered its first event.
+    let answered: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let noted = answered.clone();
     let function = Function::start_slow(
-        |n| tokio::time::sleep(Duration::from_secs(if n == 1 { 3 } else { 0 })),
+        move |n| {
+            let noted = noted.clone();
+            async move {
+                if n == 1 {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    *noted.lock().expect("answered") = Some(Instant::now());
+                }
+            }
+        },
         |_, _| (200, r#"{"batchItemFailures":[]}"#.to_owned()),
     )
     .await;
@@ -276,15 +287,16 @@ async fn a_shutdown_waits_for_the_invocation_in_flight() {
     while function.events().is_empty() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let asked = Instant::now();
+    assert!(!function.events().is_empty(), "an invocation under way");
     let _ = stop.send(());
     task.await.expect("task").expect("mapping ends cleanly");
-    let waited = asked.elapsed();
+    let ended = Instant::now();
     let events = function.events();
     assert_eq!(events.len(), 1, "nothing invoked after the shutdown");
+    let answered = *answered.lock().expect("answered");
     assert!(
-        waited >= Duration::from_secs(2),
-        "the invocation in flight was waited for: {waited:?}"
+        answered.is_some_and(|at| at <= ended),
+        "the invocation in flight was waited for (answered {answered:?}, ended {ended:?})"
     );
     let committed = tokio::task::block_in_place(|| committed(&kafka, "stopping"));
     for (partition, offset) in positions(&events[0]) {

@@ -31,8 +31,8 @@
 //! endpoint that cannot be reached (the emulator still building) is retried without
 //! counting. SIGTERM (or Ctrl-C) lets the invocation in flight end (at most the function
 //! timeout: the function may still be running it, and the partition's next owner must
-//! not invoke its records meanwhile), invokes nothing more, commits what is done and
-//! leaves the group.
+//! not invoke its records meanwhile), invokes nothing more (no backoff, no discard),
+//! commits what is done and leaves the group.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
@@ -260,20 +260,7 @@ impl Mapping {
     /// Subscribes to the source topics (plaintext).
     pub fn new(options: EsmOptions) -> Result<Mapping, Error> {
         options.validate()?;
-        let url: hyper::Uri = options
-            .function_url
-            .parse()
-            .map_err(|e| Error::Invoke(format!("--function-url {}: {e}", options.function_url)))?;
-        // Refused at start: the client sends only to http://HOST[:PORT]/..., and any other
-        // URL would fail every invocation (a function error: records discarded once
-        // retries run out) or never connect (retried for ever).
-        if url.scheme_str() != Some("http") || url.host().is_none_or(str::is_empty) {
-            return Err(Error::Invoke(format!(
-                "--function-url {}: expected http://HOST[:PORT]/PATH (the local function, \
-                 e.g. cargo lambda watch's http://127.0.0.1:9000/2015-03-31/functions/NAME/invocations)",
-                options.function_url
-            )));
-        }
+        let url = function_uri(&options.function_url)?;
         let source = Source::new(
             SourceOptions {
                 brokers: options.brokers.clone(),
@@ -456,7 +443,9 @@ impl Mapping {
                 }
                 Answer::Unreachable(error) => {
                     tracing::warn!(%error, url = %self.url, "function not reachable; invoking again");
-                    self.source.wait(backoff).await;
+                    if !stopping.load(Ordering::Relaxed) {
+                        self.source.wait(backoff).await;
+                    }
                     work.push_front(attempt);
                     continue;
                 }
@@ -477,6 +466,15 @@ impl Mapping {
                     attempt.reads
                 }
             };
+            if stopping.load(Ordering::Relaxed) {
+                // Stopping: no backoff and no discard (a destination can take its
+                // delivery timeout); the failed records are the next owner's to retry.
+                work.push_front(Attempt {
+                    reads: failed,
+                    retries: attempt.retries,
+                });
+                continue;
+            }
             let retries = attempt.retries + 1;
             if self.options.retries().is_some_and(|max| retries > max) {
                 self.source
@@ -725,16 +723,22 @@ fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
     let invalid = |e: &dyn std::fmt::Display| {
         Answer::FunctionError(format!("invalid partial batch response: {e}"))
     };
-    let value: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(e) => return invalid(&e),
-    };
     // serde's derives would also read a struct from an array of its fields (`[]` as a
-    // response without failures): each level must be the object Lambda reads.
-    if !objects_all_the_way(&value) {
-        return invalid(&"expected {\"batchItemFailures\": [{\"itemIdentifier\": {\"partition\": ..., \"offset\": ...}}]}");
+    // response without failures): each level must be the object Lambda reads. The shape
+    // is checked on a value; the response is read from the text itself, where a key
+    // given twice is refused (a value keeps the last).
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) if objects_all_the_way(&value) => {}
+        Ok(_) => {
+            return invalid(&format!(
+                "expected {{\"batchItemFailures\": [{{\"itemIdentifier\": {{\"partition\": ..., \
+                 \"offset\": ...}}}}]}}, got {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        }
+        Err(e) => return invalid(&e),
     }
-    let response: Response = match serde_json::from_value(value) {
+    let response: Response = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return invalid(&e),
     };
@@ -757,6 +761,22 @@ fn batch_item_failures(body: &[u8], reads: &[Read]) -> Answer {
         failures.mark(read.record.batch_partition.clone(), id.offset, None);
     }
     Answer::Done(failures)
+}
+
+/// The function's URL. Refused at start unless `http://HOST[:PORT]/...`: the client
+/// sends nowhere else, and any other URL would fail every invocation (a function error:
+/// records discarded once retries run out) or never connect (retried for ever).
+fn function_uri(url: &str) -> Result<hyper::Uri, Error> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| Error::Invoke(format!("--function-url {url}: {e}")))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        return Err(Error::Invoke(format!(
+            "--function-url {url}: expected http://HOST[:PORT]/PATH (the local function, \
+             e.g. cargo lambda watch's http://127.0.0.1:9000/2015-03-31/functions/NAME/invocations)"
+        )));
+    }
+    Ok(uri)
 }
 
 /// Whether a partial batch response is objects where Lambda reads objects: the response,
@@ -824,21 +844,21 @@ mod tests {
 
     /// A function URL the client cannot send to is refused at start (it would fail or
     /// never reach every invocation); the default, cargo lambda watch's, is taken.
-    #[tokio::test]
-    async fn a_function_url_the_client_cannot_send_to_is_refused() {
+    #[test]
+    fn a_function_url_the_client_cannot_send_to_is_refused() {
         for url in [
             "/2015-03-31/functions/cdc-relay/invocations",
             "localhost:9000/2015-03-31/functions/cdc-relay/invocations",
             "https://127.0.0.1:9000/2015-03-31/functions/cdc-relay/invocations",
             "ftp://127.0.0.1/x",
         ] {
-            let error = Mapping::new(parsed(&["--function-url", url]))
+            let error = function_uri(url)
                 .err()
                 .unwrap_or_else(|| panic!("{url} taken"))
                 .to_string();
             assert!(error.contains("--function-url"), "{error}");
         }
-        Mapping::new(parsed(&[])).expect("the default URL");
+        function_uri(&parsed(&[]).function_url).expect("the default URL");
     }
 
     /// A function within its timeout never makes librdkafka count the member stalled:
@@ -939,6 +959,8 @@ mod tests {
             r#"{"batchItemFailures":[[{"partition":"dms.orders-0","offset":6}]]}"#,
             r#"{"batchItemFailures":[{"itemIdentifier":["dms.orders-0",6]}]}"#,
             r#"{"batchItemFailures":{}}"#,
+            // A key given twice: the failures must not be read as none.
+            r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"dms.orders-0","offset":6}}],"batchItemFailures":[]}"#,
         ] {
             assert!(
                 matches!(answer(invalid), Answer::FunctionError(_)),
