@@ -767,14 +767,7 @@ impl Server {
         self.metrics.producer_ready.store(false, Ordering::Relaxed);
         let mut failures = 0u32;
         loop {
-            let settled = match self.relay.producer(&self.brokers) {
-                Ok(sink) => self.transactions.initialise(&sink).await.inspect_err(|_| {
-                    if sink.fatal_error().is_some() {
-                        self.relay.retire(sink.clone());
-                    }
-                }),
-                Err(error) => Err(error),
-            };
+            let settled = self.initialise_producer().await;
             let committed = settled.and_then(|()| {
                 self.source
                     .committed(all)
@@ -858,17 +851,21 @@ impl Server {
             return;
         }
         tracing::warn!(%error, "abort_transaction failed: replacing the producer, whose successor aborts the transaction left open");
-        let initialised = match self.relay.producer(&self.brokers) {
-            Ok(next) => self.transactions.initialise(&next).await.inspect_err(|_| {
-                if next.fatal_error().is_some() {
-                    self.relay.retire(next.clone());
-                }
-            }),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = initialised {
+        if let Err(error) = self.initialise_producer().await {
             tracing::warn!(%error, "the new producer has not initialised transactions: the next batch tries again");
         }
+    }
+
+    /// The relay's producer (a new one after a retirement) with its transactions
+    /// initialised, which aborts what an earlier producer with the same
+    /// `transactional.id` left open. A producer that turns fatal doing so is retired.
+    async fn initialise_producer(&mut self) -> Result<(), Error> {
+        let sink = self.relay.producer(&self.brokers)?;
+        self.transactions.initialise(&sink).await.inspect_err(|_| {
+            if sink.fatal_error().is_some() {
+                self.relay.retire(sink.clone());
+            }
+        })
     }
 
     fn count_aborted(&self, outcome: &BatchOutcome) {
