@@ -8,6 +8,11 @@
 # dropping its records (the example's `pass`, from the revision that parses events from
 # bytes on; "-" before it).
 #
+# A third row, `wide`, counts decode + transform of updates whose rows have 40 columns in
+# table order, not by name (crates/core/examples/wide.rs, copied into the past revision
+# when it lacks it), with the route it names: the column selection's share grows with the
+# columns, and the generated batch has 7, by name.
+#
 #   bench/core-ab.sh REV [ROUTES...]   default routes: bench/routes.toml routes.toml
 #
 # Each routes file is profiled as it is in the working tree, at both revisions (the past
@@ -28,8 +33,9 @@ git worktree add -q --detach "$old" "$rev"
 trap 'git worktree remove --force "$old" 2>/dev/null || true' EXIT
 
 count() { # function binary [routes]: instructions per record in function
-  local out function="$1"
+  local out function="$1" per="$records"
   shift
+  [ "$function" = 'wide::pass' ] && per=4000
   out="$(mktemp)"
   valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect="$function" \
     "$@" >/dev/null 2>&1 || { rm -f "$out"; return 1; }
@@ -37,7 +43,7 @@ count() { # function binary [routes]: instructions per record in function
   total="$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
   rm -f "$out"
   [[ "$total" =~ ^[0-9]+$ && "$total" -gt 0 ]] || { echo "-"; return 0; }
-  echo $(( total / (records * rounds) ))
+  echo $(( total / (per * rounds) ))
 }
 
 ratio() { # then now
@@ -64,3 +70,11 @@ for file in "${routes[@]}"; do
   done
   git -C "$old" checkout -q -- routes.toml
 done
+[ -e "$old/crates/core/examples/wide.rs" ] || cp crates/core/examples/wide.rs "$old/crates/core/examples/wide.rs"
+cargo build -q --release -p cdc-relay-core --example wide
+then="(not valid)"
+if (cd "$old" && CARGO_TARGET_DIR="$root/target/core-ab" cargo build -q --release -p cdc-relay-core --example wide 2>/dev/null); then
+  then=$(count 'wide::pass' "$root/target/core-ab/release/examples/wide" 40 || echo "(not valid)")
+fi
+now=$(count 'wide::pass' "$root/target/release/examples/wide" 40 || echo "(failed)")
+printf '%-22s %-8s %14s %14s %8s\n' "(its own route)" wide "$then" "$now" "$(ratio "$then" "$now")"

@@ -28,6 +28,7 @@ mod outbox;
 pub mod personal;
 pub mod routes;
 pub mod schema;
+mod shape;
 pub mod tabledef;
 mod write;
 
@@ -1164,20 +1165,23 @@ fn select<'r, 'a>(
     route: &'r Route,
     row: &'r Row<'a>,
 ) -> Result<Vec<Cell<'r, 'a>>, (String, String)> {
-    let mut out: Vec<Cell<'r, 'a>> = Vec::with_capacity(row.columns.len());
-    out.extend(row.columns.iter().filter_map(|column| {
-        let plan = route.plan(&column.name);
-        plan.keep.then(|| Cell {
+    // Of a repeated column the last occurrence is kept, as a JSON reader would, before
+    // any coercion sees it.
+    let mut kept = Vec::with_capacity(row.columns.len());
+    shape::kept(route, row, &mut kept);
+    let mut out: Vec<Cell<'r, 'a>> = Vec::with_capacity(kept.len());
+    for (index, slot) in kept {
+        let Some(column) = row.columns.get(index) else {
+            continue;
+        };
+        let plan = route.plan_at(slot);
+        out.push(Cell {
             source: &column.name,
             name: plan.name.as_deref().unwrap_or(&column.name),
             plan,
             value: Json::Raw(column.value),
-        })
-    }));
-    // Stable: of a repeated column the last occurrence is kept, as a JSON reader would,
-    // before any coercion sees it.
-    out.sort_by(|a, b| a.source.cmp(b.source));
-    dedup_keep_last(&mut out, |c| c.source);
+        });
+    }
     for cell in &mut out {
         let (Some(coercion), Json::Raw(raw)) = (cell.plan.coerce, &cell.value) else {
             continue;

@@ -627,15 +627,50 @@ pub struct ColumnPlan {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct ColumnPlans {
-    /// Looked up once per column of every record: a fast hash, not a DoS-resistant one
-    /// (the keys are the route's own column names).
-    named: HashMap<String, ColumnPlan, foldhash::fast::FixedState>,
+    /// Distinct for every set of plans made (a clone keeps it, and the plans with it): a
+    /// row's plans remembered under it are never read for another set.
+    id: u64,
+    /// The slot of each named column's plan in `plans`. Looked up once per column of
+    /// a row shape not seen before: a fast hash, not a DoS-resistant one (the keys are
+    /// the route's own column names).
+    named: HashMap<String, u32, foldhash::fast::FixedState>,
+    plans: Vec<ColumnPlan>,
     other: ColumnPlan,
 }
 
+/// The slot of the plan of a column the route does not name.
+pub(crate) const OTHER_COLUMNS: u32 = u32::MAX;
+
+/// The next [`ColumnPlans::id`].
+static NEXT_PLANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Default for ColumnPlans {
+    fn default() -> ColumnPlans {
+        ColumnPlans::new(Vec::new(), ColumnPlan::default())
+    }
+}
+
 impl ColumnPlans {
+    fn new(named: Vec<(String, ColumnPlan)>, other: ColumnPlan) -> ColumnPlans {
+        let mut plans = Vec::with_capacity(named.len());
+        let named = named
+            .into_iter()
+            .map(|(column, plan)| {
+                let slot = u32::try_from(plans.len()).unwrap_or(OTHER_COLUMNS);
+                plans.push(plan);
+                (column, slot)
+            })
+            .collect();
+        ColumnPlans {
+            id: NEXT_PLANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            named,
+            plans,
+            other,
+        }
+    }
+
     fn compile(route: &Route) -> ColumnPlans {
         // Every name as the route compares it (lower-cased on an `ignore_case` route).
         let set = |names: &HashSet<String>| -> HashSet<String> {
@@ -675,13 +710,13 @@ impl ColumnPlans {
             })
             .collect();
         let include = route.include.as_ref();
-        ColumnPlans {
+        ColumnPlans::new(
             named,
-            other: ColumnPlan {
+            ColumnPlan {
                 keep: include.is_none(),
                 ..ColumnPlan::default()
             },
-        }
+        )
     }
 }
 
@@ -709,6 +744,26 @@ fn distinct<'n>(
 impl Route {
     /// What the route does with `column` (a source name).
     pub fn plan(&self, column: &str) -> &ColumnPlan {
+        self.plan_at(self.plan_slot(column))
+    }
+
+    /// The plan in `slot` ([`Route::plan_slot`]).
+    pub(crate) fn plan_at(&self, slot: u32) -> &ColumnPlan {
+        usize::try_from(slot)
+            .ok()
+            .and_then(|slot| self.plan.plans.get(slot))
+            .unwrap_or(&self.plan.other)
+    }
+
+    /// Which set of plans the route's slots index: rows' plans remembered under it
+    /// are this route's (or a clone's, which has the same plans).
+    pub(crate) fn plans_id(&self) -> u64 {
+        self.plan.id
+    }
+
+    /// Where the plan of `column` (a source name) lies, for [`Route::plan_at`]:
+    /// [`OTHER_COLUMNS`] for a column the route does not name.
+    pub(crate) fn plan_slot(&self, column: &str) -> u32 {
         let found = if self.ignore_case && column.bytes().any(|b| b.is_ascii_uppercase()) {
             // Folded on the stack: Oracle's names are upper-case, looked up per column
             // of every record.
@@ -727,7 +782,7 @@ impl Route {
         } else {
             self.plan.named.get(column)
         };
-        found.unwrap_or(&self.plan.other)
+        found.copied().unwrap_or(OTHER_COLUMNS)
     }
 
     /// The downstream name of `column` (a source name): its rename, else itself.
@@ -795,13 +850,13 @@ impl Route {
             truncate: BTreeMap::new(),
             ignore_case: false,
             outbox: None,
-            plan: ColumnPlans {
-                named: HashMap::default(),
-                other: ColumnPlan {
+            plan: ColumnPlans::new(
+                Vec::new(),
+                ColumnPlan {
                     keep: true,
                     ..ColumnPlan::default()
                 },
-            },
+            ),
         }
     }
 }
