@@ -104,7 +104,8 @@ impl Panicked {
 
 /// Runs `work`, catching a panic in it (a defect of the relay that this record's input
 /// meets). The decoder and the transformer hold no state a panic could leave half
-/// written (the id prefix cache hashes a new prefix before it writes its entry).
+/// written (the id prefix cache hashes a new prefix before it writes its entry, and a
+/// row shape is remembered only once it is worked out).
 fn caught<T>(work: impl FnOnce() -> T) -> Result<T, Panicked> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| Panicked)
 }

@@ -1203,6 +1203,10 @@ fn select<'r, 'a>(
 
 /// Sorts cells by downstream name, keeping the last of equal names.
 fn sort_cells(cells: &mut Vec<Cell<'_, '_>>) {
+    // Nearly always: in order already, each name once.
+    if cells.is_sorted_by(|a, b| a.name < b.name) {
+        return;
+    }
     if !cells.is_sorted_by(|a, b| a.name <= b.name) {
         cells.sort_by(|a, b| a.name.cmp(b.name));
     }
@@ -1326,6 +1330,10 @@ fn finish<'r, 'a>(
 /// one name (a rename onto a column the row also has, which a route without `include`
 /// cannot see at init) would lose one of them without a word: a record error instead.
 fn sort_row_cells(cells: &mut Vec<Cell<'_, '_>>) -> Result<(), RecordError> {
+    // Nearly always: in order already, each name once (one pass instead of three).
+    if cells.is_sorted_by(|a, b| a.name < b.name) {
+        return Ok(());
+    }
     if !cells.is_sorted_by(|a, b| a.name <= b.name) {
         cells.sort_by(|a, b| a.name.cmp(b.name));
     }
