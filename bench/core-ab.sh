@@ -10,8 +10,9 @@
 #
 # A third row, `wide`, counts decode + transform of updates whose rows have 40 columns in
 # table order, not by name (crates/core/examples/wide.rs, copied into the past revision
-# when it lacks it), with the route it names: the column selection's share grows with the
-# columns, and the generated batch has 7, by name.
+# when it lacks it; "(not valid)" for revisions before 2830483, whose core names the
+# position type elsewhere), with the route it names: the column selection's share grows
+# with the columns, and the generated batch has 7, by name.
 #
 #   bench/core-ab.sh REV [ROUTES...]   default routes: bench/routes.toml routes.toml
 #
@@ -27,15 +28,17 @@ routes=("$@")
 [ ${#routes[@]} -gt 0 ] || routes=(bench/routes.toml routes.toml)
 rounds=1
 records=6000
+wide_records=4000 # RECORDS in crates/core/examples/wide.rs
 old="$root/target/core-ab-worktree"
 git worktree remove --force "$old" 2>/dev/null || true
 git worktree add -q --detach "$old" "$rev"
 trap 'git worktree remove --force "$old" 2>/dev/null || true' EXIT
 
 count() { # function binary [routes]: instructions per record in function
-  local out function="$1" per="$records"
+  local out function="$1" per=$((records * rounds))
   shift
-  [ "$function" = 'wide::pass' ] && per=4000
+  # The wide example runs its own records, once.
+  [ "$function" = 'wide::pass' ] && per="$wide_records"
   out="$(mktemp)"
   valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect="$function" \
     "$@" >/dev/null 2>&1 || { rm -f "$out"; return 1; }
@@ -43,7 +46,7 @@ count() { # function binary [routes]: instructions per record in function
   total="$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
   rm -f "$out"
   [[ "$total" =~ ^[0-9]+$ && "$total" -gt 0 ]] || { echo "-"; return 0; }
-  echo $(( total / (per * rounds) ))
+  echo $(( total / per ))
 }
 
 ratio() { # then now
@@ -70,7 +73,9 @@ for file in "${routes[@]}"; do
   done
   git -C "$old" checkout -q -- routes.toml
 done
-[ -e "$old/crates/core/examples/wide.rs" ] || cp crates/core/examples/wide.rs "$old/crates/core/examples/wide.rs"
+if [ ! -e "$old/crates/core/examples/wide.rs" ]; then
+  mkdir -p "$old/crates/core/examples" && cp crates/core/examples/wide.rs "$old/crates/core/examples/wide.rs" || true
+fi
 cargo build -q --release -p cdc-relay-core --example wide
 then="(not valid)"
 if (cd "$old" && CARGO_TARGET_DIR="$root/target/core-ab" cargo build -q --release -p cdc-relay-core --example wide 2>/dev/null); then

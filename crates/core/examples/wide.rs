@@ -25,6 +25,12 @@ fn main() {
     let names: Vec<String> = std::iter::once("id".to_owned())
         .chain((1..columns).map(|i| format!("col_{:02}", (i * 7) % columns)))
         .collect();
+    let distinct: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        columns,
+        "every column named once: choose a count that 7 does not divide"
+    );
     let row = |n: usize| {
         let cells: Vec<String> = names
             .iter()
@@ -50,7 +56,10 @@ fn main() {
     )
     .expect("valid routes");
     let (decoder, transformer) = (Decoder::default(), Transformer::new(routes));
-    println!("{} messages", pass(&documents, &decoder, &transformer));
+    let messages = pass(&documents, &decoder, &transformer);
+    // One event per update: otherwise the count measured an error path.
+    assert_eq!(messages, RECORDS, "every record made its message");
+    println!("{messages} messages");
 }
 
 #[inline(never)]

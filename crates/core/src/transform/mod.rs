@@ -1167,21 +1167,19 @@ fn select<'r, 'a>(
 ) -> Result<Vec<Cell<'r, 'a>>, (String, String)> {
     // Of a repeated column the last occurrence is kept, as a JSON reader would, before
     // any coercion sees it.
-    let mut kept = Vec::with_capacity(row.columns.len());
-    shape::kept(route, row, &mut kept);
-    let mut out: Vec<Cell<'r, 'a>> = Vec::with_capacity(kept.len());
-    for (index, slot) in kept {
-        let Some(column) = row.columns.get(index) else {
-            continue;
-        };
-        let plan = route.plan_at(slot);
-        out.push(Cell {
-            source: &column.name,
-            name: plan.name.as_deref().unwrap_or(&column.name),
-            plan,
-            value: Json::Raw(column.value),
-        });
-    }
+    let mut out: Vec<Cell<'r, 'a>> = Vec::with_capacity(row.columns.len());
+    shape::kept(route, row, |index, slot| {
+        // Every index is one of the row's: the shape is the row's own.
+        if let Some(column) = row.columns.get(index) {
+            let plan = route.plan_at(slot);
+            out.push(Cell {
+                source: &column.name,
+                name: plan.name.as_deref().unwrap_or(&column.name),
+                plan,
+                value: Json::Raw(column.value),
+            });
+        }
+    });
     for cell in &mut out {
         let (Some(coercion), Json::Raw(raw)) = (cell.plan.coerce, &cell.value) else {
             continue;

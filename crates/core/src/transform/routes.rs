@@ -632,12 +632,15 @@ struct ColumnPlans {
     /// Distinct for every set of plans made (a clone keeps it, and the plans with it): a
     /// row's plans remembered under it are never read for another set.
     id: u64,
-    /// The slot of each named column's plan in `plans`. Looked up once per column of
-    /// a row shape not seen before: a fast hash, not a DoS-resistant one (the keys are
-    /// the route's own column names).
+    /// The slot of each named column's plan in `plans`: a fast hash, not a
+    /// DoS-resistant one (the keys are the route's own column names).
     named: HashMap<String, u32, foldhash::fast::FixedState>,
     plans: Vec<ColumnPlan>,
     other: ColumnPlan,
+    /// Whether a column is looked up lower-cased (the route's `ignore_case` when the
+    /// plans were made): part of what the plans are, so one `id` always resolves a
+    /// name the same way.
+    ignore_case: bool,
 }
 
 /// The slot of the plan of a column the route does not name.
@@ -648,12 +651,12 @@ static NEXT_PLANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 impl Default for ColumnPlans {
     fn default() -> ColumnPlans {
-        ColumnPlans::new(Vec::new(), ColumnPlan::default())
+        ColumnPlans::new(Vec::new(), ColumnPlan::default(), false)
     }
 }
 
 impl ColumnPlans {
-    fn new(named: Vec<(String, ColumnPlan)>, other: ColumnPlan) -> ColumnPlans {
+    fn new(named: Vec<(String, ColumnPlan)>, other: ColumnPlan, ignore_case: bool) -> ColumnPlans {
         let mut plans = Vec::with_capacity(named.len());
         let named = named
             .into_iter()
@@ -668,6 +671,7 @@ impl ColumnPlans {
             named,
             plans,
             other,
+            ignore_case,
         }
     }
 
@@ -716,6 +720,7 @@ impl ColumnPlans {
                 keep: include.is_none(),
                 ..ColumnPlan::default()
             },
+            route.ignore_case,
         )
     }
 }
@@ -764,7 +769,7 @@ impl Route {
     /// Where the plan of `column` (a source name) lies, for [`Route::plan_at`]:
     /// [`OTHER_COLUMNS`] for a column the route does not name.
     pub(crate) fn plan_slot(&self, column: &str) -> u32 {
-        let found = if self.ignore_case && column.bytes().any(|b| b.is_ascii_uppercase()) {
+        let found = if self.plan.ignore_case && column.bytes().any(|b| b.is_ascii_uppercase()) {
             // Folded on the stack: Oracle's names are upper-case, looked up per column
             // of every record.
             let mut buffer = [0u8; 64];
@@ -856,6 +861,7 @@ impl Route {
                     keep: true,
                     ..ColumnPlan::default()
                 },
+                false,
             ),
         }
     }
