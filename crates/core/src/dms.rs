@@ -383,6 +383,39 @@ fn row_or_null<'a>(s: &mut Scanner<'a>) -> Result<Option<Row<'a>>, ScanError> {
     Ok(Some(Row { columns }))
 }
 
+/// The `metadata` fields read, by number, with their keys as written.
+const METADATA_FIELDS: [(&str, &[u8]); 13] = [
+    ("timestamp", b"\"timestamp\""),
+    ("record-type", b"\"record-type\""),
+    ("operation", b"\"operation\""),
+    ("partition-key-type", b"\"partition-key-type\""),
+    ("partition-key-value", b"\"partition-key-value\""),
+    ("schema-name", b"\"schema-name\""),
+    ("table-name", b"\"table-name\""),
+    ("transaction-id", b"\"transaction-id\""),
+    ("commit-timestamp", b"\"commit-timestamp\""),
+    ("stream-position", b"\"stream-position\""),
+    ("transaction-record-id", b"\"transaction-record-id\""),
+    ("prev-transaction-id", b"\"prev-transaction-id\""),
+    (
+        "prev-transaction-record-id",
+        b"\"prev-transaction-record-id\"",
+    ),
+];
+
+/// The field numbers of the last `metadata` read on a thread, in its order: one task
+/// writes a batch's records, so the next is read guessing its keys from them.
+#[derive(Clone, Copy, Default)]
+struct MetadataOrder {
+    fields: [u8; METADATA_FIELDS.len()],
+    len: u8,
+}
+
+thread_local! {
+    static METADATA_ORDER: std::cell::Cell<MetadataOrder> =
+        const { std::cell::Cell::new(MetadataOrder { fields: [0; METADATA_FIELDS.len()], len: 0 }) };
+}
+
 /// The `metadata` object: known fields read, others skipped (but checked), a field
 /// given twice refused.
 fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
@@ -390,43 +423,64 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
     let mut m = Metadata::default();
     let mut seen = Fields::default();
     let mut first = true;
-    while let Some(key) = s.key(&mut first)? {
-        let field = match &*key {
-            "timestamp" => 0,
-            "record-type" => 1,
-            "operation" => 2,
-            "partition-key-type" => 3,
-            "partition-key-value" => 4,
-            "schema-name" => 5,
-            "table-name" => 6,
-            "transaction-id" => 7,
-            "commit-timestamp" => 8,
-            "stream-position" => 9,
-            "transaction-record-id" => 10,
-            "prev-transaction-id" => 11,
-            "prev-transaction-record-id" => 12,
+    // A thread being torn down guesses nothing.
+    let mut order = METADATA_ORDER
+        .try_with(std::cell::Cell::get)
+        .unwrap_or_default();
+    let mut position = 0;
+    loop {
+        let guess = order
+            .fields
+            .get(position)
+            .filter(|_| position < usize::from(order.len))
+            .copied();
+        let field = match guess {
+            Some(field)
+                if METADATA_FIELDS
+                    .get(usize::from(field))
+                    .is_some_and(|(_, quoted)| s.key_is(&mut first, quoted)) =>
+            {
+                field
+            }
             _ => {
-                s.raw()?;
-                continue;
+                let Some(key) = s.key(&mut first)? else {
+                    break;
+                };
+                match METADATA_FIELDS.iter().position(|(name, _)| *name == key) {
+                    Some(field) => u8::try_from(field).unwrap_or(u8::MAX),
+                    None => {
+                        s.raw()?;
+                        continue;
+                    }
+                }
             }
         };
-        seen.once(s, field, &key)?;
+        if let Some(slot) = order.fields.get_mut(position) {
+            *slot = field;
+            position += 1;
+        }
+        let key = METADATA_FIELDS
+            .get(usize::from(field))
+            .map_or("", |(name, _)| name);
+        seen.once(s, field, key)?;
         match field {
-            0 => m.timestamp = s.text_or_null(&key)?,
-            1 => m.record_type = s.text_or_null(&key)?,
-            2 => m.operation = s.text_or_null(&key)?,
-            3 => m.partition_key_type = s.text_or_null(&key)?,
+            0 => m.timestamp = s.text_or_null(key)?,
+            1 => m.record_type = s.text_or_null(key)?,
+            2 => m.operation = s.text_or_null(key)?,
+            3 => m.partition_key_type = s.text_or_null(key)?,
             4 => m.partition_key_value = raw_or_null(s)?,
-            5 => m.schema_name = s.text_or_null(&key)?,
-            6 => m.table_name = s.text_or_null(&key)?,
-            7 => m.transaction_id = number_or_string_or_null(s, &key)?,
-            8 => m.commit_timestamp = s.text_or_null(&key)?,
-            9 => m.stream_position = s.text_or_null(&key)?,
-            10 => m.transaction_record_id = number_or_string_or_null(s, &key)?,
-            11 => m.prev_transaction_id = number_or_string_or_null(s, &key)?,
-            _ => m.prev_transaction_record_id = number_or_string_or_null(s, &key)?,
+            5 => m.schema_name = s.text_or_null(key)?,
+            6 => m.table_name = s.text_or_null(key)?,
+            7 => m.transaction_id = number_or_string_or_null(s, key)?,
+            8 => m.commit_timestamp = s.text_or_null(key)?,
+            9 => m.stream_position = s.text_or_null(key)?,
+            10 => m.transaction_record_id = number_or_string_or_null(s, key)?,
+            11 => m.prev_transaction_id = number_or_string_or_null(s, key)?,
+            _ => m.prev_transaction_record_id = number_or_string_or_null(s, key)?,
         }
     }
+    order.len = u8::try_from(position).unwrap_or(0);
+    let _ = METADATA_ORDER.try_with(|last| last.set(order));
     Ok(m)
 }
 
@@ -783,6 +837,49 @@ mod tests {
             ],
             |doc| compare_with_serde(&decoder, doc),
         );
+    }
+
+    /// The metadata reader guesses each key from the order of the metadata read before
+    /// it on the thread; whatever the order before, a document reads as serde_json
+    /// reads it: in DMS's order, in another, with whitespace, with a key that begins
+    /// like a guessed one, with a guessed key escaped, given twice, or missing, or a
+    /// comma missing after one.
+    #[test]
+    fn metadata_reads_alike_whatever_order_came_before() {
+        let data = r#""data":{"id":1}"#;
+        let documents = [
+            (r#""timestamp":"x","record-type":"data","operation":"insert","partition-key-type":"schema-table","schema-name":"s","table-name":"t","transaction-id":1"#, Some("t")),
+            (r#""timestamp":"x","record-type":"data","operation":"insert","partition-key-type":"schema-table","schema-name":"s","table-name":"u","transaction-id":2"#, Some("u")),
+            (r#""operation":"insert","record-type":"data","schema-name":"s","table-name":"v","timestamp":"x""#, Some("v")),
+            (" \"timestamp\" : \"x\" ,\n\"record-type\"\t:\"data\",\"operation\":\"insert\",\"schema-name\":\"s\",\"table-name\" :\"w\"", Some("w")),
+            (r#""timestampX":"y","timestamp":"x","record-type":"data","operation":"insert","schema-name":"s","table-names":"z","table-name":"x1""#, Some("x1")),
+            (r#""timestamp":"x","record-type":"data","operation":"insert","schema-name":"s","table\u002dname":"x2""#, Some("x2")),
+            (r#""timestamp":"x","record-type":"data","operation":"insert","schema-name":"s","table-name":"t","table-name":"t""#, None),
+            (r#""timestamp":"x","record-type":"data","operation":"insert","schema-name":"s""#, None),
+            (r#""timestamp":"x" "record-type":"data","operation":"insert","schema-name":"s","table-name":"t""#, None),
+            (r#""timestamp":"x","record-type":"data","operation":"insert","schema-name":"s","table-name":"x3""#, Some("x3")),
+        ];
+        let decoder = Decoder::default();
+        // Every document after every other, so each is read with each order guessed.
+        for (before, _) in &documents {
+            for (document, table) in &documents {
+                let first = format!("{{{data},\"metadata\":{{{before}}}}}");
+                let _ = decoder.decode(first.as_bytes());
+                let text = format!("{{{data},\"metadata\":{{{document}}}}}");
+                assert_eq!(
+                    compare_with_serde(&decoder, text.as_bytes()),
+                    Ok(()),
+                    "{text}"
+                );
+                let _ = decoder.decode(first.as_bytes());
+                let read = decoder.decode(text.as_bytes()).ok();
+                assert_eq!(
+                    read.map(|e| e.table.into_owned()).as_deref(),
+                    *table,
+                    "{text}"
+                );
+            }
+        }
     }
 
     /// Inputs the two readings must treat alike, each a case a reader could get wrong

@@ -200,13 +200,14 @@ impl<'a> Partitions<'a> {
     fn scan(s: &mut Scanner<'a>) -> Result<Partitions<'a>, ScanError> {
         s.object("a map of \"<topic>-<partition>\" to records")?;
         let mut out = Vec::new();
+        let mut order = RecordOrder::default();
         let mut first = true;
         while let Some(key) = s.key(&mut first)? {
             s.array("a sequence of records")?;
             let mut records = Vec::new();
             let mut first = true;
             while s.element(&mut first)? {
-                records.push(RawRecord::scan(s)?);
+                records.push(RawRecord::scan(s, &mut order)?);
             }
             out.push((Text(key), records));
         }
@@ -214,47 +215,103 @@ impl<'a> Partitions<'a> {
     }
 }
 
+/// A record's fields, by number, with their keys as written: what [`RawRecord::scan`]
+/// guesses from the order of the record before (a batch's records are written alike).
+const RECORD_FIELDS: [(&str, &[u8]); 8] = [
+    ("topic", b"\"topic\""),
+    ("partition", b"\"partition\""),
+    ("offset", b"\"offset\""),
+    ("timestamp", b"\"timestamp\""),
+    ("key", b"\"key\""),
+    ("value", b"\"value\""),
+    ("headers", b"\"headers\""),
+    // Read past, as every field not named above.
+    ("timestampType", b"\"timestampType\""),
+];
+
+/// The field numbers of the record read last, in its order ([`RECORD_FIELDS`]).
+#[derive(Default)]
+struct RecordOrder {
+    fields: [u8; RECORD_FIELDS.len()],
+    len: usize,
+}
+
 impl<'a> RawRecord<'a> {
-    fn scan(s: &mut Scanner<'a>) -> Result<RawRecord<'a>, ScanError> {
+    fn scan(s: &mut Scanner<'a>, order: &mut RecordOrder) -> Result<RawRecord<'a>, ScanError> {
         s.object("struct RawRecord")?;
         let mut topic = None;
         let (mut partition, mut offset, mut timestamp) = (None, None, None);
         let (mut key_text, mut value, mut headers) = (None, None, Vec::new());
         let mut seen = Fields::default();
         let mut first = true;
-        while let Some(key) = s.key(&mut first)? {
-            let text = |s: &mut Scanner<'a>| s.text_or_null(&key).map(|t| t.map(Text));
-            match &*key {
-                "topic" => {
-                    seen.once(s, 0, &key)?;
+        let mut position = 0;
+        loop {
+            // The key the record before had here, if this one has it too; else read.
+            let guess = order
+                .fields
+                .get(position)
+                .filter(|_| position < order.len)
+                .copied();
+            let field = match guess {
+                Some(field)
+                    if RECORD_FIELDS
+                        .get(usize::from(field))
+                        .is_some_and(|(_, quoted)| s.key_is(&mut first, quoted)) =>
+                {
+                    field
+                }
+                _ => {
+                    let Some(key) = s.key(&mut first)? else {
+                        break;
+                    };
+                    match RECORD_FIELDS.iter().position(|(name, _)| *name == key) {
+                        Some(field) => u8::try_from(field).unwrap_or(u8::MAX),
+                        None => {
+                            s.raw()?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(slot) = order.fields.get_mut(position) {
+                *slot = field;
+                position += 1;
+            }
+            let name = RECORD_FIELDS
+                .get(usize::from(field))
+                .map_or("", |(name, _)| name);
+            let text = |s: &mut Scanner<'a>| s.text_or_null(name).map(|t| t.map(Text));
+            match field {
+                0 => {
+                    seen.once(s, 0, name)?;
                     topic = text(s)?;
                 }
-                "partition" => {
-                    seen.once(s, 1, &key)?;
+                1 => {
+                    seen.once(s, 1, name)?;
                     partition = Some(s.integer()?);
                 }
-                "offset" => {
-                    seen.once(s, 2, &key)?;
+                2 => {
+                    seen.once(s, 2, name)?;
                     offset = Some(s.integer()?);
                 }
-                "timestamp" => {
-                    seen.once(s, 3, &key)?;
+                3 => {
+                    seen.once(s, 3, name)?;
                     // Any whole number of 64 bits (see `whole_millis`).
                     let millis = s.integer().map_err(|_| {
                         s.error("record timestamp must be whole epoch milliseconds")
                     })?;
                     timestamp = Some(millis);
                 }
-                "key" => {
-                    seen.once(s, 4, &key)?;
+                4 => {
+                    seen.once(s, 4, name)?;
                     key_text = text(s)?;
                 }
-                "value" => {
-                    seen.once(s, 5, &key)?;
+                5 => {
+                    seen.once(s, 5, name)?;
                     value = text(s)?;
                 }
-                "headers" => {
-                    seen.once(s, 6, &key)?;
+                6 => {
+                    seen.once(s, 6, name)?;
                     headers = Headers::scan_list(s)?;
                 }
                 _ => {
@@ -262,6 +319,7 @@ impl<'a> RawRecord<'a> {
                 }
             }
         }
+        order.len = position;
         let missing = |field: &str| s.error(format_args!("missing field `{field}`"));
         Ok(RawRecord {
             topic,
@@ -959,6 +1017,47 @@ mod tests {
             ],
             compare_with_serde,
         );
+    }
+
+    /// Each record's keys are guessed from the order of the record before; whatever
+    /// that order, a record reads as serde reads it: in Lambda's order, in another,
+    /// with whitespace, with a key that begins like a guessed one, with a guessed key
+    /// escaped, or given twice, or a comma missing after one.
+    #[test]
+    fn records_read_alike_whatever_order_came_before() {
+        let records = [
+            r#"{"topic":"t","partition":0,"offset":1,"timestamp":1,"timestampType":"CREATE_TIME","key":null,"value":"eA==","headers":[]}"#,
+            r#"{"topic":"t","partition":0,"offset":2,"timestamp":2,"timestampType":"CREATE_TIME","key":null,"value":"eA==","headers":[]}"#,
+            r#"{"headers":[],"key":null,"offset":3,"partition":0,"timestamp":3,"timestampType":"CREATE_TIME","topic":"t","value":"eA=="}"#,
+            "{ \"topic\" : \"t\" ,\n\"partition\"\t:0, \"offset\" :4,\"timestamp\":4}",
+            r#"{"topicX":"u","topic":"t","partitions":7,"partition":0,"offset":5,"timestamp":5}"#,
+            r#"{"top\u0069c":"t","partition":0,"offset":6,"timestamp":6}"#,
+            r#"{"topic":"t","partition":0,"offset":7,"timestamp":7,"value":"eA=="}"#,
+        ];
+        let event =
+            |records: &[&str]| format!(r#"{{"records":{{"t-0":[{}]}}}}"#, records.join(","));
+        for before in &records {
+            let missing_comma = r#"{"topic":"t" "partition":0,"offset":8,"timestamp":8}"#;
+            let text = event(&[before, missing_comma]);
+            assert_eq!(compare_with_serde(text.as_bytes()), Ok(()), "{text}");
+            assert!(MskEvent::parse(text.into_bytes()).is_err());
+        }
+        // Every record after every other.
+        for before in &records {
+            for record in &records {
+                let text = event(&[before, record]);
+                assert_eq!(compare_with_serde(text.as_bytes()), Ok(()), "{text}");
+            }
+        }
+        let all = MskEvent::parse(event(&records).into_bytes()).expect("parses");
+        let read: Vec<(&str, i64)> = all.records.iter().map(|r| (&*r.topic, r.offset)).collect();
+        let expected: Vec<(&str, i64)> = (1..=7).map(|offset| ("t", offset)).collect();
+        assert_eq!(read, expected);
+        let twice = event(&[
+            records[0],
+            r#"{"topic":"t","partition":0,"topic":"u","offset":2,"timestamp":2}"#,
+        ]);
+        assert!(MskEvent::parse(twice.into_bytes()).is_err());
     }
 
     /// Events the two readings must treat alike: fields given twice, trailing commas in
