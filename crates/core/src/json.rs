@@ -199,8 +199,8 @@ impl<'a> Scanner<'a> {
     /// Whether the next key of an object begun with [`Scanner::object`] is `quoted`
     /// (a key with its quotes, as written without escapes); if so it is consumed with
     /// its `:`, as [`Scanner::key`] would read it, and `first` is set false. Otherwise
-    /// nothing but whitespace is consumed, and [`Scanner::key`] reads the key (and says
-    /// what is wrong, if anything is). For readers that guess a document's next key.
+    /// nothing is consumed, and [`Scanner::key`] reads the key (and says what is wrong,
+    /// if anything is). For readers that guess a document's next key.
     #[inline(always)]
     pub(crate) fn key_is(&mut self, first: &mut bool, quoted: &[u8]) -> bool {
         let bytes = self.bytes();
@@ -1035,6 +1035,50 @@ mod tests {
     }
 
     /// Integers are what serde_json reads as an `i64`, no more.
+    /// A guessed key is taken exactly where `key` would read that key, and nowhere
+    /// else: the comma rules, JSON's whitespace and no other, the colon, a longer key, an
+    /// escaped one, the end of the text. On a miss nothing is consumed.
+    #[test]
+    fn a_guessed_key_is_taken_only_where_key_reads_it() {
+        // (text after `{`, first key of the object?, taken?)
+        let cases: [(&str, bool, bool); 20] = [
+            ("\"topic\":1", true, true),
+            (" \t\r\n\"topic\" \n: 1", true, true),
+            (",\"topic\":1", false, true),
+            (" ,\n \"topic\":1", false, true),
+            (",\"topic\":1", true, false),
+            ("\"topic\":1", false, false),
+            (",,\"topic\":1", false, false),
+            ("\"topic\" 1", true, false),
+            ("\"topic\"", true, false),
+            ("\"topic", true, false),
+            (",", false, false),
+            ("", true, false),
+            ("\"topicX\":1", true, false),
+            ("\"top\\u0069c\":1", true, false),
+            ("\u{c}\"topic\":1", true, false),
+            ("\u{b}\"topic\":1", true, false),
+            ("\"topic\"\u{c}:1", true, false),
+            ("}", true, false),
+            (",}", false, false),
+            ("\"Topic\":1", true, false),
+        ];
+        for (rest, first, taken) in cases {
+            let text = format!("{{{rest}");
+            let mut s = Scanner::new(&text);
+            s.object("an object").expect("an object");
+            let mut is_first = first;
+            assert_eq!(s.key_is(&mut is_first, b"\"topic\""), taken, "{text:?}");
+            if taken {
+                assert!(!is_first, "{text:?}");
+                assert_eq!(s.integer(), Ok(1), "{text:?}");
+            } else {
+                assert_eq!(is_first, first, "{text:?}");
+                assert_eq!(s.at, 1, "{text:?}: nothing consumed");
+            }
+        }
+    }
+
     #[test]
     fn integers_fit_i64() {
         for case in [

@@ -104,8 +104,9 @@ impl Panicked {
 
 /// Runs `work`, catching a panic in it (a defect of the relay that this record's input
 /// meets). The decoder and the transformer hold no state a panic could leave half
-/// written (the id prefix cache hashes a new prefix before it writes its entry, and a
-/// row shape is remembered only once it is worked out).
+/// written (the id prefix cache hashes a new prefix before it writes its entry, a row
+/// shape is remembered only once it is worked out, and the metadata key order a reader
+/// guesses from is written whole, and only checked guesses are made from it).
 fn caught<T>(work: impl FnOnce() -> T) -> Result<T, Panicked> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| Panicked)
 }
