@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{RecordError, Stage};
-use crate::json::{raw_value, Fields, ScanError, Scanner, Text};
+use crate::json::{raw_value, Fields, Guessing, KeyOrder, ScanError, Scanner, Text};
 
 /// One column of a row: its name and its value's JSON text, as DMS wrote them.
 #[derive(Debug, Clone, Copy)]
@@ -403,17 +403,13 @@ const METADATA_FIELDS: [(&str, &[u8]); 13] = [
     ),
 ];
 
-/// The field numbers of the last `metadata` read on a thread, in its order: one task
-/// writes a batch's records, so the next is read guessing its keys from them.
-#[derive(Clone, Copy, Default)]
-struct MetadataOrder {
-    fields: [u8; METADATA_FIELDS.len()],
-    len: u8,
-}
+/// The keys of the last `metadata` read on a thread, in its order: one task reads a
+/// batch's records, so the next is read guessing its keys from them.
+type MetadataOrder = KeyOrder<{ METADATA_FIELDS.len() }>;
 
 thread_local! {
     static METADATA_ORDER: std::cell::Cell<MetadataOrder> =
-        const { std::cell::Cell::new(MetadataOrder { fields: [0; METADATA_FIELDS.len()], len: 0 }) };
+        const { std::cell::Cell::new(MetadataOrder::new()) };
 }
 
 /// Forgets the metadata order this thread guesses from, so that what a reading does
@@ -435,38 +431,16 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
     let mut order = METADATA_ORDER
         .try_with(std::cell::Cell::get)
         .unwrap_or_default();
-    let mut position = 0;
+    let mut keys = Guessing::new(&mut order);
     loop {
-        let guess = order
-            .fields
-            .get(position)
-            .filter(|_| position < usize::from(order.len))
-            .copied();
-        let field = match guess {
-            Some(field)
-                if METADATA_FIELDS
-                    .get(usize::from(field))
-                    .is_some_and(|(_, quoted)| s.key_is(&mut first, quoted)) =>
-            {
-                field
+        let field = match s.field(&mut first, &METADATA_FIELDS, &mut keys)? {
+            None => break,
+            Some(None) => {
+                s.raw()?;
+                continue;
             }
-            _ => {
-                let Some(key) = s.key(&mut first)? else {
-                    break;
-                };
-                match METADATA_FIELDS.iter().position(|(name, _)| *name == key) {
-                    Some(field) => u8::try_from(field).unwrap_or(u8::MAX),
-                    None => {
-                        s.raw()?;
-                        continue;
-                    }
-                }
-            }
+            Some(Some(field)) => field,
         };
-        if let Some(slot) = order.fields.get_mut(position) {
-            *slot = field;
-            position += 1;
-        }
         let key = METADATA_FIELDS
             .get(usize::from(field))
             .map_or("", |(name, _)| name);
@@ -487,7 +461,7 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
             _ => m.prev_transaction_record_id = number_or_string_or_null(s, key)?,
         }
     }
-    order.len = u8::try_from(position).unwrap_or(0);
+    keys.done();
     let _ = METADATA_ORDER.try_with(|last| last.set(order));
     Ok(m)
 }

@@ -77,7 +77,51 @@ impl Fields {
     }
 }
 
-/// A position in a JSON text, read forward.
+/// The keys of the last object of a kind read, in its order, by their numbers in that
+/// kind's field list (up to `N`): what [`Scanner::field`] guesses the next object's
+/// keys from, as objects written by one writer come alike. Only an order is kept, never
+/// a value, and a guess is always checked against the text.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyOrder<const N: usize> {
+    fields: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> KeyOrder<N> {
+    pub(crate) const fn new() -> KeyOrder<N> {
+        KeyOrder {
+            fields: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Default for KeyOrder<N> {
+    fn default() -> KeyOrder<N> {
+        KeyOrder::new()
+    }
+}
+
+/// Reads one object's keys with a [`KeyOrder`]: the order it had so far is the next
+/// object's guess, and what it reads becomes the order.
+pub(crate) struct Guessing<'o, const N: usize> {
+    order: &'o mut KeyOrder<N>,
+    /// Keys read so far in this object that are in the field list.
+    position: usize,
+}
+
+impl<'o, const N: usize> Guessing<'o, N> {
+    pub(crate) fn new(order: &'o mut KeyOrder<N>) -> Guessing<'o, N> {
+        Guessing { order, position: 0 }
+    }
+
+    /// The object is read to its end: its order is the next guess.
+    pub(crate) fn done(self) {
+        self.order.len = self.position;
+    }
+}
+
+/// A position in a JSON text, read forward./// A position in a JSON text, read forward.
 pub(crate) struct Scanner<'a> {
     text: &'a str,
     at: usize,
@@ -227,6 +271,45 @@ impl<'a> Scanner<'a> {
         self.at = at + 1;
         *first = false;
         true
+    }
+
+    /// The next key of an object begun with [`Scanner::object`], as its number in
+    /// `fields` (names, and keys as written): the key guessed from `keys`' order when the
+    /// text has it there ([`Scanner::key_is`]), else the key read ([`Scanner::key`]) and
+    /// looked up. `Ok(None)` at the object's end; `Some(None)` for a key not in `fields`,
+    /// whose value is still to be read.
+    #[inline(always)]
+    pub(crate) fn field<const N: usize>(
+        &mut self,
+        first: &mut bool,
+        fields: &[(&str, &[u8])],
+        keys: &mut Guessing<'_, N>,
+    ) -> Result<Option<Option<u8>>, ScanError> {
+        let at = keys.position;
+        let guess = keys.order.fields.get(at).filter(|_| at < keys.order.len);
+        let field = match guess {
+            Some(&field)
+                if fields
+                    .get(usize::from(field))
+                    .is_some_and(|(_, quoted)| self.key_is(first, quoted)) =>
+            {
+                field
+            }
+            _ => {
+                let Some(key) = self.key(first)? else {
+                    return Ok(None);
+                };
+                match fields.iter().position(|(name, _)| *name == key) {
+                    Some(field) => u8::try_from(field).unwrap_or(u8::MAX),
+                    None => return Ok(Some(None)),
+                }
+            }
+        };
+        if let Some(slot) = keys.order.fields.get_mut(at) {
+            *slot = field;
+            keys.position += 1;
+        }
+        Ok(Some(Some(field)))
     }
 
     #[inline(always)]

@@ -18,7 +18,7 @@ use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{RecordError, Stage};
-use crate::json::{Fields, ScanError, Scanner, Text};
+use crate::json::{Fields, Guessing, KeyOrder, ScanError, Scanner, Text};
 
 /// An MSK event as the relay reads it: where it came from, and its records in source
 /// order (by `"<topic>-<partition>"` key, then offset).
@@ -229,12 +229,8 @@ const RECORD_FIELDS: [(&str, &[u8]); 8] = [
     ("timestampType", b"\"timestampType\""),
 ];
 
-/// The field numbers of the record read last, in its order ([`RECORD_FIELDS`]).
-#[derive(Default)]
-struct RecordOrder {
-    fields: [u8; RECORD_FIELDS.len()],
-    len: usize,
-}
+/// The keys of the record read last, in its order ([`RECORD_FIELDS`]).
+type RecordOrder = KeyOrder<{ RECORD_FIELDS.len() }>;
 
 impl<'a> RawRecord<'a> {
     fn scan(s: &mut Scanner<'a>, order: &mut RecordOrder) -> Result<RawRecord<'a>, ScanError> {
@@ -244,39 +240,16 @@ impl<'a> RawRecord<'a> {
         let (mut key_text, mut value, mut headers) = (None, None, Vec::new());
         let mut seen = Fields::default();
         let mut first = true;
-        let mut position = 0;
+        let mut keys = Guessing::new(order);
         loop {
-            // The key the record before had here, if this one has it too; else read.
-            let guess = order
-                .fields
-                .get(position)
-                .filter(|_| position < order.len)
-                .copied();
-            let field = match guess {
-                Some(field)
-                    if RECORD_FIELDS
-                        .get(usize::from(field))
-                        .is_some_and(|(_, quoted)| s.key_is(&mut first, quoted)) =>
-                {
-                    field
+            let field = match s.field(&mut first, &RECORD_FIELDS, &mut keys)? {
+                None => break,
+                Some(None) => {
+                    s.raw()?;
+                    continue;
                 }
-                _ => {
-                    let Some(key) = s.key(&mut first)? else {
-                        break;
-                    };
-                    match RECORD_FIELDS.iter().position(|(name, _)| *name == key) {
-                        Some(field) => u8::try_from(field).unwrap_or(u8::MAX),
-                        None => {
-                            s.raw()?;
-                            continue;
-                        }
-                    }
-                }
+                Some(Some(field)) => field,
             };
-            if let Some(slot) = order.fields.get_mut(position) {
-                *slot = field;
-                position += 1;
-            }
             let name = RECORD_FIELDS
                 .get(usize::from(field))
                 .map_or("", |(name, _)| name);
@@ -319,7 +292,7 @@ impl<'a> RawRecord<'a> {
                 }
             }
         }
-        order.len = position;
+        keys.done();
         let missing = |field: &str| s.error(format_args!("missing field `{field}`"));
         Ok(RawRecord {
             topic,
