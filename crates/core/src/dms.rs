@@ -413,8 +413,8 @@ thread_local! {
 }
 
 /// Forgets the metadata order this thread guesses from, so that what a reading does
-/// depends on its input only (the fuzz targets, which read each input twice: first so
-/// that the second reading guesses from the input's own order).
+/// depends on its input only (the DMS fuzz target, which primes the order, then compares
+/// the readings).
 #[cfg(any(test, feature = "reference"))]
 pub fn forget_metadata_order() {
     let _ = METADATA_ORDER.try_with(|last| last.set(MetadataOrder::default()));

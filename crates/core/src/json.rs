@@ -121,7 +121,7 @@ impl<'o, const N: usize> Guessing<'o, N> {
     }
 }
 
-/// A position in a JSON text, read forward./// A position in a JSON text, read forward.
+/// A position in a JSON text, read forward.
 pub(crate) struct Scanner<'a> {
     text: &'a str,
     at: usize,
@@ -1117,7 +1117,6 @@ mod tests {
         ));
     }
 
-    /// Integers are what serde_json reads as an `i64`, no more.
     /// A guessed key is taken exactly where `key` would read that key, and nowhere
     /// else: the comma rules, JSON's whitespace and no other, the colon, a longer key, an
     /// escaped one, the end of the text. On a miss nothing is consumed.
@@ -1162,6 +1161,7 @@ mod tests {
         }
     }
 
+    /// Integers are what serde_json reads as an `i64`, no more.
     #[test]
     fn integers_fit_i64() {
         for case in [
