@@ -432,18 +432,7 @@ fn metadata<'a>(s: &mut Scanner<'a>) -> Result<Metadata<'a>, ScanError> {
         .try_with(std::cell::Cell::get)
         .unwrap_or_default();
     let mut keys = Guessing::new(&mut order);
-    loop {
-        let field = match s.field(&mut first, &METADATA_FIELDS, &mut keys)? {
-            None => break,
-            Some(None) => {
-                s.raw()?;
-                continue;
-            }
-            Some(Some(field)) => field,
-        };
-        let key = METADATA_FIELDS
-            .get(usize::from(field))
-            .map_or("", |(name, _)| name);
+    while let Some((field, key)) = s.field(&mut first, &METADATA_FIELDS, &mut keys)? {
         seen.once(s, field, key)?;
         match field {
             0 => m.timestamp = s.text_or_null(key)?,

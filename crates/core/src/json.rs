@@ -273,18 +273,18 @@ impl<'a> Scanner<'a> {
         true
     }
 
-    /// The next key of an object begun with [`Scanner::object`], as its number in
-    /// `fields` (names, and keys as written): the key guessed from `keys`' order when the
-    /// text has it there ([`Scanner::key_is`]), else the key read ([`Scanner::key`]) and
-    /// looked up. `Ok(None)` at the object's end; `Some(None)` for a key not in `fields`,
-    /// whose value is still to be read.
+    /// The next key of an object begun with [`Scanner::object`] that is one of
+    /// `fields` (names, and keys as written), as its number and name: the key guessed
+    /// from `keys`' order when the text has it there ([`Scanner::key_is`]), else the key
+    /// read ([`Scanner::key`]) and looked up. The value of a key not in `fields` is read
+    /// past. `None` at the object's end.
     #[inline(always)]
-    pub(crate) fn field<const N: usize>(
+    pub(crate) fn field<'f, const N: usize>(
         &mut self,
         first: &mut bool,
-        fields: &[(&str, &[u8])],
+        fields: &[(&'f str, &[u8])],
         keys: &mut Guessing<'_, N>,
-    ) -> Result<Option<Option<u8>>, ScanError> {
+    ) -> Result<Option<(u8, &'f str)>, ScanError> {
         let at = keys.position;
         let guess = keys.order.fields.get(at).filter(|_| at < keys.order.len);
         let field = match guess {
@@ -295,21 +295,24 @@ impl<'a> Scanner<'a> {
             {
                 field
             }
-            _ => {
+            _ => loop {
                 let Some(key) = self.key(first)? else {
                     return Ok(None);
                 };
                 match fields.iter().position(|(name, _)| *name == key) {
-                    Some(field) => u8::try_from(field).unwrap_or(u8::MAX),
-                    None => return Ok(Some(None)),
+                    Some(field) => break u8::try_from(field).unwrap_or(u8::MAX),
+                    None => {
+                        self.raw()?;
+                    }
                 }
-            }
+            },
         };
         if let Some(slot) = keys.order.fields.get_mut(at) {
             *slot = field;
             keys.position += 1;
         }
-        Ok(Some(Some(field)))
+        let name = fields.get(usize::from(field)).map_or("", |(name, _)| *name);
+        Ok(Some((field, name)))
     }
 
     #[inline(always)]

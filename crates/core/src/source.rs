@@ -241,18 +241,7 @@ impl<'a> RawRecord<'a> {
         let mut seen = Fields::default();
         let mut first = true;
         let mut keys = Guessing::new(order);
-        loop {
-            let field = match s.field(&mut first, &RECORD_FIELDS, &mut keys)? {
-                None => break,
-                Some(None) => {
-                    s.raw()?;
-                    continue;
-                }
-                Some(Some(field)) => field,
-            };
-            let name = RECORD_FIELDS
-                .get(usize::from(field))
-                .map_or("", |(name, _)| name);
+        while let Some((field, name)) = s.field(&mut first, &RECORD_FIELDS, &mut keys)? {
             let text = |s: &mut Scanner<'a>| s.text_or_null(name).map(|t| t.map(Text));
             match field {
                 0 => {
