@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Side by side: `cdc-relay replay` under two or more configurations (environment
-variables, or another binary), on the benchmark's 6,000-record events and a real broker.
+variables, or another binary), on the benchmark's events (6,000 records unless --size
+says otherwise) and a real broker.
 
-    bench/replay-ab.py [--rounds 8] [--events 10] NAME=[VAR=VALUE,...][,BIN=PATH] ...
+    bench/replay-ab.py [--rounds 8] [--events 10] [--size 6000] NAME=[VAR=VALUE,...][,BIN=PATH] ...
 
     bench/replay-ab.py unbounded=RELAY_MAX_IN_FLIGHT=1000000 w2000=RELAY_MAX_IN_FLIGHT=2000
 
@@ -10,8 +11,9 @@ Each round starts a fresh broker (scripts/broker.sh), then runs one process per
 configuration (in turn, the order reversed every other round), each replaying the same
 events once with the benchmark's routes. Per configuration: the median of the warm
 invocations (every one but each process's first), the median first invocation and its
-ratio to the warm median, the peak RSS of the processes (median and largest), and their
-CPU seconds (user + system, median). The events are `cdc-relay gen-event` output with
+ratio to the warm median, the median warm `transform_ms` (from the start of the batch
+until every record is transformed and its messages enqueued), the peak RSS of the
+processes (median and largest), and their CPU seconds (user + system, median). The events are `cdc-relay gen-event` output with
 the benchmark's seeds (bench/bench.py), generated into target/bench-data when missing.
 Build first: `cargo build --release --locked --bins`.
 """
@@ -26,17 +28,16 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELAY = os.path.join(ROOT, "target", "release", "cdc-relay")
 TOPICS = ["bench.orders", "bench.users", "bench.payments", "bench.invoices"]
-SIZE = 6000
 
 
-def events(count):
+def events(count, size):
     data = os.path.join(ROOT, "target", "bench-data")
     os.makedirs(data, exist_ok=True)
     paths = []
     for i in range(count):
-        path = os.path.join(data, f"b{SIZE}-{i}.json")
+        path = os.path.join(data, f"b{size}-{i}.json")
         if not os.path.exists(path):
-            subprocess.run([RELAY, "gen-event", "--records", str(SIZE), "--seed", str(1000 * SIZE + i),
+            subprocess.run([RELAY, "gen-event", "--records", str(size), "--seed", str(1000 * size + i),
                             "--value-bytes", "400", "-o", path], check=True)
         paths.append(path)
     return paths
@@ -58,13 +59,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--events", type=int, default=10)
+    ap.add_argument("--size", type=int, default=6000, help="records per event")
     ap.add_argument("configurations", nargs="+")
     args = ap.parse_args()
     if args.events < 2:
         ap.error("--events: at least 2 (the first invocation of each process is not a warm one)")
     configs = [configuration(a) for a in args.configurations]
-    files = events(args.events)
-    results = {name: {"first": [], "warm": [], "rss": [], "cpu": []} for name, _, _ in configs}
+    files = events(args.events, args.size)
+    results = {name: {"first": [], "warm": [], "transform": [], "rss": [], "cpu": []} for name, _, _ in configs}
     for round_ in range(args.rounds):
         started = subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "start"] + TOPICS,
                                  capture_output=True, text=True, check=True)
@@ -86,13 +88,15 @@ def main():
                 result = results[name]
                 result["first"].append(times[0])
                 result["warm"] += times[1:]
+                result["transform"] += [line["transform_ms"] for line in lines if "ms" in line][1:]
                 result["rss"].append(int(peak_kb) / 1024)
                 result["cpu"].append(float(user) + float(system))
         finally:
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop"], capture_output=True)
     for name, result in results.items():
         warm, first = statistics.median(result["warm"]), statistics.median(result["first"])
-        print(f"{name:12} warm {warm:6.1f} ms  first {first:6.1f} ms ({first / warm:.2f}x)  "
+        print(f"{name:12} warm {warm:7.2f} ms  first {first:7.2f} ms ({first / warm:.2f}x)  "
+              f"transform {statistics.median(result['transform']):6.3f} ms  "
               f"peak RSS median {statistics.median(result['rss']):5.1f} max {max(result['rss']):5.1f} MiB  "
               f"CPU {statistics.median(result['cpu']):.3f} s")
 

@@ -6,7 +6,9 @@
 //! Concurrency and order: the records are split into chunks of `chunk_size`; each chunk
 //! is decoded and transformed in its own tokio task, at most `concurrency` at once (a
 //! [`Semaphore`] permit travels into each task), and at most `concurrency + 1` chunks
-//! ahead of the producing loop, so finished results wait in memory only that far.
+//! ahead of the producing loop, so finished results wait in memory only that far. A
+//! batch of at most [`INLINE_RECORDS`] records (one chunk) is transformed on the
+//! invocation's own task instead, under a permit too.
 //! Results are consumed chunk by chunk in
 //! source order and handed to the producer in that order, so two messages with the same
 //! key enter the same partition's queue in source-offset order; the idempotent producer
@@ -147,6 +149,13 @@ pub(crate) struct BatchContext {
 /// How long purged deliveries may take to resolve when the context sets no `settle_by`.
 pub(crate) const SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A chunk being transformed: in a task of its own, or, for a small batch's only chunk,
+/// on the invocation's task when its turn comes.
+enum Work {
+    Task(JoinHandle<ChunkResult>),
+    Inline,
+}
+
 /// Per record: its table (when counted per table) and what the transform made of it.
 type ChunkResult = Vec<(Option<Arc<str>>, Result<Transformed, RecordError>)>;
 
@@ -280,11 +289,25 @@ impl Pipeline {
             .step_by(self.options.chunk_size)
             .collect();
         let window = self.options.concurrency + 1;
-        let mut tasks: VecDeque<JoinHandle<ChunkResult>> = starts
-            .iter()
-            .take(window)
-            .map(|&start| self.spawn_chunk(&records, start, &cluster, xray.clone(), context))
-            .collect();
+        let mut tasks: VecDeque<Work> = if !records.is_empty()
+            && records.len() <= INLINE_RECORDS.min(self.options.chunk_size)
+        {
+            VecDeque::from([Work::Inline])
+        } else {
+            starts
+                .iter()
+                .take(window)
+                .map(|&start| {
+                    Work::Task(self.spawn(self.chunk(
+                        &records,
+                        start,
+                        &cluster,
+                        xray.clone(),
+                        context,
+                    )))
+                })
+                .collect()
+        };
         let mut next_chunk = tasks.len();
         let budget = context.budget;
         let mut run = Run {
@@ -315,25 +338,32 @@ impl Pipeline {
             // Past the budget no chunk is started: its records could only be reported,
             // and transforming them first spends time the answer needs.
             if let Some(&start) = starts.get(next_chunk).filter(|_| !run.out_of_time()) {
-                tasks.push_back(self.spawn_chunk(
+                tasks.push_back(Work::Task(self.spawn(self.chunk(
                     &run.records,
                     start,
                     &cluster,
                     run.xray.clone(),
                     context,
-                ));
+                ))));
                 next_chunk += 1;
             }
-            let results = match task.await {
+            let results = match task {
+                Work::Task(task) => task.await.map_err(|e| e.to_string()),
+                Work::Inline => {
+                    let chunk = self.chunk(&run.records, 0, &cluster, run.xray.clone(), context);
+                    self.transform_inline(chunk).await
+                }
+            };
+            let results = match results {
                 Ok(results) => results,
-                Err(join_error) => {
+                Err(why) => {
                     let n = self
                         .options
                         .chunk_size
                         .min(run.records.len() - run.ledger.len());
                     let error = RecordError::retryable(
                         Stage::Transform,
-                        format!("transform task failed: {join_error}"),
+                        format!("transform task failed: {why}"),
                     );
                     std::iter::repeat_n((None, Err(error)), n).collect()
                 }
@@ -406,51 +436,113 @@ impl Pipeline {
         outcome
     }
 
-    /// Decodes and transforms the chunk of `records` starting at `start` in a task.
-    fn spawn_chunk(
+    /// Decodes and transforms a chunk in a task of its own.
+    fn spawn(&self, chunk: Chunk) -> JoinHandle<ChunkResult> {
+        let permits = self.permits.clone();
+        tokio::spawn(async move {
+            // The semaphore is never closed; if it were, run unthrottled.
+            let _permit = permits.acquire_owned().await.ok();
+            chunk.transform()
+        })
+    }
+
+    /// Decodes and transforms a small batch's only chunk (at most [`INLINE_RECORDS`]
+    /// records) on the calling task: a task of its own would only add two wake-ups of
+    /// other threads to the invocation (the worker's, then the caller's), about as long
+    /// as the work. A panic fails the records as a failed task does.
+    async fn transform_inline(&self, chunk: Chunk) -> Result<ChunkResult, String> {
+        // The semaphore is never closed; if it were, run unthrottled.
+        let _permit = self.permits.acquire().await.ok();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk.transform())).map_err(
+            |panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("panicked with message {message:?}")
+            },
+        )
+    }
+
+    /// What transforming the chunk of `records` starting at `start` needs.
+    fn chunk(
         &self,
         records: &Arc<[SourceRecord]>,
         start: usize,
         cluster: &Arc<str>,
         xray: Option<Arc<[u8]>>,
         context: &BatchContext,
-    ) -> JoinHandle<ChunkResult> {
-        let max_record_bytes = context.max_record_bytes;
-        let condemned = context.condemned.clone();
-        let end = (start + self.options.chunk_size).min(records.len());
-        let records = records.clone();
-        let decoder = self.decoder.clone();
-        let transformer = self.transformer.clone();
-        let permits = self.permits.clone();
-        let cluster = cluster.clone();
-        let per_table = self.options.per_table;
-        tokio::spawn(async move {
-            // The semaphore is never closed; if it were, run unthrottled.
-            let _permit = permits.acquire_owned().await.ok();
-            records[start..end]
-                .iter()
-                .map(|record| {
-                    let verdict = if condemned.is_empty() {
-                        None
-                    } else {
-                        condemned
-                            .get(&(record.batch_partition.clone(), record.offset))
-                            .cloned()
-                    };
-                    if let Some(error) = verdict.or_else(|| oversized(record, max_record_bytes)) {
-                        return (per_table.then(|| Arc::from(UNDECODED_TABLE)), Err(error));
-                    }
-                    let processed = process(&decoder, &transformer, record, &cluster, per_table);
-                    let result = traced(processed.result, record, xray.as_deref());
-                    let table = per_table.then(|| {
-                        processed
-                            .table
-                            .map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from)
-                    });
-                    (table, result)
-                })
-                .collect()
-        })
+    ) -> Chunk {
+        Chunk {
+            records: records.clone(),
+            start,
+            end: (start + self.options.chunk_size).min(records.len()),
+            decoder: self.decoder.clone(),
+            transformer: self.transformer.clone(),
+            cluster: cluster.clone(),
+            xray,
+            max_record_bytes: context.max_record_bytes,
+            condemned: context.condemned.clone(),
+            per_table: self.options.per_table,
+        }
+    }
+}
+
+/// Batches of at most this many records are transformed on the invocation's own task
+/// ([`Pipeline::transform_inline`]): about 0.1 ms of work, well within what a task may
+/// run between two waits.
+const INLINE_RECORDS: usize = 32;
+
+/// One chunk's records and what transforming them takes, owned (to move into a task).
+struct Chunk {
+    records: Arc<[SourceRecord]>,
+    start: usize,
+    end: usize,
+    decoder: Arc<Decoder>,
+    transformer: Arc<Transformer>,
+    cluster: Arc<str>,
+    xray: Option<Arc<[u8]>>,
+    max_record_bytes: Option<usize>,
+    condemned: Arc<HashMap<(Arc<str>, i64), RecordError>>,
+    per_table: bool,
+}
+
+impl Chunk {
+    /// Decodes and transforms each record of the chunk, in order.
+    fn transform(&self) -> ChunkResult {
+        self.records[self.start..self.end]
+            .iter()
+            .map(|record| {
+                let verdict = if self.condemned.is_empty() {
+                    None
+                } else {
+                    self.condemned
+                        .get(&(record.batch_partition.clone(), record.offset))
+                        .cloned()
+                };
+                if let Some(error) = verdict.or_else(|| oversized(record, self.max_record_bytes)) {
+                    return (
+                        self.per_table.then(|| Arc::from(UNDECODED_TABLE)),
+                        Err(error),
+                    );
+                }
+                let processed = process(
+                    &self.decoder,
+                    &self.transformer,
+                    record,
+                    &self.cluster,
+                    self.per_table,
+                );
+                let result = traced(processed.result, record, self.xray.as_deref());
+                let table = self.per_table.then(|| {
+                    processed
+                        .table
+                        .map_or_else(|| Arc::from(UNDECODED_TABLE), Arc::from)
+                });
+                (table, result)
+            })
+            .collect()
     }
 }
 
