@@ -13,8 +13,9 @@ events once with the benchmark's routes. Per configuration: the median of the wa
 invocations (every one but each process's first), the median first invocation and its
 ratio to the warm median, the median warm `transform_ms` (from the start of the batch
 until every record is transformed and its messages enqueued), the peak RSS of the
-processes (median and largest), and their CPU seconds (user + system, median). The events are `cdc-relay gen-event` output with
-the benchmark's seeds (bench/bench.py), generated into target/bench-data when missing.
+processes (median and largest), and their CPU seconds (user + system, median). The events
+are `cdc-relay gen-event` output with the benchmark's seeds (bench/bench.py), generated
+into target/bench-data when missing.
 Build first: `cargo build --release --locked --bins`.
 """
 import argparse

@@ -83,3 +83,75 @@ async fn per_key_order_survives_concurrency() {
     }
     assert_eq!(last.len(), 120, "3 tables x 40 users");
 }
+
+/// Batches on either side of the bound under which a batch is transformed on the
+/// invocation's own task instead of in tasks (32 records, one chunk, 64 KiB): every
+/// record is produced once, in source order, its value its own, whichever way it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_around_the_inline_bound_produce_every_record_in_order() {
+    let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+    let routes = |topic: &str| {
+        Routes::parse(
+            &format!("[[route]]\ntable = \"public.*\"\ntopic = \"{topic}\"\nkey = [\"id\"]\n"),
+            "test",
+        )
+        .expect("routes")
+    };
+    // (records, chunk size, bytes of padding per value)
+    let cases = [
+        (1, 256, 0),
+        (31, 256, 0),
+        (32, 256, 0),
+        (33, 256, 0),
+        (20, 10, 0),
+        (8, 256, 10_000),
+    ];
+    for (records, chunk, padding) in cases {
+        let topic = format!("inline-{records}-{chunk}-{padding}");
+        kafka.cluster().create_topic(&topic, 1, 1).expect("topic");
+        let chunk_size = chunk.to_string();
+        let relay = util::relay(
+            &kafka,
+            routes(&topic),
+            &[
+                ("RELAY_CONCURRENCY", "2"),
+                ("RELAY_CHUNK_SIZE", &chunk_size),
+            ],
+        );
+        let mut builder = util::EventBuilder::new();
+        for i in 0..records {
+            builder = builder.data(
+                "dms.cdc",
+                0,
+                1000 + i,
+                "insert",
+                "things",
+                json!({"id": i, "pad": "x".repeat(padding)}),
+            );
+        }
+        let response = util::invoke(&relay, builder.build())
+            .await
+            .expect("success");
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "{topic}: {:?}",
+            response.batch_item_failures
+        );
+        let messages = util::consume(&kafka, &[topic.as_str()]);
+        let offsets: Vec<i64> = messages
+            .iter()
+            .map(|m| {
+                let value: serde_json::Value =
+                    serde_json::from_slice(m.value.as_deref().expect("value")).expect("json");
+                let offset: i64 = m
+                    .header(header::SOURCE_OFFSET)
+                    .and_then(|o| o.parse().ok())
+                    .expect("offset header");
+                assert_eq!(value["data"]["id"], offset - 1000, "{topic}: its own value");
+                offset
+            })
+            .collect();
+        let expected: Vec<i64> = (1000..1000 + records).collect();
+        assert_eq!(offsets, expected, "{topic}: every record once, in order");
+    }
+}

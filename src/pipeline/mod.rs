@@ -6,13 +6,12 @@
 //! Concurrency and order: the records are split into chunks of `chunk_size`; each chunk
 //! is decoded and transformed in its own tokio task, at most `concurrency` at once (a
 //! [`Semaphore`] permit travels into each task), and at most `concurrency + 1` chunks
-//! ahead of the producing loop, so finished results wait in memory only that far. A
-//! batch of at most [`INLINE_RECORDS`] records (one chunk) is transformed on the
-//! invocation's own task instead, under a permit too.
-//! Results are consumed chunk by chunk in
-//! source order and handed to the producer in that order, so two messages with the same
-//! key enter the same partition's queue in source-offset order; the idempotent producer
-//! keeps that order on the wire. Producing starts as soon as the first chunk is ready.
+//! ahead of the producing loop, so finished results wait in memory only that far. A small
+//! batch (at most 32 records and 64 KiB, in one chunk) is transformed on the invocation's
+//! own task instead, under a permit too. Results are consumed chunk by chunk in source
+//! order and handed to the producer in that order, so two messages with the same key
+//! enter the same partition's queue in source-offset order; the idempotent producer keeps
+//! that order on the wire. Producing starts as soon as the first chunk is ready.
 //!
 //! Every record ends in exactly one state of its [`ledger`]: produced, dead-lettered or skipped
 //! (all "done"), or not done. A record is produced when every message made from it was
@@ -289,9 +288,10 @@ impl Pipeline {
             .step_by(self.options.chunk_size)
             .collect();
         let window = self.options.concurrency + 1;
-        let mut tasks: VecDeque<Work> = if !records.is_empty()
+        let small = !records.is_empty()
             && records.len() <= INLINE_RECORDS.min(self.options.chunk_size)
-        {
+            && records.iter().map(SourceRecord::size).sum::<usize>() <= INLINE_BYTES;
+        let mut tasks: VecDeque<Work> = if small {
             VecDeque::from([Work::Inline])
         } else {
             starts
@@ -489,10 +489,15 @@ impl Pipeline {
     }
 }
 
-/// Batches of at most this many records are transformed on the invocation's own task
-/// ([`Pipeline::transform_inline`]): about 0.1 ms of work, well within what a task may
-/// run between two waits.
+/// Batches of at most this many records, in one chunk and of at most [`INLINE_BYTES`],
+/// are transformed on the invocation's own task ([`Pipeline::transform_inline`]).
 const INLINE_RECORDS: usize = 32;
+
+/// The most bytes ([`SourceRecord::size`]) a batch transformed on the invocation's own
+/// task may hold: about 0.4 ms of work, short enough for a task to run between two
+/// waits (`serve`'s loop, which runs the batch, answers shutdowns and commits between
+/// them), where 32 records of up to 8 MiB each would not be.
+const INLINE_BYTES: usize = 64 * 1024;
 
 /// One chunk's records and what transforming them takes, owned (to move into a task).
 struct Chunk {
