@@ -4,7 +4,9 @@
 # (scripts/broker.sh, started and stopped here), its /proc/PID/smaps copied each time the
 # resident total rises (sampled every 5 ms), then the peak's mappings of 200 KiB or more,
 # largest first: resident KiB, of them private dirty, the mapping's size, what it maps.
-# VAR=VALUE arguments go to the relay's environment.
+# VAR=VALUE arguments go to the relay's environment (after the routes, so they may
+# replace them). Anonymous mappings are printed as such: which is a thread's heap and
+# which a large block (the event's bytes) is the reader's inference from their sizes.
 #
 #   bench/peak-smaps.sh [VAR=VALUE ...]
 #
@@ -19,22 +21,35 @@ for i in 0 1; do
   [ -f "$event" ] || { mkdir -p target/bench-data; "$bin" gen-event --records 6000 \
     --seed $((6000000 + i)) --value-bytes 400 -o "$event"; }
 done
-broker=$(scripts/broker.sh start bench.orders bench.users bench.payments bench.invoices | tail -1)
-trap 'scripts/broker.sh stop >/dev/null 2>&1' EXIT
 peak=$(mktemp)
-env "$@" RELAY_ROUTES=bench/routes.toml RUST_LOG=warn "$bin" replay --brokers "$broker" \
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  rm -f "$peak" "$peak.next"
+  scripts/broker.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+broker=$(scripts/broker.sh start bench.orders bench.users bench.payments bench.invoices | tail -1)
+env RELAY_ROUTES=bench/routes.toml RUST_LOG=warn "$@" "$bin" replay --brokers "$broker" \
   target/bench-data/b6000-0.json target/bench-data/b6000-1.json >/dev/null &
 pid=$!
 best=0
 while kill -0 "$pid" 2>/dev/null; do
+  # The mappings are copied first, then the total read: a copy is kept when the total
+  # read after it is the highest so far (the copy is at most one read older).
+  cp "/proc/$pid/smaps" "$peak.next" 2>/dev/null || true
   rss=$(awk '/^Rss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || true)
-  if [ -n "$rss" ] && [ "$rss" -gt "$best" ]; then
+  if [ -n "$rss" ] && [ "$rss" -gt "$best" ] && [ -s "$peak.next" ]; then
     best=$rss
-    cp "/proc/$pid/smaps" "$peak" 2>/dev/null || true
+    mv "$peak.next" "$peak"
   fi
   sleep 0.005
 done
-wait "$pid"
+status=0
+wait "$pid" || status=$?
+pid=""
+rm -f "$peak.next"
+[ "$status" = 0 ] || { echo "replay failed (exit $status)" >&2; exit "$status"; }
 echo "peak resident: ${best} KiB"
 python3 - "$peak" <<'PY'
 import re, sys

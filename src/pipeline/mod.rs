@@ -453,16 +453,10 @@ impl Pipeline {
     async fn transform_inline(&self, chunk: Chunk) -> Result<ChunkResult, String> {
         // The semaphore is never closed; if it were, run unthrottled.
         let _permit = self.permits.acquire().await.ok();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk.transform())).map_err(
-            |panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|m| (*m).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                format!("panicked with message {message:?}")
-            },
-        )
+        // The panic's text stays out of the error, as the core keeps it out of a record's
+        // (it may quote values); the panic hook has printed it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk.transform()))
+            .map_err(|_| "panicked".to_owned())
     }
 
     /// What transforming the chunk of `records` starting at `start` needs.
@@ -494,9 +488,10 @@ impl Pipeline {
 const INLINE_RECORDS: usize = 32;
 
 /// The most bytes ([`SourceRecord::size`]) a batch transformed on the invocation's own
-/// task may hold: about 0.4 ms of work, short enough for a task to run between two
-/// waits (`serve`'s loop, which runs the batch, answers shutdowns and commits between
-/// them), where 32 records of up to 8 MiB each would not be.
+/// task may hold: a fraction of a millisecond of work at the benchmark's rate per core
+/// (bench/results/latest.json), short enough for a task to run between two waits
+/// (`serve`'s loop, which runs the batch, answers shutdowns and commits between them),
+/// where 32 records of up to 8 MiB each would not be.
 const INLINE_BYTES: usize = 64 * 1024;
 
 /// One chunk's records and what transforming them takes, owned (to move into a task).
