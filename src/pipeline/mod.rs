@@ -152,7 +152,7 @@ pub(crate) const SETTLE_TIME: std::time::Duration = std::time::Duration::from_mi
 /// on the invocation's task when its turn comes.
 enum Work {
     Task(JoinHandle<ChunkResult>),
-    Inline,
+    Inline(Chunk),
 }
 
 /// Per record: its table (when counted per table) and what the transform made of it.
@@ -292,7 +292,13 @@ impl Pipeline {
             && records.len() <= INLINE_RECORDS.min(self.options.chunk_size)
             && records.iter().map(SourceRecord::size).sum::<usize>() <= INLINE_BYTES;
         let mut tasks: VecDeque<Work> = if small {
-            VecDeque::from([Work::Inline])
+            VecDeque::from([Work::Inline(self.chunk(
+                &records,
+                0,
+                &cluster,
+                xray.clone(),
+                context,
+            ))])
         } else {
             starts
                 .iter()
@@ -349,10 +355,7 @@ impl Pipeline {
             }
             let results = match task {
                 Work::Task(task) => task.await.map_err(|e| e.to_string()),
-                Work::Inline => {
-                    let chunk = self.chunk(&run.records, 0, &cluster, run.xray.clone(), context);
-                    self.transform_inline(chunk).await
-                }
+                Work::Inline(chunk) => self.transform_inline(chunk).await,
             };
             let results = match results {
                 Ok(results) => results,
