@@ -361,9 +361,23 @@ def finish_feed(feeder):
 
 
 def run_one(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms):
+    """One run; a run that fails stops its contender too (a serve left running holds its
+    HTTP port, and the next serve could not start)."""
+    procs = []
+    try:
+        return measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs)
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        raise
+
+
+def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs):
     topic = f"lag.{contender}.{rate}.{int(time.time())}"
     create_topic(broker, topic)
-    procs = start(contender, broker, topic, logs, fetch_wait_ms)
+    procs += start(contender, broker, topic, logs, fetch_wait_ms)
     reader = Reader(broker, topic, fetch_wait_ms)
     reader.start()
     reader.ready.wait(60)

@@ -11,7 +11,8 @@ Each round starts a fresh broker (scripts/broker.sh), then runs one process per
 configuration (in turn, the order reversed every other round), each replaying the same
 events once with the benchmark's routes. Per configuration: the median of the warm
 invocations (every one but each process's first), the median first invocation and its
-ratio to the warm median, the median warm `transform_ms` (from the start of the batch
+ratio to the warm median, the median init (`replay`'s `init_ms`: settings, routes, producer
+and its warm-up), the median warm `transform_ms` (from the start of the batch
 until every record is transformed and its messages enqueued), the peak RSS of the
 processes (median and largest), and their CPU seconds (user + system, median). The events
 are `cdc-relay gen-event` output with the benchmark's seeds (bench/bench.py), generated
@@ -67,7 +68,8 @@ def main():
         ap.error("--events: at least 2 (the first invocation of each process is not a warm one)")
     configs = [configuration(a) for a in args.configurations]
     files = events(args.events, args.size)
-    results = {name: {"first": [], "warm": [], "transform": [], "rss": [], "cpu": []} for name, _, _ in configs}
+    results = {name: {"first": [], "warm": [], "transform": [], "init": [], "rss": [], "cpu": []}
+               for name, _, _ in configs}
     for round_ in range(args.rounds):
         started = subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "start"] + TOPICS,
                                  capture_output=True, text=True, check=True)
@@ -88,6 +90,7 @@ def main():
                     sys.exit(f"{name}: an invocation failed")
                 result = results[name]
                 result["first"].append(times[0])
+                result["init"] += [line["init_ms"] for line in lines if "init_ms" in line]
                 result["warm"] += times[1:]
                 result["transform"] += [line["transform_ms"] for line in lines if "ms" in line][1:]
                 result["rss"].append(int(peak_kb) / 1024)
@@ -96,7 +99,8 @@ def main():
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop"], capture_output=True)
     for name, result in results.items():
         warm, first = statistics.median(result["warm"]), statistics.median(result["first"])
-        print(f"{name:12} warm {warm:7.2f} ms  first {first:7.2f} ms ({first / warm:.2f}x)  "
+        print(f"{name:12} init {statistics.median(result['init']):6.2f} ms  "
+              f"warm {warm:7.2f} ms  first {first:7.2f} ms ({first / warm:.2f}x)  "
               f"transform {statistics.median(result['transform']):6.3f} ms  "
               f"peak RSS median {statistics.median(result['rss']):5.1f} max {max(result['rss']):5.1f} MiB  "
               f"CPU {statistics.median(result['cpu']):.3f} s")
