@@ -225,7 +225,9 @@ def source_timestamps(broker, topic, expected):
     return out
 
 
-def start(contender, broker, topic, logs, fetch_wait_ms):
+def start(contender, broker, topic, logs, fetch_wait_ms, procs):
+    """Starts the contender; each process goes into `procs` as soon as it runs, so that a
+    failed start stops it too (run_one)."""
     log = open(os.path.join(logs, f"{topic}.log"), "w")
     group = f"group-{topic}"
     if contender in ("serve", "serve-eos"):
@@ -236,29 +238,30 @@ def start(contender, broker, topic, logs, fetch_wait_ms):
             env.update(RELAY_CONSUMER_FETCH_WAIT_MAX_MS=str(fetch_wait_ms))
         if contender == "serve-eos":
             env.update(RELAY_EXACTLY_ONCE="true", RELAY_TRANSACTIONAL_ID=f"lag-{topic}")
-        proc = subprocess.Popen([BINARY, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait(lambda: http_ok(f"http://{SERVE_HTTP}/healthz/ready"), f"{topic}: serve never ready")
-        except SystemExit:
-            proc.kill()
-            raise
-        return [proc]
+        host, port = SERVE_HTTP.rsplit(":", 1)
+        with socket.socket() as probe_socket:
+            if probe_socket.connect_ex((host, int(port))) == 0:
+                sys.exit(f"lag: {SERVE_HTTP} is taken (a serve left by an earlier run?)")
+        procs.append(subprocess.Popen([BINARY, "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        wait(lambda: http_ok(f"http://{SERVE_HTTP}/healthz/ready"), f"{topic}: serve never ready")
+        return
     if contender == "esm":
         url = f"http://127.0.0.1:{ESM_PORT}/2015-03-31/functions/cdc-relay/invocations"
         wait_property = [] if fetch_wait_ms is None else ["--consumer-property", f"fetch.wait.max.ms={fetch_wait_ms}"]
-        esm = subprocess.Popen([BINARY, "esm", "--function-url", url, "--brokers", broker, "--topics", topic,
-                                "--group", group, "--report-batch-item-failures"] + wait_property,
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(subprocess.Popen([BINARY, "esm", "--function-url", url, "--brokers", broker, "--topics",
+                                       topic, "--group", group, "--report-batch-item-failures"] + wait_property,
+                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         time.sleep(3)  # the mapping joins its group
-        return [esm]
+        return
     if contender == "kafkajs":
         proc = subprocess.Popen(["node", os.path.join(ROOT, "bench", "node", "server.js"), broker, topic, group]
                                 + ([] if fetch_wait_ms is None else [str(fetch_wait_ms)]),
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        procs.append(proc)
         line = proc.stdout.readline()
         if "ready" not in line:
             sys.exit(f"{topic}: kafkajs server did not start: {line}")
-        return [proc]
+        return
     raise ValueError(contender)
 
 
@@ -377,7 +380,7 @@ def run_one(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms
 def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs):
     topic = f"lag.{contender}.{rate}.{int(time.time())}"
     create_topic(broker, topic)
-    procs += start(contender, broker, topic, logs, fetch_wait_ms)
+    start(contender, broker, topic, logs, fetch_wait_ms, procs)
     reader = Reader(broker, topic, fetch_wait_ms)
     reader.start()
     reader.ready.wait(60)

@@ -97,11 +97,14 @@ def main():
                 result["cpu"].append(float(user) + float(system))
         finally:
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop"], capture_output=True)
+    def median(values):  # NaN for a binary that does not report the figure
+        return statistics.median(values) if values else float("nan")
+
     for name, result in results.items():
         warm, first = statistics.median(result["warm"]), statistics.median(result["first"])
-        print(f"{name:12} init {statistics.median(result['init']):6.2f} ms  "
+        print(f"{name:12} init {median(result['init']):6.2f} ms  "
               f"warm {warm:7.2f} ms  first {first:7.2f} ms ({first / warm:.2f}x)  "
-              f"transform {statistics.median(result['transform']):6.3f} ms  "
+              f"transform {median(result['transform']):6.3f} ms  "
               f"peak RSS median {statistics.median(result['rss']):5.1f} max {max(result['rss']):5.1f} MiB  "
               f"CPU {statistics.median(result['cpu']):.3f} s")
 
