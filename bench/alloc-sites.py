@@ -9,8 +9,8 @@ valgrind's DHAT twice, over one event and over two, and prints the difference pe
 what one more event's records allocate, without the process's start, the routes and the
 generated event. Each line: blocks per record, their mean size in bytes, and the innermost
 two of the core's own functions on the allocation's stack (the standard library's generic
-code, such as `Vec::with_capacity` of a core type, is left out). Needs valgrind; builds the example with line
-tables so frames name their lines.
+code, such as `Vec::with_capacity` of a core type, is left out). Needs valgrind; builds
+the example with line tables so frames name their lines.
 """
 import json
 import os
@@ -69,7 +69,7 @@ def main():
     for per_record, mean, site in rows:
         if abs(per_record) >= 0.01:
             print(f"{per_record:10.2f} {mean:10.0f}  {site[:160]}")
-    print(f"{sum(row[0] for row in rows):10.2f} {'':>10}  in all (every site, less any that allocated less)")
+    print(f"{sum(row[0] for row in rows):10.2f} {'':>10}  in all (a site that allocated less counts less)")
 
 
 if __name__ == "__main__":

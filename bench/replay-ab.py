@@ -92,11 +92,13 @@ def main():
                 result["first"].append(times[0])
                 result["init"] += [line["init_ms"] for line in lines if "init_ms" in line]
                 result["warm"] += times[1:]
-                result["transform"] += [line["transform_ms"] for line in lines if "ms" in line][1:]
+                result["transform"] += [t for t in [line.get("transform_ms") for line in lines if "ms" in line][1:]
+                                        if t is not None]
                 result["rss"].append(int(peak_kb) / 1024)
                 result["cpu"].append(float(user) + float(system))
         finally:
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop"], capture_output=True)
+
     def median(values):  # NaN for a binary that does not report the figure
         return statistics.median(values) if values else float("nan")
 
