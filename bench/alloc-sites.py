@@ -8,9 +8,11 @@ from its bytes, then each of its 6,000 generated records decoded and transformed
 valgrind's DHAT twice, over one event and over two, and prints the difference per record:
 what one more event's records allocate, without the process's start, the routes and the
 generated event. Each line: blocks per record, their mean size in bytes, and the innermost
-two of the core's own functions on the allocation's stack (the standard library's generic
-code, such as `Vec::with_capacity` of a core type, is left out). Needs valgrind; builds
-the example with line tables so frames name their lines.
+two of the core's own functions on the allocation's stack that were not inlined (the
+standard library's generic code, such as `Vec::with_capacity` of a core type, is left out;
+a core function inlined into another is counted at its caller's line, so two allocations
+of one inlined function share that line). Needs valgrind; builds the example with line
+tables so frames name their lines.
 """
 import json
 import os

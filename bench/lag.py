@@ -432,6 +432,7 @@ def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms
             p.wait(30)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
     if live is not None:
         waited = time.time()
         while len(live.stamps) < fed["records"] and time.time() - waited < 30:
