@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks a Lambda `bootstrap` for provided.al2023: the expected architecture, no dynamic
 # dependency but glibc's own libraries (librdkafka, OpenSSL, curl, zlib and zstd are
-# linked statically), no GLIBC symbol version above 2.34 (Amazon Linux 2023), and none
-# of the `esm` feature's code.
+# linked statically), no GLIBC symbol version above 2.34 (Amazon Linux 2023), a panic
+# that unwinds, and none of the `esm` feature's code.
 #
 #   scripts/check-artifact.sh target/lambda/cdc-relay/bootstrap x86-64|aarch64
 set -euo pipefail
@@ -34,6 +34,18 @@ echo "artifact: highest GLIBC symbol version: ${highest:-none}"
 if [ -n "$highest" ] && [ "$(printf '%s\n%s\n' "$highest" "$max_glibc" | sort -V | tail -n 1)" != "$max_glibc" ]; then
   fail "needs GLIBC_$highest, above $max_glibc (Amazon Linux 2023)"
 fi
+# A panic unwinds (Cargo.toml's release profile names the strategy; cargo lambda would
+# otherwise build with panic = "abort", and a panic on one record would end the process
+# instead of failing that record). Two marks of an aborting build: the standard library's
+# panic_abort runtime (its source path is among the strings), and exception tables no
+# larger than the prebuilt standard library's own (8 KB in an aborting build of this
+# function, about 1 MB in an unwinding one).
+abort_marks="$(grep -c -a -F '/library/panic_abort/' "$bin" || true)"
+[ "${abort_marks}" -eq 0 ] || fail "built with panic = \"abort\" (the standard library's panic_abort runtime is in it)"
+except_hex="$(readelf -SW "$bin" | sed -n 's/.*\.gcc_except_table  *[A-Z_]*  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')"
+except_bytes="$((16#${except_hex:-0}))"
+[ "${except_bytes}" -ge 65536 ] || fail "exception tables of ${except_bytes} bytes: built with panic = \"abort\"?"
+echo "artifact: a panic unwinds (exception tables: ${except_bytes} bytes)"
 # The function leaves out the local event source mapping (the `esm` feature): none of its
 # messages are in the artifact, while the Lambda mode's are. (Read from the binary's
 # strings: the artifact may be stripped of symbols. `grep -c` reads all its input.)
