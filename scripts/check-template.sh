@@ -7,7 +7,9 @@
 # the topics routes.toml writes. Then the container deployment of `serve`: ecs.yaml through
 # cfn-lint, and the promises it and the Dockerfile make checked against each other and the
 # code (a stop timeout longer than the shutdown timeout, non-root, the health check in
-# exec form, at most one task per source partition, only variables the relay reads).
+# exec form, at most one task per source partition, only variables the relay reads), and
+# that Cargo.toml's release profile names panic = "unwind" (cargo lambda, which builds the
+# function, would otherwise build it aborting on a panic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-eu-west-1}" SAM_CLI_TELEMETRY=0
@@ -362,8 +364,9 @@ assert "--locked" in docker
 cargo_toml = open("Cargo.toml").read()
 # The template's function is built by cargo lambda (rust-cargolambda), which builds with
 # panic = "abort" unless the release profile names a strategy: a panic on one record would
-# then end the process, and every retry of its batch with it. (scripts/check-artifact.sh
-# checks the built artifact too.)
+# then end the process instead of failing that record, and its batch would be split and
+# retried until the record alone holds its partition. (scripts/check-artifact.sh checks
+# the built artifact too.)
 import tomllib
 assert tomllib.loads(cargo_toml)["profile"]["release"].get("panic") == "unwind", \
     "Cargo.toml's release profile must name panic = \"unwind\": cargo lambda would build the function with abort"
