@@ -10,6 +10,8 @@ bin="${1:?usage: $0 BOOTSTRAP x86-64|aarch64}"
 arch="${2:?usage: $0 BOOTSTRAP x86-64|aarch64}"
 max_glibc="2.34"
 fail() { echo "artifact: FAIL: $*" >&2; exit 1; }
+command -v file >/dev/null && command -v readelf >/dev/null && command -v objdump >/dev/null \
+  || fail "needs file, readelf and objdump (binutils)"
 
 [ -f "$bin" ] || fail "$bin does not exist"
 kind="$(file -b "$bin")"
@@ -29,7 +31,7 @@ for lib in $needed; do
   esac
 done
 
-highest="$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+highest="$(objdump -T "$bin" | { grep -o 'GLIBC_[0-9.]*' || true; } | sed 's/GLIBC_//' | sort -V | tail -n 1)"
 echo "artifact: highest GLIBC symbol version: ${highest:-none}"
 if [ -n "$highest" ] && [ "$(printf '%s\n%s\n' "$highest" "$max_glibc" | sort -V | tail -n 1)" != "$max_glibc" ]; then
   fail "needs GLIBC_$highest, above $max_glibc (Amazon Linux 2023)"

@@ -359,17 +359,18 @@ assert re.search(r"^USER nonroot$", docker, re.M) and "distroless" in docker, "t
 assert 'HEALTHCHECK' in docker and '["/cdc-relay", "health"]' in docker
 assert 'ENTRYPOINT ["/cdc-relay", "serve"]' in docker
 assert "--locked" in docker
-# An aarch64 build compiles librdkafka with CMake (Cargo.toml): the image's build stage
-# installs it for that architecture (docs/deploy.md builds linux/arm64).
 cargo_toml = open("Cargo.toml").read()
 # The template's function is built by cargo lambda (rust-cargolambda), which builds with
 # panic = "abort" unless the release profile names a strategy: a panic on one record would
 # then end the process instead of failing that record, and its batch would be split and
-# retried until the record alone holds its partition. (scripts/check-artifact.sh checks
+# retried until the record alone holds its partition, at the template's defaults until
+# the topic's retention removes it. (scripts/check-artifact.sh checks
 # the built artifact too.)
 import tomllib
 assert tomllib.loads(cargo_toml)["profile"]["release"].get("panic") == "unwind", \
     "Cargo.toml's release profile must name panic = \"unwind\": cargo lambda would build the function with abort"
+# An aarch64 build compiles librdkafka with CMake (Cargo.toml): the image's build stage
+# installs it for that architecture (docs/deploy.md builds linux/arm64).
 aarch64_section = next(s for s in cargo_toml.split("\n[") if s.startswith("target.'cfg(target_arch = \"aarch64\")'.dependencies]"))
 if "cmake-build" in aarch64_section:
     assert re.search(r"aarch64.*\n.*install[^\n]*cmake", docker), "the arm64 image build needs cmake"
