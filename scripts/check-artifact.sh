@@ -36,11 +36,10 @@ echo "artifact: highest GLIBC symbol version: ${highest:-none}"
 if [ -n "$highest" ] && [ "$(printf '%s\n%s\n' "$highest" "$max_glibc" | sort -V | tail -n 1)" != "$max_glibc" ]; then
   fail "needs GLIBC_$highest, above $max_glibc (Amazon Linux 2023)"
 fi
-# A panic unwinds (Cargo.toml's release profile names the strategy; cargo lambda would
-# otherwise build with panic = "abort", and a panic on one record would end the process
-# instead of failing that record). Two marks of an aborting build: the standard library's
-# panic_abort runtime (its source path is among the strings), and exception tables no
-# larger than the prebuilt standard library's own: 7,780 bytes in an aborting x86-64
+# A panic unwinds (why: the comment on `panic` in Cargo.toml's release profile). Two marks
+# of an aborting build: the standard library's panic_abort runtime (its source path is
+# among the strings), and exception tables no larger than the prebuilt standard library's
+# own: 7,780 bytes in an aborting x86-64
 # build of the artifact, 432,820 in an unwinding one; 8,012 in an aborting unoptimised
 # arm64 one, 839,932 in an unwinding one (bench/results/artifact-build-2026-12-07.txt).
 abort_marks="$(grep -c -a -F '/library/panic_abort/' "$bin" || true)"

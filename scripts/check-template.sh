@@ -361,11 +361,8 @@ assert 'ENTRYPOINT ["/cdc-relay", "serve"]' in docker
 assert "--locked" in docker
 cargo_toml = open("Cargo.toml").read()
 # The template's function is built by cargo lambda (rust-cargolambda), which builds with
-# panic = "abort" unless the release profile names a strategy: a panic on one record would
-# then end the process instead of failing that record, and its batch would be split and
-# retried until the record alone holds its partition, at the template's defaults until
-# the topic's retention removes it. (scripts/check-artifact.sh checks
-# the built artifact too.)
+# panic = "abort" unless the release profile names a strategy (why that matters: the
+# comment on the line in Cargo.toml).
 import tomllib
 assert tomllib.loads(cargo_toml)["profile"]["release"].get("panic") == "unwind", \
     "Cargo.toml's release profile must name panic = \"unwind\": cargo lambda would build the function with abort"
