@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Side by side: `cdc-relay serve`'s lag under two or more binaries, on the same broker
+kind, rate and duration, interleaved (the order reversed every other round), so that a
+change to serve's path is told apart from this machine's drift between runs.
+
+    bench/lag-ab.py [--rounds 4] [--rate 500] [--seconds 30] [--broker mock|nisshi]
+                    [--contender serve|serve-eos] [--out FILE] NAME=PATH ...
+
+Each run is one of bench/lag.py's (a broker of its own, a fresh source topic, a warm-up,
+scripts/feed.py at the rate, the independent reader); the broker and the feed are the
+ones `target/release/cdc-relay` gives, only serve's binary changes. Per binary: the median
+over rounds of the p50, p99 and largest lag, of serve's p99 until produced, and of the
+CPU (cores) and peak RSS. Every run's line is printed as it ends; with --out the runs
+and the summary are written there as JSON.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import importlib
+
+lag = importlib.import_module("lag")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--broker", choices=["mock", "nisshi"], default="mock")
+    parser.add_argument("--contender", choices=["serve", "serve-eos"], default="serve")
+    parser.add_argument("--out")
+    parser.add_argument("binaries", nargs="+", help="NAME=PATH")
+    args = parser.parse_args()
+    binaries = []
+    for item in args.binaries:
+        name, _, path = item.partition("=")
+        if not path or not os.access(path, os.X_OK):
+            sys.exit(f"lag-ab: {item}: expected NAME=PATH of an executable")
+        binaries.append((name, os.path.abspath(path)))
+    fetch_wait_ms = 10 if args.broker == "mock" else None
+    logs = os.path.join(lag.ROOT, "target", "lag")
+    os.makedirs(logs, exist_ok=True)
+    runs = []
+    for round_ in range(args.rounds):
+        order = binaries if round_ % 2 == 0 else list(reversed(binaries))
+        for name, path in order:
+            lag.SERVE_BINARY = path
+            broker = lag.start_broker(args.broker)
+            try:
+                result = lag.run_one(args.contender, broker, args.rate, args.seconds, logs, None, fetch_wait_ms)
+            finally:
+                lag.stop_broker()
+            result["binary"] = name
+            result["round"] = round_
+            print(json.dumps({"binary": name, "round": round_, "lag_ms": result["lag_ms"],
+                              "to_produce_ms": result["to_produce_ms"], "cpu_cores": result["cpu_cores"],
+                              "missing": result["missing"]}), flush=True)
+            runs.append(result)
+    summary = {}
+    for name, _ in binaries:
+        mine = [r for r in runs if r["binary"] == name and r["lag_ms"] is not None]
+        med = lambda f: round(statistics.median(f(r) for r in mine), 3) if mine else None
+        summary[name] = {"runs": len(mine),
+                         "lag_p50_ms": med(lambda r: r["lag_ms"]["p50"]),
+                         "lag_p99_ms": med(lambda r: r["lag_ms"]["p99"]),
+                         "lag_max_ms": med(lambda r: r["lag_ms"]["max"]),
+                         "to_produce_p99_ms": med(lambda r: r["to_produce_ms"]["p99"]),
+                         "cpu_cores": med(lambda r: r["cpu_cores"]),
+                         "peak_rss_mib": med(lambda r: r["peak_rss_mib"]),
+                         "missing": sum(r["missing"] for r in runs if r["binary"] == name)}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        out = {"date": time.strftime("%Y-%m-%d"), "broker": lag.BROKERS[args.broker], "rate": args.rate,
+               "seconds": args.seconds, "contender": args.contender, "rounds": args.rounds,
+               "binaries": dict(binaries), "summary": summary, "runs": runs}
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+    if any(s["missing"] for s in summary.values()):
+        sys.exit("lag-ab: some runs lost records")
+
+
+if __name__ == "__main__":
+    main()
