@@ -193,21 +193,27 @@ class Reader(threading.Thread):
 
 
 class CpuWindows(threading.Thread):
-    """The CPU (cores) `pids` use in each WINDOW_S of the feed: the broker's own load over
-    the run, which says when the broker and not the contender is what lags."""
+    """The CPU (cores) `pids` use in each 10 s window of the feed, the windows being those
+    of the p99 per 10 s (`lag_p99_by_10s_ms`): ceil(seconds / 10) of them from the feed's
+    start, the last one running to the feed's end. The broker's own load over the run,
+    which says when the broker and not the contender is what lags."""
     WINDOW_S = 10.0
 
-    def __init__(self, pids):
+    def __init__(self, pids, seconds):
         super().__init__(daemon=True)
         self.pids, self.windows, self.done = pids, [], threading.Event()
+        self.count = max(math.ceil(seconds / self.WINDOW_S), 1)
+        self.started = time.time()
 
     def run(self):
-        last, since = cpu_seconds(self.pids), time.time()
-        while True:
-            ended = self.done.wait(self.WINDOW_S)
+        last, since = cpu_seconds(self.pids), self.started
+        for window in range(self.count):
+            if window < self.count - 1:
+                ended = self.done.wait(max(self.started + (window + 1) * self.WINDOW_S - time.time(), 0))
+            else:
+                ended = self.done.wait()
             now, at = cpu_seconds(self.pids), time.time()
-            if at - since >= 1 or not self.windows:
-                self.windows.append(round((now - last) / max(at - since, 1e-9), 3))
+            self.windows.append(round((now - last) / max(at - since, 1e-9), 3))
             last, since = now, at
             if ended:
                 return
@@ -433,10 +439,10 @@ def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms
     if contender == "esm":
         pids += process_tree(function_proc.pid)
     cpu_before = cpu_seconds(pids)
-    broker_cpu = CpuWindows([MOCK.pid]) if MOCK is not None else None
+    feed_started = time.time() * 1000
+    broker_cpu = CpuWindows([MOCK.pid], seconds) if MOCK is not None else None
     if broker_cpu is not None:
         broker_cpu.start()
-    feed_started = time.time() * 1000
     fed = finish_feed(feeder)
     feed_end = time.time()
     if broker_cpu is not None:
