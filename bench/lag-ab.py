@@ -20,6 +20,7 @@ failed or lost records.
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -51,6 +52,9 @@ def main():
             sys.exit(f"lag-ab: {name}: named twice")
         binaries.append((name, os.path.abspath(path)))
     commits = dict(c.partition("=")[::2] for c in args.commit)
+    unknown = set(commits) - {n for n, _ in binaries}
+    if unknown:
+        sys.exit(f"lag-ab: --commit names no binary: {', '.join(sorted(unknown))}")
     if args.seconds is None:
         args.seconds = 30 if args.broker == "mock" else 60
     fetch_wait_ms = 10 if args.broker == "mock" else None
@@ -61,8 +65,8 @@ def main():
         order = binaries if round_ % 2 == 0 else list(reversed(binaries))
         for name, path in order:
             lag.SERVE_BINARY = path
-            broker = lag.start_broker(args.broker)
             try:
+                broker = lag.start_broker(args.broker)
                 result = lag.run_one(args.contender, broker, args.rate, args.seconds, logs, None, fetch_wait_ms)
             except SystemExit as e:
                 # bench/lag.py gave up on the run (it says why): recorded, and the rounds go on.
@@ -90,7 +94,7 @@ def main():
                                        and (r.get("failed") or r["lag_ms"] is None or r["to_produce_ms"] is None))}
     print(json.dumps(summary, indent=1))
     if args.out:
-        out = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["bench/lag-ab.py"] + sys.argv[1:]),
+        out = {"date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python3", "bench/lag-ab.py"] + sys.argv[1:]),
                "broker": lag.BROKERS[args.broker], "rate": args.rate, "seconds": args.seconds,
                "contender": args.contender, "rounds": args.rounds, "binaries": dict(binaries),
                "commits": commits, "note": args.note, "summary": summary, "runs": runs}

@@ -396,10 +396,14 @@ def finish_feed(feeder):
 def run_one(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms):
     """One run; a run that fails stops its contender too (a serve left running holds its
     HTTP port, and the next serve could not start)."""
-    procs = []
+    procs, stoppers = [], []
     try:
-        return measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs)
+        return measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs, stoppers)
     except BaseException:
+        # The run's reader threads stop too, so that a run after it (bench/lag-ab.py goes
+        # on past a failed one) shares the machine with nothing of this one.
+        for stop in stoppers:
+            stop()
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -407,17 +411,19 @@ def run_one(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms
         raise
 
 
-def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs):
+def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms, procs, stoppers):
     topic = f"lag.{contender}.{rate}.{int(time.time())}"
     create_topic(broker, topic)
     start(contender, broker, topic, logs, fetch_wait_ms, procs)
     reader = Reader(broker, topic, fetch_wait_ms)
     reader.start()
+    stoppers.append(lambda: setattr(reader, "stop", True))
     reader.ready.wait(60)
     live = None
     if MOCK is not None:
         live = SourceStamps(broker, topic)
         live.start()
+        stoppers.append(lambda: setattr(live, "stop", True))
     # Warm-up: the first records of the sequence, fed and read back through the
     # contender, so the run measures a member that has its partitions and its output
     # topics, fed by a producer that has its connections. warm_up_s: from the warm-up
@@ -443,6 +449,7 @@ def measure(contender, broker, rate, seconds, logs, function_proc, fetch_wait_ms
     broker_cpu = CpuWindows([MOCK.pid], seconds) if MOCK is not None else None
     if broker_cpu is not None:
         broker_cpu.start()
+        stoppers.append(broker_cpu.done.set)
     fed = finish_feed(feeder)
     feed_end = time.time()
     if broker_cpu is not None:
@@ -523,13 +530,15 @@ BROKER_NOTES = {"mock": [
     "are small), so a consumer that fetches again only after producing what it read needs many round trips per",
     "second; a fetch finds its offset by walking the partition's batches from the oldest (`rd_kafka_mock_msgset_find`,",
     "\"FIXME: Maintain an index\"), so fetches cost more as the partitions fill, until the mock cluster's one",
-    "thread is busy: in a 60 s run of serve at 500 records/s its CPU per 10 s rose from 0.14 to 0.98 cores and",
-    "serve's p99 per 10 s from 26 to 717 ms in the last window, with 91.7% of its samples in that walk",
-    "(`bench/results/mock-saturation-2026-12-07.txt`). Runs on it therefore last 30 s unless --seconds says",
-    "otherwise, and the mock cluster's CPU per 10 s is recorded beside the p99 (above): in those 60 s runs the",
-    "p99 stayed under 35 ms in windows where it used up to 0.61 cores and was 97 to 717 ms where it used 0.84",
-    "or more. How soon it saturates depends on the machine: the 60 s run at 03b108a, two days earlier, showed",
-    "no late rise. Each partition keeps only its last 5 MiB. The generator keys records by table, so the source's",
+    "thread is busy: in two 60 s runs of serve at 500 records/s its CPU per 10 s rose from 0.14 and 0.17 to",
+    "0.98 and 0.96 cores, and serve's p99 per 10 s from 26 to 717 and 554 ms in the last window, with 91.7% of",
+    "the mock cluster's samples in that walk (`bench/results/mock-saturation-2026-12-07.txt`). Runs on it",
+    "therefore last 30 s unless --seconds says otherwise, and the mock cluster's CPU per 10 s is recorded",
+    "beside the p99 (above). In the runs of 2026-12-07 that recorded it, serve's p99 (at least once, 500 and",
+    "2,000 records/s) went over 50 ms in 11 of the 14 windows where the mock cluster used 0.66 cores or more,",
+    "and in none where it used less (an observed pattern, not a threshold). How soon it gets there likely",
+    "depends on the machine: the 60 s run at 03b108a, two days earlier, showed no late rise at 500 records/s",
+    "(it did not record the mock cluster's CPU). Each partition keeps only its last 5 MiB. The generator keys records by table, so the source's",
     "partitions fill unevenly (15,027, 0 and 4,973 of the 20,000 records `scripts/feed.py` cycles through): the",
     "fullest keeps its last 7 s or so at 2,000 records/s and 1.4 s at 10,000. A contender further behind finds",
     "its next records deleted and resumes after them: the likely reading of the kafkajs server's undelivered records (it logs nothing). No",
@@ -660,9 +669,15 @@ def main():
                              "(default: 10 on the mock cluster, which answers such a fetch only then; on nisshi "
                              "each contender's own, 100 ms, and the reader's 10: nisshi slows down under fetches "
                              "every 10 ms)")
+    parser.add_argument("--render", action="store_true",
+                        help="write the report (bench/results/lag-BROKER.md, its BENCHMARKS.md section, the chart) "
+                             "from bench/results/lag-BROKER.json again, running nothing")
     parser.add_argument("--broker", choices=["nisshi", "mock"], default="nisshi",
                         help="nisshi (scripts/broker.sh) or librdkafka's mock cluster (cdc-relay mock-cluster)")
     args = parser.parse_args()
+    if args.render:
+        publish(json.load(open(os.path.join(ROOT, "bench", "results", f"lag-{args.broker}.json"))), args.broker)
+        return
     if args.fetch_wait_ms is None and args.broker == "mock":
         args.fetch_wait_ms = 10
     if args.seconds is None:
