@@ -44,6 +44,20 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
+    /// An empty row whose column list is one a dropped row left on this thread, when
+    /// there is one: a row is read for nearly every record, so its list is allocated
+    /// once per thread, not once per record.
+    pub(crate) fn reusing() -> Row<'a> {
+        let spare = SPARE_COLUMNS
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Row {
+            columns: relabel(spare),
+        }
+    }
+
     /// The value of `name` (the last occurrence when repeated).
     pub fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.columns
@@ -61,6 +75,53 @@ impl<'a> Row<'a> {
     /// Whether the row has no columns.
     pub fn is_empty(&self) -> bool {
         self.columns.is_empty()
+    }
+}
+
+/// A column list as a dropped row leaves it: empty, its allocation kept.
+type SpareColumns = Vec<Column<'static, Cow<'static, str>>>;
+
+/// Column lists kept for reuse: at most this many per thread (an update's row and its
+/// before-image, with room to spare)...
+const SPARE_LISTS: usize = 4;
+/// ...and none longer than this many columns, so a thread holds at most a few KiB.
+const SPARE_COLUMNS_MAX: usize = 256;
+
+thread_local! {
+    static SPARE_COLUMNS: std::cell::RefCell<Vec<SpareColumns>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty list of columns of one lifetime as a list of another: no column moves, and
+/// the standard library's in-place collection keeps the allocation (the two element
+/// types have one layout). A list that is not empty is emptied first.
+fn relabel<'from, 'to>(
+    mut columns: Vec<Column<'from, Cow<'from, str>>>,
+) -> Vec<Column<'to, Cow<'to, str>>> {
+    columns.clear();
+    #[expect(
+        clippy::unnecessary_filter_map,
+        reason = "the map's output type is what changes; `filter` keeps the input's"
+    )]
+    columns.into_iter().filter_map(|_| None).collect()
+}
+
+impl Drop for Row<'_> {
+    /// Gives the column list back to this thread's spares (see [`Row::reusing`]).
+    fn drop(&mut self) {
+        let columns = std::mem::take(&mut self.columns);
+        if columns.capacity() == 0 || columns.capacity() > SPARE_COLUMNS_MAX {
+            return;
+        }
+        let columns = relabel(columns);
+        // A thread being torn down keeps nothing.
+        let _ = SPARE_COLUMNS.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < SPARE_LISTS {
+                    spare.push(columns);
+                }
+            }
+        });
     }
 }
 
@@ -371,16 +432,17 @@ fn row_or_null<'a>(s: &mut Scanner<'a>) -> Result<Option<Row<'a>>, ScanError> {
         return Ok(None);
     }
     s.object("a row object")?;
-    let mut columns = Vec::with_capacity(16);
+    let mut row = Row::reusing();
+    row.columns.reserve(16);
     let mut first = true;
     while let Some(name) = s.key(&mut first)? {
         let value = raw_value(s.raw()?)?;
         if s.escaped() {
             check_escapes(value).map_err(|e| s.error(format_args!("column {name:?}: {e}")))?;
         }
-        columns.push(Column { name, value });
+        row.columns.push(Column { name, value });
     }
-    Ok(Some(Row { columns }))
+    Ok(Some(row))
 }
 
 /// The `metadata` fields read, by number, with their keys as written.
@@ -645,6 +707,38 @@ mod tests {
             }
             other => panic!("expected data, got {other:?}"),
         }
+    }
+
+    /// A row's column list is kept on its thread when the row is dropped and given to
+    /// the next row read there, empty: the next record's columns, not the last one's.
+    #[test]
+    fn a_dropped_rows_column_list_is_reused_empty() {
+        let decoder = Decoder::default();
+        // Start from no spares: the lists this thread kept before are given up.
+        SPARE_COLUMNS.with(|spare| spare.borrow_mut().clear());
+        let first = decoder.decode(UPDATE.as_bytes()).expect("valid");
+        let Change::Data { data, before, .. } = &first.change else {
+            panic!("expected data");
+        };
+        let lists = [
+            data.columns.as_ptr(),
+            before.as_ref().expect("before").columns.as_ptr(),
+        ];
+        drop(first);
+        assert_eq!(SPARE_COLUMNS.with(|spare| spare.borrow().len()), 2);
+        let doc = r#"{"data": {"only": 1}, "metadata": {"record-type": "data",
+            "operation": "insert", "schema-name": "s", "table-name": "t"}}"#;
+        let second = decoder.decode(doc.as_bytes()).expect("valid");
+        let Change::Data { data, .. } = &second.change else {
+            panic!("expected data");
+        };
+        assert!(
+            lists.contains(&data.columns.as_ptr()),
+            "a kept list is reused"
+        );
+        let names: Vec<&str> = data.columns.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["only"]);
+        assert_eq!(SPARE_COLUMNS.with(|spare| spare.borrow().len()), 1);
     }
 
     /// A transaction field is written downstream as it came (the envelope's `source`):

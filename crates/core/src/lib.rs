@@ -130,8 +130,11 @@ fn transform_record(
     with_table: bool,
     table: &mut Option<String>,
 ) -> Result<Transformed, RecordError> {
-    let decoded = record.decode()?;
-    let Some(value) = decoded.value.as_deref() else {
+    let mut buffers = Buffers::take();
+    let Buffers { key, value } = &mut buffers;
+    // The key first, as `SourceRecord::decode` reads them (the same error when both fail).
+    let key = record.key_in(key)?;
+    let Some(value) = record.value_in(value)? else {
         return Ok(Transformed::Skipped(SkipReason::SourceTombstone));
     };
     let change = decoder.decode(value)?;
@@ -139,15 +142,119 @@ fn transform_record(
     if with_table {
         *table = Some(qualified());
     }
-    let position = record.position(cluster, decoded.key.as_deref());
+    let position = record.position(cluster, key);
     transformer
         .transform(position, &change)
         .map_err(|e| e.with_table(qualified()))
 }
 
+/// The buffers a record's base64 key and value are decoded into: one pair per thread,
+/// taken for a record and given back after it (a thread decodes one record at a time),
+/// so decoding allocates nothing once they have grown to the records' size.
+struct Buffers {
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// A buffer that grew past this is not kept (a large value now and then does not hold
+/// its memory on every thread).
+const BUFFER_KEPT_MAX: usize = 256 * 1024;
+
+thread_local! {
+    /// The thread's key and value buffers, between records.
+    static BUFFERS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl Buffers {
+    fn take() -> Buffers {
+        let (key, value) = BUFFERS.try_with(std::cell::Cell::take).unwrap_or_default();
+        Buffers { key, value }
+    }
+}
+
+impl Drop for Buffers {
+    /// Given back to the thread (dropped instead when one grew too large).
+    fn drop(&mut self) {
+        let keep = |buffer: &mut Vec<u8>| {
+            let mut buffer = std::mem::take(buffer);
+            if buffer.capacity() > BUFFER_KEPT_MAX {
+                buffer = Vec::new();
+            }
+            buffer
+        };
+        let kept = (keep(&mut self.key), keep(&mut self.value));
+        // A thread being torn down keeps nothing.
+        let _ = BUFFERS.try_with(|buffers| buffers.set(kept));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The thread's key and value buffers are given back after a record, grown to its
+    /// size, and not kept once a value outgrew [`BUFFER_KEPT_MAX`].
+    #[test]
+    fn decoding_buffers_are_kept_unless_they_grew_too_large() {
+        use base64::Engine;
+        // As Lambda hands a record over: base64 in an MSK event.
+        let record = |value: &[u8]| {
+            let event = format!(
+                r#"{{"records":{{"dms-0":[{{"topic":"dms","partition":0,"offset":1,"timestamp":1,"value":"{}","headers":[]}}]}}}}"#,
+                base64::engine::general_purpose::STANDARD.encode(value)
+            );
+            source::MskEvent::parse(event.into_bytes())
+                .expect("a valid event")
+                .records
+                .remove(0)
+        };
+        let doc = |note: &str| {
+            format!(
+                r#"{{"data":{{"id":1,"note":"{note}"}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"hr","table-name":"emp"}}}}"#
+            )
+        };
+        let transformer = Transformer::new(
+            transform::Routes::parse("[[route]]\ntable = \"hr.emp\"\ntopic = \"emp\"\n", "t")
+                .expect("valid routes"),
+        );
+        let kept = || {
+            BUFFERS.with(|b| {
+                let buffers = b.take();
+                let capacity = buffers.1.capacity();
+                b.set(buffers);
+                capacity
+            })
+        };
+        let small = doc("short");
+        let out = process(
+            &Decoder::default(),
+            &transformer,
+            &record(small.as_bytes()),
+            "c",
+            false,
+        );
+        assert!(
+            matches!(out.result, Ok(Transformed::Messages(_))),
+            "{:?}",
+            out.result
+        );
+        assert!(kept() >= small.len(), "the value's buffer is kept");
+        let large = doc(&"x".repeat(BUFFER_KEPT_MAX));
+        let out = process(
+            &Decoder::default(),
+            &transformer,
+            &record(large.as_bytes()),
+            "c",
+            false,
+        );
+        assert!(
+            matches!(out.result, Ok(Transformed::Messages(_))),
+            "{:?}",
+            out.result
+        );
+        assert_eq!(kept(), 0, "a buffer that outgrew the bound is dropped");
+    }
 
     /// A panic while decoding or transforming is the record's permanent error (so it
     /// is dead-lettered), without the panic's message (it may quote values); a result

@@ -780,6 +780,24 @@ impl SourceRecord {
 }
 
 impl SourceRecord {
+    /// The record's key as bytes ([`SourceRecord::value_in`]).
+    pub fn key_in<'s>(&'s self, buffer: &'s mut Vec<u8>) -> Result<Option<&'s [u8]>, RecordError> {
+        payload_in(self.key.as_ref(), buffer, "key")
+    }
+
+    /// The record's value as bytes (`None` for a tombstone): borrowed when it came as
+    /// bytes, else decoded from base64 into `buffer` (emptied first), so a caller that
+    /// keeps one buffer allocates nothing per record. Invalid base64 is the same
+    /// permanent error as [`SourceRecord::decode`]'s.
+    pub fn value_in<'s>(
+        &'s self,
+        buffer: &'s mut Vec<u8>,
+    ) -> Result<Option<&'s [u8]>, RecordError> {
+        payload_in(self.value.as_ref(), buffer, "value")
+    }
+}
+
+impl SourceRecord {
     /// Key, value and headers for a dead letter: each decoded when it decodes, else the
     /// base64 text Lambda sent, so nothing of the original is lost.
     pub fn original_parts(&self) -> DecodedRecord {
@@ -805,6 +823,35 @@ fn decode_payload(payload: Option<&Payload>, what: &str) -> Result<Option<Vec<u8
         Some(Payload::Base64(text)) => decode_base64(text.as_bytes()).map(Some).map_err(|e| {
             RecordError::permanent(Stage::Source, format!("{what} is not valid base64: {e}"))
         }),
+    }
+}
+
+fn payload_in<'s>(
+    payload: Option<&'s Payload>,
+    buffer: &'s mut Vec<u8>,
+    what: &str,
+) -> Result<Option<&'s [u8]>, RecordError> {
+    match payload {
+        None => Ok(None),
+        Some(Payload::Bytes(bytes)) => Ok(Some(bytes)),
+        Some(Payload::Base64(text)) => {
+            buffer.clear();
+            if base64_simd::STANDARD
+                .decode_append(text.as_bytes(), buffer)
+                .is_err()
+            {
+                // What the scalar decoder says (see `decode_base64`).
+                buffer.clear();
+                let bytes = decode_base64(text.as_bytes()).map_err(|e| {
+                    RecordError::permanent(
+                        Stage::Source,
+                        format!("{what} is not valid base64: {e}"),
+                    )
+                })?;
+                buffer.extend_from_slice(&bytes);
+            }
+            Ok(Some(buffer))
+        }
     }
 }
 
@@ -1063,6 +1110,42 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    /// Read into a caller's buffer, a record's base64 key and value are the bytes
+    /// `decode` gives, written into that buffer (whatever it held); bytes a consumer
+    /// read are lent as they are; invalid base64 is the same error as `decode`'s.
+    #[test]
+    fn key_and_value_read_into_a_buffer_are_what_decode_gives() {
+        let recs = event(
+            r#"{"records":{"t-0":[{"topic":"t","partition":0,"offset":0,"timestamp":1,
+               "key":"a2V5","value":"eyJhIjoxfQ==","headers":[]},
+               {"topic":"t","partition":0,"offset":1,"timestamp":1,
+               "key":"a2V5","value":"not base64!","headers":[]}]}}"#,
+        )
+        .records;
+        let decoded = recs[0].decode().expect("decodes");
+        let mut buffer = b"left from the last record".to_vec();
+        let value = recs[0]
+            .value_in(&mut buffer)
+            .expect("decodes")
+            .map(<[u8]>::to_vec);
+        assert_eq!(value, decoded.value);
+        assert_eq!(buffer, b"{\"a\":1}");
+        let key = recs[0]
+            .key_in(&mut buffer)
+            .expect("decodes")
+            .map(<[u8]>::to_vec);
+        assert_eq!(key, decoded.key);
+        let refused = recs[1].value_in(&mut buffer).expect_err("must fail");
+        assert_eq!(Some(refused), recs[1].decode().err());
+        let mut read = recs[0].clone();
+        read.value = Some(Payload::Bytes(b"as read".to_vec()));
+        let lent = read.value_in(&mut buffer).expect("bytes").expect("a value");
+        let Some(Payload::Bytes(own)) = &read.value else {
+            unreachable!("set above")
+        };
+        assert_eq!(lent.as_ptr(), own.as_ptr(), "lent, not copied");
     }
 
     /// Invalid base64 fails the record in the source stage, permanently.

@@ -222,6 +222,22 @@ impl<N: Into<Cow<'static, str>>, V: AsRef<[u8]>> FromIterator<(N, V)> for Messag
     }
 }
 
+/// The longest `schema.table` written on the stack (longer ones are allocated).
+const QUALIFIED_ON_STACK: usize = 128;
+
+/// `schema.table` written into `room`, if it fits.
+fn qualify<'r>(room: &'r mut [u8], schema: &str, table: &str) -> Option<&'r str> {
+    let length = schema.len() + 1 + table.len();
+    let out = room.get_mut(..length)?;
+    let (head, tail) = out.split_at_mut(schema.len());
+    head.copy_from_slice(schema.as_bytes());
+    let (dot, rest) = tail.split_first_mut()?;
+    *dot = b'.';
+    rest.copy_from_slice(table.as_bytes());
+    // Two texts and a dot: always UTF-8.
+    std::str::from_utf8(out).ok()
+}
+
 /// Why a record produced nothing by configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SkipReason {
@@ -303,23 +319,29 @@ impl Transformer {
         pos: SourcePosition<'_>,
         event: &ChangeEvent<'_>,
     ) -> Result<Transformed, RecordError> {
-        let mut qualified = String::with_capacity(event.schema.len() + event.table.len() + 1);
-        qualified.push_str(&event.schema);
-        qualified.push('.');
-        qualified.push_str(&event.table);
+        // `schema.table`, on the stack unless it is long.
+        let mut room = [0u8; QUALIFIED_ON_STACK];
+        let long;
+        let qualified = match qualify(&mut room, &event.schema, &event.table) {
+            Some(qualified) => qualified,
+            None => {
+                long = format!("{}.{}", event.schema, event.table);
+                long.as_str()
+            }
+        };
         // DMS's own tables are skipped unless a route names one exactly.
         if self.routes.dms_tables == DmsTables::Skip
             && is_dms_table(&event.table)
-            && !self.routes.names_exactly(&qualified)
+            && !self.routes.names_exactly(qualified)
         {
             return Ok(Transformed::Skipped(SkipReason::DmsTable));
         }
         match &event.change {
             Change::Data { op, data, before } => {
-                self.data_change(pos, event, &qualified, *op, data, before.as_ref())
+                self.data_change(pos, event, qualified, *op, data, before.as_ref())
             }
             Change::Control { operation, control } => {
-                self.schema_change(pos, event, &qualified, operation, *control)
+                self.schema_change(pos, event, qualified, operation, *control)
             }
         }
     }
@@ -547,6 +569,10 @@ impl Transformer {
                 messages.push(headers.message(topic, key_bytes, None, &id));
             }
         }
+        spare_cells(Some(mapped_data));
+        spare_cells(mapped_before);
+        spare_cells(key.object);
+        give_back_key(key.bytes);
         Ok(Transformed::Messages(messages))
     }
 
@@ -890,6 +916,90 @@ struct Cell<'r, 'a> {
     value: Json<'a>,
 }
 
+/// Cell lists a record's transform left on this thread, empty, kept for the next: a
+/// record's kept columns, its before-image's and its key's take a list each, allocated
+/// once per thread instead of once per record.
+type SpareCells = Vec<Cell<'static, 'static>>;
+
+/// At most this many lists kept per thread...
+const SPARE_CELL_LISTS: usize = 4;
+/// ...and none longer than this many cells, so a thread holds at most a few KiB.
+const SPARE_CELLS_MAX: usize = 256;
+
+thread_local! {
+    static SPARE_CELLS: std::cell::RefCell<Vec<SpareCells>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty list of cells of one lifetime as a list of another: no cell moves, and the
+/// standard library's in-place collection keeps the allocation (one layout).
+fn relabel_cells<'r, 'a, 's, 'b>(mut cells: Vec<Cell<'r, 'a>>) -> Vec<Cell<'s, 'b>> {
+    cells.clear();
+    #[expect(
+        clippy::unnecessary_filter_map,
+        reason = "the map's output type is what changes; `filter` keeps the input's"
+    )]
+    cells.into_iter().filter_map(|_| None).collect()
+}
+
+/// An empty list with room for `capacity` cells: a spare one of this thread's if any.
+fn cells<'r, 'a>(capacity: usize) -> Vec<Cell<'r, 'a>> {
+    let spare = SPARE_CELLS
+        .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten();
+    match spare {
+        Some(spare) => {
+            let mut list = relabel_cells(spare);
+            list.reserve(capacity);
+            list
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+/// Keeps a list that is done with for [`cells`] (its cells dropped), if there is room.
+fn spare_cells(list: Option<Vec<Cell<'_, '_>>>) {
+    let Some(list) = list.filter(|l| l.capacity() > 0 && l.capacity() <= SPARE_CELLS_MAX) else {
+        return;
+    };
+    let list = relabel_cells(list);
+    // A thread being torn down keeps nothing.
+    let _ = SPARE_CELLS.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            if spare.len() < SPARE_CELL_LISTS {
+                spare.push(list);
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// The buffer a record's entity key is made in, between records (each message
+    /// takes a copy of the key).
+    static SPARE_KEY: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The thread's key buffer, empty.
+fn spare_key() -> Vec<u8> {
+    let mut key = SPARE_KEY
+        .try_with(std::cell::Cell::take)
+        .unwrap_or_default();
+    key.clear();
+    key
+}
+
+/// Keeps a key buffer that is done with for [`spare_key`], unless it grew large.
+fn give_back_key(key: Vec<u8>) {
+    if key.capacity() <= KEY_KEPT_MAX {
+        // A thread being torn down keeps nothing.
+        let _ = SPARE_KEY.try_with(|spare| spare.set(key));
+    }
+}
+
+/// The longest key buffer kept (a key is a few columns' values).
+const KEY_KEPT_MAX: usize = 4096;
+
 /// Room for what an envelope writes around its objects (ids, source, timestamps): most
 /// envelopes are written without growing their buffer.
 const ENVELOPE_AROUND: usize = 384;
@@ -927,10 +1037,9 @@ fn entity_key<'r, 'a>(
     data: &'r Row<'a>,
     before: Option<&'r Row<'a>>,
 ) -> Result<EntityKey<'r, 'a>, RecordError> {
+    let mut bytes = spare_key();
     let Some(columns) = &route.key else {
-        let bytes = pos
-            .kafka_key
-            .map_or_else(|| qualified.as_bytes().to_vec(), <[u8]>::to_vec);
+        bytes.extend_from_slice(pos.kafka_key.unwrap_or(qualified.as_bytes()));
         return Ok(EntityKey {
             bytes,
             object: None,
@@ -940,8 +1049,7 @@ fn entity_key<'r, 'a>(
         row.and_then(|r| source_column(route, r, column))
             .filter(|(_, v)| Kind::of(v.get()) != Kind::Null)
     };
-    let mut bytes = Vec::new();
-    let mut object: Vec<Cell<'r, 'a>> = Vec::with_capacity(columns.len());
+    let mut object = cells(columns.len());
     for (i, column) in columns.iter().enumerate() {
         let (source, value) = present(Some(data), column)
             .or_else(|| present(before, column))
@@ -1167,7 +1275,7 @@ fn select<'r, 'a>(
 ) -> Result<Vec<Cell<'r, 'a>>, (String, String)> {
     // Of a repeated column the last occurrence is kept, as a JSON reader would, before
     // any coercion sees it.
-    let mut out: Vec<Cell<'r, 'a>> = Vec::with_capacity(row.columns.len());
+    let mut out = cells(row.columns.len());
     shape::kept(route, row, |index, slot| {
         // Every index is one of the row's: the shape is the row's own.
         if let Some(column) = row.columns.get(index) {
@@ -1664,6 +1772,64 @@ operations = ["insert"]
         format!(
             r#"{{"data":{data},"before-image":{before},"metadata":{{"record-type":"data","operation":"update","schema-name":"public","table-name":"{table}"}}}}"#
         )
+    }
+
+    /// The cell lists of a record's transform (its kept columns, its before-image's, its
+    /// key's) are kept on the thread and taken by the next record's, which comes out as
+    /// it does on a thread that kept none: nothing of the first record is left in them.
+    #[test]
+    fn cell_lists_are_reused_without_what_they_held() {
+        fn values(doc: &str) -> Vec<OutMessage> {
+            let event = Decoder::default()
+                .decode(doc.as_bytes())
+                .expect("DMS record");
+            messages(
+                transformer()
+                    .transform(pos(1), &event)
+                    .expect("transformed"),
+            )
+        }
+        fn spares() -> Vec<usize> {
+            let mut lists: Vec<usize> =
+                SPARE_CELLS.with(|s| s.borrow().iter().map(|l| l.as_ptr() as usize).collect());
+            lists.sort_unstable();
+            lists
+        }
+        SPARE_CELLS.with(|s| s.borrow_mut().clear());
+        let first = update_doc(
+            "orders",
+            r#"{"id":1,"user_id":7,"status":"PAID","email":"a@b.c","amount":3,"note":"x","a":1,"b":2}"#,
+            r#"{"id":1,"user_id":7,"status":"NEW","email":"a@b.c","amount":3}"#,
+        );
+        values(&first);
+        let kept = spares();
+        assert_eq!(
+            kept.len(),
+            3,
+            "the row's, the before-image's and the key's lists"
+        );
+        let key_buffer = || {
+            SPARE_KEY.with(|k| {
+                let key = k.take();
+                let at = (key.capacity() > 0).then_some(key.as_ptr() as usize);
+                k.set(key);
+                at
+            })
+        };
+        let key_kept = key_buffer();
+        assert!(key_kept.is_some(), "the key's buffer is kept");
+        let second = update_doc(
+            "orders",
+            r#"{"id":2,"user_id":8,"status":"SENT"}"#,
+            r#"{"id":2,"user_id":8,"status":"PAID"}"#,
+        );
+        let reused = values(&second);
+        assert_eq!(spares(), kept, "the same three lists, taken and given back");
+        assert_eq!(key_buffer(), key_kept, "the same key buffer");
+        let fresh = std::thread::spawn(move || values(&second))
+            .join()
+            .expect("no panic");
+        assert_eq!(reused, fresh);
     }
 
     /// A change inside a JSON column is seen whatever the size of its numbers (no
