@@ -292,6 +292,8 @@ def main():
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": sh(["git", "rev-parse", "--short", "HEAD"]).strip(),
         "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
+        # Kept with the run, so a report written again later names what this run used.
+        "versions": versions(),
         "method": {"sizes": sizes, "total_records": total, "max_invocations_per_size": args.max_invocations,
                    "repeats": repeats, "value_bytes": 400},
         "results": rows,
@@ -335,7 +337,8 @@ def report(result):
     rows = result["results"]
     by = {(r["contender"], r["batch_size"]): r for r in rows}
     sizes = sorted({r["batch_size"] for r in rows})
-    v = versions()
+    # A run recorded before runs kept their versions: this machine's, as that run's report took them.
+    v = result.get("versions") or versions()
     lines = ["# Benchmarks", "",
              "cdc-relay against the two implementations it replaces (kafkajs and sarama, each as the seed built",
              "it and as a careful user would) and against a raw rdkafka producer that only produces the",
