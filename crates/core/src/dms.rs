@@ -49,7 +49,7 @@ impl<'a> Row<'a> {
     /// once per thread, not once per record.
     pub(crate) fn reusing() -> Row<'a> {
         let spare = SPARE_COLUMNS
-            .try_with(|spare| spare.borrow_mut().pop())
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -84,7 +84,8 @@ type SpareColumns = Vec<Column<'static, Cow<'static, str>>>;
 /// Column lists kept for reuse: at most this many per thread (an update's row and its
 /// before-image, with room to spare)...
 const SPARE_LISTS: usize = 4;
-/// ...and none longer than this many columns, so a thread holds at most a few KiB.
+/// ...and none longer than this many columns: a thread keeps at most 4 x 256 columns of
+/// 40 bytes (40 KiB).
 const SPARE_COLUMNS_MAX: usize = 256;
 
 thread_local! {

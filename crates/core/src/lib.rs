@@ -106,7 +106,10 @@ impl Panicked {
 /// meets). The decoder and the transformer hold no state a panic could leave half
 /// written (the id prefix cache hashes a new prefix before it writes its entry, a row
 /// shape is remembered only once it is worked out, and the metadata key order a reader
-/// guesses from is written whole, and only checked guesses are made from it).
+/// guesses from is written whole, and only checked guesses are made from it). The
+/// scratch a thread keeps between records is safe too: its lists are kept empty (each is
+/// emptied before it is kept), its buffers are emptied before each use, and no pool is
+/// borrowed while other code runs.
 fn caught<T>(work: impl FnOnce() -> T) -> Result<T, Panicked> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| Panicked)
 }
@@ -156,9 +159,12 @@ struct Buffers {
     value: Vec<u8>,
 }
 
-/// A buffer that grew past this is not kept (a large value now and then does not hold
-/// its memory on every thread).
+/// A value buffer that grew past this is not kept (a large value now and then does not
+/// hold its memory on every thread): with the key's, a thread keeps at most 260 KiB here.
 const BUFFER_KEPT_MAX: usize = 256 * 1024;
+
+/// The same for the key buffer: a record's key is a few columns' values.
+const KEY_BUFFER_KEPT_MAX: usize = 4 * 1024;
 
 thread_local! {
     /// The thread's key and value buffers, between records.
@@ -176,14 +182,17 @@ impl Buffers {
 impl Drop for Buffers {
     /// Given back to the thread (dropped instead when one grew too large).
     fn drop(&mut self) {
-        let keep = |buffer: &mut Vec<u8>| {
+        let keep = |buffer: &mut Vec<u8>, most: usize| {
             let mut buffer = std::mem::take(buffer);
-            if buffer.capacity() > BUFFER_KEPT_MAX {
+            if buffer.capacity() > most {
                 buffer = Vec::new();
             }
             buffer
         };
-        let kept = (keep(&mut self.key), keep(&mut self.value));
+        let kept = (
+            keep(&mut self.key, KEY_BUFFER_KEPT_MAX),
+            keep(&mut self.value, BUFFER_KEPT_MAX),
+        );
         // A thread being torn down keeps nothing.
         let _ = BUFFERS.try_with(|buffers| buffers.set(kept));
     }
@@ -193,67 +202,94 @@ impl Drop for Buffers {
 mod tests {
     use super::*;
 
-    /// The thread's key and value buffers are given back after a record, grown to its
-    /// size, and not kept once a value outgrew [`BUFFER_KEPT_MAX`].
-    #[test]
-    fn decoding_buffers_are_kept_unless_they_grew_too_large() {
+    /// As Lambda hands a record over: base64 key and value in an MSK event.
+    fn lambda_record(key: &[u8], value: &[u8]) -> SourceRecord {
         use base64::Engine;
-        // As Lambda hands a record over: base64 in an MSK event.
-        let record = |value: &[u8]| {
-            let event = format!(
-                r#"{{"records":{{"dms-0":[{{"topic":"dms","partition":0,"offset":1,"timestamp":1,"value":"{}","headers":[]}}]}}}}"#,
-                base64::engine::general_purpose::STANDARD.encode(value)
-            );
-            source::MskEvent::parse(event.into_bytes())
-                .expect("a valid event")
-                .records
-                .remove(0)
-        };
-        let doc = |note: &str| {
-            format!(
-                r#"{{"data":{{"id":1,"note":"{note}"}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"hr","table-name":"emp"}}}}"#
-            )
-        };
-        let transformer = Transformer::new(
+        let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let event = format!(
+            r#"{{"records":{{"dms-0":[{{"topic":"dms","partition":0,"offset":1,"timestamp":1,"key":"{}","value":"{}","headers":[]}}]}}}}"#,
+            base64(key),
+            base64(value)
+        );
+        source::MskEvent::parse(event.into_bytes())
+            .expect("a valid event")
+            .records
+            .remove(0)
+    }
+
+    fn emp_routes() -> Transformer {
+        Transformer::new(
             transform::Routes::parse("[[route]]\ntable = \"hr.emp\"\ntopic = \"emp\"\n", "t")
                 .expect("valid routes"),
-        );
+        )
+    }
+
+    fn emp_insert(note: &str) -> String {
+        format!(
+            r#"{{"data":{{"id":1,"note":"{note}"}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"hr","table-name":"emp"}}}}"#
+        )
+    }
+
+    /// The thread's key and value buffers are given back after a record, grown to its
+    /// size, and each is not kept once it outgrew its bound ([`KEY_BUFFER_KEPT_MAX`],
+    /// [`BUFFER_KEPT_MAX`]).
+    #[test]
+    fn decoding_buffers_are_kept_unless_they_grew_too_large() {
         let kept = || {
             BUFFERS.with(|b| {
                 let buffers = b.take();
-                let capacity = buffers.1.capacity();
+                let capacities = (buffers.0.capacity(), buffers.1.capacity());
                 b.set(buffers);
-                capacity
+                capacities
             })
         };
-        let small = doc("short");
-        let out = process(
-            &Decoder::default(),
-            &transformer,
-            &record(small.as_bytes()),
-            "c",
-            false,
-        );
+        let transformed = |key: &[u8], value: &str| {
+            let out = process(
+                &Decoder::default(),
+                &emp_routes(),
+                &lambda_record(key, value.as_bytes()),
+                "c",
+                false,
+            );
+            assert!(
+                matches!(out.result, Ok(Transformed::Messages(_))),
+                "{:?}",
+                out.result
+            );
+        };
+        let small = emp_insert("short");
+        transformed(b"hr.emp", &small);
+        let (key, value) = kept();
         assert!(
-            matches!(out.result, Ok(Transformed::Messages(_))),
-            "{:?}",
-            out.result
+            key >= 6 && value >= small.len(),
+            "both buffers kept: {key}, {value}"
         );
-        assert!(kept() >= small.len(), "the value's buffer is kept");
-        let large = doc(&"x".repeat(BUFFER_KEPT_MAX));
-        let out = process(
-            &Decoder::default(),
-            &transformer,
-            &record(large.as_bytes()),
-            "c",
-            false,
-        );
+        transformed(&vec![b'k'; KEY_BUFFER_KEPT_MAX + 1], &small);
+        let (key, value) = kept();
+        assert_eq!(key, 0, "a key buffer that outgrew its bound is dropped");
+        assert!(value >= small.len(), "the value's is kept");
+        transformed(b"hr.emp", &emp_insert(&"x".repeat(BUFFER_KEPT_MAX)));
+        let (key, value) = kept();
+        assert!(key >= 6, "the key's is kept");
+        assert_eq!(value, 0, "a value buffer that outgrew its bound is dropped");
+    }
+
+    /// A record whose key and value are both not base64 fails with the key's error, as
+    /// `SourceRecord::decode` reads them: the key first.
+    #[test]
+    fn a_record_with_both_parts_invalid_fails_on_its_key() {
+        let event = r#"{"records":{"dms-0":[{"topic":"dms","partition":0,"offset":1,"timestamp":1,"key":"no key!","value":"no value!","headers":[]}]}}"#;
+        let record = source::MskEvent::parse(event.as_bytes().to_vec())
+            .expect("a valid event")
+            .records
+            .remove(0);
+        let out = process(&Decoder::default(), &emp_routes(), &record, "c", false);
+        let error = out.result.expect_err("not base64");
         assert!(
-            matches!(out.result, Ok(Transformed::Messages(_))),
-            "{:?}",
-            out.result
+            error.to_string().contains("key is not valid base64"),
+            "{error}"
         );
-        assert_eq!(kept(), 0, "a buffer that outgrew the bound is dropped");
+        assert_eq!(Some(error), record.decode().err());
     }
 
     /// A panic while decoding or transforming is the record's permanent error (so it

@@ -923,7 +923,8 @@ type SpareCells = Vec<Cell<'static, 'static>>;
 
 /// At most this many lists kept per thread...
 const SPARE_CELL_LISTS: usize = 4;
-/// ...and none longer than this many cells, so a thread holds at most a few KiB.
+/// ...and none longer than this many cells: a thread keeps at most 4 x 256 cells of
+/// 64 bytes (64 KiB).
 const SPARE_CELLS_MAX: usize = 256;
 
 thread_local! {
@@ -1772,6 +1773,37 @@ operations = ["insert"]
         format!(
             r#"{{"data":{data},"before-image":{before},"metadata":{{"record-type":"data","operation":"update","schema-name":"public","table-name":"{table}"}}}}"#
         )
+    }
+
+    /// `schema.table` is the same whether it fits the stack buffer or not: at, under and
+    /// over its length, in the table header and the route it picks.
+    #[test]
+    fn a_long_schema_table_name_is_qualified_as_a_short_one_is() {
+        let routes = "[[route]]\ntable = \"*\"\ntopic = \"t\"\n";
+        for length in [
+            QUALIFIED_ON_STACK - 1,
+            QUALIFIED_ON_STACK,
+            QUALIFIED_ON_STACK + 1,
+        ] {
+            let schema = "s".repeat(length - 2);
+            let doc = format!(
+                r#"{{"data":{{"id":1}},"metadata":{{"record-type":"data","operation":"insert","schema-name":"{schema}","table-name":"é"}}}}"#
+            );
+            // "é" is two bytes: the name is `length` + 1 bytes long.
+            let expected = format!("{schema}.é");
+            let mut room = [0u8; QUALIFIED_ON_STACK];
+            assert_eq!(
+                qualify(&mut room, &schema, "é").is_some(),
+                expected.len() <= QUALIFIED_ON_STACK
+            );
+            let out = messages(transform_doc(routes, "c", &doc).expect("transformed"));
+            assert_eq!(
+                out[0].header(header::TABLE),
+                Some(expected.as_bytes()),
+                "{} bytes",
+                expected.len()
+            );
+        }
     }
 
     /// The cell lists of a record's transform (its kept columns, its before-image's, its
